@@ -69,8 +69,7 @@ class FeatureProfile(BaseModel):
         return [*self.categories, OTHER_CATEGORY]
 
     def assign(self, values: np.ndarray) -> np.ndarray:
-        """Bin index of each value; missing values (numeric NaN, categorical empty string)
-        get index -1: not counted. Infinite values land in the outer bins."""
+        """Bin index of each value (NaN numeric values get index -1: not counted)."""
         if self.kind == "numeric":
             x = np.asarray(values, dtype=float)
             idx = np.searchsorted(np.asarray(self.edges, dtype=float), x, side="left")
@@ -79,8 +78,8 @@ class FeatureProfile(BaseModel):
         distinct, inverse = np.unique(np.asarray(values).astype(str), return_inverse=True)
         lookup = {c: i for i, c in enumerate(self.categories)}
         other = len(self.categories)
-        index = np.array([-1 if d == "" else lookup.get(str(d), other) for d in distinct])
-        return index.astype(np.int64)[inverse.ravel()]
+        index = np.array([lookup.get(str(d), other) for d in distinct], dtype=np.int64)
+        return index[inverse.ravel()]
 
     def positions(self) -> list[float]:
         """Where each bin's mass sits for the binned Wasserstein distance.
@@ -270,8 +269,9 @@ def counts_for(profile: Profile, columns: dict[str, np.ndarray]) -> np.ndarray:
             if not _is_numeric(values):
                 raise ValueError(f"column {feature.name!r} is not numeric, the profile says so")
             return _numeric_counts(values, np.asarray(feature.edges, dtype=np.float64))
-        index = feature.assign(values)
-        return np.bincount(index + 1, minlength=feature.bins + 1)[1:].astype(np.float64)
+        text = np.asarray(values).astype(str)
+        index = feature.assign(text[text != ""])
+        return np.bincount(index, minlength=feature.bins).astype(np.float64)
 
     out = np.zeros((len(profile.features), profile.max_bins), dtype=np.float64)
     with ThreadPoolExecutor(_workers()) as pool:

@@ -81,10 +81,11 @@ FloatArray = npt.NDArray[np.float64]
 class InsufficientData(ValueError):
     """Some features have no reference or no current observations at all."""
 
-    def __init__(self, features: Sequence[int], side: str) -> None:
+    def __init__(self, features: Sequence[int], side: str, names: Sequence[str] = ()) -> None:
         self.features = tuple(int(f) for f in features)
         self.side = side
-        super().__init__(f"no {side} observations for feature rows {list(self.features)}")
+        what = f"features {list(names)}" if names else f"feature rows {list(self.features)}"
+        super().__init__(f"no {side} observations for {what}")
 
 
 @dataclass(frozen=True)

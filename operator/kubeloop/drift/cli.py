@@ -1,0 +1,160 @@
+"""``kubeloop profile`` and ``kubeloop drift``: the offline side of drift detection.
+
+Exit codes: 0 when the command ran (drift or not, the output says which), 1 for drift
+with ``--fail-on-drift`` (for CI gates), 2 for unusable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kubeloop.drift import stats
+from kubeloop.drift.profile import (
+    MAX_CATEGORIES,
+    Profile,
+    build_profile,
+    counts_for,
+    load_profile,
+    read_table,
+    save_profile,
+)
+from kubeloop.drift.report import DriftReport, compare, compare_raw
+
+EXIT_OK = 0
+EXIT_DRIFT = 1
+EXIT_INVALID = 2
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``profile`` and ``drift`` on the main parser's subparsers."""
+    profile = subparsers.add_parser(
+        "profile",
+        help="build a reference profile from a data file",
+        description="Bin every column of a CSV or Parquet file into a reference profile "
+        "(JSON): quantile bins for numeric columns, the most frequent values for "
+        "categorical ones. The model server exports live histograms on these bins.",
+    )
+    profile.add_argument("data", type=Path, help="CSV (with a header row) or Parquet file")
+    profile.add_argument("--output", "-o", type=Path, required=True, help="profile to write")
+    _binning_arguments(profile)
+    profile.set_defaults(func=run_profile)
+
+    drift = subparsers.add_parser(
+        "drift",
+        help="compare current data with a reference profile or data file",
+        description="Score every feature of CURRENT against REFERENCE (a profile .json "
+        "or a data file) and print per-feature scores and the verdict.",
+    )
+    drift.add_argument("reference", type=Path, help="profile .json, or CSV/Parquet data")
+    drift.add_argument("current", type=Path, help="CSV or Parquet data to check")
+    drift.add_argument("--json", action="store_true", help="print the report as JSON")
+    drift.add_argument(
+        "--method", choices=stats.METHODS, default="psi", help="statistic (default: psi)"
+    )
+    drift.add_argument(
+        "--threshold",
+        type=float,
+        help="drift when score >= threshold (p < threshold for ks and chi2); "
+        "default: the method's own (psi 0.2, ks 0.05, chi2 0.05, wasserstein 0.1, "
+        "jensenshannon 0.1)",
+    )
+    drift.add_argument(
+        "--drift-share",
+        type=float,
+        default=0.0,
+        help="share of drifted features from which the data set counts as drifted "
+        "(default 0: any feature)",
+    )
+    drift.add_argument(
+        "--exact",
+        action="store_true",
+        help="ks and wasserstein on raw samples instead of the profile's bins "
+        "(needs a data file as REFERENCE)",
+    )
+    drift.add_argument(
+        "--fail-on-drift", action="store_true", help=f"exit {EXIT_DRIFT} when drift is found"
+    )
+    _binning_arguments(drift, "when REFERENCE is a data file")
+    drift.set_defaults(func=run_drift)
+
+
+def _binning_arguments(parser: argparse.ArgumentParser, when: str = "") -> None:
+    suffix = f" ({when})" if when else ""
+    parser.add_argument(
+        "--bins", type=int, default=10, help=f"quantile bins per numeric column{suffix}"
+    )
+    parser.add_argument(
+        "--categorical",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="COL",
+        help=f"treat these columns as categorical even if they look numeric{suffix}",
+    )
+    parser.add_argument(
+        "--max-categories",
+        type=int,
+        default=MAX_CATEGORIES,
+        help=f"keep this many most frequent categories, the rest is 'other'{suffix}",
+    )
+
+
+def _fail(command: str, error: Exception) -> int:
+    print(f"kubeloop {command}: error: {error}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    try:
+        categorical = set(args.categorical)
+        columns = read_table(args.data, categorical)
+        profile = build_profile(columns, args.bins, categorical, args.max_categories)
+        save_profile(profile, args.output)
+    except (OSError, ValueError) as err:
+        return _fail("profile", err)
+    print(
+        f"wrote {args.output}: {len(profile.features)} features from {profile.rows} rows",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _is_profile(path: Path) -> bool:
+    return path.suffix.lower() == ".json"
+
+
+def _report(args: argparse.Namespace) -> DriftReport:
+    if _is_profile(args.reference):
+        if args.exact:
+            raise ValueError("--exact needs the reference data, not a profile")
+        profile: Profile = load_profile(args.reference)
+        text = {f.name for f in profile.features if f.kind == "categorical"}
+        current = read_table(args.current, text)
+        return compare(
+            profile, counts_for(profile, current), args.method, args.threshold, args.drift_share
+        )
+    categorical = set(args.categorical)
+    reference = read_table(args.reference, categorical)
+    profile = build_profile(reference, args.bins, categorical, args.max_categories)
+    text = {f.name for f in profile.features if f.kind == "categorical"}
+    current = read_table(args.current, text)
+    if args.exact:
+        return compare_raw(
+            profile, reference, current, args.method, args.threshold, args.drift_share
+        )
+    counts: np.ndarray = counts_for(profile, current)
+    return compare(profile, counts, args.method, args.threshold, args.drift_share)
+
+
+def run_drift(args: argparse.Namespace) -> int:
+    try:
+        report = _report(args)
+    except (OSError, ValueError) as err:
+        return _fail("drift", err)
+    print(report.to_json() if args.json else report.to_text())
+    return EXIT_DRIFT if args.fail_on_drift and report.drifted else EXIT_OK
