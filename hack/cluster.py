@@ -1,0 +1,468 @@
+#!/usr/bin/env python3
+"""The local control plane: etcd, kube-apiserver (RBAC enforced),
+kube-controller-manager, kube-scheduler and kwok, started from the binaries that
+hack/build-controlplane.sh built, with simulated nodes (two 8-GPU nodes and one CPU node).
+
+    python3 hack/cluster.py up      # start (idempotent), write .cluster/kubeconfig
+    python3 hack/cluster.py down    # stop everything, leave no process behind
+    python3 hack/cluster.py status
+    python3 hack/cluster.py restart-apiserver   # for fault tests
+
+Stdlib only, so it runs before any virtual environment exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster"))
+CACHE = Path(os.environ.get("KUBELOOP_CACHE", Path.home() / ".cache" / "kubeloop"))
+COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for line in (ROOT / "hack" / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key] = value
+    return out
+
+
+def binaries() -> dict[str, Path]:
+    v = versions()
+    bin_dir = CACHE / "bin"
+    paths = {
+        "etcd": bin_dir / f"etcd-{v['ETCD_VERSION']}",
+        "kube-apiserver": bin_dir / f"kube-apiserver-{v['KUBERNETES_VERSION']}",
+        "kube-controller-manager": bin_dir / f"kube-controller-manager-{v['KUBERNETES_VERSION']}",
+        "kube-scheduler": bin_dir / f"kube-scheduler-{v['KUBERNETES_VERSION']}",
+        "kwok": bin_dir / f"kwok-{v['KWOK_VERSION']}",
+    }
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        sys.exit(f"missing binaries (run hack/build-controlplane.sh): {', '.join(missing)}")
+    return paths
+
+
+def kubectl() -> str:
+    v = versions()
+    path = CACHE / f"tools-{v['KUBECTL_LAYER_VERSION']}" / "kubectl"
+    if not path.exists():
+        sys.exit(f"missing {path} (run hack/install-tools.sh)")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload,no-any-return]
+
+
+def openssl_pki(pki: Path) -> None:
+    """CA, serving cert and one client cert per component, by openssl."""
+    if (pki / "ca.crt").exists():
+        return
+    pki.mkdir(parents=True, exist_ok=True)
+
+    def key(name: str) -> None:
+        run(["openssl", "genrsa", "-out", str(pki / f"{name}.key"), "2048"])
+
+    key("ca")
+    run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-new",
+            "-nodes",
+            "-key",
+            str(pki / "ca.key"),
+            "-subj",
+            "/CN=kubeloop-local-ca",
+            "-days",
+            "3650",
+            "-out",
+            str(pki / "ca.crt"),
+        ]
+    )
+
+    def cert(name: str, subject: str, ext: str) -> None:
+        key(name)
+        run(
+            [
+                "openssl",
+                "req",
+                "-new",
+                "-key",
+                str(pki / f"{name}.key"),
+                "-subj",
+                subject,
+                "-out",
+                str(pki / f"{name}.csr"),
+            ]
+        )
+        (pki / f"{name}.ext").write_text(ext)
+        run(
+            [
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                str(pki / f"{name}.csr"),
+                "-CA",
+                str(pki / "ca.crt"),
+                "-CAkey",
+                str(pki / "ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "3650",
+                "-extfile",
+                str(pki / f"{name}.ext"),
+                "-out",
+                str(pki / f"{name}.crt"),
+            ]
+        )
+
+    client = "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
+    cert(
+        "apiserver",
+        "/CN=kube-apiserver",
+        "extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
+        "subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+        "DNS:kubernetes.default.svc,IP:127.0.0.1,IP:10.96.0.1\n",
+    )
+    cert("admin", "/O=system:masters/CN=kubeloop-admin", client)
+    cert("controller-manager", "/CN=system:kube-controller-manager", client)
+    cert("scheduler", "/CN=system:kube-scheduler", client)
+    # kwok plays every kubelet; it gets the rights of the cluster admin to do so.
+    cert("kwok", "/O=system:masters/CN=kwok", client)
+    key("sa")
+    run(["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")])
+
+
+def kubeconfig(path: Path, server: str, pki: Path, user: str) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "kubeloop-local",
+                        "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
+                    }
+                ],
+                "users": [
+                    {
+                        "name": user,
+                        "user": {
+                            "client-certificate": str(pki / f"{user}.crt"),
+                            "client-key": str(pki / f"{user}.key"),
+                        },
+                    }
+                ],
+                "contexts": [
+                    {
+                        "name": "kubeloop-local",
+                        "context": {"cluster": "kubeloop-local", "user": user},
+                    }
+                ],
+                "current-context": "kubeloop-local",
+            },
+            indent=1,
+        )
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().split()
+        return stat[2] != "Z"
+    except OSError:
+        return True
+
+
+def read_pids() -> dict[str, int]:
+    path = STATE / "pids.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_pids(pids: dict[str, int]) -> None:
+    (STATE / "pids.json").write_text(json.dumps(pids))
+
+
+def start(name: str, cmd: list[str]) -> int:
+    log = open(STATE / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    return proc.pid
+
+
+def wait_for(what: str, check: object, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    sys.exit(f"timed out waiting for {what} {last}; logs in {STATE / 'logs'}")
+
+
+def apiserver_cmd(bins: dict[str, Path], cfg: dict[str, object], pki: Path) -> list[str]:
+    return [
+        str(bins["kube-apiserver"]),
+        f"--etcd-servers=http://127.0.0.1:{cfg['etcd_port']}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={cfg['apiserver_port']}",
+        f"--tls-cert-file={pki / 'apiserver.crt'}",
+        f"--tls-private-key-file={pki / 'apiserver.key'}",
+        f"--client-ca-file={pki / 'ca.crt'}",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        "--service-account-issuer=https://kubernetes.default.svc",
+        "--service-cluster-ip-range=10.96.0.0/16",
+        "--authorization-mode=Node,RBAC",
+        "--allow-privileged=true",
+        "--endpoint-reconciler-type=none",
+        "--profiling=false",
+        "--enable-priority-and-fairness=false",
+        f"--cert-dir={STATE / 'apiserver-certs'}",
+        "--v=1",
+    ]
+
+
+def up() -> None:
+    bins = binaries()
+    pids = read_pids()
+    if pids and all(pid_alive(p) for p in pids.values()):
+        print(f"cluster already running; KUBECONFIG={STATE / 'kubeconfig'}")
+        return
+    if pids:
+        down(quiet=True)
+    started = time.monotonic()
+    (STATE / "logs").mkdir(parents=True, exist_ok=True)
+    pki = STATE / "pki"
+    openssl_pki(pki)
+    cfg: dict[str, object] = {
+        "etcd_port": free_port(),
+        "etcd_peer_port": free_port(),
+        "apiserver_port": free_port(),
+        "kcm_port": free_port(),
+        "scheduler_port": free_port(),
+        "kwok_port": free_port(),
+    }
+    server = f"https://127.0.0.1:{cfg['apiserver_port']}"
+    for user in ("admin", "controller-manager", "scheduler", "kwok"):
+        kubeconfig(STATE / f"{user}.kubeconfig", server, pki, user)
+    (STATE / "kubeconfig").write_text((STATE / "admin.kubeconfig").read_text())
+    (STATE / "config.json").write_text(json.dumps(cfg))
+
+    etcd_data = STATE / "etcd"
+    pids = {}
+    pids["etcd"] = start(
+        "etcd",
+        [
+            str(bins["etcd"]),
+            "--name=default",
+            f"--data-dir={etcd_data}",
+            f"--listen-client-urls=http://127.0.0.1:{cfg['etcd_port']}",
+            f"--advertise-client-urls=http://127.0.0.1:{cfg['etcd_port']}",
+            f"--listen-peer-urls=http://127.0.0.1:{cfg['etcd_peer_port']}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{cfg['etcd_peer_port']}",
+            f"--initial-cluster=default=http://127.0.0.1:{cfg['etcd_peer_port']}",
+            "--unsafe-no-fsync=true",
+            "--quota-backend-bytes=8589934592",
+            "--log-level=warn",
+        ],
+    )
+    write_pids(pids)
+    pids["kube-apiserver"] = start("kube-apiserver", apiserver_cmd(bins, cfg, pki))
+    write_pids(pids)
+    kc = str(STATE / "kubeconfig")
+    ctl = kubectl()
+
+    def ready() -> bool:
+        return run([ctl, "--kubeconfig", kc, "get", "--raw", "/readyz"]).stdout.strip() == "ok"
+
+    wait_for("kube-apiserver", ready)
+    pids["kube-controller-manager"] = start(
+        "kube-controller-manager",
+        [
+            str(bins["kube-controller-manager"]),
+            f"--kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={cfg['kcm_port']}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            "--use-service-account-credentials=true",
+            "--leader-elect=false",
+            "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service",
+            "--concurrent-job-syncs=20",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--v=1",
+        ],
+    )
+    pids["kube-scheduler"] = start(
+        "kube-scheduler",
+        [
+            str(bins["kube-scheduler"]),
+            f"--kubeconfig={STATE / 'scheduler.kubeconfig'}",
+            f"--authentication-kubeconfig={STATE / 'scheduler.kubeconfig'}",
+            f"--authorization-kubeconfig={STATE / 'scheduler.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={cfg['scheduler_port']}",
+            "--leader-elect=false",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--v=1",
+        ],
+    )
+    pids["kwok"] = start(
+        "kwok",
+        [
+            str(bins["kwok"]),
+            f"--kubeconfig={STATE / 'kwok.kubeconfig'}",
+            f"--config={ROOT / 'hack' / 'kwok-stages.yaml'}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--node-lease-duration-seconds=40",
+            "--cidr=10.0.0.1/16",
+            "--node-ip=10.0.0.1",
+            f"--server-address=127.0.0.1:{cfg['kwok_port']}",
+        ],
+    )
+    write_pids(pids)
+    nodes = ROOT / "hack" / "nodes.yaml"
+    wait_for(
+        "node registration",
+        lambda: run([ctl, "--kubeconfig", kc, "apply", "-f", str(nodes)]).returncode == 0,
+        60,
+    )
+
+    def nodes_ready() -> bool:
+        out = run([ctl, "--kubeconfig", kc, "get", "nodes", "-o", "json"]).stdout
+        items = json.loads(out)["items"]
+        return len(items) >= 3 and all(
+            any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in (n.get("status", {}).get("conditions") or [])
+            )
+            for n in items
+        )
+
+    wait_for("nodes Ready", nodes_ready, 60)
+
+    def default_sa() -> bool:
+        return (
+            run(
+                [ctl, "--kubeconfig", kc, "get", "serviceaccount", "default", "-n", "default"]
+            ).returncode
+            == 0
+        )
+
+    wait_for("controller-manager (default service account)", default_sa, 60)
+    print(f"cluster up in {time.monotonic() - started:.1f}s; export KUBECONFIG={kc}")
+
+
+def down(quiet: bool = False) -> None:
+    pids = read_pids()
+    for name in reversed(COMPONENTS):
+        pid = pids.get(name)
+        if pid and pid_alive(pid):
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids.values()):
+        time.sleep(0.2)
+    for pid in pids.values():
+        if pid_alive(pid):
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+    (STATE / "pids.json").unlink(missing_ok=True)
+    import shutil
+
+    shutil.rmtree(STATE / "etcd", ignore_errors=True)
+    if not quiet:
+        print("cluster down")
+
+
+def restart_apiserver(down_seconds: float = 3.0) -> None:
+    """Stop kube-apiserver, wait, start it again (for the fault tests)."""
+    pids = read_pids()
+    cfg = json.loads((STATE / "config.json").read_text())
+    pid = pids["kube-apiserver"]
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(down_seconds)
+    pids["kube-apiserver"] = start("kube-apiserver", apiserver_cmd(binaries(), cfg, STATE / "pki"))
+    write_pids(pids)
+    kc = str(STATE / "kubeconfig")
+    wait_for(
+        "kube-apiserver",
+        lambda: (
+            run([kubectl(), "--kubeconfig", kc, "get", "--raw", "/readyz"]).stdout.strip() == "ok"
+        ),
+    )
+
+
+def status() -> int:
+    pids = read_pids()
+    if not pids:
+        print("cluster not running")
+        return 1
+    for name in COMPONENTS:
+        pid = pids.get(name)
+        print(f"{name:25} {'running' if pid and pid_alive(pid) else 'stopped'} (pid {pid})")
+    return 0 if all(pid_alive(p) for p in pids.values()) else 1
+
+
+def main() -> int:
+    cmd = sys.argv[1] if len(sys.argv) > 1 else "status"
+    if cmd == "up":
+        up()
+    elif cmd == "down":
+        down()
+    elif cmd == "restart-apiserver":
+        restart_apiserver()
+    elif cmd == "status":
+        return status()
+    else:
+        print(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Types shared by the three kinds."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "kubeloop.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Marks a field whose content the API server keeps as written (Kubernetes types we
+# pass through to pods unchanged, such as volumes).
+PRESERVE: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
+
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
+    """One x-kubernetes-validations entry: a CEL rule and the message users see."""
+    entry: dict[str, Any] = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class KubeModel(BaseModel):
+    """camelCase in YAML, snake_case in Python; unknown fields are ignored because the
+    API server has already pruned them by the time the operator sees a body."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=False
+    )
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class EnvVar(KubeModel):
+    name: str = Field(min_length=1, max_length=253, description="Variable name.")
+    value: str | None = Field(default=None, description="Literal value.")
+    value_from: dict[str, Any] | None = Field(
+        default=None,
+        description="Source for the value (as in a Pod: secretKeyRef, configMapKeyRef, "
+        "fieldRef); passed to the pod unchanged, never read by the operator.",
+        json_schema_extra=PRESERVE,
+    )
+
+
+class ComputeResources(KubeModel):
+    cpu: str | None = Field(
+        default=None,
+        pattern=QUANTITY_PATTERN,
+        description="CPU request per pod, e.g. `500m` or `2`. No CPU limit is set.",
+    )
+    memory: str | None = Field(
+        default=None,
+        pattern=QUANTITY_PATTERN,
+        description="Memory per pod, e.g. `4Gi`; used as both request and limit.",
+    )
+
+
+class GPU(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.type) || self.count > 0",
+                    "gpu.type needs gpu.count greater than 0",
+                )
+            ]
+        }
+    )
+
+    count: int = Field(
+        default=0, ge=0, le=64, description="GPUs per pod (worker or replica). 0: none."
+    )
+    type: str | None = Field(
+        default=None,
+        max_length=63,
+        description="GPU product, matched against the node label `nvidia.com/gpu.product` "
+        "(e.g. `NVIDIA-H100-80GB-HBM3`).",
+    )
+    resource_name: str = Field(
+        default="nvidia.com/gpu",
+        min_length=1,
+        description="Extended resource that counts the GPUs on nodes.",
+    )
+
+
+class Toleration(KubeModel):
+    key: str | None = Field(default=None, description="Taint key; empty matches all keys.")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="`Exists` or `Equal` (default)."
+    )
+    value: str | None = Field(default=None, description="Taint value for `Equal`.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate; empty matches all."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class PodMetadata(KubeModel):
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Extra pod annotations.")
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(KubeModel):
+    type: str = Field(description="Condition type, e.g. Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="CamelCase reason; see docs/troubleshooting.")
+    message: str = Field(default="", description="What happened, for humans.")
+    last_transition_time: str | None = Field(default=None, description="When status last changed.")
+    observed_generation: int | None = Field(
+        default=None, description="The generation this condition was computed for."
+    )
+
+
+class CommonStatus(KubeModel):
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation the status reflects."
+    )
+    phase: str | None = Field(default=None, description="A one-word summary for humans.")
+    message: str | None = Field(default=None, description="Why the resource is in its phase.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Reconciling and Stalled (kstatus), plus kind-specific ones.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )

@@ -1,0 +1,239 @@
+"""CustomResourceDefinitions generated from the pydantic models.
+
+Why our own converter rather than the `kube-custom-resource` library: that library asks
+models to derive from its own base class and use its own field types, pulls in click,
+and has no place for CEL rules (`x-kubernetes-validations`), which we need on nested
+objects. Pydantic's JSON Schema already carries types, bounds, enums, patterns,
+defaults and descriptions; this module only makes it structural: `$ref`s inlined,
+`Optional` unions flattened to the inner type, titles dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from kubeloop.api.common import GROUP, VERSION
+from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus
+from kubeloop.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus
+
+CATEGORY = "kubeloop"
+_DROP_KEYS = {"title"}
+
+
+@dataclass(frozen=True)
+class Kind:
+    kind: str
+    plural: str
+    short_name: str
+    spec: type[BaseModel]
+    status: type[BaseModel]
+    description: str
+    columns: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+
+def _col(name: str, path: str, typ: str = "string", priority: int = 0, desc: str = "") -> dict:
+    col: dict[str, Any] = {"name": name, "type": typ, "jsonPath": path}
+    if priority:
+        col["priority"] = priority
+    if desc:
+        col["description"] = desc
+    return col
+
+
+_AGE = _col("Age", ".metadata.creationTimestamp", "date")
+_READY = _col("Ready", '.status.conditions[?(@.type=="Ready")].status', desc="Ready condition")
+
+KINDS: list[Kind] = [
+    Kind(
+        "TrainingJob",
+        "trainingjobs",
+        "tj",
+        TrainingJobSpec,
+        TrainingJobStatus,
+        "A training run: an Indexed Job of GPU workers with a rendezvous Service.",
+        [
+            _col("Phase", ".status.phase"),
+            _col("Workers", ".spec.workers", "integer"),
+            _col("Active", ".status.workers.active", "integer"),
+            _col("Restarts", ".status.restarts", "integer"),
+            _col("Model", ".status.modelUri", priority=1),
+            _col("Message", ".status.message", priority=1),
+            _AGE,
+        ],
+    ),
+    Kind(
+        "ModelDeployment",
+        "modeldeployments",
+        "mdep",
+        ModelDeploymentSpec,
+        ModelDeploymentStatus,
+        "A served model: Deployment, Service and HorizontalPodAutoscaler, with canaries.",
+        [
+            _col("Phase", ".status.phase"),
+            _READY,
+            _col("Replicas", ".status.readyReplicas", "integer"),
+            _col("Canary", ".status.canary.state"),
+            _col("Model", ".status.activeModelUri", priority=1),
+            _col("URL", ".status.url", priority=1),
+            _AGE,
+        ],
+    ),
+    Kind(
+        "DriftMonitor",
+        "driftmonitors",
+        "dm",
+        DriftMonitorSpec,
+        DriftMonitorStatus,
+        "Watches a ModelDeployment for drift; retrains and rolls out on drift.",
+        [
+            _col("Phase", ".status.phase"),
+            _col("Target", ".spec.modelDeployment"),
+            _col("Drifted", ".status.drifted", "boolean"),
+            _col("Score", ".status.score", "number"),
+            _col("Retrains", ".status.retrains", "integer"),
+            _col("Last Check", ".status.lastCheckTime", "date", priority=1),
+            _AGE,
+        ],
+    ),
+]
+
+KIND_BY_NAME = {k.kind: k for k in KINDS}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    """Inline $refs, flatten Optional unions and drop what a structural schema forbids."""
+    if isinstance(node, list):
+        return [_resolve(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "anyOf" in node:
+        branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
+        if len(branches) != 1:
+            raise ValueError(f"union types are not structural: {branches}")
+        node = {**branches[0], **node}
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node.pop("$ref").rsplit("/", 1)[-1]])
+        node = {**target, **node}
+    for bound in ("Minimum", "Maximum"):
+        # JSON Schema's numeric exclusive bounds are OpenAPI v3.0 booleans.
+        if isinstance(node.get(f"exclusive{bound}"), int | float) and not isinstance(
+            node.get(f"exclusive{bound}"), bool
+        ):
+            node[bound.lower()] = node[f"exclusive{bound}"]
+            node[f"exclusive{bound}"] = True
+    if node.get("default", "absent") is None:
+        node.pop("default")
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP_KEYS:
+            continue
+        if key == "properties":
+            out[key] = {name: _resolve(sub, defs) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = _resolve(value, defs)
+        elif key == "additionalProperties" and value is False:
+            continue
+        else:
+            out[key] = value
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
+        out["type"] = "object"
+    if (
+        out.get("type") == "object"
+        and "properties" not in out
+        and "additionalProperties" not in out
+    ):
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    return out
+
+
+def schema_for(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    return _resolve(raw, defs)
+
+
+def crd_for(kind: Kind) -> dict[str, Any]:
+    spec_schema = schema_for(kind.spec)
+    spec_schema["description"] = f"Desired state of the {kind.kind}."
+    status_schema = schema_for(kind.status)
+    status_schema["description"] = f"Observed state of the {kind.kind}, written by Kubeloop."
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": kind.crd_name,
+            "labels": {
+                "app.kubernetes.io/name": "kubeloop",
+                "app.kubernetes.io/part-of": "kubeloop",
+            },
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": [kind.short_name],
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": kind.columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": kind.description,
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_yaml(kind: Kind) -> str:
+    header = "# Generated by `kubeloop crds` from operator/kubeloop/api; do not edit.\n"
+    return header + yaml.safe_dump(crd_for(kind), sort_keys=False, width=100)
+
+
+def write_crds(directory: str | Path) -> list[Path]:
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for kind in KINDS:
+        path = out / f"{GROUP}_{kind.plural}.yaml"
+        path.write_text(render_yaml(kind))
+        paths.append(path)
+    return paths

@@ -1,0 +1,151 @@
+"""DriftMonitor (`dm`): watches a served model for drift and closes the loop."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from kubeloop.api.common import (
+    DURATION_PATTERN,
+    CommonStatus,
+    KubeModel,
+    cel,
+)
+from kubeloop.api.trainingjob import TrainingJobSpec
+
+DriftMethod = Literal["psi", "ks", "wasserstein", "jensenshannon", "chi2"]
+
+
+class PrometheusSource(KubeModel):
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="Base URL of a Prometheus HTTP API. Must be allowed by the operator's "
+        "`driftSourceAllowlist`.",
+    )
+    query: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="PromQL template returning one feature's bucket counts by `le`; "
+        "`{feature}`, `{model}` and `{namespace}` are substituted.",
+    )
+
+
+class Source(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.type != 'prometheus' || has(self.prometheus)",
+                    "source.prometheus is required when source.type is prometheus",
+                ),
+            ]
+        }
+    )
+
+    type: Literal["metrics", "prometheus"] = Field(
+        default="metrics",
+        description="`metrics`: scrape the target's model server pods directly; "
+        "`prometheus`: query a Prometheus HTTP API.",
+    )
+    prometheus: PrometheusSource | None = Field(default=None, description="For type prometheus.")
+
+
+class ConfigMapKey(KubeModel):
+    name: str = Field(min_length=1, max_length=253, description="ConfigMap in this namespace.")
+    key: str = Field(default="profile.json", min_length=1, description="Key holding the profile.")
+
+
+class Reference(KubeModel):
+    config_map: ConfigMapKey | None = Field(
+        default=None,
+        description="A reference profile (JSON, as written by `kubeloop profile`) in a "
+        "ConfigMap. Default: the `profile.json` of the served model.",
+    )
+
+
+class Retrain(KubeModel):
+    template: TrainingJobSpec = Field(description="Spec of the TrainingJob created on drift.")
+    cooldown: str = Field(
+        default="1h",
+        pattern=DURATION_PATTERN,
+        description="Minimum time between two retrains, e.g. `30m`, `1h`.",
+    )
+
+
+class OnDrift(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("!self.promote || has(self.retrain)", "onDrift.promote needs onDrift.retrain"),
+            ]
+        }
+    )
+
+    retrain: Retrain | None = Field(default=None, description="Retrain when drift is found.")
+    promote: bool = Field(
+        default=False,
+        description="When the retrained model succeeds, point the ModelDeployment at it "
+        "(as a canary when the deployment has canary settings).",
+    )
+
+
+class DriftMonitorSpec(KubeModel):
+    model_deployment: str = Field(
+        min_length=1, max_length=253, description="The ModelDeployment to watch (same namespace)."
+    )
+    source: Source = Field(default_factory=Source, description="Where live histograms come from.")
+    reference: Reference = Field(default_factory=Reference, description="The reference profile.")
+    features: list[str] = Field(
+        default_factory=list, description="Features to watch. Default: all in the profile."
+    )
+    method: DriftMethod = Field(default="psi", description="Drift statistic.")
+    threshold: float | None = Field(
+        default=None,
+        gt=0,
+        description="Drift when the score exceeds it (p-value below it for ks and chi2). "
+        "Default: psi 0.2, ks/chi2 0.05, wasserstein 0.1, jensenshannon 0.1.",
+    )
+    interval: str = Field(
+        default="60s", pattern=DURATION_PATTERN, description="Time between checks, e.g. `5m`."
+    )
+    min_samples: int = Field(
+        default=100, ge=1, description="Live samples a check needs before it judges."
+    )
+    on_drift: OnDrift = Field(default_factory=OnDrift, description="What to do on drift.")
+
+
+class FeatureScore(KubeModel):
+    name: str = Field(description="Feature name.")
+    score: float = Field(description="Statistic value.")
+    p_value: float | None = Field(default=None, description="p-value (ks, chi2).")
+    drifted: bool = Field(description="Whether this feature crossed the threshold.")
+
+
+class RetrainRecord(KubeModel):
+    training_job: str = Field(description="Name of the TrainingJob created.")
+    time: str = Field(description="When it was created.")
+    result: str = Field(default="Running", description="Running, Succeeded, Failed, Promoted.")
+    model_uri: str | None = Field(default=None, description="Its model, once succeeded.")
+
+
+class Window(KubeModel):
+    time: str = Field(description="When the baseline scrape was taken.")
+    counts: dict[str, list[float]] = Field(
+        default_factory=dict, description="Cumulative per-bin counts per feature at that time."
+    )
+
+
+class DriftMonitorStatus(CommonStatus):
+    last_check_time: str | None = Field(default=None, description="When the last check ran.")
+    samples: int | None = Field(default=None, description="Live samples in the last window.")
+    drifted: bool | None = Field(default=None, description="The last verdict.")
+    score: float | None = Field(default=None, description="Worst feature score of the last check.")
+    features: list[FeatureScore] = Field(default_factory=list, description="Per-feature scores.")
+    retrains: int = Field(default=0, description="TrainingJobs created so far.")
+    last_retrain: RetrainRecord | None = Field(default=None, description="The latest retrain.")
+    window: Window | None = Field(
+        default=None, description="Baseline of the current window (kept across restarts)."
+    )

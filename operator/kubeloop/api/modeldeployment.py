@@ -1,0 +1,145 @@
+"""ModelDeployment (`mdep`): a model served by an autoscaled Deployment."""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field
+
+from kubeloop.api.common import (
+    GPU,
+    CommonStatus,
+    ComputeResources,
+    EnvVar,
+    KubeModel,
+    cel,
+)
+
+EXACTLY_ONE_SOURCE = cel(
+    "has(self.uri) != has(self.fromTrainingJob)",
+    "exactly one of uri or fromTrainingJob must be set",
+)
+
+
+class TrainingJobRef(KubeModel):
+    name: str = Field(min_length=1, max_length=253, description="TrainingJob in this namespace.")
+
+
+class ModelSource(KubeModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [EXACTLY_ONE_SOURCE]})
+
+    uri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="Model directory: `http(s)://`, `file://` or `s3://`.",
+    )
+    from_training_job: TrainingJobRef | None = Field(
+        default=None,
+        description="Use the `status.modelUri` of this TrainingJob once it has succeeded.",
+    )
+    format: str = Field(
+        default="sklearn", max_length=63, description="Model format understood by the runtime."
+    )
+
+
+class Runtime(KubeModel):
+    image: str | None = Field(
+        default=None,
+        description="Server image. Default: the Kubeloop image running `kubeloop serve`.",
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="HTTP port of the server.")
+    args: list[str] = Field(default_factory=list, description="Extra server arguments.")
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
+
+
+class Autoscaling(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+                ),
+            ]
+        }
+    )
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Lower bound of the HPA.")
+    max_replicas: int = Field(ge=1, le=1000, description="Upper bound of the HPA.")
+    target_cpu_utilization: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Average CPU utilization target in percent. Default 80 when no other "
+        "target is given.",
+    )
+    target_requests_per_second: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests per second per pod (Pods metric "
+        "`kubeloop_model_requests_per_second`, needs a custom metrics adapter).",
+    )
+
+
+class Canary(KubeModel):
+    model: ModelSource = Field(description="The candidate model.")
+    traffic_percent: int = Field(
+        default=10,
+        ge=0,
+        le=100,
+        description="Share of traffic for the canary, split by replica ratio (approximate).",
+    )
+    progress_deadline_seconds: int = Field(
+        default=600,
+        ge=10,
+        description="The canary is rolled back when not available within this time.",
+    )
+
+
+class Monitoring(KubeModel):
+    enabled: bool = Field(
+        default=True,
+        description="Export per-feature input histograms for DriftMonitor on `/metrics`.",
+    )
+
+
+class ModelDeploymentSpec(KubeModel):
+    model: ModelSource = Field(description="The model to serve.")
+    runtime: Runtime | None = Field(default=None, description="The model server.")
+    resources: ComputeResources | None = Field(
+        default=None, description="CPU and memory per replica."
+    )
+    gpu: GPU | None = Field(default=None, description="GPUs per replica.")
+    replicas: int = Field(
+        default=1, ge=0, le=1000, description="Fixed replica count when autoscaling is unset."
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="HorizontalPodAutoscaler bounds and targets."
+    )
+    canary: Canary | None = Field(default=None, description="A candidate model beside the stable.")
+    monitoring: Monitoring | None = Field(default=None, description="Drift metrics export.")
+    service_account_name: str | None = Field(default=None, description="Pods' service account.")
+
+
+class CanaryStatus(KubeModel):
+    model_uri: str | None = Field(default=None, description="The canary's resolved model.")
+    traffic_percent: int | None = Field(default=None, description="Requested share.")
+    replicas: int | None = Field(default=None, description="Canary replicas desired.")
+    ready_replicas: int | None = Field(default=None, description="Canary replicas ready.")
+    state: str | None = Field(
+        default=None, description="Waiting, Progressing, Available or RolledBack."
+    )
+    start_time: str | None = Field(
+        default=None, description="When this canary model started rolling out."
+    )
+    message: str | None = Field(default=None, description="Why the canary is in its state.")
+
+
+class ModelDeploymentStatus(CommonStatus):
+    url: str | None = Field(default=None, description="In-cluster URL of the Service.")
+    replicas: int | None = Field(default=None, description="Stable replicas desired.")
+    ready_replicas: int | None = Field(default=None, description="Stable replicas ready.")
+    active_model_uri: str | None = Field(default=None, description="Model the stable serves.")
+    source_training_job: str | None = Field(
+        default=None, description="Lineage: the TrainingJob that produced the active model."
+    )
+    canary: CanaryStatus | None = Field(default=None, description="The canary, when set.")

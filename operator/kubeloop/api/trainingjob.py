@@ -1,0 +1,159 @@
+"""TrainingJob (`tj`): a training run as an Indexed Job of GPU workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from kubeloop.api.common import (
+    DNS_LABEL_PATTERN,
+    GPU,
+    PRESERVE,
+    CommonStatus,
+    ComputeResources,
+    EnvVar,
+    KubeModel,
+    PodMetadata,
+    Toleration,
+    cel,
+)
+
+
+class DataLocation(KubeModel):
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="Where the data lives: `s3://`, `gs://`, `http(s)://`, `file://` or a path.",
+    )
+
+
+class Scheduling(KubeModel):
+    queue_name: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Kueue LocalQueue. The Job is created suspended and Kueue admits all "
+        "workers at once (gang admission).",
+    )
+    priority_class_name: str | None = Field(default=None, description="Pod priority class.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Extra node labels the workers must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Extra tolerations for the workers."
+    )
+    scheduler_name: str | None = Field(
+        default=None, description="Scheduler for the workers (e.g. a gang scheduler)."
+    )
+
+
+class TrainingJobSpec(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.activeDeadlineSeconds) || self.activeDeadlineSeconds > 0",
+                    "activeDeadlineSeconds must be greater than 0",
+                ),
+            ]
+        }
+    )
+
+    image: str = Field(min_length=1, description="Container image of every worker.")
+    command: list[str] = Field(default_factory=list, description="Entrypoint override.")
+    args: list[str] = Field(default_factory=list, description="Arguments to the entrypoint.")
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Number of worker pods (nodes in torchrun terms). Worker 0 is the "
+        "rendezvous master.",
+    )
+    gpu: GPU | None = Field(default=None, description="GPUs per worker.")
+    resources: ComputeResources | None = Field(
+        default=None, description="CPU and memory per worker."
+    )
+    hyperparameters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Passed to every worker as environment variables `HP_<NAME>` "
+        "(upper case) and as `--name=value` arguments after `args`. Quote numbers.",
+    )
+    pass_hyperparameters_as_args: bool = Field(
+        default=True, description="Also append hyperparameters as `--name=value` arguments."
+    )
+    dataset: DataLocation | None = Field(
+        default=None, description="Training data; exposed as `KUBELOOP_DATASET_URI`."
+    )
+    output: DataLocation | None = Field(
+        default=None,
+        description="Where the model artifact is written; exposed as `KUBELOOP_OUTPUT_URI` "
+        "and reported as `status.modelUri` on success.",
+    )
+    master_port: int = Field(
+        default=29500, ge=1, le=65535, description="Rendezvous port on worker 0."
+    )
+    backoff_limit: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Pod retries inside one attempt (batch/v1 backoffLimitPerIndex is not "
+        "used). 0 means any worker failure ends the attempt and restarts the gang.",
+    )
+    max_restarts: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Gang restarts after a failed attempt before the job is Failed.",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, description="Wall-clock limit of the whole run, over all attempts."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        description="Delete the Job and its pods this long after the end; the TrainingJob "
+        "and its status stay.",
+    )
+    suspend: bool = Field(
+        default=False, description="Suspend the run (pods are deleted, GPUs freed)."
+    )
+    scheduling: Scheduling | None = Field(default=None, description="Placement and queueing.")
+    service_account_name: str | None = Field(
+        default=None, pattern=DNS_LABEL_PATTERN, description="Service account of the workers."
+    )
+    run_as_root: bool = Field(
+        default=False,
+        description="Allow the container to run as root. By default workers must run "
+        "as a non-root user.",
+    )
+    pod_metadata: PodMetadata | None = Field(
+        default=None, description="Labels and annotations added to every worker pod."
+    )
+    volumes: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Pod volumes, as in a PodSpec.",
+        json_schema_extra={"items": {"type": "object", **PRESERVE}},
+    )
+    volume_mounts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Mounts in the worker container, as in a Container.",
+        json_schema_extra={"items": {"type": "object", **PRESERVE}},
+    )
+
+
+class WorkerCounts(KubeModel):
+    active: int = Field(default=0, description="Worker pods running or pending.")
+    ready: int = Field(default=0, description="Worker pods ready.")
+    succeeded: int = Field(default=0, description="Workers that completed.")
+    failed: int = Field(default=0, description="Workers that failed in the current attempt.")
+
+
+class TrainingJobStatus(CommonStatus):
+    workers: WorkerCounts | None = Field(default=None, description="Worker pod counts.")
+    restarts: int = Field(default=0, description="Gang restarts so far.")
+    attempt: int | None = Field(default=None, description="Current attempt (from 0).")
+    job_name: str | None = Field(default=None, description="The batch/v1 Job of the attempt.")
+    start_time: str | None = Field(default=None, description="When the first attempt started.")
+    completion_time: str | None = Field(default=None, description="When the run ended.")
+    model_uri: str | None = Field(default=None, description="The artifact, set on success.")

@@ -1,0 +1,126 @@
+"""`kubeloop`: one console script for the operator, the model server and the tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from kubeloop import __version__
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    print(f"kubeloop {__version__}")
+    return 0
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from kubeloop.api.crdgen import KINDS, render_yaml, write_crds
+
+    if args.output:
+        for path in write_crds(args.output):
+            print(f"wrote {path}", file=sys.stderr)
+    else:
+        sys.stdout.write("---\n".join(render_yaml(kind) for kind in KINDS))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from kubeloop.controllers.common import OperatorConfig
+    from kubeloop.logs import setup_logging
+    from kubeloop.operator import run_operator
+
+    setup_logging(args.log_level, args.log_format)
+    allow = [u for u in (args.drift_source_allow or []) if u]
+    env_allow = os.environ.get("KUBELOOP_DRIFT_SOURCE_ALLOWLIST", "")
+    allow += [u.strip() for u in env_allow.split(",") if u.strip()]
+    config = OperatorConfig(image=args.image, drift_source_allowlist=allow, workers=args.workers)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=args.metrics_addr)
+    namespaces: list[str] = [] if args.all_namespaces else list(args.namespace or [])
+    env_ns = os.environ.get("KUBELOOP_WATCH_NAMESPACES", "")
+    if not args.all_namespaces and not namespaces and env_ns:
+        namespaces = [n.strip() for n in env_ns.split(",") if n.strip()]
+    asyncio.run(
+        run_operator(
+            config,
+            namespaces=namespaces,
+            liveness_endpoint=f"http://{args.health_addr}:{args.health_port}/healthz"
+            if args.health_port
+            else None,
+            peering=args.peering,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubeloop", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=_cmd_version)
+
+    p = sub.add_parser("crds", help="print or write the CustomResourceDefinitions")
+    p.add_argument("--output", "-o", help="directory: one YAML file per kind")
+    p.set_defaults(func=_cmd_crds)
+
+    p = sub.add_parser("run", help="run the operator")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_true",
+        help="watch every namespace (default unless --namespace is given)",
+    )
+    scope.add_argument(
+        "--namespace", "-n", action="append", help="watch only this namespace (repeatable)"
+    )
+    p.add_argument(
+        "--image",
+        default=os.environ.get("KUBELOOP_IMAGE", "ghcr.io/kubeloop/kubeloop:0.1.0"),
+        help="image for the model server and the model-fetch init container",
+    )
+    p.add_argument("--metrics-port", type=int, default=8080, help="0 disables /metrics")
+    p.add_argument("--metrics-addr", default="0.0.0.0")
+    p.add_argument("--health-port", type=int, default=8081, help="0 disables /healthz")
+    p.add_argument("--health-addr", default="0.0.0.0")
+    p.add_argument("--workers", type=int, default=8, help="concurrent reconciles")
+    p.add_argument(
+        "--drift-source-allow",
+        action="append",
+        help="URL prefix a DriftMonitor's Prometheus source may use (repeatable)",
+    )
+    p.add_argument(
+        "--peering",
+        action="store_true",
+        help="run with Kopf peering: several replicas, exactly one active",
+    )
+    p.add_argument("--log-level", default=os.environ.get("KUBELOOP_LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default=os.environ.get("KUBELOOP_LOG_FORMAT", "json"),
+    )
+    p.set_defaults(func=_cmd_run)
+
+    from kubeloop.drift.cli import add_commands as add_drift
+    from kubeloop.serving.cli import add_commands as add_serving
+
+    add_serving(sub)
+    add_drift(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Kopf wiring and one level-based reconcile per kind."""

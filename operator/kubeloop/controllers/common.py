@@ -1,0 +1,177 @@
+"""What every kind's reconcile shares: context, parsing, status writes, events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from kubeloop import conditions as c
+from kubeloop import metrics
+from kubeloop.api.common import API_VERSION
+from kubeloop.controllers.runtime import Key, Store, WorkQueue
+from kubeloop.kube import Kube, KubeError
+
+log = logging.getLogger("kubeloop")
+
+M = TypeVar("M", bound=BaseModel)
+
+DEFAULT_IMAGE = "ghcr.io/kubeloop/kubeloop:0.1.0"
+
+
+@dataclass
+class OperatorConfig:
+    image: str = DEFAULT_IMAGE
+    # URL prefixes a DriftMonitor's Prometheus source may point at (empty: none).
+    drift_source_allowlist: list[str] = field(default_factory=list)
+    workers: int = 8
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def rfc3339(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass
+class Ctx:
+    kube: Kube
+    store: Store
+    queue: WorkQueue
+    config: OperatorConfig
+    clock: Callable[[], dt.datetime] = utcnow
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    path = "spec"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def parse_spec(model: type[M], body: dict[str, Any]) -> tuple[M | None, str]:
+    """The typed spec, or None and a message naming the offending field."""
+    try:
+        return model.model_validate(body.get("spec") or {}), ""
+    except ValidationError as err:
+        first = err.errors()[0]
+        extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        return None, f"{field_path(tuple(first['loc']))}: {first['msg']}{extra}"
+
+
+def owner_reference(body: dict[str, Any], controller: bool = True) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": body["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def key_of(body: dict[str, Any]) -> Key:
+    return (body["kind"], body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+def finish_status(
+    body: dict[str, Any],
+    status: BaseModel,
+    computed: list[c.Cond],
+    now: str,
+) -> dict[str, Any]:
+    """The status dict to write: the model's fields plus merged conditions."""
+    generation = body["metadata"].get("generation")
+    out = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    out["observedGeneration"] = generation
+    out["conditions"] = c.merge_conditions(
+        (body.get("status") or {}).get("conditions", []), computed, generation, now
+    )
+    return out
+
+
+async def write_status(ctx: Ctx, body: dict[str, Any], status: dict[str, Any]) -> bool:
+    """Apply the whole status when it differs from what the API server has."""
+    if (body.get("status") or {}) == status:
+        return False
+    meta = body["metadata"]
+    obj = {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": body["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "status": status,
+    }
+    updated = await ctx.kube.apply(obj, status=True)
+    metrics.STATUS_WRITES.labels(body["kind"]).inc()
+    # Keep the store current so that a reconcile right after this one compares against
+    # what we wrote, not against the pre-write object.
+    if updated.get("metadata"):
+        ctx.store.put(body["kind"], updated)
+    return True
+
+
+async def record_event(
+    ctx: Ctx, body: dict[str, Any], event_type: str, reason: str, message: str
+) -> None:
+    """A Kubernetes Event on the resource, for `kubectl describe`. Best effort."""
+    meta = body["metadata"]
+    now = ctx.clock()
+    stamp = rfc3339(now)
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{meta['name']}.{secrets.token_hex(8)}",
+            "namespace": meta["namespace"],
+        },
+        "involvedObject": {
+            "apiVersion": body.get("apiVersion", API_VERSION),
+            "kind": body["kind"],
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "reason": reason,
+        "message": c.truncate(message),
+        "type": event_type,
+        "source": {"component": "kubeloop"},
+        "reportingComponent": "kubeloop",
+        "reportingInstance": "kubeloop",
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+    try:
+        await ctx.kube.create(event)
+    except KubeError as exc:
+        log.warning(
+            "Could not record event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc
+        )
+
+
+def invalid_spec_status(body: dict[str, Any], status: BaseModel, message: str, now: str) -> dict:
+    """Ready=False/InvalidSpec and Stalled=True: nothing to retry until the spec changes."""
+    status_model = status.model_copy(update={"phase": "Invalid", "message": message})
+    return finish_status(
+        body,
+        status_model,
+        [
+            c.Cond(c.READY, False, c.INVALID_SPEC, message),
+            c.Cond(c.STALLED, True, c.INVALID_SPEC, message),
+        ],
+        now,
+    )

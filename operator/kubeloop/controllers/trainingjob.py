@@ -1,0 +1,427 @@
+"""TrainingJob reconcile: one Indexed Job per attempt, gang restarts, truthful status.
+
+`plan()` is pure: from the spec, the previous status and the observed children it
+decides the whole new status and the actions. `reconcile()` only executes the plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubeloop import conditions as c
+from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus, WorkerCounts
+from kubeloop.controllers.common import (
+    Ctx,
+    finish_status,
+    invalid_spec_status,
+    owner_reference,
+    parse_spec,
+    parse_time,
+    record_event,
+    rfc3339,
+    write_status,
+)
+from kubeloop.controllers.runtime import Key, Result
+from kubeloop.render.common import SPEC_HASH_ANNOTATION
+from kubeloop.render.fit import explain_never_fits, worker_demand
+from kubeloop.render.trainingjob import (
+    COMPLETION_INDEX_ANNOTATION,
+    WORKER_CONTAINER,
+    job_name,
+    pod_template,
+    render_job,
+    render_service,
+    service_name,
+)
+
+KIND = "TrainingJob"
+SERVICE = "TrainingJob/Service"
+TERMINAL = {c.SUCCEEDED, c.FAILED}
+
+
+@dataclass
+class Observed:
+    jobs: list[dict[str, Any]]
+    pods: list[dict[str, Any]]
+    nodes: list[dict[str, Any]]
+    service_exists: bool
+
+
+@dataclass
+class Plan:
+    status: TrainingJobStatus
+    conds: list[c.Cond]
+    create_job: bool = False
+    create_service: bool = False
+    delete_jobs: list[dict[str, Any]] = field(default_factory=list)
+    set_suspend: bool | None = None
+    # Write the status before deleting anything, so that a crash between the two
+    # cannot lose the restart count.
+    status_first: bool = False
+    requeue_after: float | None = None
+
+
+def _job_condition(job: dict[str, Any], ctype: str) -> dict[str, Any] | None:
+    for cond in (job.get("status") or {}).get("conditions", []) or []:
+        if cond.get("type") == ctype and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def _pod_index(pod: dict[str, Any]) -> str:
+    annotations = pod.get("metadata", {}).get("annotations", {}) or {}
+    return str(annotations.get(COMPLETION_INDEX_ANNOTATION, "?"))
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses", []) or []:
+        if cs.get("name") != WORKER_CONTAINER:
+            continue
+        for state_key in ("state", "lastState"):
+            term = (cs.get(state_key) or {}).get("terminated")
+            if term:
+                return dict(term)
+    return None
+
+
+def failure_message(pods: list[dict[str, Any]]) -> str:
+    """`worker 1 failed: exit code 3 (Error): <message>` for the first failed worker."""
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    if not failed:
+        return "a worker failed"
+    failed.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), _pod_index(p)))
+    pod = failed[0]
+    term = _terminated(pod)
+    text = f"worker {_pod_index(pod)} failed"
+    if term:
+        text += f": exit code {term.get('exitCode')}"
+        if term.get("reason"):
+            text += f" ({term['reason']})"
+        if term.get("message"):
+            text += f": {term['message']}"
+    else:
+        reason = (pod.get("status") or {}).get("reason") or ""
+        message = (pod.get("status") or {}).get("message") or ""
+        if reason or message:
+            text += f": {reason} {message}".rstrip()
+    return text
+
+
+def scheduler_message(pods: list[dict[str, Any]]) -> str | None:
+    """The scheduler's own words for a Pending worker, e.g. `0/3 nodes are available`."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        if status.get("phase") != "Pending":
+            continue
+        for cond in status.get("conditions", []) or []:
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("message")
+            ):
+                return str(cond["message"])
+    return None
+
+
+def _is_running(pod: dict[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get(
+        "deletionTimestamp"
+    )
+
+
+def worker_counts(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> WorkerCounts:
+    status = (job or {}).get("status") or {}
+    return WorkerCounts(
+        active=int(status.get("active", 0) or 0),
+        ready=int(status.get("ready", 0) or 0),
+        succeeded=int(status.get("succeeded", 0) or 0),
+        failed=int(status.get("failed", 0) or 0),
+    )
+
+
+def plan(
+    spec: TrainingJobSpec,
+    body: dict[str, Any],
+    observed: Observed,
+    now: dt.datetime,
+) -> Plan:
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    prev = TrainingJobStatus.model_validate(body.get("status") or {})
+    restarts = prev.restarts
+    current_name = job_name(name, restarts)
+    job = next((j for j in observed.jobs if j["metadata"]["name"] == current_name), None)
+    stale = [j for j in observed.jobs if j["metadata"]["name"] != current_name]
+    pods = [
+        p for p in observed.pods if p["metadata"].get("labels", {}).get("job-name") == current_name
+    ]
+    queue = spec.scheduling.queue_name if spec.scheduling else None
+
+    status = TrainingJobStatus(
+        restarts=restarts,
+        attempt=restarts,
+        job_name=current_name,
+        start_time=prev.start_time,
+        completion_time=prev.completion_time,
+        model_uri=prev.model_uri,
+        workers=worker_counts(job, pods),
+    )
+    result = Plan(status=status, conds=[], create_service=not observed.service_exists)
+    result.delete_jobs = [j for j in stale if not j["metadata"].get("deletionTimestamp")]
+
+    def finish(
+        phase: str,
+        reason: str,
+        message: str,
+        ready: bool | None,
+        reconciling: bool = False,
+        stalled: bool = False,
+    ) -> Plan:
+        status.phase = phase
+        status.message = message
+        conds = [c.Cond(c.READY, ready, reason, message)]
+        if reconciling:
+            conds.append(c.Cond(c.RECONCILING, True, reason, message))
+        if stalled:
+            conds.append(c.Cond(c.STALLED, True, reason, message))
+        result.conds = conds + result.conds
+        return result
+
+    # A finished run stays finished; only make sure nothing keeps running.
+    if prev.phase in TERMINAL:
+        if (
+            job is not None
+            and not _job_condition(job, "Complete")
+            and not _job_condition(job, "Failed")
+            and not job["metadata"].get("deletionTimestamp")
+        ):
+            result.delete_jobs.append(job)
+        if job is None and prev.workers is not None:
+            status.workers = prev.workers  # The Job may be gone (TTL); its counts stay.
+        ready = prev.phase == c.SUCCEEDED
+        reason = next((cd.reason for cd in prev.conditions if cd.type == c.READY), prev.phase or "")
+        return finish(prev.phase or "", reason, prev.message or "", ready, stalled=not ready)
+
+    if job is not None and job["status"].get("startTime") and not status.start_time:
+        status.start_time = job["status"]["startTime"]
+
+    # The deadline covers the whole run, across gang restarts.
+    started = parse_time(status.start_time)
+    if spec.active_deadline_seconds is not None and started is not None:
+        remaining = spec.active_deadline_seconds - (now - started).total_seconds()
+        if remaining <= 0 or (job is not None and _deadline_failed(job)):
+            if job is not None and not job["metadata"].get("deletionTimestamp"):
+                result.delete_jobs.append(job)
+            status.completion_time = rfc3339(now)
+            result.status_first = True
+            return finish(
+                c.FAILED,
+                c.DEADLINE_EXCEEDED,
+                f"the run exceeded activeDeadlineSeconds={spec.active_deadline_seconds}",
+                False,
+                stalled=True,
+            )
+        result.requeue_after = remaining
+
+    template = pod_template(spec, name, namespace, restarts)
+    container = template["spec"]["containers"][0]
+    never_fits = explain_never_fits(
+        worker_demand(
+            container.get("resources", {}),
+            template["spec"].get("nodeSelector", {}),
+            template["spec"].get("tolerations", []),
+        ),
+        observed.nodes,
+    )
+
+    if job is None:
+        result.create_job = True
+        if never_fits:
+            result.conds.append(c.Cond(c.SCHEDULED, False, c.UNSCHEDULABLE, never_fits))
+            return finish(c.PENDING, c.UNSCHEDULABLE, never_fits, False, stalled=True)
+        if spec.suspend:
+            return finish(c.SUSPENDED, c.SUSPENDED, "suspended by spec.suspend", True)
+        if queue:
+            return finish(
+                c.QUEUED,
+                c.QUEUED,
+                f"waiting for admission by Kueue queue {queue}",
+                False,
+                reconciling=True,
+            )
+        return finish(c.PENDING, c.PENDING, f"creating Job {current_name}", False, reconciling=True)
+
+    if job["metadata"].get("deletionTimestamp"):
+        return finish(
+            c.RESTARTING if restarts else c.PENDING,
+            c.PROGRESSING,
+            f"waiting for Job {current_name} to be deleted",
+            False,
+            reconciling=True,
+        )
+
+    complete = _job_condition(job, "Complete")
+    failed = _job_condition(job, "Failed")
+    if complete:
+        status.completion_time = (job.get("status") or {}).get("completionTime") or rfc3339(now)
+        status.model_uri = spec.output.uri if spec.output else None
+        message = f"all {spec.workers} workers succeeded"
+        if status.model_uri:
+            message += f"; model at {status.model_uri}"
+        return finish(c.SUCCEEDED, c.SUCCEEDED, message, True)
+    if failed:
+        why = failure_message(pods)
+        if failed.get("reason") == "DeadlineExceeded":
+            status.completion_time = rfc3339(now)
+            return finish(
+                c.FAILED,
+                c.DEADLINE_EXCEEDED,
+                f"attempt {restarts} exceeded its deadline",
+                False,
+                stalled=True,
+            )
+        if restarts < spec.max_restarts:
+            status.restarts = restarts + 1
+            status.attempt = restarts + 1
+            status.job_name = job_name(name, restarts + 1)
+            status.workers = WorkerCounts()
+            result.delete_jobs.append(job)
+            result.status_first = True
+            return finish(
+                c.RESTARTING,
+                c.RESTARTING,
+                f"{why}; restarting all workers (restart {restarts + 1} of {spec.max_restarts})",
+                False,
+                reconciling=True,
+            )
+        status.completion_time = rfc3339(now)
+        return finish(
+            c.FAILED,
+            c.BACKOFF_LIMIT_EXCEEDED,
+            f"{why}; no restarts left (maxRestarts={spec.max_restarts})",
+            False,
+            stalled=True,
+        )
+
+    # The Job is live. Spec changes to the pod template need a new Job.
+    want_hash = render_job(spec, name, namespace, restarts, {})["metadata"]["annotations"][
+        SPEC_HASH_ANNOTATION
+    ]
+    have_hash = job["metadata"].get("annotations", {}).get(SPEC_HASH_ANNOTATION)
+    if have_hash != want_hash:
+        result.delete_jobs.append(job)
+        return finish(
+            c.PENDING,
+            c.PROGRESSING,
+            "the spec changed; replacing the Job of the current attempt",
+            False,
+            reconciling=True,
+        )
+
+    job_suspended = bool(job["spec"].get("suspend"))
+    if spec.suspend:
+        if not job_suspended:
+            result.set_suspend = True
+        return finish(c.SUSPENDED, c.SUSPENDED, "suspended by spec.suspend", True)
+    if job_suspended:
+        if queue:
+            return finish(
+                c.QUEUED,
+                c.QUEUED,
+                f"waiting for admission by Kueue queue {queue}",
+                False,
+                reconciling=True,
+            )
+        result.set_suspend = False
+        return finish(c.PENDING, c.PROGRESSING, "resuming", False, reconciling=True)
+
+    if never_fits:
+        result.conds.append(c.Cond(c.SCHEDULED, False, c.UNSCHEDULABLE, never_fits))
+        return finish(c.PENDING, c.UNSCHEDULABLE, never_fits, False, stalled=True)
+    pending_msg = scheduler_message(pods)
+    running = [p for p in pods if _is_running(p)]
+    if pending_msg:
+        result.conds.append(c.Cond(c.SCHEDULED, False, c.WAITING_FOR_SCHEDULER, pending_msg))
+        message = f"{spec.workers - len(running)} of {spec.workers} workers pending: {pending_msg}"
+        return finish(c.PENDING, c.WAITING_FOR_SCHEDULER, message, False, reconciling=True)
+    if running:
+        result.conds.append(c.Cond(c.SCHEDULED, True, c.RUNNING, "all workers scheduled"))
+        return finish(
+            c.RUNNING, c.RUNNING, f"{len(running)} of {spec.workers} workers running", True
+        )
+    return finish(c.PENDING, c.PENDING, "waiting for workers to start", False, reconciling=True)
+
+
+def _deadline_failed(job: dict[str, Any]) -> bool:
+    failed = _job_condition(job, "Failed")
+    return bool(failed and failed.get("reason") == "DeadlineExceeded")
+
+
+async def reconcile(ctx: Ctx, key: Key) -> Result | None:
+    _, namespace, name = key
+    body = ctx.store.get(KIND, namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    now = ctx.clock()
+    spec, error = parse_spec(TrainingJobSpec, body)
+    if spec is None:
+        status = invalid_spec_status(body, TrainingJobStatus(), error, rfc3339(now))
+        if await write_status(ctx, body, status):
+            await record_event(ctx, body, "Warning", c.INVALID_SPEC, error)
+        return None
+
+    observed = Observed(
+        jobs=ctx.store.owned("Job", namespace, name),
+        pods=ctx.store.owned("Pod", namespace, name),
+        nodes=ctx.store.all("Node"),
+        service_exists=ctx.store.get(SERVICE, namespace, service_name(name)) is not None,
+    )
+    decided = plan(spec, body, observed, now)
+    new_status = finish_status(body, decided.status, decided.conds, rfc3339(now))
+    owner = owner_reference(body)
+    prev_phase = (body.get("status") or {}).get("phase")
+
+    written = False
+    if decided.status_first:
+        written = await write_status(ctx, body, new_status)
+    for job in decided.delete_jobs:
+        await ctx.kube.delete(
+            "batch/v1",
+            "Job",
+            namespace,
+            job["metadata"]["name"],
+            uid=job["metadata"].get("uid"),
+            propagation="Background",
+        )
+    if decided.create_service:
+        svc = await ctx.kube.apply(render_service(spec, name, namespace, owner))
+        ctx.store.put(SERVICE, svc, owner=name)
+    if decided.create_job:
+        created = await ctx.kube.apply(
+            render_job(spec, name, namespace, decided.status.restarts, owner)
+        )
+        ctx.store.put("Job", created, owner=name)
+    if decided.set_suspend is not None:
+        await ctx.kube.merge_patch(
+            "batch/v1",
+            "Job",
+            namespace,
+            job_name(name, decided.status.restarts),
+            {"spec": {"suspend": decided.set_suspend}},
+        )
+    if not decided.status_first:
+        written = await write_status(ctx, body, new_status)
+    if written and decided.status.phase != prev_phase:
+        warning = decided.status.phase in (c.FAILED, c.RESTARTING) or any(
+            cd.type == c.STALLED for cd in decided.conds
+        )
+        await record_event(
+            ctx,
+            body,
+            "Warning" if warning else "Normal",
+            decided.status.phase or "",
+            decided.status.message or "",
+        )
+    return Result(requeue_after=decided.requeue_after)

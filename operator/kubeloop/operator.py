@@ -1,0 +1,256 @@
+"""Kopf wiring: settings, shared context in `memo`, and the watch handlers.
+
+Every handler here is an `on.event` handler that records the object in the store and
+enqueues the resource that owns it; all decisions happen in the per-kind reconciles.
+Event handlers keep no state in the objects (no finalizers, no progress annotations),
+so the operator writes nothing to an object it has nothing to change on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import kopf
+
+from kubeloop.api.common import GROUP, VERSION
+from kubeloop.controllers import driftmonitor, modeldeployment, trainingjob
+from kubeloop.controllers.common import Ctx, OperatorConfig
+from kubeloop.controllers.runtime import Key, Result, Store, WorkQueue
+from kubeloop.kube import Kube
+from kubeloop.render.common import MANAGED_BY
+from kubeloop.render.modeldeployment import MODEL_DEPLOYMENT_LABEL
+from kubeloop.render.trainingjob import TRAINING_JOB_LABEL
+
+log = logging.getLogger("kubeloop.operator")
+
+MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
+STORAGE_PREFIX = "kubeloop.io"
+
+KIND_PLURALS = {
+    trainingjob.KIND: "trainingjobs",
+    modeldeployment.KIND: "modeldeployments",
+    driftmonitor.KIND: "driftmonitors",
+}
+
+
+def _slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """Only what status needs, to keep memory flat with thousands of pods."""
+    meta = pod.get("metadata", {})
+    status = pod.get("status", {}) or {}
+    return {
+        "metadata": {
+            k: meta.get(k)
+            for k in (
+                "name",
+                "namespace",
+                "labels",
+                "annotations",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "uid",
+            )
+            if meta.get(k) is not None
+        },
+        "status": {
+            k: status.get(k)
+            for k in (
+                "phase",
+                "conditions",
+                "containerStatuses",
+                "initContainerStatuses",
+                "reason",
+                "message",
+                "podIP",
+            )
+            if status.get(k) is not None
+        },
+    }
+
+
+def _owner_name(obj: dict[str, Any], label: str) -> str | None:
+    value = (obj.get("metadata", {}).get("labels") or {}).get(label)
+    return str(value) if value else None
+
+
+def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    def ctx_of(memo: Any) -> Ctx:
+        ctx: Ctx = memo.ctx
+        return ctx
+
+    for kind, plural in KIND_PLURALS.items():
+
+        def make(kind: str) -> Callable[..., Awaitable[None]]:
+            async def on_resource(*, event: Any, memo: Any, **_: Any) -> None:
+                ctx = ctx_of(memo)
+                obj = event["object"]
+                meta = obj["metadata"]
+                key: Key = (kind, meta["namespace"], meta["name"])
+                if event.get("type") == "DELETED":
+                    ctx.store.remove(kind, meta["namespace"], meta["name"])
+                    ctx.queue.forget(key)
+                    if kind == driftmonitor.KIND:
+                        driftmonitor.forget(meta["namespace"], meta["name"])
+                    return
+                ctx.store.put(kind, obj)
+                ctx.queue.add(key)
+
+            return on_resource
+
+        kopf.on.event(GROUP, VERSION, plural, registry=registry)(make(kind))
+
+    def child(
+        store_kind: str,
+        owner_kind: str,
+        label: str,
+        slim: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Callable[..., Awaitable[None]]:
+        """Children live in the store under `store_kind`, indexed by their owner's name."""
+
+        async def on_child(*, event: Any, memo: Any, **_: Any) -> None:
+            ctx = ctx_of(memo)
+            obj = event["object"]
+            owner = _owner_name(obj, label)
+            if owner is None:
+                return
+            meta = obj["metadata"]
+            if event.get("type") == "DELETED":
+                ctx.store.remove(store_kind, meta["namespace"], meta["name"], owner=owner)
+            else:
+                ctx.store.put(store_kind, slim(obj) if slim else obj, owner=owner)
+            ctx.queue.add((owner_kind, meta["namespace"], owner))
+
+        return on_child
+
+    kopf.on.event("batch", "v1", "jobs", registry=registry)(
+        child("Job", trainingjob.KIND, TRAINING_JOB_LABEL)
+    )
+    kopf.on.event("", "v1", "pods", registry=registry)(
+        child("Pod", trainingjob.KIND, TRAINING_JOB_LABEL, _slim_pod)
+    )
+    kopf.on.event("", "v1", "services", registry=registry)(
+        child(trainingjob.SERVICE, trainingjob.KIND, TRAINING_JOB_LABEL)
+    )
+    for group, version, plural, store_kind in (
+        ("apps", "v1", "deployments", modeldeployment.DEPLOYMENT),
+        ("", "v1", "services", modeldeployment.SERVICE),
+        ("autoscaling", "v2", "horizontalpodautoscalers", modeldeployment.HPA),
+        ("", "v1", "pods", modeldeployment.POD),
+    ):
+        kopf.on.event(group, version, plural, registry=registry)(
+            child(
+                store_kind,
+                modeldeployment.KIND,
+                MODEL_DEPLOYMENT_LABEL,
+                _slim_pod if plural == "pods" else None,
+            )
+        )
+
+    @kopf.on.event("", "v1", "nodes", registry=registry)
+    async def on_node(*, event: Any, memo: Any, **_: Any) -> None:
+        ctx = ctx_of(memo)
+        node = event["object"]
+        name = node["metadata"]["name"]
+        if event.get("type") == "DELETED":
+            ctx.store.remove("Node", "", name)
+        else:
+            ctx.store.put(
+                "Node",
+                {
+                    "metadata": {"name": name, "labels": node["metadata"].get("labels", {})},
+                    "spec": {"taints": (node.get("spec") or {}).get("taints", [])},
+                    "status": {"allocatable": (node.get("status") or {}).get("allocatable", {})},
+                },
+            )
+        # Capacity changed: jobs waiting for a fit get a fresh look.
+        for tj in ctx.store.all(trainingjob.KIND):
+            if (tj.get("status") or {}).get("phase") in ("Pending", None):
+                ctx.queue.add(
+                    (trainingjob.KIND, tj["metadata"]["namespace"], tj["metadata"]["name"])
+                )
+
+    @kopf.on.startup(registry=registry)
+    async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+        configure(settings)
+        ctx = ctx_holder["ctx"]
+        ctx.queue.start()
+        memo.ctx = ctx
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(*, memo: Any, **_: Any) -> None:
+        ctx = ctx_of(memo)
+        await ctx.queue.stop()
+        await ctx.kube.close()
+
+    return registry
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=STORAGE_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{STORAGE_PREFIX}/finalizer"
+    # Watches end on the server side every few minutes and on the client side shortly
+    # after, so that a silently dead connection is noticed.
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 30
+    settings.posting.enabled = False  # Our own Events, with our reasons, via kube.py.
+    settings.batching.batch_window = 0.05
+    for plural in ("jobs", "pods", "deployments", "services", "horizontalpodautoscalers"):
+        settings.watching.label_selectors[plural] = MANAGED_SELECTOR
+    settings.peering.name = "kubeloop"
+    settings.peering.mandatory = False
+
+
+def make_context(config: OperatorConfig, kube: Kube | None = None) -> Ctx:
+    kube = kube or Kube.from_environment()
+    store = Store()
+    holder: dict[str, Ctx] = {}
+
+    async def run_tj(key: Key) -> Result | None:
+        return await trainingjob.reconcile(holder["ctx"], key)
+
+    async def run_md(key: Key) -> Result | None:
+        return await modeldeployment.reconcile(holder["ctx"], key)
+
+    async def run_dm(key: Key) -> Result | None:
+        return await driftmonitor.reconcile(holder["ctx"], key)
+
+    queue = WorkQueue(
+        {trainingjob.KIND: run_tj, modeldeployment.KIND: run_md, driftmonitor.KIND: run_dm},
+        workers=config.workers,
+    )
+    ctx = Ctx(kube=kube, store=store, queue=queue, config=config)
+    holder["ctx"] = ctx
+    return ctx
+
+
+async def run_operator(
+    config: OperatorConfig,
+    *,
+    namespaces: Sequence[str] = (),
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+    liveness_endpoint: str | None = None,
+    kube: Kube | None = None,
+    peering: bool = False,
+) -> None:
+    ctx = make_context(config, kube)
+    registry = build_registry({"ctx": ctx})
+    await kopf.operator(
+        registry=registry,
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+        liveness_endpoint=liveness_endpoint,
+        standalone=not peering,
+        memo=kopf.Memo(),
+    )

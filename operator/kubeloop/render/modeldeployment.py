@@ -1,0 +1,249 @@
+"""ModelDeployment -> stable Deployment, canary Deployment, Service and HPA."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubeloop.api.modeldeployment import ModelDeploymentSpec
+from kubeloop.render.common import (
+    MANAGED_BY,
+    container_security,
+    env_list,
+    gpu_placement,
+    pod_security,
+    resources,
+)
+
+MODEL_DEPLOYMENT_LABEL = "kubeloop.io/model-deployment"
+TRACK_LABEL = "kubeloop.io/track"
+MODEL_URI_ANNOTATION = "kubeloop.io/model-uri"
+STABLE, CANARY = "stable", "canary"
+MODEL_DIR = "/mnt/models"
+SERVER_CONTAINER = "server"
+FETCH_CONTAINER = "fetch-model"
+RPS_METRIC = "kubeloop_model_requests_per_second"
+DEFAULT_CPU_TARGET = 80
+
+
+def deployment_name(name: str, track: str) -> str:
+    return name if track == STABLE else f"{name}-canary"
+
+
+def labels(name: str) -> dict[str, str]:
+    return {**MANAGED_BY, MODEL_DEPLOYMENT_LABEL: name}
+
+
+def service_url(name: str, namespace: str, port: int) -> str:
+    return f"http://{name}.{namespace}.svc:{port}"
+
+
+def split_replicas(total: int, canary_percent: int | None) -> tuple[int, int]:
+    """(stable, canary) replicas for a share of traffic by replica ratio.
+
+    The Service spreads requests evenly over ready pods, so the canary's share is
+    canary / (stable + canary): approximate, and only as fine as the replica count.
+    A canary asking for any traffic gets at least one replica; the stable keeps one.
+    """
+    if not canary_percent or total <= 0:
+        return max(total, 0), 0
+    if canary_percent >= 100:
+        return 0, total
+    canary = max(round(total * canary_percent / 100), 1)
+    return max(total - canary, 1), canary
+
+
+def pod_template(
+    spec: ModelDeploymentSpec,
+    name: str,
+    track: str,
+    model_uri: str,
+    image: str,
+) -> dict[str, Any]:
+    runtime = spec.runtime
+    port = runtime.port if runtime else 8080
+    server_image = runtime.image if runtime and runtime.image else image
+    monitoring = spec.monitoring.enabled if spec.monitoring else True
+    args = ["serve", "--model-dir", MODEL_DIR, "--name", name, "--port", str(port)]
+    if not monitoring:
+        args.append("--no-monitoring")
+    if runtime:
+        args += runtime.args
+    probe_common = {"periodSeconds": 5, "timeoutSeconds": 2}
+    server: dict[str, Any] = {
+        "name": SERVER_CONTAINER,
+        "image": server_image,
+        "args": args,
+        "ports": [{"name": "http", "containerPort": port}],
+        "env": [
+            {"name": "KUBELOOP_MODEL_URI", "value": model_uri},
+            *(env_list(runtime.env) if runtime else []),
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "failureThreshold": 3,
+            **probe_common,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "failureThreshold": 6,
+            "initialDelaySeconds": 10,
+            **probe_common,
+        },
+        "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR, "readOnly": True}],
+        "securityContext": {**container_security(), "readOnlyRootFilesystem": True},
+    }
+    res = resources(spec.resources, spec.gpu)
+    if res:
+        server["resources"] = res
+    fetch = {
+        "name": FETCH_CONTAINER,
+        "image": image,
+        "args": ["fetch-model", model_uri, MODEL_DIR],
+        "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR}],
+        "securityContext": {**container_security(), "readOnlyRootFilesystem": True},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+    }
+    gpu_selector, gpu_tolerations = gpu_placement(spec.gpu)
+    pod_spec: dict[str, Any] = {
+        "enableServiceLinks": False,
+        "securityContext": pod_security(),
+        "initContainers": [fetch],
+        "containers": [server],
+        "volumes": [{"name": "model", "emptyDir": {}}],
+    }
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    else:
+        pod_spec["automountServiceAccountToken"] = False
+    if gpu_selector:
+        pod_spec["nodeSelector"] = gpu_selector
+    if gpu_tolerations:
+        pod_spec["tolerations"] = gpu_tolerations
+    return {
+        "metadata": {
+            "labels": {**labels(name), TRACK_LABEL: track},
+            "annotations": {
+                MODEL_URI_ANNOTATION: model_uri,
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(port),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": pod_spec,
+    }
+
+
+def render_deployment(
+    spec: ModelDeploymentSpec,
+    name: str,
+    namespace: str,
+    track: str,
+    model_uri: str,
+    replicas: int | None,
+    image: str,
+    owner: dict[str, Any],
+    progress_deadline_seconds: int = 600,
+) -> dict[str, Any]:
+    """`replicas=None` leaves the count to the HPA (the field is not ours then)."""
+    dep_spec: dict[str, Any] = {
+        "selector": {"matchLabels": {**labels(name), TRACK_LABEL: track}},
+        "strategy": {
+            "type": "RollingUpdate",
+            # A new model rolls out without dropping below the serving capacity.
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
+        "progressDeadlineSeconds": progress_deadline_seconds,
+        "revisionHistoryLimit": 3,
+        "template": pod_template(spec, name, track, model_uri, image),
+    }
+    if replicas is not None:
+        dep_spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(name, track),
+            "namespace": namespace,
+            "labels": {**labels(name), TRACK_LABEL: track},
+            "annotations": {MODEL_URI_ANNOTATION: model_uri},
+            "ownerReferences": [owner],
+        },
+        "spec": dep_spec,
+    }
+
+
+def render_service(
+    spec: ModelDeploymentSpec, name: str, namespace: str, owner: dict[str, Any]
+) -> dict[str, Any]:
+    port = spec.runtime.port if spec.runtime else 8080
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels(name),
+            "ownerReferences": [owner],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            # Both tracks: the canary's share of traffic is its share of ready pods.
+            "selector": labels(name),
+            "ports": [{"name": "http", "port": port, "targetPort": "http"}],
+        },
+    }
+
+
+def render_hpa(
+    spec: ModelDeploymentSpec, name: str, namespace: str, owner: dict[str, Any]
+) -> dict[str, Any] | None:
+    auto = spec.autoscaling
+    if auto is None:
+        return None
+    metrics: list[dict[str, Any]] = []
+    cpu = auto.target_cpu_utilization
+    if cpu is None and auto.target_requests_per_second is None:
+        cpu = DEFAULT_CPU_TARGET
+    if cpu is not None:
+        metrics.append(
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": cpu},
+                },
+            }
+        )
+    if auto.target_requests_per_second is not None:
+        metrics.append(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": RPS_METRIC},
+                    "target": {
+                        "type": "AverageValue",
+                        "averageValue": str(auto.target_requests_per_second),
+                    },
+                },
+            }
+        )
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels(name),
+            "ownerReferences": [owner],
+        },
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment_name(name, STABLE),
+            },
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": auto.max_replicas,
+            "metrics": metrics,
+        },
+    }
