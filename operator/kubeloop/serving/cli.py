@@ -1,0 +1,105 @@
+"""The ``serve`` and ``fetch-model`` subcommands, added to the main CLI's parser.
+
+Every flag also reads an environment variable, so that the operator's rendered pods
+and plain ``docker run`` can configure the server without rewriting its arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve a model directory over the Open Inference Protocol v2 (REST)",
+        description="Serve a model directory (model.json, model.joblib, profile.json) "
+        "over the Open Inference Protocol v2, with Prometheus metrics on /metrics. "
+        "model.joblib is unpickled: serve only models from a trusted source.",
+    )
+    serve.add_argument(
+        "--model-dir",
+        type=Path,
+        default=os.environ.get("KUBELOOP_MODEL_DIR"),
+        required="KUBELOOP_MODEL_DIR" not in os.environ,
+        help="model directory (env KUBELOOP_MODEL_DIR)",
+    )
+    serve.add_argument(
+        "--name",
+        default=os.environ.get("KUBELOOP_MODEL_NAME"),
+        help="name to serve the model under (env KUBELOOP_MODEL_NAME; default: model.json's)",
+    )
+    serve.add_argument(
+        "--host",
+        default=os.environ.get("KUBELOOP_HOST", "0.0.0.0"),
+        help="address to listen on (env KUBELOOP_HOST; default 0.0.0.0)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("KUBELOOP_PORT", "8080")),
+        help="port to listen on, 0 for any free one (env KUBELOOP_PORT; default 8080)",
+    )
+    serve.add_argument(
+        "--no-monitoring",
+        dest="monitoring",
+        action="store_false",
+        default=os.environ.get("KUBELOOP_MONITORING", "true").lower() not in FALSE_WORDS,
+        help="do not export per-feature input histograms (env KUBELOOP_MONITORING=false)",
+    )
+    serve.set_defaults(func=run_serve)
+
+    fetch = subparsers.add_parser(
+        "fetch-model",
+        help="download a model directory and verify it against its manifest",
+        description="Fetch the model directory at URI (http(s)://, s3://, file:// or a "
+        "path) into DIR: every file in URI/manifest.json, checked for size and sha256, "
+        "moved into place only when whole.",
+    )
+    fetch.add_argument("uri", metavar="URI", help="where the model directory lives")
+    fetch.add_argument("dest", metavar="DIR", type=Path, help="where to put it")
+    fetch.set_defaults(func=run_fetch)
+
+
+def _configure_logging() -> None:
+    # A no-op when the main CLI has configured logging already.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from kubeloop.serving.model import ModelLoadError
+    from kubeloop.serving.server import serve
+
+    _configure_logging()
+    try:
+        return asyncio.run(serve(args.model_dir, args.host, args.port, args.name, args.monitoring))
+    except ModelLoadError as exc:
+        log.error("Failed to read the model directory: %s", exc)
+        return 1
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from kubeloop.serving.fetch import FetchError, fetch_model
+
+    _configure_logging()
+    try:
+        files = fetch_model(args.uri, args.dest)
+    except FetchError as exc:
+        log.error("Failed to fetch the model: %s", exc)
+        return 1
+    log.info(
+        "Fetched %d files (%d bytes) from %s into %s",
+        len(files),
+        sum(f.size for f in files),
+        args.uri,
+        args.dest,
+    )
+    return 0

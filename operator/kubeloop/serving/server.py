@@ -1,0 +1,596 @@
+"""``kubeloop serve``: the reference model server.
+
+Speaks the Open Inference Protocol v2 over HTTP (the REST dialect KServe, Triton and
+MLServer share) and exports on ``/metrics`` what the DriftMonitor reads: per-feature
+input histograms on the reference profile's own bin edges.
+
+The hot path is kept lean on purpose: stdlib ``json`` with a shared encoder, hand-written
+request checks instead of pydantic, numpy for every per-row operation, and prediction on
+the event loop for small batches, where a thread-pool hop costs more than the predict
+itself. Every metric is mutated on the event loop only, so none needs a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata as package_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from kubeloop.drift.profile import FeatureProfile
+from kubeloop.serving.model import (
+    LoadedModel,
+    ModelLoadError,
+    ModelMetadata,
+    load_model,
+    read_metadata,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 << 20
+# Batches up to this many rows are predicted on the event loop: for them the predict
+# takes less time than handing it to a worker thread and back.
+INLINE_MAX_ROWS = 256
+# Rows binned per numpy pass; bounds the (rows x features x edges) temporary.
+BIN_CHUNK_ROWS = 4096
+PREDICT = "predict"
+PREDICT_PROBA = "predict_proba"
+DATATYPES = ("FP32", "FP64", "INT64")
+DURATION_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class RequestError(Exception):
+    """A request the server refuses: answered with ``status`` and a v2 error body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _bad(message: str) -> RequestError:
+    return RequestError(400, message)
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.Response(
+        status=status, body=_encode_json({"error": message}), content_type="application/json"
+    )
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=_encode_json(payload), content_type="application/json")
+
+
+# -- request decoding ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    rows: np.ndarray
+    """Shape (N, F), float64, columns in the model's feature order."""
+    request_id: str | None
+    outputs: tuple[str, ...]
+
+
+def _shape(tensor: dict[str, Any], name: str) -> list[int]:
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise _bad(f"input {name!r}: 'shape' must be a list of non-negative integers")
+    return shape
+
+
+def _tensor_values(tensor: Any, index: int) -> tuple[str, np.ndarray]:
+    """Name and values of one v2 input tensor, reshaped to its declared shape."""
+    if not isinstance(tensor, dict):
+        raise _bad(f"inputs[{index}] must be an object")
+    name = tensor.get("name")
+    if not isinstance(name, str):
+        raise _bad(f"inputs[{index}]: 'name' must be a string")
+    datatype = tensor.get("datatype")
+    if datatype not in DATATYPES:
+        raise _bad(
+            f"input {name!r}: datatype {datatype!r} not supported; use one of "
+            + ", ".join(DATATYPES)
+        )
+    shape = _shape(tensor, name)
+    if "data" not in tensor:
+        raise _bad(f"input {name!r}: 'data' is missing")
+    try:
+        values = np.asarray(tensor["data"])
+    except ValueError as exc:  # ragged nesting
+        raise _bad(f"input {name!r}: 'data' is not a regular array") from exc
+    # Inferring first, then casting, refuses strings, booleans and nulls, which a direct
+    # cast would parse or turn into NaN.
+    allowed_kinds = "iu" if datatype == "INT64" else "iuf"
+    if values.dtype.kind not in allowed_kinds:
+        kind = "integers" if datatype == "INT64" else "numbers"
+        raise _bad(f"input {name!r}: 'data' must hold only {kind} for datatype {datatype}")
+    expected = math.prod(shape)
+    if values.size != expected:
+        raise _bad(f"input {name!r}: shape {shape} needs {expected} values, got {values.size}")
+    if datatype == "FP32":
+        # Out-of-range values become inf, which the finiteness check then refuses.
+        with np.errstate(over="ignore"):
+            values = values.astype(np.float32)
+    values = values.astype(np.float64, copy=False)
+    return name, values.reshape(shape)
+
+
+def parse_infer_request(payload: Any, model: LoadedModel) -> InferRequest:
+    """Turn a decoded v2 inference request into a row matrix for the model.
+
+    Accepts either one tensor of shape [N, F] or one tensor per feature, each of shape
+    [N] or [N, 1]: when every input is named like a feature, the request is read as
+    columns, otherwise its single input as the row matrix.
+    """
+    if not isinstance(payload, dict):
+        raise _bad("the request body must be a JSON object")
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _bad("'inputs' must be a non-empty list of tensors")
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _bad("'id' must be a string")
+    outputs = _requested_outputs(payload, model)
+
+    features = model.feature_names
+    tensors = dict(_tensor_values(t, i) for i, t in enumerate(inputs))
+    if len(tensors) != len(inputs):
+        raise _bad("input names must be unique")
+    if all(name in features for name in tensors):
+        rows = _rows_from_columns(tensors, features)
+    elif len(tensors) == 1:
+        ((name, rows),) = tensors.items()
+        if rows.ndim != 2 or rows.shape[1] != len(features):
+            raise _bad(
+                f"input {name!r}: shape must be [N, {len(features)}] "
+                f"(features: {', '.join(features)}), got {list(rows.shape)}"
+            )
+    else:
+        raise _bad(
+            f"expected one [N, {len(features)}] tensor or one tensor per feature "
+            f"({', '.join(features)}), got {', '.join(tensors)}"
+        )
+    if rows.shape[0] == 0:
+        raise _bad("the batch is empty")
+    if not np.isfinite(rows).all():
+        if not model.allow_nan:
+            raise _bad("inputs must be finite numbers; this model does not accept NaN")
+        if np.isinf(rows).any():
+            raise _bad("inputs must be finite numbers or NaN")
+    return InferRequest(rows=rows, request_id=request_id, outputs=outputs)
+
+
+def _rows_from_columns(tensors: dict[str, np.ndarray], features: list[str]) -> np.ndarray:
+    missing = [f for f in features if f not in tensors]
+    if missing:
+        raise _bad(f"missing inputs for features: {', '.join(missing)}")
+    columns = []
+    for name in features:
+        column = tensors[name]
+        if column.ndim == 2 and column.shape[1] == 1:
+            column = column[:, 0]
+        if column.ndim != 1:
+            raise _bad(f"input {name!r}: shape must be [N] or [N, 1], got {list(column.shape)}")
+        columns.append(column)
+    if len({len(c) for c in columns}) != 1:
+        raise _bad("all feature inputs must have the same number of rows")
+    return np.column_stack(columns)
+
+
+def _requested_outputs(payload: dict[str, Any], model: LoadedModel) -> tuple[str, ...]:
+    """Outputs named in the v2 ``outputs`` field, else ``predict`` (plus
+    ``predict_proba`` when ``parameters: {"probabilities": true}``)."""
+    available = (PREDICT, PREDICT_PROBA) if model.has_proba else (PREDICT,)
+    requested = payload.get("outputs")
+    if requested is None:
+        parameters = payload.get("parameters")
+        if parameters is None:
+            return (PREDICT,)
+        if not isinstance(parameters, dict):
+            raise _bad("'parameters' must be an object")
+        if parameters.get("probabilities") is True:
+            if not model.has_proba:
+                raise _bad("this model does not give probabilities")
+            return (PREDICT, PREDICT_PROBA)
+        return (PREDICT,)
+    if not isinstance(requested, list) or not requested:
+        raise _bad("'outputs' must be a non-empty list of {\"name\": ...}")
+    names: list[str] = []
+    for entry in requested:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or name not in available:
+            raise _bad(f"unknown output {name!r}; available: {', '.join(available)}")
+        names.append(name)
+    return tuple(names)
+
+
+def _datatype(values: np.ndarray) -> str:
+    kind = values.dtype.kind
+    if kind in "iu":
+        return "INT64"
+    if kind == "f":
+        return "FP64"
+    if kind == "b":
+        return "BOOL"
+    return "BYTES"
+
+
+def _output_tensor(name: str, values: np.ndarray) -> dict[str, Any]:
+    datatype = _datatype(values)
+    data = values.ravel().tolist()
+    if datatype == "BYTES":
+        data = [str(v) for v in data]
+    return {"name": name, "datatype": datatype, "shape": list(values.shape), "data": data}
+
+
+# -- live statistics -----------------------------------------------------------------
+
+
+def _category_labels(column: np.ndarray) -> list[str]:
+    # Integer-coded categories arrive as floats after decoding ("2.0"); the profile
+    # names them as written in the training data ("2").
+    return [str(int(v)) if v.is_integer() else str(v) for v in column.tolist()]
+
+
+class LiveStats(Collector):
+    """Counts of served inputs on the reference profile's bins, and of predictions.
+
+    Prometheus client histograms take one bucket layout per metric, but every feature
+    has its own edges, so this collector keeps plain numpy counters and renders them
+    at scrape time. Numeric features are binned all at once: a value's bin is the
+    number of edges strictly below it (``FeatureProfile.assign``'s ``searchsorted``
+    with ``side="left"``), computed as one broadcast comparison against the edges,
+    padded with +inf to a common length, and counted with a single ``np.bincount``.
+    """
+
+    def __init__(self, model_name: str, model: LoadedModel, *, monitoring: bool) -> None:
+        self.model_name = model_name
+        self.classes = model.classes
+        self.class_labels = model.class_labels
+        self.prediction_counts = np.zeros(len(model.class_labels), dtype=np.int64)
+        self.may_have_nan = model.allow_nan
+
+        profiled = model.profile.names if model.profile and monitoring else []
+        numeric: list[tuple[int, FeatureProfile]] = []
+        categorical: list[tuple[int, FeatureProfile]] = []
+        for index, name in enumerate(model.feature_names):
+            if name in profiled:
+                assert model.profile is not None
+                feature = model.profile.feature(name)
+                (numeric if feature.kind == "numeric" else categorical).append((index, feature))
+        self.numeric = [f for _, f in numeric]
+        self.numeric_columns = np.array([i for i, _ in numeric], dtype=np.intp)
+        width = max((len(f.edges) for f in self.numeric), default=0)
+        self.edges = np.full((len(self.numeric), width), np.inf)
+        for row, feature in enumerate(self.numeric):
+            self.edges[row, : len(feature.edges)] = feature.edges
+        bins = [f.bins for f in self.numeric]
+        self.offsets = np.concatenate(([0], np.cumsum(bins)[:-1])).astype(np.intp)
+        self.bin_counts = np.zeros(sum(bins), dtype=np.int64)
+        self.sums = np.zeros(len(self.numeric), dtype=np.float64)
+        self.categorical = categorical
+        self.category_counts = [np.zeros(f.bins, dtype=np.int64) for _, f in categorical]
+
+    def observe(self, rows: np.ndarray, predictions: np.ndarray) -> None:
+        if self.classes is not None:
+            indices = np.searchsorted(self.classes, predictions)
+            self.prediction_counts += np.bincount(indices, minlength=len(self.classes))
+        if len(self.numeric):
+            for start in range(0, len(rows), BIN_CHUNK_ROWS):
+                self._observe_numeric(rows[start : start + BIN_CHUNK_ROWS, self.numeric_columns])
+        for (column, feature), counts in zip(self.categorical, self.category_counts, strict=True):
+            indices = feature.assign(np.array(_category_labels(rows[:, column])))
+            counts += np.bincount(indices, minlength=feature.bins)
+
+    def _observe_numeric(self, values: np.ndarray) -> None:
+        bins = (values[:, :, None] > self.edges).sum(axis=2) + self.offsets
+        if self.may_have_nan:
+            present = ~np.isnan(values)
+            bins = bins[present]
+            self.sums += np.where(present, values, 0.0).sum(axis=0)
+        else:
+            self.sums += values.sum(axis=0)
+        self.bin_counts += np.bincount(bins.ravel(), minlength=len(self.bin_counts))
+
+    def collect(self) -> Iterator[Metric]:
+        if self.numeric:
+            histogram = HistogramMetricFamily(
+                "kubeloop_model_feature",
+                "Served input values per feature, on the reference profile's bin edges.",
+                labels=["model", "feature"],
+            )
+            for index, feature in enumerate(self.numeric):
+                start = self.offsets[index]
+                cumulative = np.cumsum(self.bin_counts[start : start + feature.bins])
+                histogram.add_metric(
+                    [self.model_name, feature.name],
+                    buckets=list(zip(feature.bin_labels(), cumulative.tolist(), strict=True)),
+                    sum_value=float(self.sums[index]),
+                )
+            yield histogram
+        if self.categorical:
+            categories = CounterMetricFamily(
+                "kubeloop_model_feature_category",
+                "Served input values per category of a categorical feature.",
+                labels=["model", "feature", "category"],
+            )
+            for (_, feature), counts in zip(self.categorical, self.category_counts, strict=True):
+                for label, count in zip(feature.bin_labels(), counts.tolist(), strict=True):
+                    categories.add_metric([self.model_name, feature.name, label], count)
+            yield categories
+        if self.classes is not None:
+            predictions = CounterMetricFamily(
+                "kubeloop_model_prediction",
+                "Predictions served per class.",
+                labels=["model", "class"],
+            )
+            for label, count in zip(
+                self.class_labels, self.prediction_counts.tolist(), strict=True
+            ):
+                predictions.add_metric([self.model_name, label], count)
+            yield predictions
+
+
+# -- the server ---------------------------------------------------------------------
+
+
+def _server_version() -> str:
+    try:
+        return package_metadata.version("kubeloop")
+    except package_metadata.PackageNotFoundError:  # running from a source checkout
+        return "0+unknown"
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _errors_as_v2(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every error, the router's 404/405 included, with a v2 error body."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason)
+    except Exception:
+        log.exception("Failed to answer %s %s", request.method, request.path)
+        return error_response(500, "internal server error")
+
+
+class ModelServer:
+    """One served model behind the v2 REST API; ready once :meth:`set_model` ran."""
+
+    def __init__(
+        self, metadata: ModelMetadata, *, name: str | None = None, monitoring: bool = True
+    ) -> None:
+        self.name = name or metadata.name
+        self.metadata = metadata
+        self.monitoring = monitoring
+        self.model: LoadedModel | None = None
+        self.stats: LiveStats | None = None
+        self.registry = CollectorRegistry()
+        requests = Counter(
+            "kubeloop_model_requests",
+            "Inference requests answered, by HTTP status.",
+            ["model", "status"],
+            registry=self.registry,
+        )
+        self._requests_by_status: dict[int, Any] = {}
+        self._requests = requests
+        self._duration = Histogram(
+            "kubeloop_model_request_duration_seconds",
+            "Time to answer an inference request.",
+            ["model"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        ).labels(self.name)
+        self._server_metadata = _encode_json(
+            {"name": "kubeloop", "version": _server_version(), "extensions": []}
+        )
+        self._model_metadata = _encode_json(
+            {
+                "name": self.name,
+                "versions": [metadata.version],
+                "platform": metadata.framework,
+                "inputs": [spec.model_dump() for spec in metadata.inputs],
+                "outputs": [spec.model_dump() for spec in metadata.outputs],
+            }
+        )
+
+    def set_model(self, model: LoadedModel) -> None:
+        self.stats = LiveStats(self.name, model, monitoring=self.monitoring)
+        self.registry.register(self.stats)
+        self.model = model
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors_as_v2])
+        routes = app.router
+        routes.add_get("/v2/health/live", self.live)
+        routes.add_get("/v2/health/ready", self.ready)
+        routes.add_get("/v2", self.server_metadata)
+        for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+            routes.add_get(prefix, self.model_metadata)
+            routes.add_get(prefix + "/ready", self.model_ready)
+            routes.add_post(prefix + "/infer", self.infer)
+        routes.add_get("/metrics", self.metrics)
+        return app
+
+    def _check_model(self, request: web.Request) -> None:
+        name = request.match_info["name"]
+        version = request.match_info.get("version")
+        if name != self.name:
+            raise RequestError(404, f"model {name!r} not found")
+        if version is not None and version != self.metadata.version:
+            raise RequestError(404, f"model {name!r} has no version {version!r}")
+
+    async def live(self, request: web.Request) -> web.Response:
+        return json_response({"live": True})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        ready = self.model is not None
+        return json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._server_metadata, content_type="application/json")
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        try:
+            self._check_model(request)
+        except RequestError as exc:
+            return error_response(exc.status, exc.message)
+        return web.Response(body=self._model_metadata, content_type="application/json")
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        try:
+            self._check_model(request)
+        except RequestError as exc:
+            return error_response(exc.status, exc.message)
+        return await self.ready(request)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(self.registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def infer(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            response = await self._infer(request)
+        except RequestError as exc:
+            response = error_response(exc.status, exc.message)
+        except Exception:
+            log.exception("Failed to predict with model %s", self.name)
+            response = error_response(500, "internal error while predicting; see server log")
+        self._duration.observe(time.perf_counter() - started)
+        counter = self._requests_by_status.get(response.status)
+        if counter is None:
+            counter = self._requests.labels(self.name, str(response.status))
+            self._requests_by_status[response.status] = counter
+        counter.inc()
+        return response
+
+    async def _infer(self, request: web.Request) -> web.Response:
+        self._check_model(request)
+        model = self.model
+        if model is None or self.stats is None:
+            raise RequestError(503, f"model {self.name!r} is still loading")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise RequestError(413, f"request body larger than {MAX_BODY_BYTES} bytes") from exc
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise _bad(f"the request body is not valid JSON: {exc}") from exc
+        parsed = parse_infer_request(payload, model)
+
+        if len(parsed.rows) <= INLINE_MAX_ROWS:
+            results = _predict(model, parsed)
+        else:
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(None, _predict, model, parsed)
+        self.stats.observe(parsed.rows, results[PREDICT])
+
+        answer: dict[str, Any] = {
+            "model_name": self.name,
+            "model_version": self.metadata.version,
+            "outputs": [_output_tensor(name, results[name]) for name in parsed.outputs],
+        }
+        if parsed.request_id is not None:
+            answer["id"] = parsed.request_id
+        return json_response(answer)
+
+
+def _predict(model: LoadedModel, request: InferRequest) -> dict[str, np.ndarray]:
+    results = {PREDICT: model.predict(request.rows)}
+    if PREDICT_PROBA in request.outputs:
+        results[PREDICT_PROBA] = model.predict_proba(request.rows)
+    return results
+
+
+async def start(server: ModelServer, host: str, port: int) -> web.AppRunner:
+    """Start answering on ``host:port`` (0 picks a free port: see ``runner.addresses``)."""
+    # No access log: formatting a line per request would cost more than the predict.
+    runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+    await site.start()
+    return runner
+
+
+def base_url(address: Any) -> str:
+    """``http://host:port`` of one of ``AppRunner.addresses`` (IPv6 in brackets)."""
+    host, port = address[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve(model_dir: Path, host: str, port: int, name: str | None, monitoring: bool) -> int:
+    """Serve until SIGTERM or SIGINT; answer health probes while the model loads."""
+    metadata = await asyncio.to_thread(read_metadata, model_dir)
+    server = ModelServer(metadata, name=name, monitoring=monitoring)
+    try:
+        runner = await start(server, host, port)
+    except OSError as exc:
+        log.error("Failed to listen on %s:%s: %s", host, port, exc)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        for address in runner.addresses:
+            log.info("Started listening on %s", base_url(address))
+        began = time.monotonic()
+        try:
+            model = await asyncio.to_thread(load_model, model_dir, metadata)
+        except ModelLoadError as exc:
+            log.error("Failed to load model from %s: %s", model_dir, exc)
+            return 1
+        server.set_model(model)
+        log.info(
+            "Loaded model %s version %s in %.2fs (feature monitoring %s)",
+            server.name,
+            metadata.version,
+            time.monotonic() - began,
+            "on" if monitoring and model.profile else "off",
+        )
+        await stop.wait()
+        log.info("Stopped on signal")
+        return 0
+    finally:
+        await runner.cleanup()

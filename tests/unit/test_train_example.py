@@ -1,0 +1,126 @@
+"""The example training script, run as a TrainingJob would run it, writes a model
+directory that the fetcher and the server accept."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+
+from kubeloop.drift.profile import load_profile
+from kubeloop.serving.fetch import fetch_model
+from kubeloop.serving.model import load_model, read_metadata
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = REPO / "examples" / "train" / "train.py"
+FEATURES = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
+
+
+def train(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("HP_", "KUBELOOP_"))}
+    environ.update(env)
+    environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO / "operator"), os.environ.get("PYTHONPATH")) if p
+    )
+    return subprocess.run(
+        [sys.executable, str(TRAIN), *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained")
+    result = train("--output", str(out), "--n-estimators", "20", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_writes_a_complete_model_directory(trained: Path) -> None:
+    manifest = json.loads((trained / "manifest.json").read_text())
+    listed = {f["path"]: f for f in manifest["files"]}
+    assert set(listed) == {"model.joblib", "model.json", "profile.json"}
+    for name, entry in listed.items():
+        data = (trained / name).read_bytes()
+        assert entry["size"] == len(data)
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_metadata_describes_the_model(trained: Path) -> None:
+    metadata = read_metadata(trained)
+    assert metadata.name == "iris"
+    assert metadata.framework == "scikit-learn"
+    assert metadata.feature_names == FEATURES
+    assert {spec.datatype for spec in metadata.inputs} == {"FP64"}
+    assert metadata.classes == ["setosa", "versicolor", "virginica"]
+    model_sha = hashlib.sha256((trained / "model.joblib").read_bytes()).hexdigest()
+    assert metadata.version == model_sha[:12]
+    extra = metadata.model_extra or {}
+    assert extra["hyperparameters"]["n_estimators"] == 20
+    assert extra["hyperparameters"]["seed"] == 3
+    assert extra["metrics"]["accuracy"] > 0.85
+
+
+def test_profile_covers_the_training_features(trained: Path) -> None:
+    profile = load_profile(trained / "profile.json")
+    training_rows = read_metadata(trained).model_extra["training_rows"]  # type: ignore[index]
+    assert profile.names == FEATURES
+    assert profile.rows == training_rows == 112
+    for feature in profile.features:
+        assert feature.kind == "numeric"
+        assert sum(feature.counts) == training_rows
+        assert len(feature.edges) >= 2
+
+
+def test_model_predicts_iris(trained: Path) -> None:
+    model = load_model(trained)
+    iris = load_iris()
+    assert model.estimator.n_estimators == 20
+    accuracy = float(np.mean(model.predict(iris.data) == iris.target))
+    assert accuracy > 0.9
+
+
+def test_fetch_model_accepts_the_output(trained: Path, tmp_path: Path) -> None:
+    entries = fetch_model(trained.as_uri(), tmp_path / "fetched")
+    assert {e.path for e in entries} == {"model.joblib", "model.json", "profile.json"}
+    assert read_metadata(tmp_path / "fetched") == read_metadata(trained)
+
+
+def test_reads_hyperparameters_and_output_from_the_environment(tmp_path: Path) -> None:
+    out = tmp_path / "env"
+    result = train(
+        HP_N_ESTIMATORS="7", HP_SHIFT="2", HP_NAME="drifted", KUBELOOP_OUTPUT_URI=out.as_uri()
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["output"] == str(out)
+    model = load_model(out)
+    assert model.metadata.name == "drifted"
+    assert model.estimator.n_estimators == 7
+    # Shifted by two standard deviations: the lowest petal length (1.0 cm, sd 1.76)
+    # moves above 4 cm, so the profile's first edge does too.
+    assert model.profile is not None
+    assert model.profile.feature("petal_length_cm").edges[0] > 4.0
+
+
+def test_logistic_regression_for_the_benchmark(tmp_path: Path) -> None:
+    result = train("--output", str(tmp_path), "--estimator", "logistic-regression")
+    assert result.returncode == 0, result.stderr
+    model = load_model(tmp_path)
+    assert type(model.estimator).__name__ == "LogisticRegression"
+    assert "n_estimators" not in model.metadata.model_extra["hyperparameters"]  # type: ignore[index]
+
+
+def test_refuses_remote_outputs(tmp_path: Path) -> None:
+    result = train(KUBELOOP_OUTPUT_URI="s3://bucket/models/iris")
+    assert result.returncode != 0
+    assert "give a file:// URI or a path" in result.stderr
