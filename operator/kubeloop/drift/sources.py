@@ -160,10 +160,10 @@ def parse_metrics(text: str, profile: Profile, model: str | None = None) -> np.n
     a histogram whose buckets do not match the profile's edges is :class:`SourceInvalid`.
     Several pods or scrapes: add the arrays (and see :func:`window`).
     """
-    numeric: dict[str, dict[str, float]] = {}
-    categorical: dict[str, dict[str, float]] = {}
+    # model -> feature -> le/category -> value, so that the model is chosen after reading.
+    numeric: dict[str, dict[str, dict[str, float]]] = {}
+    categorical: dict[str, dict[str, dict[str, float]]] = {}
     families: set[str] = set()
-    models: set[str] = set()
     try:
         for family in text_string_to_metric_families(text):
             families.add(family.name)
@@ -177,37 +177,39 @@ def parse_metrics(text: str, profile: Profile, model: str | None = None) -> np.n
                 labels = sample.labels
                 if "feature" not in labels or key not in labels:
                     raise SourceInvalid(f"{sample.name} without 'feature' or {key!r} label")
-                models.add(labels.get("model", ""))
-                if model is not None and labels.get("model") != model:
-                    continue
                 what = f"{sample.name}{labels}"
-                series = table.setdefault(labels["feature"], {})
+                by_feature = table.setdefault(labels.get("model", ""), {})
+                series = by_feature.setdefault(labels["feature"], {})
                 if labels[key] in series:
                     raise SourceInvalid(f"{what}: duplicate series")
                 series[labels[key]] = _check_value(sample.value, what)
     except ValueError as err:
         raise SourceInvalid(f"malformed metrics text: {err}") from err
-    _check_metrics_cover(profile, families, models, model)
-    return _assemble(profile, numeric, categorical)
+    _check_exported(profile, families)
+    chosen = _choose_model(set(numeric) | set(categorical), model)
+    return _assemble(profile, numeric.get(chosen, {}), categorical.get(chosen, {}))
 
 
-def _check_metrics_cover(
-    profile: Profile, families: set[str], models: set[str], model: str | None
-) -> None:
-    kinds = {f.kind for f in profile.features}
+def _check_exported(profile: Profile, families: set[str]) -> None:
     exported = {
         "numeric": {"kubeloop_model_feature", BUCKET_SAMPLE} & families,
         "categorical": {"kubeloop_model_feature_category", CATEGORY_SAMPLE} & families,
     }
-    for kind in sorted(kinds):
+    for kind in sorted({f.kind for f in profile.features}):
         if not exported[kind]:
             raise SourceInvalid(
                 f"no {kind} feature metrics at this endpoint; is monitoring enabled?"
             )
-    if model is None and len(models) > 1:
-        raise SourceInvalid(f"metrics for several models {sorted(models)}; name one")
-    if model is not None and models and model not in models:
+
+
+def _choose_model(models: set[str], model: str | None) -> str:
+    if model is None:
+        if len(models) > 1:
+            raise SourceInvalid(f"metrics for several models {sorted(models)}; name one")
+        return next(iter(models), "")
+    if models and model not in models:
         raise SourceInvalid(f"no metrics for model {model!r}; the endpoint has {sorted(models)}")
+    return model
 
 
 def window(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
