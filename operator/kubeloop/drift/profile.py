@@ -285,8 +285,9 @@ def read_table(path: str | Path, categorical: set[str] | None = None) -> dict[st
 
     CSV columns whose every non-empty cell parses as a float become float64 arrays
     (empty cells NaN); other columns, and those named in ``categorical``, stay strings
-    (empty cells ""). Parquet needs pandas with pyarrow, which Kubeloop does not depend
-    on.
+    (empty cells ""); names in ``categorical`` that the file lacks are ignored, the
+    caller knows which columns it needs. Parquet needs pandas with pyarrow, which
+    Kubeloop does not depend on.
     """
     path = Path(path)
     text_columns = set(categorical or ())
@@ -329,9 +330,6 @@ def _csv_header(path: Path) -> list[str]:
 
 def _read_csv(path: Path, text_columns: set[str]) -> dict[str, np.ndarray]:
     names = _csv_header(path)
-    unknown = text_columns - set(names)
-    if unknown:
-        raise ValueError(f"{path}: no columns {sorted(unknown)}")
     try:
         return _read_csv_fast(path, names, text_columns)
     except ValueError:
