@@ -325,7 +325,7 @@ def up() -> None:
             f"--cluster-signing-key-file={pki / 'ca.key'}",
             "--use-service-account-credentials=true",
             "--leader-elect=false",
-            "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service",
+            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-route,-service",
             "--concurrent-job-syncs=20",
             "--kube-api-qps=200",
             "--kube-api-burst=400",

@@ -68,12 +68,10 @@ class Conflict(KubeError):
 def load_configuration(kubeconfig: str | None = None) -> Configuration:
     """Kubeconfig (explicit, $KUBECONFIG or ~/.kube/config), else in-cluster."""
     cfg = Configuration()
-    if (
-        kubeconfig
-        or os.environ.get("KUBECONFIG")
-        or os.path.exists(os.path.expanduser(kube_config.KUBE_CONFIG_DEFAULT_LOCATION))
-    ):
-        kube_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    # Read $KUBECONFIG now, not the client library's import-time default.
+    path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    if os.path.exists(path.split(os.pathsep)[0]):
+        kube_config.load_kube_config(config_file=path, client_configuration=cfg)
     else:
         kube_config.load_incluster_config(client_configuration=cfg)
     return cfg
@@ -134,6 +132,20 @@ class Kube:
         prefix = self._cfg.api_key_prefix.get("authorization", "")
         value = token if token.lower().startswith("bearer") else f"{prefix or 'Bearer'} {token}"
         return {"Authorization": value}
+
+    def connection_info(self) -> dict[str, Any]:
+        """The same credentials, in the shape of Kopf's ConnectionInfo arguments."""
+        header = self._auth_header().get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        return {
+            "server": self._host,
+            "ca_path": self._cfg.ssl_ca_cert,
+            "insecure": not self._cfg.verify_ssl,
+            "certificate_path": self._cfg.cert_file,
+            "private_key_path": self._cfg.key_file,
+            "scheme": scheme or None,
+            "token": token or None,
+        }
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -37,3 +37,5 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # Kopf logs every watch event at debug; keep it at our level or above INFO.
     logging.getLogger("kopf").setLevel(max(logging.INFO, root.level))
+    # One line per handled watch event is noise at scale; our reconciles log decisions.
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, root.level))

@@ -174,6 +174,11 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
                     (trainingjob.KIND, tj["metadata"]["namespace"], tj["metadata"]["name"])
                 )
 
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # Kopf's watches use exactly the credentials of kube.py.
+        return kopf.ConnectionInfo(**ctx_holder["ctx"].kube.connection_info())
+
     @kopf.on.startup(registry=registry)
     async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         configure(settings)
@@ -202,7 +207,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 30
     settings.posting.enabled = False  # Our own Events, with our reasons, via kube.py.
-    settings.batching.batch_window = 0.05
     for plural in ("jobs", "pods", "deployments", "services", "horizontalpodautoscalers"):
         settings.watching.label_selectors[plural] = MANAGED_SELECTOR
     settings.peering.name = "kubeloop"

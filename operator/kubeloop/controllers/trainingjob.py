@@ -125,6 +125,10 @@ def scheduler_message(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def _pod_phase(pod: dict[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("phase") or "")
+
+
 def _is_running(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get(
         "deletionTimestamp"
@@ -346,10 +350,17 @@ def plan(
         result.conds.append(c.Cond(c.SCHEDULED, False, c.WAITING_FOR_SCHEDULER, pending_msg))
         message = f"{spec.workers - len(running)} of {spec.workers} workers pending: {pending_msg}"
         return finish(c.PENDING, c.WAITING_FOR_SCHEDULER, message, False, reconciling=True)
-    if running:
+    started_pods = [p for p in pods if _pod_phase(p) in ("Running", "Succeeded", "Failed")]
+    if running or started_pods:
+        # Workers that already ended keep the attempt Running until the Job decides.
         result.conds.append(c.Cond(c.SCHEDULED, True, c.RUNNING, "all workers scheduled"))
+        counts = status.workers or WorkerCounts()
         return finish(
-            c.RUNNING, c.RUNNING, f"{len(running)} of {spec.workers} workers running", True
+            c.RUNNING,
+            c.RUNNING,
+            f"{len(running)} of {spec.workers} workers running, {counts.succeeded} succeeded,"
+            f" {counts.failed} failed",
+            True,
         )
     return finish(c.PENDING, c.PENDING, "waiting for workers to start", False, reconciling=True)
 

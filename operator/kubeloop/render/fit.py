@@ -27,6 +27,8 @@ _SUFFIX: dict[str, int | Decimal] = {
     "Pi": 2**50,
     "Ei": 2**60,
 }
+# not-ready, unreachable, unschedulable...: conditions that pass; not "never fits".
+TRANSIENT_TAINT_PREFIX = "node.kubernetes.io/"
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)$")
 
 
@@ -67,6 +69,8 @@ def node_misfit(demand: Demand, node: dict[str, Any]) -> str | None:
         if labels.get(key) != value:
             return f"node selector {key}={value}"
     for taint in node.get("spec", {}).get("taints", []) or []:
+        if str(taint.get("key", "")).startswith(TRANSIENT_TAINT_PREFIX):
+            continue
         if taint.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(
             demand.tolerations, taint
         ):

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.kubetest import Cluster, InProcessOperator
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    bed = Cluster()
+    bed.install_crds()
+    yield bed
+    bed.stop()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster) -> Iterator[InProcessOperator]:
+    op = InProcessOperator(image="kubeloop:test")
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, operator: InProcessOperator) -> Iterator[str]:
+    """A fresh namespace per test, with the operator running; removed afterwards."""
+    if not operator.alive:
+        operator.start()
+    name = cluster.new_namespace()
+    yield name
+    cluster.delete_namespace(name)
