@@ -1,0 +1,172 @@
+"""Bad input is rejected by the real API server at `kubectl apply` time, with a
+message that names the field and says what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from tests.kubetest import Cluster
+
+INVALID = [
+    (
+        "tj-missing-image",
+        "TrainingJob",
+        {"workers": 1},
+        "spec.image: Required value",
+    ),
+    (
+        "tj-workers-zero",
+        "TrainingJob",
+        {"image": "x", "workers": 0},
+        "spec.workers: Invalid value: 0: spec.workers in body should be greater than or equal to 1",
+    ),
+    (
+        "tj-workers-string",
+        "TrainingJob",
+        {"image": "x", "workers": "two"},
+        'spec.workers: Invalid value: "string": spec.workers in body must be of type integer',
+    ),
+    (
+        "tj-negative-gpus",
+        "TrainingJob",
+        {"image": "x", "gpu": {"count": -1}},
+        "spec.gpu.count in body should be greater than or equal to 0",
+    ),
+    (
+        "tj-gpu-type-without-count",
+        "TrainingJob",
+        {"image": "x", "gpu": {"type": "NVIDIA-H100-80GB-HBM3"}},
+        "gpu.type needs gpu.count greater than 0",
+    ),
+    (
+        "tj-bad-memory",
+        "TrainingJob",
+        {"image": "x", "resources": {"memory": "lots"}},
+        "spec.resources.memory in body should match",
+    ),
+    (
+        "tj-zero-deadline",
+        "TrainingJob",
+        {"image": "x", "activeDeadlineSeconds": 0},
+        "activeDeadlineSeconds must be greater than 0",
+    ),
+    (
+        "tj-bad-toleration-operator",
+        "TrainingJob",
+        {"image": "x", "scheduling": {"tolerations": [{"operator": "Maybe"}]}},
+        'spec.scheduling.tolerations[0].operator: Unsupported value: "Maybe"',
+    ),
+    (
+        "md-both-sources",
+        "ModelDeployment",
+        {"model": {"uri": "s3://m/1", "fromTrainingJob": {"name": "t"}}},
+        "exactly one of uri or fromTrainingJob must be set",
+    ),
+    (
+        "md-no-source",
+        "ModelDeployment",
+        {"model": {"format": "sklearn"}},
+        "exactly one of uri or fromTrainingJob must be set",
+    ),
+    (
+        "md-min-over-max",
+        "ModelDeployment",
+        {"model": {"uri": "s3://m/1"}, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+    ),
+    (
+        "md-traffic-over-100",
+        "ModelDeployment",
+        {"model": {"uri": "s3://m/1"}, "canary": {"model": {"uri": "s3://m/2"},
+                                                   "trafficPercent": 150}},
+        "spec.canary.trafficPercent in body should be less than or equal to 100",
+    ),
+    (
+        "md-canary-both-sources",
+        "ModelDeployment",
+        {"model": {"uri": "s3://m/1"},
+         "canary": {"model": {"uri": "s3://m/2", "fromTrainingJob": {"name": "t"}}}},
+        "exactly one of uri or fromTrainingJob must be set",
+    ),
+    (
+        "md-missing-model",
+        "ModelDeployment",
+        {"replicas": 2},
+        "spec.model: Required value",
+    ),
+    (
+        "dm-bad-method",
+        "DriftMonitor",
+        {"modelDeployment": "m", "method": "vibes"},
+        'spec.method: Unsupported value: "vibes"',
+    ),
+    (
+        "dm-negative-threshold",
+        "DriftMonitor",
+        {"modelDeployment": "m", "threshold": -0.1},
+        "spec.threshold in body should be greater than 0",
+    ),
+    (
+        "dm-prometheus-without-settings",
+        "DriftMonitor",
+        {"modelDeployment": "m", "source": {"type": "prometheus"}},
+        "source.prometheus is required when source.type is prometheus",
+    ),
+    (
+        "dm-bad-interval",
+        "DriftMonitor",
+        {"modelDeployment": "m", "interval": "every minute"},
+        "spec.interval in body should match",
+    ),
+    (
+        "dm-promote-without-retrain",
+        "DriftMonitor",
+        {"modelDeployment": "m", "onDrift": {"promote": True}},
+        "onDrift.promote needs onDrift.retrain",
+    ),
+    (
+        "dm-missing-target",
+        "DriftMonitor",
+        {"method": "psi"},
+        "spec.modelDeployment: Required value",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "kind", "spec", "message"), INVALID, ids=[i[0] for i in INVALID])
+def test_invalid_manifest_is_rejected_with_a_clear_message(
+    cluster: Cluster, name: str, kind: str, spec: dict, message: str
+) -> None:
+    manifest = yaml.safe_dump({
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    })
+    result = cluster.kubectl("apply", "-f", "-", input=manifest, check=False)
+    assert result.returncode != 0, f"{name} was accepted"
+    assert "is invalid" in result.stderr
+    assert message in result.stderr, result.stderr
+
+
+def test_valid_manifests_are_accepted_and_defaulted(cluster: Cluster) -> None:
+    manifest = yaml.safe_dump({
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "defaults", "namespace": "default"},
+        "spec": {"image": "x"},
+    })
+    result = cluster.kubectl("apply", "--dry-run=server", "-o", "yaml", "-f", "-",
+                             input=manifest)
+    applied = yaml.safe_load(result.stdout)["spec"]
+    assert applied["workers"] == 1
+    assert applied["maxRestarts"] == 3
+    assert applied["masterPort"] == 29500
+    assert applied["suspend"] is False
+
+
+def test_explain_shows_the_field_descriptions(cluster: Cluster) -> None:
+    out = cluster.kubectl("explain", "trainingjob.spec.gpu.type").stdout
+    assert "nvidia.com/gpu.product" in out
+    out = cluster.kubectl("explain", "modeldeployment.spec.canary.trafficPercent").stdout
+    assert "replica ratio" in out

@@ -1,0 +1,89 @@
+"""The committed CRDs are what the models generate, and they are structural."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from kubeloop.api.crdgen import KINDS, crd_for, render_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_crds_are_up_to_date() -> None:
+    for kind in KINDS:
+        path = ROOT / "crds" / f"kubeloop.io_{kind.plural}.yaml"
+        assert path.read_text() == render_yaml(kind), (
+            f"{path} is out of date: run `make crds`"
+        )
+
+
+def test_helm_chart_carries_the_same_crds() -> None:
+    chart = ROOT / "charts" / "kubeloop" / "crds"
+    for kind in KINDS:
+        name = f"kubeloop.io_{kind.plural}.yaml"
+        assert (chart / name).read_text() == (ROOT / "crds" / name).read_text()
+
+
+def _walk(node: object, path: str = "") -> list[tuple[str, dict]]:
+    found = []
+    if isinstance(node, dict):
+        found.append((path, node))
+        for key, value in node.items():
+            found += _walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _walk(value, f"{path}[{i}]")
+    return found
+
+
+def test_schemas_are_structural() -> None:
+    for kind in KINDS:
+        crd = crd_for(kind)
+        text = json.dumps(crd)
+        assert "$ref" not in text and "anyOf" not in text and "allOf" not in text
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for path, node in _walk(schema):
+            if "properties" in node:
+                assert node.get("type") == "object", path
+            if path.endswith("properties") or ".properties." in path[-12:]:
+                continue
+        for path, node in _walk(schema["properties"]["spec"]):
+            if node.get("type") and not path.endswith(".properties"):
+                assert "title" not in node, path
+
+
+def test_names_columns_and_categories() -> None:
+    shorts = {}
+    for kind in KINDS:
+        crd = crd_for(kind)
+        names = crd["spec"]["names"]
+        shorts[names["kind"]] = names["shortNames"]
+        assert names["categories"] == ["kubeloop"]
+        version = crd["spec"]["versions"][0]
+        assert version["subresources"] == {"status": {}}
+        columns = [c["name"] for c in version["additionalPrinterColumns"]]
+        assert columns[0] == "Phase" and columns[-1] == "Age"
+    assert shorts == {"TrainingJob": ["tj"], "ModelDeployment": ["mdep"], "DriftMonitor": ["dm"]}
+
+
+def test_every_spec_field_has_a_description() -> None:
+    for kind in KINDS:
+        spec = crd_for(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+            "spec"]
+        for path, node in _walk(spec):
+            for name, prop in (node.get("properties") or {}).items():
+                assert prop.get("description"), f"{kind.kind}{path}.{name} has no description"
+
+
+def test_cel_rules_are_present() -> None:
+    text = yaml.safe_dump([crd_for(k) for k in KINDS])
+    for message in (
+        "exactly one of uri or fromTrainingJob must be set",
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        "gpu.type needs gpu.count greater than 0",
+        "onDrift.promote needs onDrift.retrain",
+    ):
+        assert message in text
