@@ -76,6 +76,29 @@ def _owner_name(obj: dict[str, Any], label: str) -> str | None:
     return str(value) if value else None
 
 
+def dependents(ctx: Ctx, kind: str, namespace: str, name: str) -> list[Key]:
+    """Resources whose status depends on this one: ModelDeployments serving a
+    TrainingJob's model, DriftMonitors watching a ModelDeployment or waiting for the
+    TrainingJob they created."""
+    found: list[Key] = []
+    if kind == trainingjob.KIND:
+        for md in ctx.store.all(modeldeployment.KIND):
+            if md["metadata"]["namespace"] == namespace and name in modeldeployment.referenced_jobs(
+                md
+            ):
+                found.append((modeldeployment.KIND, namespace, md["metadata"]["name"]))
+    for dm in ctx.store.all(driftmonitor.KIND):
+        if dm["metadata"]["namespace"] != namespace:
+            continue
+        spec = dm.get("spec") or {}
+        retrain = ((dm.get("status") or {}).get("lastRetrain") or {}).get("trainingJob")
+        if (kind == modeldeployment.KIND and spec.get("modelDeployment") == name) or (
+            kind == trainingjob.KIND and retrain == name
+        ):
+            found.append((driftmonitor.KIND, namespace, dm["metadata"]["name"]))
+    return found
+
+
 def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -99,6 +122,8 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
                     return
                 ctx.store.put(kind, obj)
                 ctx.queue.add(key)
+                for dependent in dependents(ctx, kind, meta["namespace"], meta["name"]):
+                    ctx.queue.add(dependent)
 
             return on_resource
 

@@ -67,6 +67,7 @@ class Autoscaling(KubeModel):
     max_replicas: int = Field(ge=1, le=1000, description="Upper bound of the HPA.")
     target_cpu_utilization: int | None = Field(
         default=None,
+        alias="targetCPUUtilization",
         ge=1,
         le=100,
         description="Average CPU utilization target in percent. Default 80 when no other "

