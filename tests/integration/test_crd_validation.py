@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+
 from tests.kubetest import Cluster
 
 INVALID = [

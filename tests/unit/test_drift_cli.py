@@ -1,4 +1,5 @@
-"""``kubeloop profile`` and ``kubeloop drift`` through argparse, on files on disk."""
+"""The drift report, and ``kubeloop profile`` / ``kubeloop drift`` through argparse on
+files on disk."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 
 from kubeloop.drift.cli import EXIT_DRIFT, EXIT_INVALID, EXIT_OK, add_commands
-from kubeloop.drift.profile import load_profile
+from kubeloop.drift.profile import FeatureProfile, Profile, load_profile
+from kubeloop.drift.report import compare
+from kubeloop.drift.stats import InsufficientData
 
 ROWS = 4000
 
@@ -152,3 +155,53 @@ def test_unknown_method_is_a_usage_error(data: tuple[Path, Path]) -> None:
     with pytest.raises(SystemExit) as caught:
         run("drift", data[0], data[1], "--method", "kl")
     assert caught.value.code == 2
+
+
+# --- compare(): what the DriftMonitor calls on live counts ------------------------------
+
+LIVE_PROFILE = Profile(
+    rows=300,
+    features=[
+        FeatureProfile(name="n", kind="numeric", edges=[0.0, 1.0], counts=[50, 100, 50]),
+        FeatureProfile(name="c", kind="categorical", categories=["a", "b"], counts=[60, 30, 10]),
+    ],
+)
+
+
+def test_compare_scores_live_counts_per_feature() -> None:
+    current = np.array([[10.0, 100, 90], [60, 30, 10]])
+    report = compare(LIVE_PROFILE, current, "wasserstein")
+    numeric, categorical = report.features
+    assert (numeric.method, numeric.drifted) == ("wasserstein", True)
+    # Categories have no order: chi-square at its default threshold, p-value reported.
+    assert (categorical.method, categorical.threshold, categorical.drifted) == ("chi2", 0.05, False)
+    assert categorical.p_value == pytest.approx(1.0)
+    assert report.drifted and report.share == 0.5 and report.drifted_features == ["n"]
+    assert report.samples == 100
+    assert json.loads(report.to_json())["features"][1]["pValue"] == pytest.approx(1.0)
+
+
+def test_compare_drift_share_decides_the_overall_verdict() -> None:
+    current = np.array([[10.0, 100, 90], [60, 30, 10]])
+    assert compare(LIVE_PROFILE, current, "psi", drift_share=0.5).drifted is True
+    assert compare(LIVE_PROFILE, current, "psi", drift_share=0.75).drifted is False
+    assert compare(LIVE_PROFILE, LIVE_PROFILE.reference_counts(), "psi").drifted is False
+    with pytest.raises(ValueError, match="drift share"):
+        compare(LIVE_PROFILE, current, "psi", drift_share=1.5)
+
+
+def test_compare_names_features_without_samples() -> None:
+    with pytest.raises(InsufficientData, match=r"no current observations for features \['c'\]"):
+        compare(LIVE_PROFILE, np.array([[1.0, 2, 3], [0, 0, 0]]))
+    empty_reference = Profile(
+        rows=0, features=[FeatureProfile(name="z", kind="numeric", edges=[1.0], counts=[0, 0])]
+    )
+    with pytest.raises(InsufficientData, match=r"no reference observations for features \['z'\]"):
+        compare(empty_reference, np.array([[1.0, 2]]))
+
+
+def test_compare_rejects_counts_of_another_shape() -> None:
+    with pytest.raises(ValueError, match="do not fit the profile"):
+        compare(LIVE_PROFILE, np.ones((2, 4)))
+    with pytest.raises(ValueError, match="unknown drift method"):
+        compare(LIVE_PROFILE, LIVE_PROFILE.reference_counts(), "kl")  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from kubeloop.drift.sources import (
     DEFAULT_BUCKET_QUERY,
     SourceInvalid,
     SourceUnavailable,
+    fetch_metrics,
     parse_metrics,
     prometheus_counts,
     query_prometheus,
@@ -273,6 +274,11 @@ class Handler(BaseHTTPRequestHandler):
         elif mode == "matrix":
             body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": []}})
             self.reply(200, body.encode(), len(body))
+        elif mode == "metrics":
+            body = exposition(FeatureCollector()).encode()
+            self.reply(200, body, len(body))
+        elif mode == "not-found":
+            self.reply(404, b"not found", 9)
         elif mode == "bad-element":
             body = vector([({"le": "0.1"}, "three")])
             self.reply(200, body, len(body))
@@ -415,3 +421,23 @@ def test_prometheus_counts_rejects_series_without_the_label(prometheus: FakeProm
         prometheus_counts(
             prometheus.url, PROFILE.select(["color"]), model="m", namespace="n", window="1m"
         )
+
+
+def test_fetch_metrics_reads_the_model_servers_endpoint(prometheus: FakePrometheus) -> None:
+    prometheus.behaviour.mode = "metrics"
+    text = fetch_metrics(prometheus.url + "/metrics", timeout=5)
+    np.testing.assert_array_equal(parse_metrics(text, PROFILE, model="iris"), EXPECTED)
+
+
+def test_fetch_metrics_bounds_and_errors(prometheus: FakePrometheus) -> None:
+    prometheus.behaviour.mode = "not-found"
+    with pytest.raises(SourceInvalid, match="HTTP 404"):
+        fetch_metrics(prometheus.url + "/metrics", timeout=5)
+    prometheus.behaviour.mode = "huge"
+    with pytest.raises(SourceInvalid, match="exceeds"):
+        fetch_metrics(prometheus.url + "/metrics", timeout=10, max_bytes=2**20)
+    prometheus.behaviour.mode = "hang"
+    start = time.monotonic()
+    with pytest.raises(SourceUnavailable):
+        fetch_metrics(prometheus.url + "/metrics", timeout=0.3, retries=0)
+    assert time.monotonic() - start < 0.3 + 1.0

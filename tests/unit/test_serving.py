@@ -8,7 +8,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -551,9 +550,7 @@ def test_serve_command_serves_until_sigterm(model_dir: Path) -> None:
         while "Started listening on" not in line:
             assert time.monotonic() < deadline and process.poll() is None, line
             line = process.stderr.readline()
-        match = re.search(r"http://\S+", line)
-        assert match is not None
-        url = match.group(0)
+        url = json.loads(line)["message"].removeprefix("Started listening on ")
 
         def ready() -> bool:
             return requests.get(f"{url}/v2/health/ready", timeout=TIMEOUT).status_code == 200
