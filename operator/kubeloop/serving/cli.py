@@ -12,6 +12,8 @@ import logging
 import os
 from pathlib import Path
 
+from kubeloop.logs import setup_logging
+
 log = logging.getLogger(__name__)
 
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -70,8 +72,12 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _configure_logging() -> None:
-    # A no-op when the main CLI has configured logging already.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Leaves logging alone when something (the main CLI, a test runner) set it up.
+    if not logging.getLogger().handlers:
+        setup_logging(
+            os.environ.get("KUBELOOP_LOG_LEVEL", "INFO"),
+            os.environ.get("KUBELOOP_LOG_FORMAT", "json"),
+        )
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ itself. Every metric is mutated on the event loop only, so none needs a lock.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sklearn
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -581,6 +583,12 @@ async def serve(model_dir: Path, host: str, port: int, name: str | None, monitor
         except ModelLoadError as exc:
             log.error("Failed to load model from %s: %s", model_dir, exc)
             return 1
+        # Requests are checked for finite values before they reach the model, so
+        # scikit-learn's own check (on this, the event loop's, thread) is redundant.
+        sklearn.set_config(assume_finite=True)
+        # The model and the libraries are long-lived: keep them out of every future
+        # full garbage collection.
+        gc.freeze()
         server.set_model(model)
         log.info(
             "Loaded model %s version %s in %.2fs (feature monitoring %s)",
