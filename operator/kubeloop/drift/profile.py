@@ -85,9 +85,10 @@ class FeatureProfile(BaseModel):
         """Where each bin's mass sits for the binned Wasserstein distance.
 
         Inner bins at their midpoints; the outer bins at their finite edge, which is
-        exact for the reference (whose minimum *is* the lowest edge and whose maximum
-        the highest) and a lower bound for values beyond it. Categorical bins have no
-        order; they get their index, only so that arrays stay rectangular.
+        exact for a reference from :func:`build_profile` (its minimum *is* the lowest
+        edge, its maximum the highest) and a lower bound for values beyond it.
+        Categorical bins have no order; they get their index, only so that arrays stay
+        rectangular.
         """
         if self.kind == "categorical" or not self.edges:
             return [float(i) for i in range(self.bins)]
@@ -133,7 +134,10 @@ class Profile(BaseModel):
         return max((f.bins for f in self.features), default=1)
 
     def select(self, names: list[str]) -> Profile:
-        """The profile restricted to some features, in the order given."""
+        """The profile restricted to some features (a monitor's ``features``), in order."""
+        unknown = [n for n in names if n not in self.names]
+        if unknown:
+            raise ValueError(f"the profile has no features {unknown}; it has {self.names}")
         chosen = [self.feature(n) for n in names]
         return Profile(version=self.version, rows=self.rows, features=chosen)
 
@@ -233,8 +237,8 @@ def build_profile(
     ``max_categories`` most frequent values as categories and the rest in "other"; the
     empty string means missing.
     """
-    if bins < 1:
-        raise ValueError(f"bins must be at least 1, got {bins}")
+    if bins < 1 or max_categories < 1:
+        raise ValueError(f"bins and max_categories must be at least 1: {bins}, {max_categories}")
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
         raise ValueError(f"columns have different lengths: {sorted(lengths)}")
@@ -381,12 +385,14 @@ def _read_csv_general(
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         next(reader)
+        seen = 0
         while rows := list(itertools.islice(reader, _CSV_CHUNK_ROWS)):
-            for row in rows:
+            for number, row in enumerate(rows, start=seen + 1):
                 if len(row) != len(names):
                     raise ValueError(
-                        f"{path}:{reader.line_num}: {len(row)} cells, expected {len(names)}"
+                        f"{path}: data row {number} has {len(row)} cells, expected {len(names)}"
                     )
+            seen += len(rows)
             for i, cells in enumerate(zip(*rows, strict=True)):
                 if i in text:
                     chunks[i].append(np.array(cells, dtype=str))

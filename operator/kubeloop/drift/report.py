@@ -168,11 +168,12 @@ def _assemble(
     )
 
 
-def _check_samples(profile: Profile, samples: np.ndarray) -> None:
+def _check_samples(profile: Profile, samples: np.ndarray, side: str = "current") -> None:
+    # Checked here, not left to stats, so that the error names features, not rows.
     empty = np.flatnonzero(samples == 0)
     if empty.size:
         names = [profile.features[i].name for i in empty]
-        raise InsufficientData(empty.tolist(), "current", names)
+        raise InsufficientData(empty.tolist(), side, names)
 
 
 def compare(
@@ -193,6 +194,7 @@ def compare(
     if counts.shape != reference.shape:
         raise ValueError(f"current counts {counts.shape} do not fit the profile {reference.shape}")
     samples = counts.sum(axis=1)
+    _check_samples(profile, reference.sum(axis=1), "reference")
     _check_samples(profile, samples)
     positions = profile.positions()
 
@@ -223,6 +225,8 @@ def compare_raw(
     method = stats.check_method(method)
     binned = counts_for(profile, current)
     samples = binned.sum(axis=1)
+    reference_counts = profile.reference_counts()
+    _check_samples(profile, reference_counts.sum(axis=1), "reference")
     _check_samples(profile, samples)
     names = profile.names
 
@@ -231,7 +235,7 @@ def compare_raw(
     ) -> list[FeatureDrift]:
         if group_method not in stats.ORDERED_METHODS:
             return stats.binned_drift(
-                profile.reference_counts()[rows], binned[rows], group_method, group_threshold
+                reference_counts[rows], binned[rows], group_method, group_threshold
             )
         ref = [np.asarray(reference[names[r]], dtype=np.float64) for r in rows]
         cur = [np.asarray(current[names[r]], dtype=np.float64) for r in rows]

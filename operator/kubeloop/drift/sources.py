@@ -299,30 +299,62 @@ def _decode_series(item: Any) -> Series:
     return Series(labels=labels, value=value)
 
 
-def _query_once(
-    session: requests.Session, url: str, query: str, deadline: float, max_bytes: int
-) -> list[Series]:
+def _get_once(
+    session: requests.Session,
+    url: str,
+    params: dict[str, str],
+    accept: str,
+    deadline: float,
+    max_bytes: int,
+) -> tuple[int, bytes]:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise SourceUnavailable("no time left for the query")
+        raise SourceUnavailable("no time left for the request")
     try:
         with session.get(
-            url.rstrip("/") + "/api/v1/query",
-            params={"query": query},
-            headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+            url,
+            params=params,
+            # identity: the size limit then bounds what is held in memory, no zip bombs.
+            headers={"Accept": accept, "Accept-Encoding": "identity"},
             timeout=remaining,
             stream=True,
         ) as response:
             if response.status_code >= 500 or response.status_code == 429:
-                raise SourceUnavailable(f"Prometheus answered HTTP {response.status_code}")
-            body = _read_limited(response, max_bytes, deadline)
+                raise SourceUnavailable(f"{url} answered HTTP {response.status_code}")
+            return response.status_code, _read_limited(response, max_bytes, deadline)
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
         # Errors while streaming the body come from urllib3 or the socket, unwrapped.
         raise SourceUnavailable(f"{type(err).__name__}: {err}") from err
-    if response.status_code >= 400 and not body.strip().startswith(b"{"):
-        raise SourceInvalid(f"Prometheus answered HTTP {response.status_code}")
-    # Prometheus reports bad queries (4xx) as JSON with status "error".
-    return _decode_vector(body)
+
+
+def _get(
+    url: str,
+    params: dict[str, str],
+    accept: str,
+    timeout: float,
+    max_bytes: int,
+    retries: int,
+    backoff: float,
+    total_timeout: float | None,
+    session: requests.Session | None,
+) -> tuple[int, bytes]:
+    final = time.monotonic() + (timeout * (retries + 1) if total_timeout is None else total_timeout)
+    http = requests.Session() if session is None else session
+    try:
+        attempt = 0
+        while True:
+            try:
+                deadline = min(time.monotonic() + timeout, final)
+                return _get_once(http, url, params, accept, deadline, max_bytes)
+            except SourceUnavailable:
+                delay = backoff * 2**attempt
+                if attempt >= retries or time.monotonic() + delay >= final:
+                    raise
+                time.sleep(delay)
+                attempt += 1
+    finally:
+        if session is None:
+            http.close()
 
 
 def query_prometheus(
@@ -345,23 +377,54 @@ def query_prometheus(
     as :class:`SourceUnavailable`. Anything malformed, or a body over ``max_bytes``
     (checked while streaming), is :class:`SourceInvalid` at once.
     """
-    final = time.monotonic() + (timeout * (retries + 1) if total_timeout is None else total_timeout)
-    http = requests.Session() if session is None else session
+    status, body = _get(
+        url.rstrip("/") + "/api/v1/query",
+        {"query": query},
+        "application/json",
+        timeout,
+        max_bytes,
+        retries,
+        backoff,
+        total_timeout,
+        session,
+    )
+    # Prometheus reports bad queries (4xx) as JSON with status "error".
+    if status >= 400 and not body.strip().startswith(b"{"):
+        raise SourceInvalid(f"Prometheus answered HTTP {status}")
+    return _decode_vector(body)
+
+
+def fetch_metrics(
+    url: str,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    retries: int = 2,
+    backoff: float = 0.5,
+    total_timeout: float | None = None,
+    session: requests.Session | None = None,
+) -> str:
+    """The text of a ``/metrics`` endpoint (the model server's), for :func:`parse_metrics`.
+
+    Time bounds, retries, size limit and errors as for :func:`query_prometheus`; an
+    HTTP 4xx is :class:`SourceInvalid` (a wrong path will not fix itself).
+    """
+    status, body = _get(
+        url,
+        {},
+        "text/plain;version=0.0.4",
+        timeout,
+        max_bytes,
+        retries,
+        backoff,
+        total_timeout,
+        session,
+    )
+    if status >= 400:
+        raise SourceInvalid(f"{url} answered HTTP {status}")
     try:
-        attempt = 0
-        while True:
-            try:
-                deadline = min(time.monotonic() + timeout, final)
-                return _query_once(http, url, query, deadline, max_bytes)
-            except SourceUnavailable:
-                delay = backoff * 2**attempt
-                if attempt >= retries or time.monotonic() + delay >= final:
-                    raise
-                time.sleep(delay)
-                attempt += 1
-    finally:
-        if session is None:
-            http.close()
+        return body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SourceInvalid(f"{url} did not answer UTF-8 text: {err}") from err
 
 
 def _by_label(series: Iterable[Series], label: str, what: str) -> dict[str, float]:

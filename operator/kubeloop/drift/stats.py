@@ -27,7 +27,7 @@ remaining values.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -322,25 +322,23 @@ def wasserstein(
     return distance
 
 
-def _finite_samples(samples: Sequence[npt.ArrayLike], side: str) -> list[FloatArray]:
-    out = []
-    for i, s in enumerate(samples):
-        a = np.asarray(s, dtype=np.float64).ravel()
-        a = np.sort(a[~np.isnan(a)])
-        if a.size == 0:
-            raise InsufficientData([i], side)
-        out.append(a)
-    return out
-
-
 def _raw_pairs(
     ref: Sequence[npt.ArrayLike], cur: Sequence[npt.ArrayLike]
-) -> list[tuple[FloatArray, FloatArray]]:
+) -> Iterator[tuple[FloatArray, FloatArray]]:
+    """Each feature's two samples, NaN dropped and sorted, one feature at a time so that
+    only one feature's sorted copies are alive (a million rows x 50 features would hold
+    800 MB of them)."""
     if len(ref) != len(cur):
         raise ValueError(f"{len(ref)} reference features but {len(cur)} current features")
-    return list(
-        zip(_finite_samples(ref, "reference"), _finite_samples(cur, "current"), strict=True)
-    )
+    for side, samples in (("reference", ref), ("current", cur)):
+        sizes = [np.count_nonzero(~np.isnan(np.asarray(s, dtype=np.float64))) for s in samples]
+        empty = [i for i, size in enumerate(sizes) if size == 0]
+        if empty:
+            raise InsufficientData(empty, side)
+    for r, c in zip(ref, cur, strict=True):
+        u = np.asarray(r, dtype=np.float64).ravel()
+        v = np.asarray(c, dtype=np.float64).ravel()
+        yield np.sort(u[~np.isnan(u)]), np.sort(v[~np.isnan(v)])
 
 
 def _ks_statistic(u: FloatArray, v: FloatArray) -> float:
@@ -361,10 +359,9 @@ def ks_raw(
     The statistic equals ``scipy.stats.ks_2samp``'s exactly; the p-value is
     :func:`ks_pvalue`'s. Infinite values are ordinary (extreme) sample values here.
     """
-    pairs = _raw_pairs(ref, cur)
-    statistic = np.array([_ks_statistic(u, v) for u, v in pairs], dtype=np.float64)
-    sizes = np.array([(u.size, v.size) for u, v in pairs], dtype=np.float64).reshape(-1, 2)
-    return statistic, ks_pvalue(statistic, sizes[:, 0], sizes[:, 1])
+    rows = [(_ks_statistic(u, v), u.size, v.size) for u, v in _raw_pairs(ref, cur)]
+    table = np.array(rows, dtype=np.float64).reshape(-1, 3)
+    return table[:, 0], ks_pvalue(table[:, 0], table[:, 1], table[:, 2])
 
 
 def _wasserstein_pair(u: FloatArray, v: FloatArray) -> float:
@@ -387,14 +384,15 @@ def wasserstein_raw(
     reference's population standard deviation floored at WASSERSTEIN_STD_FLOOR, like
     Evidently). Infinite values make the distance unbounded: ``ValueError``.
     """
-    pairs = _raw_pairs(ref, cur)
-    for i, (u, v) in enumerate(pairs):
+    rows = []
+    for i, (u, v) in enumerate(_raw_pairs(ref, cur)):
         if np.isinf(u[[0, -1]]).any() or np.isinf(v[[0, -1]]).any():
             raise ValueError(f"feature row {i}: infinite values have no Wasserstein distance")
-    distance = np.array([_wasserstein_pair(u, v) for u, v in pairs], dtype=np.float64)
+        rows.append((_wasserstein_pair(u, v), u.std()))
+    table = np.array(rows, dtype=np.float64).reshape(-1, 2)
     if normalize:
-        std = np.array([u.std() for u, _ in pairs], dtype=np.float64)
-        distance = distance / np.maximum(std, WASSERSTEIN_STD_FLOOR)
+        return table[:, 0] / np.maximum(table[:, 1], WASSERSTEIN_STD_FLOOR)
+    distance: FloatArray = table[:, 0]
     return distance
 
 
