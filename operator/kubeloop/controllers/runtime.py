@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeloop import metrics
+from kubeloop.kube import KubeError
 
 log = logging.getLogger("kubeloop.runtime")
 
@@ -154,6 +155,24 @@ class WorkQueue:
                 result = await self._reconcilers[kind](key)
             except asyncio.CancelledError:
                 raise
+            except KubeError as exc:
+                if exc.status == 403 and "being terminated" in exc.message:
+                    # The namespace is going away, and the resource with it.
+                    log.info("Skipped %s %s/%s: namespace terminating", kind, key[1], key[2])
+                    result = None
+                else:
+                    delay = self.backoff(key)
+                    self._failures[key] += 1
+                    metrics.RECONCILES.labels(kind, "error").inc()
+                    log.warning(
+                        "Reconcile of %s %s/%s failed: %s; retrying in %.1fs",
+                        kind,
+                        key[1],
+                        key[2],
+                        exc,
+                        delay,
+                    )
+                    result = Result(requeue_after=delay)
             except Exception:
                 delay = self.backoff(key)
                 self._failures[key] += 1
