@@ -17,7 +17,8 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def operator(cluster: Cluster) -> Iterator[InProcessOperator]:
-    op = InProcessOperator(image="kubeloop:test")
+    # Drift sources on loopback are allowed: the tests run model servers there.
+    op = InProcessOperator(image="kubeloop:test", drift_source_allowlist=["http://127.0.0.1:"])
     op.start()
     yield op
     op.stop()

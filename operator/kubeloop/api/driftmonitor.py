@@ -50,6 +50,13 @@ class Source(KubeModel):
         description="`metrics`: scrape the target's model server pods directly; "
         "`prometheus`: query a Prometheus HTTP API.",
     )
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="For type metrics: scrape this `/metrics` URL instead of the target's "
+        "pods. Only URLs allowed by the operator's `driftSourceAllowlist` are used.",
+    )
     prometheus: PrometheusSource | None = Field(default=None, description="For type prometheus.")
 
 
@@ -67,7 +74,11 @@ class Reference(KubeModel):
 
 
 class Retrain(KubeModel):
-    template: TrainingJobSpec = Field(description="Spec of the TrainingJob created on drift.")
+    template: TrainingJobSpec = Field(
+        description="Spec of the TrainingJob created on drift. `{trainingJob}` in "
+        "`output.uri` is replaced by the new TrainingJob's name, so that every retrain "
+        "writes its own model."
+    )
     cooldown: str = Field(
         default="1h",
         pattern=DURATION_PATTERN,
@@ -134,7 +145,9 @@ class RetrainRecord(KubeModel):
 class Window(KubeModel):
     time: str = Field(description="When the baseline scrape was taken.")
     counts: dict[str, list[float]] = Field(
-        default_factory=dict, description="Cumulative per-bin counts per feature at that time."
+        default_factory=dict,
+        description="Cumulative per-bin counts per feature at that time.",
+        json_schema_extra={"additionalProperties": {"type": "array", "items": {"type": "number"}}},
     )
 
 

@@ -1,25 +1,69 @@
-"""DriftMonitor reconcile: checks the target every interval and closes the loop."""
+"""DriftMonitor reconcile: a drift check every interval, and the closed loop.
+
+Every `interval` the monitor reads the live histograms of its target (the model
+server pods' `/metrics`, an allowed URL, or Prometheus), compares the window since the
+last judgement with the reference profile, and writes per-feature scores. On drift,
+outside the cooldown, it creates one TrainingJob from its template (name derived from
+a counter kept in status, so a restart never creates two); when that job succeeds and
+`promote` is set, it points the ModelDeployment at the new model.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from kubeloop import conditions as c
 from kubeloop import metrics
-from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus
+from kubeloop.api.driftmonitor import (
+    DriftMonitorSpec,
+    DriftMonitorStatus,
+    FeatureScore,
+    RetrainRecord,
+    Window,
+)
+from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.controllers.common import (
     Ctx,
     finish_status,
     invalid_spec_status,
+    owner_reference,
     parse_spec,
+    parse_time,
     record_event,
     rfc3339,
     write_status,
 )
 from kubeloop.controllers.runtime import Key, Result
+from kubeloop.drift import sources, stats
+from kubeloop.drift.profile import Profile
+from kubeloop.drift.reference import ReferenceInvalid, parse_profile, profile_from_model
+from kubeloop.kube import KubeError
+from kubeloop.render.common import MANAGED_BY
+
+log = logging.getLogger("kubeloop.driftmonitor")
 
 KIND = "DriftMonitor"
 MODEL_DEPLOYMENT = "ModelDeployment"
+TRAINING_JOB = "TrainingJob"
+MD_POD = "ModelDeployment/Pod"
+MONITOR_LABEL = "kubeloop.io/drift-monitor"
+MAX_PODS_SCRAPED = 20
+SCRAPE_TIMEOUT = 5.0
+
+_DURATION = re.compile(r"([0-9]+)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    return sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text))
 
 
 def forget(namespace: str, name: str) -> None:
@@ -27,42 +71,461 @@ def forget(namespace: str, name: str) -> None:
     for sample in list(next(iter(metrics.DRIFT_SCORE.collect())).samples):
         labels = sample.labels
         if labels.get("namespace") == namespace and labels.get("monitor") == name:
-            metrics.DRIFT_SCORE.remove(
-                labels["namespace"], labels["monitor"], labels["feature"], labels["method"]
-            )
+            with contextlib.suppress(KeyError):
+                metrics.DRIFT_SCORE.remove(
+                    labels["namespace"], labels["monitor"], labels["feature"], labels["method"]
+                )
     with contextlib.suppress(KeyError):
         metrics.DRIFT_DETECTED.remove(namespace, name)
 
 
-async def reconcile(ctx: Ctx, key: Key) -> Result | None:
-    _, namespace, name = key
-    body = ctx.store.get(KIND, namespace, name)
-    if body is None or body["metadata"].get("deletionTimestamp"):
+def retrain_name(monitor: str, number: int) -> str:
+    return f"{monitor}-retrain-{number}"
+
+
+def url_allowed(url: str, allowlist: list[str]) -> bool:
+    return any(url.startswith(prefix) for prefix in allowlist if prefix)
+
+
+@dataclass
+class Scrape:
+    """Cumulative (metrics) or windowed (prometheus) per-bin counts."""
+
+    counts: np.ndarray
+    cumulative: bool
+
+
+def _scrape_metrics(urls: list[str], profile: Profile, model: str) -> Scrape:
+    total: np.ndarray | None = None
+    errors = []
+    for url in urls:
+        try:
+            text = sources.fetch_metrics(url, timeout=SCRAPE_TIMEOUT, retries=1)
+            counts = sources.parse_metrics(text, profile, model)
+        except sources.SourceUnavailable as err:
+            errors.append(str(err))
+            continue
+        total = counts if total is None else total + counts
+    if total is None:
+        raise sources.SourceUnavailable("; ".join(errors) or "no endpoint to scrape")
+    return Scrape(total, cumulative=True)
+
+
+def _scrape_prometheus(
+    url: str, query: str, profile: Profile, model: str, namespace: str, window: str
+) -> Scrape:
+    counts = sources.prometheus_counts(
+        url,
+        profile,
+        model=model,
+        namespace=namespace,
+        window=window,
+        bucket_query=query,
+        timeout=SCRAPE_TIMEOUT,
+    )
+    return Scrape(counts, cumulative=False)
+
+
+def _as_counts(window: Window | None, profile: Profile) -> np.ndarray | None:
+    if window is None:
         return None
-    now = ctx.clock()
-    spec, error = parse_spec(DriftMonitorSpec, body)
-    if spec is None:
-        invalid = invalid_spec_status(body, DriftMonitorStatus(), error, rfc3339(now))
-        if await write_status(ctx, body, invalid):
-            await record_event(ctx, body, "Warning", c.INVALID_SPEC, error)
-        return None
-    prev = DriftMonitorStatus.model_validate(body.get("status") or {})
-    target = ctx.store.get(MODEL_DEPLOYMENT, namespace, spec.model_deployment)
-    status = prev.model_copy()
-    if target is None:
-        message = f"ModelDeployment {namespace}/{spec.model_deployment} does not exist"
-        status.phase = "Pending"
-        status.message = message
-        conds = [
-            c.Cond(c.READY, False, c.TARGET_NOT_FOUND, message),
-            c.Cond(c.RECONCILING, True, c.TARGET_NOT_FOUND, message),
+    out = np.zeros((len(profile.features), profile.max_bins))
+    for row, feature in enumerate(profile.features):
+        values = window.counts.get(feature.name)
+        if values is None or len(values) != feature.bins:
+            return None
+        out[row, : feature.bins] = values
+    return out
+
+
+def _window_from(counts: np.ndarray, profile: Profile, now: str) -> Window:
+    return Window(
+        time=now,
+        counts={
+            f.name: [float(v) for v in counts[row, : f.bins]]
+            for row, f in enumerate(profile.features)
+        },
+    )
+
+
+def _render_retrain(spec: DriftMonitorSpec, body: dict[str, Any], name: str) -> dict[str, Any]:
+    assert spec.on_drift.retrain is not None
+    template = spec.on_drift.retrain.template.dump()
+    output = template.get("output") or {}
+    if "uri" in output:
+        output["uri"] = output["uri"].replace("{trainingJob}", name)
+    meta = body["metadata"]
+    return {
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": TRAINING_JOB,
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {**MANAGED_BY, MONITOR_LABEL: meta["name"]},
+            "ownerReferences": [owner_reference(body)],
+        },
+        "spec": template,
+    }
+
+
+def _promotion_patch(target: dict[str, Any], uri: str) -> dict[str, Any]:
+    """Canary first when the deployment has canary settings, else the model itself."""
+    spec = target.get("spec") or {}
+    if spec.get("canary"):
+        return {"spec": {"canary": {"model": {"uri": uri, "fromTrainingJob": None}}}}
+    return {"spec": {"model": {"uri": uri, "fromTrainingJob": None}}}
+
+
+class Reconciler:
+    """Holds the per-monitor reference cache between checks."""
+
+    def __init__(self) -> None:
+        self._profiles: dict[str, Profile] = {}
+
+    async def reference(
+        self, ctx: Ctx, spec: DriftMonitorSpec, namespace: str, target: dict[str, Any]
+    ) -> Profile:
+        ref = spec.reference.config_map
+        if ref is not None:
+            cm = await ctx.kube.get("v1", "ConfigMap", namespace, ref.name)
+            if cm is None:
+                raise ReferenceInvalid(f"ConfigMap {namespace}/{ref.name} does not exist")
+            text = (cm.get("data") or {}).get(ref.key)
+            if text is None:
+                raise ReferenceInvalid(f"ConfigMap {namespace}/{ref.name} has no key {ref.key!r}")
+            profile = parse_profile(text, f"ConfigMap {ref.name} key {ref.key}")
+        else:
+            uri = (target.get("status") or {}).get("activeModelUri")
+            if not uri:
+                raise ReferenceInvalid(
+                    f"ModelDeployment {target['metadata']['name']} has no active model yet"
+                )
+            if uri not in self._profiles:
+                self._profiles[uri] = await asyncio.to_thread(profile_from_model, uri)
+            profile = self._profiles[uri]
+        if spec.features:
+            try:
+                profile = profile.select(spec.features)
+            except ValueError as err:
+                raise ReferenceInvalid(str(err)) from err
+        return profile
+
+    def endpoints(
+        self, ctx: Ctx, spec: DriftMonitorSpec, namespace: str, target: dict[str, Any]
+    ) -> list[str]:
+        if spec.source.url:
+            if not url_allowed(spec.source.url, ctx.config.drift_source_allowlist):
+                raise PermissionError(
+                    f"source.url {spec.source.url} is not allowed by the operator's "
+                    "driftSourceAllowlist"
+                )
+            return [spec.source.url]
+        md_spec = ModelDeploymentSpec.model_validate(target.get("spec") or {})
+        port = md_spec.runtime.port if md_spec.runtime else 8080
+        pods = ctx.store.owned(MD_POD, namespace, target["metadata"]["name"])
+        urls = [
+            f"http://{p['status']['podIP']}:{port}/metrics"
+            for p in pods
+            if (p.get("status") or {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
+        ][:MAX_PODS_SCRAPED]
+        # No pod known (yet): the target's own Service in the same namespace.
+        return urls or [f"http://{target['metadata']['name']}.{namespace}.svc:{port}/metrics"]
+
+    async def __call__(self, ctx: Ctx, key: Key) -> Result | None:
+        _, namespace, name = key
+        body = ctx.store.get(KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        now = ctx.clock()
+        stamp = rfc3339(now)
+        spec, error = parse_spec(DriftMonitorSpec, body)
+        if spec is None:
+            invalid = invalid_spec_status(body, DriftMonitorStatus(), error, stamp)
+            if await write_status(ctx, body, invalid):
+                await record_event(ctx, body, "Warning", c.INVALID_SPEC, error)
+            return None
+        prev = DriftMonitorStatus.model_validate(body.get("status") or {})
+        status = prev.model_copy(deep=True)
+        interval = max(parse_duration(spec.interval), 1.0)
+        events: list[tuple[str, str, str]] = []
+
+        # The loop first: follow the retrain we started, promote its model.
+        await self._follow_retrain(ctx, spec, body, status, events, now)
+
+        target = ctx.store.get(MODEL_DEPLOYMENT, namespace, spec.model_deployment)
+        last = parse_time(prev.last_check_time)
+        due = last is None or (now - last).total_seconds() >= interval - 0.05
+        conds: list[c.Cond]
+        if target is None:
+            message = f"ModelDeployment {namespace}/{spec.model_deployment} does not exist"
+            status.phase, status.message = "Pending", message
+            conds = [
+                c.Cond(c.READY, False, c.TARGET_NOT_FOUND, message),
+                c.Cond(c.RECONCILING, True, c.TARGET_NOT_FOUND, message),
+            ]
+            requeue = interval
+        elif not due and prev.observed_generation == body["metadata"].get("generation"):
+            assert last is not None
+            conds = [
+                c.Cond(cd.type, _status_bool(cd.status), cd.reason, cd.message)
+                for cd in prev.conditions
+            ]
+            requeue = interval - (now - last).total_seconds()
+        else:
+            conds = await self._check(ctx, spec, body, target, status, events, now)
+            requeue = interval
+        new_status = finish_status(body, status, conds, stamp)
+        await write_status(ctx, body, new_status)
+        for event in events:
+            await record_event(ctx, body, *event)
+        return Result(requeue_after=max(requeue, 0.5))
+
+    async def _check(
+        self,
+        ctx: Ctx,
+        spec: DriftMonitorSpec,
+        body: dict[str, Any],
+        target: dict[str, Any],
+        status: DriftMonitorStatus,
+        events: list[tuple[str, str, str]],
+        now: dt.datetime,
+    ) -> list[c.Cond]:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        stamp = rfc3339(now)
+        status.last_check_time = stamp
+        model = spec.model_deployment
+        try:
+            profile = await self.reference(ctx, spec, namespace, target)
+        except ReferenceInvalid as err:
+            return self._broken(status, c.REFERENCE_INVALID, str(err), stalled=True)
+        try:
+            if spec.source.type == "prometheus":
+                prom = spec.source.prometheus
+                assert prom is not None
+                if not url_allowed(prom.url, ctx.config.drift_source_allowlist):
+                    return self._broken(
+                        status,
+                        c.SOURCE_NOT_ALLOWED,
+                        f"source.prometheus.url {prom.url} is not allowed by the operator's "
+                        "driftSourceAllowlist",
+                        stalled=True,
+                    )
+                scrape = await asyncio.to_thread(
+                    _scrape_prometheus,
+                    prom.url,
+                    prom.query,
+                    profile,
+                    model,
+                    namespace,
+                    spec.interval,
+                )
+            else:
+                try:
+                    urls = self.endpoints(ctx, spec, namespace, target)
+                except PermissionError as err:
+                    return self._broken(status, c.SOURCE_NOT_ALLOWED, str(err), stalled=True)
+                scrape = await asyncio.to_thread(_scrape_metrics, urls, profile, model)
+        except sources.SourceUnavailable as err:
+            return self._broken(status, c.SOURCE_UNAVAILABLE, str(err))
+        except sources.SourceInvalid as err:
+            return self._broken(status, c.SOURCE_INVALID, str(err))
+
+        if scrape.cumulative:
+            baseline = _as_counts(status.window, profile)
+            if baseline is None:
+                status.window = _window_from(scrape.counts, profile, stamp)
+                status.samples = 0
+                return self._collecting(status, spec, "baseline taken")
+            window = sources.window(baseline, scrape.counts)
+        else:
+            window = scrape.counts
+        samples = int(window.sum(axis=1).min()) if len(window) else 0
+        status.samples = samples
+        if samples < spec.min_samples:
+            return self._collecting(status, spec, f"{samples} samples so far")
+
+        try:
+            verdicts = stats.binned_drift(
+                profile.reference_counts(),
+                window,
+                spec.method,
+                spec.threshold,
+                positions=profile.positions(),
+            )
+        except ValueError as err:
+            return self._broken(status, c.REFERENCE_INVALID, str(err), stalled=True)
+        if scrape.cumulative:
+            status.window = _window_from(scrape.counts, profile, stamp)  # next window
+        status.features = [
+            FeatureScore(
+                name=f.name,
+                score=round(v.score, 6),
+                p_value=None if v.p_value is None else round(v.p_value, 6),
+                drifted=v.drifted,
+            )
+            for f, v in zip(profile.features, verdicts, strict=True)
         ]
-    else:
-        message = f"waiting for {spec.min_samples} samples from {spec.model_deployment}"
+        drifted_names = [f.name for f in status.features if f.drifted]
+        status.score = max((f.score for f in status.features), default=0.0)
+        was = status.drifted
+        status.drifted = bool(drifted_names)
+        for f, v in zip(profile.features, verdicts, strict=True):
+            metrics.DRIFT_SCORE.labels(namespace, name, f.name, spec.method).set(v.score)
+        metrics.DRIFT_DETECTED.labels(namespace, name).set(1 if status.drifted else 0)
+
+        if status.drifted:
+            message = (
+                f"{spec.method} drift in {len(drifted_names)} of {len(status.features)} "
+                f"features ({', '.join(drifted_names)}) over {samples} samples"
+            )
+            if not was:
+                events.append(("Warning", c.DRIFT_DETECTED, message))
+            drifted_cond = c.Cond(c.DRIFTED, True, c.DRIFT_DETECTED, message)
+            message += await self._maybe_retrain(ctx, spec, body, status, events, now)
+        else:
+            message = f"no {spec.method} drift over {samples} samples"
+            if was:
+                events.append(("Normal", c.NO_DRIFT, message))
+            drifted_cond = c.Cond(c.DRIFTED, False, c.NO_DRIFT, message)
+        status.phase = "Drifted" if status.drifted else "Healthy"
+        status.message = message
+        return [
+            c.Cond(c.READY, True, c.RECONCILED, "checks running"),
+            c.Cond(c.SOURCE_READY, True, c.RECONCILED, f"{samples} samples read"),
+            drifted_cond,
+        ]
+
+    async def _maybe_retrain(
+        self,
+        ctx: Ctx,
+        spec: DriftMonitorSpec,
+        body: dict[str, Any],
+        status: DriftMonitorStatus,
+        events: list[tuple[str, str, str]],
+        now: dt.datetime,
+    ) -> str:
+        retrain = spec.on_drift.retrain
+        if retrain is None:
+            return ""
+        last = status.last_retrain
+        if last is not None and last.result == "Running":
+            return f"; retraining in {last.training_job}"
+        if last is not None:
+            since = (now - (parse_time(last.time) or now)).total_seconds()
+            cooldown = parse_duration(retrain.cooldown)
+            if since < cooldown:
+                until = now + dt.timedelta(seconds=cooldown - since)
+                return f"; retrain cooldown until {rfc3339(until)}"
+        number = status.retrains + 1
+        job = retrain_name(body["metadata"]["name"], number)
+        # Count it in status first: a crash before the create re-creates the same name.
+        status.retrains = number
+        status.last_retrain = RetrainRecord(training_job=job, time=rfc3339(now), result="Running")
+        await write_status(
+            ctx,
+            body,
+            finish_status(
+                body,
+                status,
+                [
+                    c.Cond(c.READY, True, c.RECONCILED, "retraining"),
+                    c.Cond(c.DRIFTED, True, c.DRIFT_DETECTED, "retraining"),
+                ],
+                rfc3339(now),
+            ),
+        )
+        body = ctx.store.get(KIND, body["metadata"]["namespace"], body["metadata"]["name"]) or body
+        await ctx.kube.apply(_render_retrain(spec, body, job))
+        metrics.RETRAINS.labels(body["metadata"]["namespace"], body["metadata"]["name"]).inc()
+        events.append(("Normal", "RetrainStarted", f"created TrainingJob {job}"))
+        return f"; retraining in {job}"
+
+    async def _follow_retrain(
+        self,
+        ctx: Ctx,
+        spec: DriftMonitorSpec,
+        body: dict[str, Any],
+        status: DriftMonitorStatus,
+        events: list[tuple[str, str, str]],
+        now: dt.datetime,
+    ) -> None:
+        last = status.last_retrain
+        if last is None or last.result != "Running":
+            return
+        namespace = body["metadata"]["namespace"]
+        tj = ctx.store.get(TRAINING_JOB, namespace, last.training_job)
+        if tj is None:
+            if spec.on_drift.retrain is not None:
+                # Counted but not created (a crash in between): create it now.
+                await ctx.kube.apply(_render_retrain(spec, body, last.training_job))
+            return
+        tj_status = tj.get("status") or {}
+        phase = tj_status.get("phase")
+        if phase == "Failed":
+            last.result = "Failed"
+            events.append(
+                (
+                    "Warning",
+                    "RetrainFailed",
+                    f"TrainingJob {last.training_job} failed: "
+                    f"{tj_status.get('message', '')}; not promoted",
+                )
+            )
+        elif phase == "Succeeded":
+            uri = tj_status.get("modelUri")
+            last.model_uri = uri
+            last.result = "Succeeded"
+            target = ctx.store.get(MODEL_DEPLOYMENT, namespace, spec.model_deployment)
+            if spec.on_drift.promote and uri and target is not None:
+                patch = _promotion_patch(target, uri)
+                try:
+                    await ctx.kube.merge_patch(
+                        "kubeloop.io/v1alpha1",
+                        MODEL_DEPLOYMENT,
+                        namespace,
+                        spec.model_deployment,
+                        patch,
+                    )
+                except KubeError as err:
+                    events.append(("Warning", "PromotionFailed", str(err)))
+                    return
+                last.result = "Promoted"
+                where = "as canary" if "canary" in patch["spec"] else "as the model"
+                events.append(
+                    (
+                        "Normal",
+                        "Promoted",
+                        f"ModelDeployment {spec.model_deployment} now serves {uri} {where}",
+                    )
+                )
+
+    @staticmethod
+    def _collecting(status: DriftMonitorStatus, spec: DriftMonitorSpec, why: str) -> list[c.Cond]:
+        message = f"collecting: {why}, need {spec.min_samples}"
         status.phase = c.COLLECTING
         status.message = message
-        conds = [
+        return [
             c.Cond(c.READY, True, c.COLLECTING, message),
+            c.Cond(c.SOURCE_READY, True, c.RECONCILED, why),
         ]
-    await write_status(ctx, body, finish_status(body, status, conds, rfc3339(now)))
-    return None
+
+    @staticmethod
+    def _broken(
+        status: DriftMonitorStatus, reason: str, message: str, stalled: bool = False
+    ) -> list[c.Cond]:
+        status.phase = "Degraded"
+        status.message = message
+        conds = [
+            c.Cond(c.READY, False, reason, message),
+            c.Cond(c.SOURCE_READY, False, reason, message),
+        ]
+        if stalled:
+            conds.append(c.Cond(c.STALLED, True, reason, message))
+        return conds
+
+
+def _status_bool(value: str) -> bool | None:
+    return None if value == "Unknown" else value == "True"
+
+
+reconcile = Reconciler()
