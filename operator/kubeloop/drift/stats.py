@@ -247,27 +247,18 @@ def ks_pvalue(statistic: npt.ArrayLike, n: npt.ArrayLike, m: npt.ArrayLike) -> F
 
     Like ``scipy.stats.ks_2samp(method='asymp')`` the one-sample distribution is
     evaluated at the effective size ``en = round(n * m / (n + m))``. SciPy evaluates it
-    exactly (Simard & L'Ecuyer); we use Kolmogorov's limit plus the first Pelz-Good
-    correction term, ``sf = Q(z) - K1(z) / sqrt(en)`` with ``z = sqrt(en) * D``, which
-    leaves an error below ``0.2 / en`` (under 1e-6 at en = 500,000).
+    exactly (Simard & L'Ecuyer); we use Kolmogorov's limit at a shifted argument,
+    ``Q(z + 1/(6 sqrt(en)) + (z - 1)/(4 en))`` with ``z = sqrt(en) * D`` (Vrbik 2018's
+    small-sample correction), which stays within ``0.03 / en`` of SciPy's value and,
+    unlike an additive correction term, keeps its relative accuracy deep in the tail.
     """
     d = np.asarray(statistic, dtype=np.float64)
     n_f = np.asarray(n, dtype=np.float64)
     m_f = np.asarray(m, dtype=np.float64)
     en = np.maximum(np.round(n_f * m_f / (n_f + m_f)), 1.0)
     z = np.sqrt(en) * d
-    # K1 only matters where the p-value is not already ~0: Q(8) ~ 1e-55.
-    zc = np.clip(z, 1e-3, 8.0)[..., None]
-    j = np.arange(160, dtype=np.float64) + 0.5
-    u = math.pi**2 * j**2
-    k1 = (
-        math.sqrt(math.pi / 2)
-        / (3 * zc[..., 0] ** 4)
-        * np.sum((u - zc**2) * np.exp(-u / (2 * zc**2)), axis=-1)
-    )
-    p = kolmogorov_sf(z) - np.where(z < 8.0, k1, 0.0) / np.sqrt(en)
-    p = np.where(d <= 0, 1.0, p)
-    clipped: FloatArray = np.clip(p, 0.0, 1.0)
+    p = kolmogorov_sf(z + 1 / (6 * np.sqrt(en)) + (z - 1) / (4 * en))
+    clipped: FloatArray = np.where(d <= 0, 1.0, p)
     return clipped
 
 
