@@ -64,10 +64,7 @@ class ModelServer:
 
 @pytest.fixture(scope="module")
 def model_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("models") / "v1"
-    subprocess.run([sys.executable, str(ROOT / "examples" / "train" / "train.py"),
-                    "--output", str(out)], check=True, capture_output=True)
-    return out
+    return train(tmp_path_factory.mktemp("models") / "v1")
 
 
 @pytest.fixture
@@ -106,9 +103,19 @@ def monitor_spec(server: ModelServer, out_dir: Path, **extra: Any) -> dict[str, 
     return spec
 
 
+def train(out: Path, shift: float = 0.0) -> Path:
+    subprocess.run([sys.executable, str(ROOT / "examples" / "train" / "train.py"),
+                    "--output", str(out), "--shift", str(shift)], check=True,
+                   capture_output=True)
+    return out
+
+
 def test_drift_retrains_once_and_promotes(cluster: Cluster, namespace: str,
                                           server: ModelServer, model_v1: Path,
                                           tmp_path: Path) -> None:
+    # What the retrain job writes: a model trained on the drifted data. The nodes are
+    # simulated, so the test writes it where the job's output points.
+    retrained = train(tmp_path / "watch-retrain-1", shift=2.0)
     cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{model_v1}"}})
     cluster.wait_phase(MD, namespace, "iris", "Ready", 30)
     cluster.create(DM, namespace, "watch", monitor_spec(server, tmp_path))
@@ -127,26 +134,40 @@ def test_drift_retrains_once_and_promotes(cluster: Cluster, namespace: str,
     # One TrainingJob, owned by the monitor; kwok completes it; the model is promoted.
     tj = wait_for(lambda: cluster.get(TJ, namespace, "watch-retrain-1"), 20, "retrain job")
     assert tj["metadata"]["ownerReferences"][0]["kind"] == DM
-    new_uri = f"file://{tmp_path}/watch-retrain-1"
+    new_uri = f"file://{retrained}"
     assert tj["spec"]["output"]["uri"] == new_uri
     wait_for(lambda: cluster.get(MD, namespace, "iris")["spec"]["model"].get("uri") == new_uri,
              40, "ModelDeployment moved to the retrained model")
     record = wait_for(lambda: (r := cluster.status(DM, namespace, "watch").get("lastRetrain"))
                       and r["result"] == "Promoted" and r, 20, "retrain recorded")
     assert record["modelUri"] == new_uri
+    wait_for(lambda: cluster.status(MD, namespace, "iris").get("activeModelUri") == new_uri, 20,
+             "the new model active")
 
-    # More shifted traffic: still drifted, but the cooldown holds: no second job.
+    # The rollout, as the new Deployment's pods would do it: the server now serves the
+    # retrained model. Traffic like the new training data is no drift any more.
+    server.stop()
+    server.model_dir = retrained
+    server.start()
+    wait_for(lambda: cluster.status(DM, namespace, "watch").get("window", {}).get("time")
+             and cluster.status(DM, namespace, "watch").get("phase") == "Collecting", 30,
+             "a new window on the new reference")
     server.send(shifted_rows(300, shift=2.0, seed=1))
-    first = cluster.status(DM, namespace, "watch")["lastCheckTime"]
-    wait_for(lambda: cluster.status(DM, namespace, "watch")["lastCheckTime"] != first, 20,
-             "another check")
-    wait_for(lambda: cluster.status(DM, namespace, "watch").get("drifted"), 20, "drift again")
+    healthy = wait_for(lambda: (s := cluster.status(DM, namespace, "watch")).get("phase") ==
+                       "Healthy" and s, 30, "no drift against the retrained model")
+    assert healthy["drifted"] is False
+
+    # Drift again, further away: detected, but the cooldown holds: no second job.
+    server.send(shifted_rows(300, shift=5.0, seed=2))
+    again = wait_for(lambda: (s := cluster.status(DM, namespace, "watch")).get("drifted")
+                     and s, 30, "drift again")
+    assert "cooldown" in again["message"]
     jobs = cluster.custom.list_namespaced_custom_object(
         "kubeloop.io", "v1alpha1", namespace, "trainingjobs")["items"]
     assert [j["metadata"]["name"] for j in jobs] == ["watch-retrain-1"]
-    assert cluster.status(DM, namespace, "watch")["retrains"] == 1
+    assert again["retrains"] == 1
     reasons = [e.reason for e in cluster.events_for(namespace, "watch")]
-    assert "DriftDetected" in reasons and "Promoted" in reasons
+    assert "DriftDetected" in reasons and "Promoted" in reasons and "NoDrift" in reasons
 
     # Deleting the monitor does not delete the ModelDeployment.
     cluster.delete(DM, namespace, "watch")

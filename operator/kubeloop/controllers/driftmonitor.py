@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -126,8 +128,14 @@ def _scrape_prometheus(
     return Scrape(counts, cumulative=False)
 
 
+def reference_hash(profile: Profile) -> str:
+    """Identifies the bins: a new model brings new edges, and a new window."""
+    text = json.dumps([[f.name, f.kind, f.edges, f.categories] for f in profile.features])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _as_counts(window: Window | None, profile: Profile) -> np.ndarray | None:
-    if window is None:
+    if window is None or window.reference != reference_hash(profile):
         return None
     out = np.zeros((len(profile.features), profile.max_bins))
     for row, feature in enumerate(profile.features):
@@ -141,6 +149,7 @@ def _as_counts(window: Window | None, profile: Profile) -> np.ndarray | None:
 def _window_from(counts: np.ndarray, profile: Profile, now: str) -> Window:
     return Window(
         time=now,
+        reference=reference_hash(profile),
         counts={
             f.name: [float(v) for v in counts[row, : f.bins]]
             for row, f in enumerate(profile.features)

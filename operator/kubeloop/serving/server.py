@@ -21,7 +21,6 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from kubeloop import __version__
 from kubeloop.drift.profile import FeatureProfile
 from kubeloop.serving.model import (
     LoadedModel,
@@ -70,7 +70,12 @@ DURATION_BUCKETS = (
     10.0,
 )
 
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def _encode_json(payload: Any) -> bytes:
+    # Bytes, not str: aiohttp wraps a str body in a slower payload object.
+    return _encoder.encode(payload).encode()
 
 
 class RequestError(Exception):
@@ -286,13 +291,12 @@ class LiveStats(Collector):
         self.prediction_counts = np.zeros(len(model.class_labels), dtype=np.int64)
         self.may_have_nan = model.allow_nan
 
-        profiled = model.profile.names if model.profile and monitoring else []
+        profiled = {f.name: f for f in model.profile.features} if model.profile else {}
         numeric: list[tuple[int, FeatureProfile]] = []
         categorical: list[tuple[int, FeatureProfile]] = []
         for index, name in enumerate(model.feature_names):
-            if name in profiled:
-                assert model.profile is not None
-                feature = model.profile.feature(name)
+            feature = profiled.get(name)
+            if monitoring and feature is not None:
                 (numeric if feature.kind == "numeric" else categorical).append((index, feature))
         self.numeric = [f for _, f in numeric]
         self.numeric_columns = np.array([i for i, _ in numeric], dtype=np.intp)
@@ -370,13 +374,6 @@ class LiveStats(Collector):
 # -- the server ---------------------------------------------------------------------
 
 
-def _server_version() -> str:
-    try:
-        return package_metadata.version("kubeloop")
-    except package_metadata.PackageNotFoundError:  # running from a source checkout
-        return "0+unknown"
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -406,14 +403,14 @@ class ModelServer:
         self.model: LoadedModel | None = None
         self.stats: LiveStats | None = None
         self.registry = CollectorRegistry()
-        requests = Counter(
+        self._requests = Counter(
             "kubeloop_model_requests",
             "Inference requests answered, by HTTP status.",
             ["model", "status"],
             registry=self.registry,
         )
+        # Label lookups take a lock and a dict probe; the children never change.
         self._requests_by_status: dict[int, Any] = {}
-        self._requests = requests
         self._duration = Histogram(
             "kubeloop_model_request_duration_seconds",
             "Time to answer an inference request.",
@@ -422,7 +419,7 @@ class ModelServer:
             registry=self.registry,
         ).labels(self.name)
         self._server_metadata = _encode_json(
-            {"name": "kubeloop", "version": _server_version(), "extensions": []}
+            {"name": "kubeloop", "version": __version__, "extensions": []}
         )
         self._model_metadata = _encode_json(
             {
@@ -496,7 +493,7 @@ class ModelServer:
         except RequestError as exc:
             response = error_response(exc.status, exc.message)
         except Exception:
-            log.exception("Failed to predict with model %s", self.name)
+            log.exception("Failed to answer an inference request for model %s", self.name)
             response = error_response(500, "internal error while predicting; see server log")
         self._duration.observe(time.perf_counter() - started)
         counter = self._requests_by_status.get(response.status)
