@@ -1,0 +1,19 @@
+-- wrk script for bench/serving_bench.py: POSTs the JSON body in the file named by
+-- $BENCH_BODY and prints one machine-readable summary line when the run ends.
+local file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = file:read("*a")
+wrk.headers["Content-Type"] = "application/json"
+file:close()
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH_JSON {\"requests\": %d, \"duration_us\": %d, \"errors_connect\": %d, "
+      .. "\"errors_read\": %d, \"errors_write\": %d, \"errors_status\": %d, "
+      .. "\"errors_timeout\": %d, \"p50_us\": %.1f, \"p90_us\": %.1f, \"p99_us\": %.1f, "
+      .. "\"max_us\": %.1f, \"mean_us\": %.1f}\n",
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, latency.mean))
+end
