@@ -342,6 +342,10 @@ class Reconciler:
         if scrape.cumulative:
             baseline = _as_counts(status.window, profile)
             if baseline is None:
+                if status.window is not None:
+                    # A new reference (a new model): the old verdict no longer applies.
+                    status.drifted, status.score, status.features = None, None, []
+                    metrics.DRIFT_DETECTED.labels(namespace, name).set(0)
                 status.window = _window_from(scrape.counts, profile, stamp)
                 status.samples = 0
                 return self._collecting(status, spec, "baseline taken")
