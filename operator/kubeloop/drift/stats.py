@@ -214,6 +214,12 @@ def chi2(ref: npt.ArrayLike, cur: npt.ArrayLike) -> tuple[FloatArray, FloatArray
     whenever every reference bin is non-empty. Bins empty on both sides are left out
     (and out of the degrees of freedom); see CHI2_PSEUDO_COUNT for reference-empty bins.
     Returns (statistic, p-value).
+
+    The reference proportions are taken as exact, but they are a sample too: with m
+    current and n reference observations the statistic runs about 1 + m/n times too
+    high, so a reference no larger than the window gives false alarms. Keep the
+    reference at least ten times the window, or use ks, whose p-value accounts for both
+    sizes.
     """
     r, c = _counts(ref, cur)
     used = (r > 0) | (c > 0)
