@@ -1,3 +1,7 @@
+"""The e2e bed: the Helm chart installed into the cluster, and the operator running as
+its own process with the chart's ServiceAccount token, so that a permission missing
+from the chart's RBAC fails the tests."""
+
 from __future__ import annotations
 
 import os
@@ -7,43 +11,99 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.kubetest import ROOT, Cluster
+from tests.kubetest import ROOT, Cluster, tool, wait_for
+
+RELEASE, SYSTEM_NS = "kubeloop", "kubeloop-system"
+
+
+def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([tool("helm"), "--kubeconfig", cluster.kubeconfig, *args],
+                          capture_output=True, text=True, check=check)
+
+
+def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount, with a fresh token."""
+    token = cluster.kubectl("create", "token", account, "-n", namespace,
+                            "--duration=2h").stdout.strip()
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
+    server = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": server["cluster"]}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": account}}],
+        "current-context": "c",
+    }))
+    return path
+
+
+class OperatorProcess:
+    """`kubeloop run` in its own process, as the chart's ServiceAccount."""
+
+    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
+        self.log = log
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kubeloop", "run", "--metrics-port", "0",
+                 "--health-port", "0", "--log-format", "json",
+                 "--drift-source-allow", "http://127.0.0.1:", *args],
+                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def forbidden(self) -> list[str]:
+        """Every line where the API server refused the operator something."""
+        return [line for line in self.log.read_text().splitlines()
+                if (" 403" in line or "Forbidden" in line or "forbidden" in line)
+                # A namespace being deleted refuses new objects to everyone: not RBAC.
+                and "being terminated" not in line]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     bed = Cluster()
-    bed.install_crds()
     yield bed
     bed.stop()
 
 
 @pytest.fixture(scope="session")
-def operator_process(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
-                     ) -> Iterator[subprocess.Popen[bytes]]:
-    """`kubeloop run` as its own process, the way it runs in a cluster."""
-    log = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
-    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeloop", "run", "--metrics-port", "0",
-             "--health-port", "0", "--log-format", "json"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-        )
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    if proc.returncode not in (0, -15):
-        print(log.read_text()[-5000:])
+def chart(cluster: Cluster) -> Iterator[str]:
+    """`helm install` of charts/kubeloop, removed at the end of the session."""
+    helm(cluster, "upgrade", "--install", RELEASE, str(ROOT / "charts" / "kubeloop"),
+         "--namespace", SYSTEM_NS, "--create-namespace", "--wait", "--timeout", "120s")
+    cluster.install_crds()
+    yield RELEASE
+    helm(cluster, "uninstall", RELEASE, "--namespace", SYSTEM_NS, "--wait", check=False)
+
+
+@pytest.fixture(scope="session")
+def operator_process(cluster: Cluster, chart: str, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[OperatorProcess]:
+    work = tmp_path_factory.mktemp("operator")
+    kubeconfig = token_kubeconfig(cluster, SYSTEM_NS, chart, work / "kubeconfig")
+    op = OperatorProcess(kubeconfig, work / "operator.log")
+    yield op
+    op.stop()
+    forbidden = op.forbidden()
+    assert not forbidden, "the operator was refused:\n" + "\n".join(forbidden[:20])
 
 
 @pytest.fixture
-def namespace(cluster: Cluster, operator_process: subprocess.Popen[bytes]) -> Iterator[str]:
-    assert operator_process.poll() is None, "the operator process died"
+def namespace(cluster: Cluster, operator_process: OperatorProcess) -> Iterator[str]:
+    assert operator_process.proc.poll() is None, "the operator process died"
     name = cluster.new_namespace()
     yield name
+    assert not operator_process.forbidden(), operator_process.forbidden()[:10]
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+__all__ = ["OperatorProcess", "helm", "token_kubeconfig", "wait_for"]

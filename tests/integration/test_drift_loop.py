@@ -5,61 +5,16 @@ recovers."""
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import requests
 
-from tests.kubetest import ROOT, Cluster, wait_for
+from tests.kubetest import Cluster, wait_for
+from tests.modelserver import ModelServer, free_port, shifted_rows, train
 
 DM, MD, TJ = "DriftMonitor", "ModelDeployment", "TrainingJob"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ModelServer:
-    def __init__(self, model_dir: Path, port: int) -> None:
-        self.model_dir, self.port = model_dir, port
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeloop", "serve", "--model-dir", str(self.model_dir),
-             "--name", "iris", "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def ready() -> bool:
-            try:
-                return requests.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_for(ready, 30, "model server ready")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-    def send(self, rows: np.ndarray) -> None:
-        body = {"inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP64",
-                            "data": rows.tolist()}]}
-        response = requests.post(f"{self.url}/v2/models/iris/infer", data=json.dumps(body),
-                                 timeout=10)
-        assert response.status_code == 200, response.text
 
 
 @pytest.fixture(scope="module")
@@ -75,15 +30,6 @@ def server(model_v1: Path) -> Iterator[ModelServer]:
     srv.stop()
 
 
-def shifted_rows(n: int, shift: float, seed: int = 0) -> np.ndarray:
-    from sklearn.datasets import load_iris
-
-    data = load_iris().data
-    rng = np.random.default_rng(seed)
-    rows = data[rng.integers(0, len(data), n)]
-    return rows + shift * data.std(axis=0)
-
-
 def monitor_spec(server: ModelServer, out_dir: Path, **extra: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "modelDeployment": "iris",
@@ -91,28 +37,25 @@ def monitor_spec(server: ModelServer, out_dir: Path, **extra: Any) -> dict[str, 
         "method": "psi",
         "interval": "1s",
         "minSamples": 200,
-        "onDrift": {"promote": True, "retrain": {
-            "cooldown": "1h",
-            "template": {
-                "image": "registry.local/train:1",
-                "output": {"uri": f"file://{out_dir}/{{trainingJob}}"},
-                "podMetadata": {"annotations": {"kubeloop.io/fake-duration": "1s"}},
-            }}},
+        "onDrift": {
+            "promote": True,
+            "retrain": {
+                "cooldown": "1h",
+                "template": {
+                    "image": "registry.local/train:1",
+                    "output": {"uri": f"file://{out_dir}/{{trainingJob}}"},
+                    "podMetadata": {"annotations": {"kubeloop.io/fake-duration": "1s"}},
+                },
+            },
+        },
     }
     spec.update(extra)
     return spec
 
 
-def train(out: Path, shift: float = 0.0) -> Path:
-    subprocess.run([sys.executable, str(ROOT / "examples" / "train" / "train.py"),
-                    "--output", str(out), "--shift", str(shift)], check=True,
-                   capture_output=True)
-    return out
-
-
-def test_drift_retrains_once_and_promotes(cluster: Cluster, namespace: str,
-                                          server: ModelServer, model_v1: Path,
-                                          tmp_path: Path) -> None:
+def test_drift_retrains_once_and_promotes(
+    cluster: Cluster, namespace: str, server: ModelServer, model_v1: Path, tmp_path: Path
+) -> None:
     # What the retrain job writes: a model trained on the drifted data. The nodes are
     # simulated, so the test writes it where the job's output points.
     retrained = train(tmp_path / "watch-retrain-1", shift=2.0)
@@ -122,8 +65,11 @@ def test_drift_retrains_once_and_promotes(cluster: Cluster, namespace: str,
     wait_for(lambda: cluster.status(DM, namespace, "watch").get("window"), 20, "baseline")
 
     server.send(shifted_rows(300, shift=2.0))
-    status = wait_for(lambda: (s := cluster.status(DM, namespace, "watch")).get("drifted")
-                      and s, 30, "drift detected")
+    status = wait_for(
+        lambda: (s := cluster.status(DM, namespace, "watch")).get("drifted") and s,
+        30,
+        "drift detected",
+    )
     assert status["samples"] >= 200
     names = {f["name"] for f in status["features"]}
     assert names == {"sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"}
@@ -136,34 +82,59 @@ def test_drift_retrains_once_and_promotes(cluster: Cluster, namespace: str,
     assert tj["metadata"]["ownerReferences"][0]["kind"] == DM
     new_uri = f"file://{retrained}"
     assert tj["spec"]["output"]["uri"] == new_uri
-    wait_for(lambda: cluster.get(MD, namespace, "iris")["spec"]["model"].get("uri") == new_uri,
-             40, "ModelDeployment moved to the retrained model")
-    record = wait_for(lambda: (r := cluster.status(DM, namespace, "watch").get("lastRetrain"))
-                      and r["result"] == "Promoted" and r, 20, "retrain recorded")
+    wait_for(
+        lambda: cluster.get(MD, namespace, "iris")["spec"]["model"].get("uri") == new_uri,
+        40,
+        "ModelDeployment moved to the retrained model",
+    )
+    record = wait_for(
+        lambda: (
+            (r := cluster.status(DM, namespace, "watch").get("lastRetrain"))
+            and r["result"] == "Promoted"
+            and r
+        ),
+        20,
+        "retrain recorded",
+    )
     assert record["modelUri"] == new_uri
-    wait_for(lambda: cluster.status(MD, namespace, "iris").get("activeModelUri") == new_uri, 20,
-             "the new model active")
+    wait_for(
+        lambda: cluster.status(MD, namespace, "iris").get("activeModelUri") == new_uri,
+        20,
+        "the new model active",
+    )
 
     # The rollout, as the new Deployment's pods would do it: the server now serves the
     # retrained model. Traffic like the new training data is no drift any more.
     server.stop()
     server.model_dir = retrained
     server.start()
-    wait_for(lambda: cluster.status(DM, namespace, "watch").get("window", {}).get("time")
-             and cluster.status(DM, namespace, "watch").get("phase") == "Collecting", 30,
-             "a new window on the new reference")
+    wait_for(
+        lambda: (
+            cluster.status(DM, namespace, "watch").get("window", {}).get("time")
+            and cluster.status(DM, namespace, "watch").get("phase") == "Collecting"
+        ),
+        30,
+        "a new window on the new reference",
+    )
     server.send(shifted_rows(300, shift=2.0, seed=1))
-    healthy = wait_for(lambda: (s := cluster.status(DM, namespace, "watch")).get("phase") ==
-                       "Healthy" and s, 30, "no drift against the retrained model")
+    healthy = wait_for(
+        lambda: (s := cluster.status(DM, namespace, "watch")).get("phase") == "Healthy" and s,
+        30,
+        "no drift against the retrained model",
+    )
     assert healthy["drifted"] is False
 
     # Drift again, further away: detected, but the cooldown holds: no second job.
     server.send(shifted_rows(300, shift=5.0, seed=2))
-    again = wait_for(lambda: (s := cluster.status(DM, namespace, "watch")).get("drifted")
-                     and s, 30, "drift again")
+    again = wait_for(
+        lambda: (s := cluster.status(DM, namespace, "watch")).get("drifted") and s,
+        30,
+        "drift again",
+    )
     assert "cooldown" in again["message"]
     jobs = cluster.custom.list_namespaced_custom_object(
-        "kubeloop.io", "v1alpha1", namespace, "trainingjobs")["items"]
+        "kubeloop.io", "v1alpha1", namespace, "trainingjobs"
+    )["items"]
     assert [j["metadata"]["name"] for j in jobs] == ["watch-retrain-1"]
     assert again["retrains"] == 1
     reasons = [e.reason for e in cluster.events_for(namespace, "watch")]
@@ -171,27 +142,39 @@ def test_drift_retrains_once_and_promotes(cluster: Cluster, namespace: str,
 
     # Deleting the monitor does not delete the ModelDeployment.
     cluster.delete(DM, namespace, "watch")
-    wait_for(lambda: not cluster.custom.list_namespaced_custom_object(
-        "kubeloop.io", "v1alpha1", namespace, "driftmonitors")["items"], 20, "monitor gone")
+    wait_for(
+        lambda: (
+            not cluster.custom.list_namespaced_custom_object(
+                "kubeloop.io", "v1alpha1", namespace, "driftmonitors"
+            )["items"]
+        ),
+        20,
+        "monitor gone",
+    )
     assert cluster.get(MD, namespace, "iris")["spec"]["model"]["uri"] == new_uri
 
 
-def test_no_drift_on_reference_like_traffic(cluster: Cluster, namespace: str,
-                                            server: ModelServer, model_v1: Path,
-                                            tmp_path: Path) -> None:
+def test_no_drift_on_reference_like_traffic(
+    cluster: Cluster, namespace: str, server: ModelServer, model_v1: Path, tmp_path: Path
+) -> None:
     cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{model_v1}"}})
     cluster.create(DM, namespace, "calm", monitor_spec(server, tmp_path, minSamples=150))
     wait_for(lambda: cluster.status(DM, namespace, "calm").get("window"), 20, "baseline")
     server.send(shifted_rows(600, shift=0.0))
-    status = wait_for(lambda: (s := cluster.status(DM, namespace, "calm")).get("phase") ==
-                      "Healthy" and s, 30, "a judgement")
+    status = wait_for(
+        lambda: (s := cluster.status(DM, namespace, "calm")).get("phase") == "Healthy" and s,
+        30,
+        "a judgement",
+    )
     assert status["drifted"] is False
     assert not cluster.custom.list_namespaced_custom_object(
-        "kubeloop.io", "v1alpha1", namespace, "trainingjobs")["items"]
+        "kubeloop.io", "v1alpha1", namespace, "trainingjobs"
+    )["items"]
 
 
-def test_too_few_samples_is_collecting(cluster: Cluster, namespace: str, server: ModelServer,
-                                       model_v1: Path, tmp_path: Path) -> None:
+def test_too_few_samples_is_collecting(
+    cluster: Cluster, namespace: str, server: ModelServer, model_v1: Path, tmp_path: Path
+) -> None:
     cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{model_v1}"}})
     cluster.create(DM, namespace, "few", monitor_spec(server, tmp_path, minSamples=1000))
     wait_for(lambda: cluster.status(DM, namespace, "few").get("window"), 20, "baseline")
@@ -202,27 +185,45 @@ def test_too_few_samples_is_collecting(cluster: Cluster, namespace: str, server:
     assert not status.get("drifted")
 
 
-def test_unreachable_source_is_reported_and_recovers(cluster: Cluster, namespace: str,
-                                                     server: ModelServer, model_v1: Path,
-                                                     tmp_path: Path) -> None:
+def test_unreachable_source_is_reported_and_recovers(
+    cluster: Cluster, namespace: str, server: ModelServer, model_v1: Path, tmp_path: Path
+) -> None:
     cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{model_v1}"}})
     cluster.create(DM, namespace, "flaky", monitor_spec(server, tmp_path))
     wait_for(lambda: cluster.status(DM, namespace, "flaky").get("window"), 20, "baseline")
     server.stop()
-    cond = wait_for(lambda: (c := cluster.condition(DM, namespace, "flaky", "Ready")) and
-                    c["reason"] == "SourceUnavailable" and c, 40, "SourceUnavailable")
+    cond = wait_for(
+        lambda: (
+            (c := cluster.condition(DM, namespace, "flaky", "Ready"))
+            and c["reason"] == "SourceUnavailable"
+            and c
+        ),
+        40,
+        "SourceUnavailable",
+    )
     assert cond["status"] == "False"
     server.start()
-    wait_for(lambda: (cluster.condition(DM, namespace, "flaky", "Ready") or {}).get(
-        "status") == "True", 40, "recovered")
+    wait_for(
+        lambda: (cluster.condition(DM, namespace, "flaky", "Ready") or {}).get("status") == "True",
+        40,
+        "recovered",
+    )
 
 
-def test_url_outside_the_allowlist_is_refused(cluster: Cluster, namespace: str,
-                                              model_v1: Path, tmp_path: Path) -> None:
+def test_url_outside_the_allowlist_is_refused(
+    cluster: Cluster, namespace: str, model_v1: Path, tmp_path: Path
+) -> None:
     cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{model_v1}"}})
     spec = monitor_spec(ModelServer(model_v1, 1), tmp_path)
     spec["source"] = {"url": "http://169.254.169.254/latest/meta-data"}
     cluster.create(DM, namespace, "nosy", spec)
-    cond = wait_for(lambda: (c := cluster.condition(DM, namespace, "nosy", "Ready")) and
-                    c["reason"] == "SourceNotAllowed" and c, 20, "SourceNotAllowed")
+    cond = wait_for(
+        lambda: (
+            (c := cluster.condition(DM, namespace, "nosy", "Ready"))
+            and c["reason"] == "SourceNotAllowed"
+            and c
+        ),
+        20,
+        "SourceNotAllowed",
+    )
     assert "driftSourceAllowlist" in cond["message"]

@@ -158,6 +158,8 @@ async def record_event(
     try:
         await ctx.kube.create(event)
     except KubeError as exc:
+        if "being terminated" in exc.message:
+            return  # the namespace is going away, and the resource with it
         log.warning(
             "Could not record event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc
         )

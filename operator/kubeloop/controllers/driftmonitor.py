@@ -44,7 +44,7 @@ from kubeloop.controllers.common import (
     write_status,
 )
 from kubeloop.controllers.runtime import Key, Result
-from kubeloop.drift import sources, stats
+from kubeloop.drift import report, sources, stats
 from kubeloop.drift.profile import Profile
 from kubeloop.drift.reference import ReferenceInvalid, parse_profile, profile_from_model
 from kubeloop.kube import KubeError
@@ -358,13 +358,13 @@ class Reconciler:
             return self._collecting(status, spec, f"{samples} samples so far")
 
         try:
-            verdicts = stats.binned_drift(
-                profile.reference_counts(),
-                window,
-                spec.method,
-                spec.threshold,
-                positions=profile.positions(),
-            )
+            # compare() scores categorical features with chi2 where the method needs
+            # ordered bins (ks, wasserstein).
+            verdicts = report.compare(profile, window, spec.method, spec.threshold).features
+        except stats.InsufficientData as err:
+            if err.side == "current":
+                return self._collecting(status, spec, str(err))
+            return self._broken(status, c.REFERENCE_INVALID, str(err), stalled=True)
         except ValueError as err:
             return self._broken(status, c.REFERENCE_INVALID, str(err), stalled=True)
         if scrape.cumulative:
@@ -383,7 +383,7 @@ class Reconciler:
         was = status.drifted
         status.drifted = bool(drifted_names)
         for f, v in zip(profile.features, verdicts, strict=True):
-            metrics.DRIFT_SCORE.labels(namespace, name, f.name, spec.method).set(v.score)
+            metrics.DRIFT_SCORE.labels(namespace, name, f.name, v.method).set(v.score)
         metrics.DRIFT_DETECTED.labels(namespace, name).set(1 if status.drifted else 0)
 
         if status.drifted:

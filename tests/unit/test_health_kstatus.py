@@ -1,0 +1,797 @@
+"""kstatus health (what Flux waits on) of every phase of every kind.
+
+The statuses are the operator's own: TrainingJob and ModelDeployment statuses come from
+their pure `plan()` and `finish_status`, DriftMonitor statuses from its real reconcile
+against a recording stand-in for the API server (only the Prometheus query is replaced).
+`SAMPLES` is shared with test_health_argocd.py, which runs the Argo CD Lua checks on them.
+
+The second half runs every write path of the three reconciles and checks that the
+operator never writes the `spec` of an object a user (or Git) owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from kubeloop import health
+from kubeloop.api.common import API_VERSION
+from kubeloop.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus
+from kubeloop.controllers import driftmonitor as dm
+from kubeloop.controllers import modeldeployment as md
+from kubeloop.controllers import trainingjob as tj
+from kubeloop.controllers.common import (
+    Ctx,
+    OperatorConfig,
+    finish_status,
+    invalid_spec_status,
+    owner_reference,
+    parse_spec,
+    rfc3339,
+)
+from kubeloop.controllers.runtime import Store, WorkQueue
+from kubeloop.drift import sources
+from kubeloop.render.modeldeployment import deployment_name
+from kubeloop.render.trainingjob import COMPLETION_INDEX_ANNOTATION, render_job
+
+Status = health.Status
+NS = "ml"
+NOW = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
+STAMP = rfc3339(NOW)
+IMAGE = "ghcr.io/kubeloop/kubeloop:0.1.0"
+PROMETHEUS = "http://prometheus.monitoring:9090"
+
+# Every phase each kind writes (docs: DESIGN.md, the controllers).
+PHASES = {
+    "TrainingJob": {
+        "Pending", "Queued", "Running", "Restarting", "Succeeded", "Failed", "Suspended",
+        "Invalid",
+    },
+    "ModelDeployment": {"Pending", "Progressing", "Ready", "Failed", "Invalid"},
+    "DriftMonitor": {"Pending", "Collecting", "Healthy", "Drifted", "Degraded", "Invalid"},
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    obj: dict[str, Any]
+    kstatus: health.Status
+    ready_reason: str | None  # the Ready condition's reason: which state this is
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj["kind"])
+
+    @property
+    def phase(self) -> str | None:
+        return (self.obj.get("status") or {}).get("phase")
+
+
+def resource(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A resource as a user applies it and the API server returns it, before any status."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1},
+        "spec": spec,
+    }
+
+
+def with_status(obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    return {**copy.deepcopy(obj), "status": status}
+
+
+def edited(obj: dict[str, Any]) -> dict[str, Any]:
+    """The user changed the spec: a new generation the operator has not seen yet."""
+    out = copy.deepcopy(obj)
+    out["metadata"]["generation"] += 1
+    return out
+
+
+def deleting(obj: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    out["metadata"]["deletionTimestamp"] = STAMP
+    return out
+
+
+# --- TrainingJob: plan() over observed Jobs, pods and nodes ---------------------------
+
+TJ_SPEC = {
+    "image": "ghcr.io/acme/train:1",
+    "workers": 2,
+    "gpu": {"count": 8, "type": "NVIDIA-H100-80GB-HBM3"},
+    "maxRestarts": 1,
+    "output": {"uri": "s3://models/churn/v2"},
+}
+GPU_NODES = [
+    {
+        "metadata": {"name": f"gpu-{i}", "labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+        "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
+        "status": {"allocatable": {"cpu": "96", "memory": "1Ti", "nvidia.com/gpu": "8"}},
+    }
+    for i in range(2)
+]
+
+
+def tj_reconciled(
+    obj: dict[str, Any],
+    jobs: Iterable[dict[str, Any]] = (),
+    pods: Iterable[dict[str, Any]] = (),
+    now: dt.datetime = NOW,
+) -> dict[str, Any]:
+    spec, error = parse_spec(TrainingJobSpec, obj)
+    if spec is None:
+        return with_status(obj, invalid_spec_status(obj, TrainingJobStatus(), error, STAMP))
+    observed = tj.Observed(list(jobs), list(pods), GPU_NODES, service_exists=True)
+    decided = tj.plan(spec, obj, observed, now)
+    return with_status(obj, finish_status(obj, decided.status, decided.conds, rfc3339(now)))
+
+
+def tj_job(obj: dict[str, Any], attempt: int, **status: Any) -> dict[str, Any]:
+    spec, _ = parse_spec(TrainingJobSpec, obj)
+    assert spec is not None
+    name = obj["metadata"]["name"]
+    job = render_job(spec, name, NS, attempt, owner_reference(obj))
+    job["metadata"]["uid"] = f"uid-{name}-r{attempt}"
+    job["status"] = status
+    return job
+
+
+def tj_pod(job: dict[str, Any], index: int, phase: str, **status: Any) -> dict[str, Any]:
+    job_name = job["metadata"]["name"]
+    return {
+        "metadata": {
+            "name": f"{job_name}-{index}-x7k2p",
+            "labels": {"job-name": job_name},
+            "annotations": {COMPLETION_INDEX_ANNOTATION: str(index)},
+            "creationTimestamp": STAMP,
+        },
+        "status": {"phase": phase, **status},
+    }
+
+
+def failed_worker(job: dict[str, Any]) -> dict[str, Any]:
+    terminated = {"exitCode": 1, "reason": "Error", "message": "CUDA error: out of memory"}
+    return tj_pod(
+        job, 1, "Failed", containerStatuses=[{"name": "worker", "state": {"terminated": terminated}}]
+    )
+
+
+def job_condition(ctype: str, reason: str) -> dict[str, Any]:
+    return {"type": ctype, "status": "True", "reason": reason}
+
+
+def trainingjob_samples() -> dict[str, dict[str, Any]]:
+    new = resource("TrainingJob", "churn", TJ_SPEC)
+    pending = tj_reconciled(new)
+    r0 = tj_job(pending, 0, startTime=STAMP, active=2)
+    waiting = tj_reconciled(
+        pending,
+        [r0],
+        [
+            tj_pod(r0, i, "Pending", conditions=[{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+            }])
+            for i in range(2)
+        ],
+    )
+    running = tj_reconciled(pending, [r0], [tj_pod(r0, i, "Running") for i in range(2)])
+    r0_failed = tj_job(running, 0, startTime=STAMP, failed=1,
+                       conditions=[job_condition("Failed", "BackoffLimitExceeded")])
+    restarting = tj_reconciled(running, [r0_failed], [failed_worker(r0_failed)])
+    r1_failed = tj_job(restarting, 1, startTime=STAMP, failed=1,
+                       conditions=[job_condition("Failed", "BackoffLimitExceeded")])
+    failed = tj_reconciled(restarting, [r1_failed], [failed_worker(r1_failed)])
+    r0_complete = tj_job(running, 0, startTime=STAMP, succeeded=2, completionTime=STAMP,
+                         conditions=[job_condition("Complete", "CompletionsReached")])
+    succeeded = tj_reconciled(running, [r0_complete])
+
+    two_hours_ago = NOW - dt.timedelta(hours=2)
+    deadline = resource("TrainingJob", "churn-deadline", {**TJ_SPEC, "activeDeadlineSeconds": 3600})
+    started = tj_reconciled(deadline, now=two_hours_ago)
+    over_deadline = tj_reconciled(
+        started, [tj_job(started, 0, startTime=rfc3339(two_hours_ago), active=2)]
+    )
+    queued = resource("TrainingJob", "churn-queued", {**TJ_SPEC, "scheduling": {"queueName": "gpu"}})
+    too_big = resource("TrainingJob", "churn-16", {**TJ_SPEC, "gpu": {"count": 16}})
+    suspended = resource("TrainingJob", "churn-later", {**TJ_SPEC, "suspend": True})
+    invalid = resource("TrainingJob", "churn-bad", {**TJ_SPEC, "workers": 0})
+    return {
+        "Pending (creating its Job)": pending,
+        "Pending (WaitingForScheduler)": waiting,
+        "Pending (Unschedulable: no node can ever fit a worker)": tj_reconciled(too_big),
+        "Queued (Kueue admission)": tj_reconciled(queued),
+        "Running": running,
+        "Restarting (gang restart after a worker failed)": restarting,
+        "Succeeded": succeeded,
+        "Succeeded (its Job gone after the TTL)": tj_reconciled(succeeded),
+        "Failed (BackoffLimitExceeded, no restarts left)": failed,
+        "Failed (DeadlineExceeded)": over_deadline,
+        "Suspended": tj_reconciled(suspended),
+        "Invalid (spec.workers: 0)": tj_reconciled(invalid),
+        "no status yet (just created)": new,
+        "Running, spec edited (generation not yet observed)": edited(running),
+        "Running, being deleted": deleting(running),
+    }
+
+
+# --- ModelDeployment: plan() over observed Deployments, pods and TrainingJobs ---------
+
+
+def md_reconciled(
+    obj: dict[str, Any],
+    training_jobs: Iterable[dict[str, Any]] = (),
+    stable: dict[str, Any] | None = None,
+    canary: dict[str, Any] | None = None,
+    pods: Iterable[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    spec, error = parse_spec(ModelDeploymentSpec, obj)
+    if spec is None:
+        return with_status(obj, invalid_spec_status(obj, ModelDeploymentStatus(), error, STAMP))
+    observed = md.Observed(
+        stable=stable,
+        canary=canary,
+        service=None,
+        hpa=None,
+        pods=list(pods),
+        training_jobs={t["metadata"]["name"]: t for t in training_jobs},
+    )
+    decided = md.plan(spec, obj, observed, IMAGE, NOW)
+    return with_status(obj, finish_status(obj, decided.status, decided.conds, STAMP))
+
+
+def md_deployment(
+    obj: dict[str, Any], track: str, training_jobs: Iterable[dict[str, Any]] = (), **status: Any
+) -> dict[str, Any]:
+    """The Deployment plan() renders for a track, as the API server reports it back."""
+    spec, _ = parse_spec(ModelDeploymentSpec, obj)
+    assert spec is not None
+    jobs = {t["metadata"]["name"]: t for t in training_jobs}
+    observed = md.Observed(None, None, None, None, [], jobs)
+    decided = md.plan(spec, obj, observed, IMAGE, NOW)
+    name = deployment_name(obj["metadata"]["name"], track)
+    dep = next(a for a in decided.apply if a["kind"] == "Deployment" and a["metadata"]["name"] == name)
+    dep["metadata"]["generation"] = 1
+    dep["status"] = {"observedGeneration": 1, **status}
+    return dep
+
+
+def crashing_pod(dep: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"{dep['metadata']['name']}-5d9c-abcde",
+                     "labels": dep["spec"]["template"]["metadata"]["labels"]},
+        "status": {"phase": "Running", "containerStatuses": [{
+            "name": "server", "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "message": "cannot load model"}},
+        }]},
+    }
+
+
+def modeldeployment_samples(tjs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    training = tjs["Running"]
+    trained = tjs["Succeeded"]
+    train_failed = tjs["Failed (BackoffLimitExceeded, no restarts left)"]
+    from_job = resource("ModelDeployment", "churn", {
+        "model": {"fromTrainingJob": {"name": "churn"}}, "replicas": 2,
+    })
+    rolled_out = {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}
+    half_rolled = {"replicas": 2, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
+    ready = md_reconciled(from_job, [trained], md_deployment(from_job, "stable", [trained], **rolled_out))
+
+    canary = resource("ModelDeployment", "churn-canary", {
+        "model": {"uri": "s3://models/churn/v1"},
+        "replicas": 4,
+        "canary": {"model": {"uri": "s3://models/churn/v2"}, "trafficPercent": 25,
+                   "progressDeadlineSeconds": 60},
+    })
+    started = rfc3339(NOW - dt.timedelta(seconds=120))
+    canary_late = with_status(canary, {"canary": {"modelUri": "s3://models/churn/v2",
+                                                  "state": "Progressing", "startTime": started}})
+    # The stable Deployment as the rollback pass renders it (all 4 replicas), rolled out.
+    stable4 = md_deployment(canary_late, "stable", replicas=4, updatedReplicas=4, readyReplicas=4,
+                            availableReplicas=4)
+    canary_dep = md_deployment(canary, "canary", replicas=1, updatedReplicas=1)
+
+    by_uri = resource("ModelDeployment", "churn-v1", {"model": {"uri": "s3://models/churn/v1"}})
+    broken = md_deployment(by_uri, "stable", replicas=1, updatedReplicas=1)
+    invalid = resource("ModelDeployment", "churn-bad", {
+        "model": {"uri": "s3://models/churn/v1"}, "replicas": -1,
+    })
+    return {
+        "Pending (its TrainingJob still running)": md_reconciled(from_job, [training]),
+        "Pending (TrainingJobNotFound)": md_reconciled(from_job),
+        "Progressing (no replica available yet)": md_reconciled(from_job, [trained]),
+        "Progressing (rolling out)": md_reconciled(
+            from_job, [trained], md_deployment(from_job, "stable", [trained], **half_rolled)
+        ),
+        "Ready": ready,
+        "Ready (canary rolled back, stable serving)": md_reconciled(
+            canary_late, stable=stable4, canary=canary_dep
+        ),
+        "Failed (its TrainingJob failed)": md_reconciled(from_job, [train_failed]),
+        "Failed (PodsCrashing)": md_reconciled(by_uri, stable=broken, pods=[crashing_pod(broken)]),
+        "Invalid (spec.replicas: -1)": md_reconciled(invalid),
+        "Ready, spec edited (generation not yet observed)": edited(ready),
+    }
+
+
+# --- DriftMonitor: the real reconcile against a recording API server ------------------
+
+
+@dataclass
+class Write:
+    """One request the operator made: verb, target and payload."""
+
+    verb: str  # apply, apply-status, merge-patch, create, delete
+    api_version: str
+    kind: str
+    name: str
+    body: dict[str, Any] | None
+
+
+@dataclass
+class RecordingKube:
+    """Stands in for kubeloop.kube.Kube: records every write, answers like the API
+    server (an applied status comes back on the stored object), reads from `objects`."""
+
+    store: Store
+    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    writes: list[Write] = field(default_factory=list)
+
+    async def apply(self, obj: dict[str, Any], *, status: bool = False) -> dict[str, Any]:
+        meta = obj["metadata"]
+        verb = "apply-status" if status else "apply"
+        self.writes.append(Write(verb, obj["apiVersion"], obj["kind"], meta["name"], obj))
+        if not status:
+            return copy.deepcopy(obj)
+        current = self.store.get(obj["kind"], meta["namespace"], meta["name"]) or obj
+        return {**copy.deepcopy(current), "status": copy.deepcopy(obj["status"])}
+
+    async def merge_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        self.writes.append(Write("merge-patch", api_version, kind, name, patch))
+        return {}
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.writes.append(
+            Write("create", obj["apiVersion"], obj["kind"], obj["metadata"]["name"], obj)
+        )
+        return obj
+
+    async def delete(
+        self, api_version: str, kind: str, namespace: str, name: str, **_: Any
+    ) -> bool:
+        self.writes.append(Write("delete", api_version, kind, name, None))
+        return True
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        return self.objects.get((kind, name))
+
+    def last_status(self) -> dict[str, Any]:
+        return next(w.body for w in reversed(self.writes) if w.verb == "apply-status")["status"]
+
+
+PROFILE = {
+    "version": 1,
+    "rows": 4000,
+    "features": [
+        {"name": "tenure", "kind": "numeric", "edges": [6.0, 24.0], "counts": [1000, 2000, 1000]},
+        {"name": "plan", "kind": "categorical", "categories": ["basic", "pro"],
+         "counts": [2500, 1400, 100]},
+    ],
+}
+REFERENCE = {"data": {"profile.json": json.dumps(PROFILE)}}
+LIKE_REFERENCE = np.array([[250.0, 500.0, 250.0], [625.0, 350.0, 25.0]])
+SHIFTED = np.array([[700.0, 250.0, 50.0], [100.0, 300.0, 600.0]])
+DM_SPEC: dict[str, Any] = {
+    "modelDeployment": "churn",
+    "source": {"type": "prometheus",
+               "prometheus": {"url": PROMETHEUS, "query": "sum by (le) (x{feature=\"{feature}\"})"}},
+    "reference": {"configMap": {"name": "churn-reference"}},
+    "minSamples": 200,
+    "interval": "5m",
+}
+RETRAIN = {"retrain": {"template": {**TJ_SPEC, "output": {"uri": "s3://models/{trainingJob}"}},
+                       "cooldown": "6h"}}
+
+
+@contextmanager
+def prometheus_answers(counts: np.ndarray | Exception) -> Iterator[None]:
+    """The Prometheus HTTP query is the one thing replaced: it returns these counts."""
+
+    def answer(*_: Any, **__: Any) -> np.ndarray:
+        if isinstance(counts, Exception):
+            raise counts
+        return counts
+
+    with mock.patch.object(sources, "prometheus_counts", answer):
+        yield
+
+
+def run_reconcile(
+    reconcile: Any,
+    obj: dict[str, Any],
+    others: Iterable[tuple[str, dict[str, Any], str | None]] = (),
+    objects: dict[tuple[str, str], dict[str, Any]] | None = None,
+    allowlist: Iterable[str] = (PROMETHEUS,),
+) -> RecordingKube:
+    """One pass of a kind's real reconcile; `others` go into the store as (kind, object,
+    owner)."""
+    store = Store()
+    store.put(obj["kind"], obj)
+    for kind, other, owner in others:
+        store.put(kind, other, owner=owner)
+    kube = RecordingKube(store, objects or {})
+    ctx = Ctx(
+        kube=kube,  # type: ignore[arg-type]
+        store=store,
+        queue=WorkQueue({}),
+        config=OperatorConfig(image=IMAGE, drift_source_allowlist=list(allowlist)),
+        clock=lambda: NOW,
+    )
+    key = (obj["kind"], NS, obj["metadata"]["name"])
+    asyncio.run(reconcile(ctx, key))
+    return kube
+
+
+def dm_reconciled(
+    obj: dict[str, Any],
+    target: dict[str, Any] | None,
+    counts: np.ndarray | Exception = LIKE_REFERENCE,
+    reference: bool = True,
+    allowlist: Iterable[str] = (PROMETHEUS,),
+) -> dict[str, Any]:
+    others = [("ModelDeployment", target, None)] if target is not None else []
+    objects = {("ConfigMap", "churn-reference"): REFERENCE} if reference else {}
+    with prometheus_answers(counts):
+        kube = run_reconcile(dm.Reconciler(), obj, others, objects, allowlist)
+    return with_status(obj, kube.last_status())
+
+
+def driftmonitor_samples(mds: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    target = mds["Ready"]
+    monitor = resource("DriftMonitor", "churn-drift", DM_SPEC)
+    retraining = resource("DriftMonitor", "churn-drift-loop", {**DM_SPEC, "onDrift": RETRAIN})
+    healthy = dm_reconciled(monitor, target)
+    unavailable = sources.SourceUnavailable(f"{PROMETHEUS}/api/v1/query: connection refused")
+    return {
+        "Pending (TargetNotFound)": dm_reconciled(monitor, None),
+        "Collecting (too few samples)": dm_reconciled(monitor, target, LIKE_REFERENCE / 10),
+        "Healthy": healthy,
+        "Drifted": dm_reconciled(monitor, target, SHIFTED),
+        "Drifted (retraining)": dm_reconciled(retraining, target, SHIFTED),
+        "Degraded (SourceUnavailable, retried every interval)": dm_reconciled(
+            monitor, target, unavailable
+        ),
+        "Degraded (ReferenceInvalid)": dm_reconciled(monitor, target, reference=False),
+        "Degraded (SourceNotAllowed)": dm_reconciled(monitor, target, allowlist=()),
+        "Invalid (spec.method: bogus)": dm_reconciled(
+            resource("DriftMonitor", "churn-drift-bad", {**DM_SPEC, "method": "bogus"}), target
+        ),
+        "Healthy, spec edited (generation not yet observed)": edited(healthy),
+    }
+
+
+# --- The table: what kstatus says for each ----------------------------------------------
+
+IP, CUR, FAIL = Status.IN_PROGRESS, Status.CURRENT, Status.FAILED
+# label -> (kstatus, reason of the Ready condition)
+EXPECTED: dict[str, dict[str, tuple[health.Status, str | None]]] = {
+    "TrainingJob": {
+        "Pending (creating its Job)": (IP, "Pending"),
+        "Pending (WaitingForScheduler)": (IP, "WaitingForScheduler"),
+        "Pending (Unschedulable: no node can ever fit a worker)": (FAIL, "Unschedulable"),
+        "Queued (Kueue admission)": (IP, "Queued"),
+        "Running": (CUR, "Running"),
+        "Restarting (gang restart after a worker failed)": (IP, "Restarting"),
+        "Succeeded": (CUR, "Succeeded"),
+        "Succeeded (its Job gone after the TTL)": (CUR, "Succeeded"),
+        "Failed (BackoffLimitExceeded, no restarts left)": (FAIL, "BackoffLimitExceeded"),
+        "Failed (DeadlineExceeded)": (FAIL, "DeadlineExceeded"),
+        "Suspended": (CUR, "Suspended"),
+        "Invalid (spec.workers: 0)": (FAIL, "InvalidSpec"),
+        # kstatus takes a resource without conditions as reconciled (see health.py): a
+        # Flux health check that runs before the operator's first status write passes.
+        "no status yet (just created)": (CUR, None),
+        "Running, spec edited (generation not yet observed)": (IP, "Running"),
+        "Running, being deleted": (Status.TERMINATING, "Running"),
+    },
+    "ModelDeployment": {
+        "Pending (its TrainingJob still running)": (IP, "TrainingJobNotSucceeded"),
+        "Pending (TrainingJobNotFound)": (IP, "TrainingJobNotFound"),
+        "Progressing (no replica available yet)": (IP, "MinimumReplicasUnavailable"),
+        "Progressing (rolling out)": (IP, "Reconciled"),
+        "Ready": (CUR, "Reconciled"),
+        "Ready (canary rolled back, stable serving)": (CUR, "Reconciled"),
+        "Failed (its TrainingJob failed)": (FAIL, "TrainingJobFailed"),
+        "Failed (PodsCrashing)": (FAIL, "PodsCrashing"),
+        "Invalid (spec.replicas: -1)": (FAIL, "InvalidSpec"),
+        "Ready, spec edited (generation not yet observed)": (IP, "Reconciled"),
+    },
+    "DriftMonitor": {
+        "Pending (TargetNotFound)": (IP, "TargetNotFound"),
+        "Collecting (too few samples)": (CUR, "Collecting"),
+        "Healthy": (CUR, "Reconciled"),
+        # Drift is a verdict on the served model; the monitor itself works.
+        "Drifted": (CUR, "Reconciled"),
+        "Drifted (retraining)": (CUR, "Reconciled"),
+        # Ready=False without Stalled: kstatus keeps waiting (Flux until spec.timeout).
+        "Degraded (SourceUnavailable, retried every interval)": (IP, "SourceUnavailable"),
+        "Degraded (ReferenceInvalid)": (FAIL, "ReferenceInvalid"),
+        "Degraded (SourceNotAllowed)": (FAIL, "SourceNotAllowed"),
+        "Invalid (spec.method: bogus)": (FAIL, "InvalidSpec"),
+        "Healthy, spec edited (generation not yet observed)": (IP, "Reconciled"),
+    },
+}
+
+
+def build_samples() -> list[Sample]:
+    tjs = trainingjob_samples()
+    mds = modeldeployment_samples(tjs)
+    dms = driftmonitor_samples(mds)
+    built = {"TrainingJob": tjs, "ModelDeployment": mds, "DriftMonitor": dms}
+    assert {k: set(v) for k, v in built.items()} == {k: set(v) for k, v in EXPECTED.items()}
+    return [
+        Sample(f"{kind} {label}", obj, *EXPECTED[kind][label])
+        for kind, objs in built.items()
+        for label, obj in objs.items()
+    ]
+
+
+SAMPLES = build_samples()
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.id)
+def test_kstatus_of_each_status_the_operator_writes(sample: Sample) -> None:
+    result = health.compute(sample.obj)
+    assert result.status == sample.kstatus, result.message
+
+
+@pytest.mark.parametrize("kind", sorted(PHASES))
+def test_samples_cover_every_phase(kind: str) -> None:
+    phases = {s.phase for s in SAMPLES if s.kind == kind and s.phase is not None}
+    assert phases == PHASES[kind]
+
+
+def conditions_of(sample: Sample) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (sample.obj.get("status") or {}).get("conditions", [])}
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.id)
+def test_each_sample_is_in_the_state_its_name_says(sample: Sample) -> None:
+    label = sample.id.removeprefix(f"{sample.kind} ")
+    conditions = conditions_of(sample)
+    assert label.startswith(sample.phase or "no status"), sample.phase
+    assert (conditions.get("Ready") or {}).get("reason") == sample.ready_reason
+    # kstatus: Reconciling and Stalled are present only while True, never both.
+    abnormal = [t for t in ("Reconciling", "Stalled") if t in conditions]
+    assert len(abnormal) <= 1 and all(conditions[t]["status"] == "True" for t in abnormal)
+
+
+def test_edge_case_samples_reach_their_edge() -> None:
+    status = {s.id: s.obj.get("status") or {} for s in SAMPLES}
+    assert status["TrainingJob Restarting (gang restart after a worker failed)"]["restarts"] == 1
+    failed = status["TrainingJob Failed (BackoffLimitExceeded, no restarts left)"]
+    assert failed["restarts"] == 1 and "CUDA error" in failed["message"]
+    assert "16 nvidia.com/gpu" in status[
+        "TrainingJob Pending (Unschedulable: no node can ever fit a worker)"]["message"]
+    assert status["ModelDeployment Ready"]["sourceTrainingJob"] == "churn"
+    rolled_back = status["ModelDeployment Ready (canary rolled back, stable serving)"]
+    assert rolled_back["canary"]["state"] == "RolledBack"
+    assert status["DriftMonitor Collecting (too few samples)"]["samples"] < DM_SPEC["minSamples"]
+    assert status["DriftMonitor Healthy"]["drifted"] is False
+    assert status["DriftMonitor Drifted"]["drifted"] is True
+    assert status["DriftMonitor Drifted (retraining)"]["lastRetrain"]["result"] == "Running"
+
+
+def test_every_status_write_records_the_generation() -> None:
+    for sample in SAMPLES:
+        status = sample.obj.get("status")
+        if status is not None:
+            assert isinstance(status["observedGeneration"], int), sample.id
+            assert all(c["observedGeneration"] == status["observedGeneration"]
+                       for c in status["conditions"]), sample.id
+
+
+# --- The generic rules, on hand-made objects ----------------------------------------------
+
+
+def obj_with(status: Any = None, **metadata: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = {"kind": "TrainingJob", "metadata": {"name": "t", **metadata}}
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def cond(ctype: str, status: str, message: str = "") -> dict[str, str]:
+    return {"type": ctype, "status": status, "reason": "R", "message": message}
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected", "message"),
+    [
+        (obj_with(None, deletionTimestamp=STAMP, generation=2), Status.TERMINATING,
+         "Resource scheduled for deletion"),
+        (obj_with({"observedGeneration": 1, "conditions": [cond("Stalled", "True")]},
+                  generation=2), Status.IN_PROGRESS,
+         "TrainingJob generation is 2, but latest observed generation is 1"),
+        # Without observedGeneration the generation check is skipped.
+        (obj_with({"conditions": [cond("Ready", "True")]}, generation=2), Status.CURRENT,
+         "Resource is Ready"),
+        # The first abnormal-true condition in list order decides.
+        (obj_with({"conditions": [cond("Stalled", "True", "stuck"),
+                                  cond("Reconciling", "True", "busy")]}), Status.FAILED, "stuck"),
+        (obj_with({"conditions": [cond("Reconciling", "True", "busy"),
+                                  cond("Stalled", "True", "stuck")]}), Status.IN_PROGRESS, "busy"),
+        (obj_with({"conditions": [cond("Ready", "True"), cond("Stalled", "False")]}),
+         Status.CURRENT, "Resource is Ready"),
+        (obj_with({"conditions": [cond("Ready", "False", "not yet")]}), Status.IN_PROGRESS,
+         "not yet"),
+        (obj_with({"conditions": [cond("Ready", "Unknown", "unsure")]}), Status.IN_PROGRESS,
+         "unsure"),
+        # A Ready condition with an odd status is passed over, then the next one counts.
+        (obj_with({"conditions": [cond("Ready", "Maybe"), cond("Ready", "False", "second")]}),
+         Status.IN_PROGRESS, "second"),
+        (obj_with({"phase": "Running"}), Status.CURRENT, "Resource is current"),
+        (obj_with(), Status.CURRENT, "Resource is current"),
+    ],
+)
+def test_generic_rules(obj: dict[str, Any], expected: health.Status, message: str) -> None:
+    assert health.compute(obj) == health.Result(expected, message)
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        (obj_with({"observedGeneration": "1"}, generation=1),
+         "status.observedGeneration is not an integer: '1'"),
+        (obj_with(None, generation=True), "metadata.generation is not an integer: True"),
+        (obj_with({"conditions": {"Ready": "True"}}), "status.conditions is not a list"),
+        (obj_with({"conditions": ["Ready"]}), "status.conditions[0] is not an object"),
+        (obj_with({"conditions": [{"type": "Ready", "status": True}]}),
+         "status.conditions[0].status is not a string: True"),
+        (obj_with("Ready"), "status is not an object"),
+        (obj_with(None, deletionTimestamp=5), "metadata.deletionTimestamp is not a string"),
+    ],
+)
+def test_malformed_objects_are_unknown(obj: dict[str, Any], message: str) -> None:
+    result = health.compute(obj)
+    assert result.status == Status.UNKNOWN and result.message.startswith(message)
+
+
+# --- The operator never writes the spec of a user's object --------------------------------
+
+
+def user_objects(kube: RecordingKube) -> dict[tuple[str, str], dict[str, Any]]:
+    """Kubeloop resources in the store that nobody owns: what users (or Git) applied."""
+    return {
+        (kind, obj["metadata"]["name"]): obj
+        for kind in ("TrainingJob", "ModelDeployment", "DriftMonitor")
+        for obj in kube.store.all(kind)
+        if not obj["metadata"].get("ownerReferences")
+    }
+
+
+def write_scenarios() -> dict[str, tuple[dict[str, Any], RecordingKube]]:
+    tjs = trainingjob_samples()
+    mds = modeldeployment_samples(tjs)
+    running = tjs["Running"]
+    r0 = tj_job(running, 0, startTime=STAMP, active=2)
+    r0_failed = tj_job(running, 0, startTime=STAMP, failed=1,
+                       conditions=[job_condition("Failed", "BackoffLimitExceeded")])
+    suspend = with_status({**running, "spec": {**TJ_SPEC, "suspend": True}}, running["status"])
+    name = running["metadata"]["name"]
+    canary = resource("ModelDeployment", "churn-canary", {
+        "model": {"uri": "s3://models/churn/v1"},
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 8, "targetCPUUtilization": 70},
+        "canary": {"model": {"uri": "s3://models/churn/v2"}, "trafficPercent": 20},
+    })
+    target = mds["Ready"]
+    promoting = with_status(
+        resource("DriftMonitor", "churn-drift", {**DM_SPEC, "onDrift": {**RETRAIN, "promote": True}}),
+        {"retrains": 1, "lastRetrain": {"trainingJob": "churn-drift-retrain-1", "time": STAMP,
+                                        "result": "Running"}},
+    )
+    retrained = with_status(resource("TrainingJob", "churn-drift-retrain-1", TJ_SPEC),
+                            {"phase": "Succeeded", "modelUri": "s3://models/churn-drift-retrain-1"})
+    retrained["metadata"]["ownerReferences"] = [owner_reference(promoting)]
+    retraining = resource("DriftMonitor", "churn-drift", {**DM_SPEC, "onDrift": RETRAIN})
+
+    def tj_pass(obj: dict[str, Any], *others: tuple[str, dict[str, Any], str | None]
+                ) -> tuple[dict[str, Any], RecordingKube]:
+        return obj, run_reconcile(tj.reconcile, obj, others)
+
+    def md_pass(obj: dict[str, Any]) -> tuple[dict[str, Any], RecordingKube]:
+        return obj, run_reconcile(md.reconcile, obj, [("TrainingJob", tjs["Succeeded"], None)])
+
+    def dm_pass(obj: dict[str, Any], *others: tuple[str, dict[str, Any], str | None]
+                ) -> tuple[dict[str, Any], RecordingKube]:
+        with prometheus_answers(SHIFTED):
+            return obj, run_reconcile(
+                dm.reconcile, obj, [("ModelDeployment", target, None), *others],
+                {("ConfigMap", "churn-reference"): REFERENCE},
+            )
+
+    return {
+        "TrainingJob creates its Job and Service": tj_pass(
+            resource("TrainingJob", name, TJ_SPEC), *[("Node", n, None) for n in GPU_NODES]),
+        "TrainingJob suspends its Job": tj_pass(suspend, ("Job", r0, name)),
+        "TrainingJob gang restart": tj_pass(
+            running, ("Job", r0_failed, name), ("Pod", failed_worker(r0_failed), name)),
+        "TrainingJob invalid spec": tj_pass(resource("TrainingJob", name, {"workers": 0})),
+        "ModelDeployment canary, HPA, lineage": md_pass(canary),
+        "ModelDeployment invalid spec": md_pass(resource("ModelDeployment", "churn-canary", {})),
+        "DriftMonitor drift, retrain": dm_pass(retraining),
+        "DriftMonitor promotion": dm_pass(promoting, ("TrainingJob", retrained, None)),
+    }
+
+
+WRITE_SCENARIOS = write_scenarios()
+
+
+@pytest.mark.parametrize("scenario", sorted(WRITE_SCENARIOS))
+def test_the_operator_never_writes_the_spec_of_a_users_object(scenario: str) -> None:
+    reconciled, kube = WRITE_SCENARIOS[scenario]
+    users = user_objects(kube)
+    key = (reconciled["kind"], reconciled["metadata"]["name"])
+    assert key in users and kube.writes
+    status_writes = [w for w in kube.writes if w.verb == "apply-status"]
+    assert status_writes, "every pass writes the status"
+    for write in kube.writes:
+        target = (write.kind, write.name)
+        body = write.body or {}
+        if write.verb == "apply-status":
+            # The status subresource: exactly what write_status builds, nothing else.
+            assert target == key
+            assert set(body) == {"apiVersion", "kind", "metadata", "status"}
+            assert set(body["metadata"]) == {"name", "namespace"}
+        elif target in users:
+            if (
+                scenario == "DriftMonitor promotion"
+                and write.verb == "merge-patch"
+                and target == ("ModelDeployment", DM_SPEC["modelDeployment"])
+            ):
+                # The one intended spec write, of ANOTHER object: onDrift.promote points the
+                # target ModelDeployment at the retrained model (docs/gitops/README.md tells
+                # GitOps users to leave promote off or aim it at a ModelDeployment not in Git).
+                assert body == {"spec": {"model": {"uri": "s3://models/churn-drift-retrain-1",
+                                                   "fromTrainingJob": None}}}
+                continue
+            pytest.fail(f"{scenario}: {write.verb} of the user's {target}: {body}")
+        elif write.verb in ("apply", "create") and "spec" in body:
+            # A child: created and owned by the reconciled resource, never a user's object.
+            owners = body["metadata"].get("ownerReferences", [])
+            assert [o["uid"] for o in owners] == [reconciled["metadata"]["uid"]], target
+        elif write.verb == "merge-patch":
+            child = kube.store.get(write.kind, NS, write.name)
+            assert child is not None and child["metadata"]["ownerReferences"][0]["uid"] == (
+                reconciled["metadata"]["uid"]
+            ), target
+
+
+def test_write_scenarios_reach_every_kind_of_write() -> None:
+    verbs = {(w.verb, w.kind) for _, kube in WRITE_SCENARIOS.values() for w in kube.writes}
+    assert {
+        ("apply-status", "TrainingJob"), ("apply-status", "ModelDeployment"),
+        ("apply-status", "DriftMonitor"), ("apply", "Job"), ("apply", "Service"),
+        ("apply", "Deployment"), ("apply", "HorizontalPodAutoscaler"), ("apply", "TrainingJob"),
+        ("merge-patch", "Job"), ("merge-patch", "ModelDeployment"), ("delete", "Job"),
+        ("create", "Event"),
+    } <= verbs
