@@ -56,6 +56,7 @@ REFERENCE_INVALID = "ReferenceInvalid"
 COLLECTING = "Collecting"
 DRIFT_DETECTED = "DriftDetected"
 NO_DRIFT = "NoDrift"
+DRIFT_RESET = "DriftReset"
 
 MAX_MESSAGE = 1024
 

@@ -55,7 +55,13 @@ PROMETHEUS = "http://prometheus.monitoring:9090"
 # Every phase each kind writes (docs: DESIGN.md, the controllers).
 PHASES = {
     "TrainingJob": {
-        "Pending", "Queued", "Running", "Restarting", "Succeeded", "Failed", "Suspended",
+        "Pending",
+        "Queued",
+        "Running",
+        "Restarting",
+        "Succeeded",
+        "Failed",
+        "Suspended",
         "Invalid",
     },
     "ModelDeployment": {"Pending", "Progressing", "Ready", "Failed", "Invalid"},
@@ -117,7 +123,10 @@ TJ_SPEC = {
 }
 GPU_NODES = [
     {
-        "metadata": {"name": f"gpu-{i}", "labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+        "metadata": {
+            "name": f"gpu-{i}",
+            "labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        },
         "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
         "status": {"allocatable": {"cpu": "96", "memory": "1Ti", "nvidia.com/gpu": "8"}},
     }
@@ -165,7 +174,10 @@ def tj_pod(job: dict[str, Any], index: int, phase: str, **status: Any) -> dict[s
 def failed_worker(job: dict[str, Any]) -> dict[str, Any]:
     terminated = {"exitCode": 1, "reason": "Error", "message": "CUDA error: out of memory"}
     return tj_pod(
-        job, 1, "Failed", containerStatuses=[{"name": "worker", "state": {"terminated": terminated}}]
+        job,
+        1,
+        "Failed",
+        containerStatuses=[{"name": "worker", "state": {"terminated": terminated}}],
     )
 
 
@@ -181,22 +193,47 @@ def trainingjob_samples() -> dict[str, dict[str, Any]]:
         pending,
         [r0],
         [
-            tj_pod(r0, i, "Pending", conditions=[{
-                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
-            }])
+            tj_pod(
+                r0,
+                i,
+                "Pending",
+                conditions=[
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                    }
+                ],
+            )
             for i in range(2)
         ],
     )
     running = tj_reconciled(pending, [r0], [tj_pod(r0, i, "Running") for i in range(2)])
-    r0_failed = tj_job(running, 0, startTime=STAMP, failed=1,
-                       conditions=[job_condition("Failed", "BackoffLimitExceeded")])
+    r0_failed = tj_job(
+        running,
+        0,
+        startTime=STAMP,
+        failed=1,
+        conditions=[job_condition("Failed", "BackoffLimitExceeded")],
+    )
     restarting = tj_reconciled(running, [r0_failed], [failed_worker(r0_failed)])
-    r1_failed = tj_job(restarting, 1, startTime=STAMP, failed=1,
-                       conditions=[job_condition("Failed", "BackoffLimitExceeded")])
+    r1_failed = tj_job(
+        restarting,
+        1,
+        startTime=STAMP,
+        failed=1,
+        conditions=[job_condition("Failed", "BackoffLimitExceeded")],
+    )
     failed = tj_reconciled(restarting, [r1_failed], [failed_worker(r1_failed)])
-    r0_complete = tj_job(running, 0, startTime=STAMP, succeeded=2, completionTime=STAMP,
-                         conditions=[job_condition("Complete", "CompletionsReached")])
+    r0_complete = tj_job(
+        running,
+        0,
+        startTime=STAMP,
+        succeeded=2,
+        completionTime=STAMP,
+        conditions=[job_condition("Complete", "CompletionsReached")],
+    )
     succeeded = tj_reconciled(running, [r0_complete])
 
     two_hours_ago = NOW - dt.timedelta(hours=2)
@@ -205,7 +242,9 @@ def trainingjob_samples() -> dict[str, dict[str, Any]]:
     over_deadline = tj_reconciled(
         started, [tj_job(started, 0, startTime=rfc3339(two_hours_ago), active=2)]
     )
-    queued = resource("TrainingJob", "churn-queued", {**TJ_SPEC, "scheduling": {"queueName": "gpu"}})
+    queued = resource(
+        "TrainingJob", "churn-queued", {**TJ_SPEC, "scheduling": {"queueName": "gpu"}}
+    )
     too_big = resource("TrainingJob", "churn-16", {**TJ_SPEC, "gpu": {"count": 16}})
     suspended = resource("TrainingJob", "churn-later", {**TJ_SPEC, "suspend": True})
     invalid = resource("TrainingJob", "churn-bad", {**TJ_SPEC, "workers": 0})
@@ -263,7 +302,9 @@ def md_deployment(
     observed = md.Observed(None, None, None, None, [], jobs)
     decided = md.plan(spec, obj, observed, IMAGE, NOW)
     name = deployment_name(obj["metadata"]["name"], track)
-    dep = next(a for a in decided.apply if a["kind"] == "Deployment" and a["metadata"]["name"] == name)
+    dep = next(
+        a for a in decided.apply if a["kind"] == "Deployment" and a["metadata"]["name"] == name
+    )
     dep["metadata"]["generation"] = 1
     dep["status"] = {"observedGeneration": 1, **status}
     return dep
@@ -271,13 +312,21 @@ def md_deployment(
 
 def crashing_pod(dep: dict[str, Any]) -> dict[str, Any]:
     return {
-        "metadata": {"name": f"{dep['metadata']['name']}-5d9c-abcde",
-                     "labels": dep["spec"]["template"]["metadata"]["labels"]},
-        "status": {"phase": "Running", "containerStatuses": [{
-            "name": "server", "restartCount": 4,
-            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-            "lastState": {"terminated": {"exitCode": 1, "message": "cannot load model"}},
-        }]},
+        "metadata": {
+            "name": f"{dep['metadata']['name']}-5d9c-abcde",
+            "labels": dep["spec"]["template"]["metadata"]["labels"],
+        },
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "server",
+                    "restartCount": 4,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "message": "cannot load model"}},
+                }
+            ],
+        },
     }
 
 
@@ -285,32 +334,60 @@ def modeldeployment_samples(tjs: dict[str, dict[str, Any]]) -> dict[str, dict[st
     training = tjs["Running"]
     trained = tjs["Succeeded"]
     train_failed = tjs["Failed (BackoffLimitExceeded, no restarts left)"]
-    from_job = resource("ModelDeployment", "churn", {
-        "model": {"fromTrainingJob": {"name": "churn"}}, "replicas": 2,
-    })
+    from_job = resource(
+        "ModelDeployment",
+        "churn",
+        {
+            "model": {"fromTrainingJob": {"name": "churn"}},
+            "replicas": 2,
+        },
+    )
     rolled_out = {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}
     half_rolled = {"replicas": 2, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
-    ready = md_reconciled(from_job, [trained], md_deployment(from_job, "stable", [trained], **rolled_out))
+    ready = md_reconciled(
+        from_job, [trained], md_deployment(from_job, "stable", [trained], **rolled_out)
+    )
 
-    canary = resource("ModelDeployment", "churn-canary", {
-        "model": {"uri": "s3://models/churn/v1"},
-        "replicas": 4,
-        "canary": {"model": {"uri": "s3://models/churn/v2"}, "trafficPercent": 25,
-                   "progressDeadlineSeconds": 60},
-    })
+    canary = resource(
+        "ModelDeployment",
+        "churn-canary",
+        {
+            "model": {"uri": "s3://models/churn/v1"},
+            "replicas": 4,
+            "canary": {
+                "model": {"uri": "s3://models/churn/v2"},
+                "trafficPercent": 25,
+                "progressDeadlineSeconds": 60,
+            },
+        },
+    )
     started = rfc3339(NOW - dt.timedelta(seconds=120))
-    canary_late = with_status(canary, {"canary": {"modelUri": "s3://models/churn/v2",
-                                                  "state": "Progressing", "startTime": started}})
+    canary_late = with_status(
+        canary,
+        {
+            "canary": {
+                "modelUri": "s3://models/churn/v2",
+                "state": "Progressing",
+                "startTime": started,
+            }
+        },
+    )
     # The stable Deployment as the rollback pass renders it (all 4 replicas), rolled out.
-    stable4 = md_deployment(canary_late, "stable", replicas=4, updatedReplicas=4, readyReplicas=4,
-                            availableReplicas=4)
+    stable4 = md_deployment(
+        canary_late, "stable", replicas=4, updatedReplicas=4, readyReplicas=4, availableReplicas=4
+    )
     canary_dep = md_deployment(canary, "canary", replicas=1, updatedReplicas=1)
 
     by_uri = resource("ModelDeployment", "churn-v1", {"model": {"uri": "s3://models/churn/v1"}})
     broken = md_deployment(by_uri, "stable", replicas=1, updatedReplicas=1)
-    invalid = resource("ModelDeployment", "churn-bad", {
-        "model": {"uri": "s3://models/churn/v1"}, "replicas": -1,
-    })
+    invalid = resource(
+        "ModelDeployment",
+        "churn-bad",
+        {
+            "model": {"uri": "s3://models/churn/v1"},
+            "replicas": -1,
+        },
+    )
     return {
         "Pending (its TrainingJob still running)": md_reconciled(from_job, [training]),
         "Pending (TrainingJobNotFound)": md_reconciled(from_job),
@@ -393,8 +470,12 @@ PROFILE = {
     "rows": 4000,
     "features": [
         {"name": "tenure", "kind": "numeric", "edges": [6.0, 24.0], "counts": [1000, 2000, 1000]},
-        {"name": "plan", "kind": "categorical", "categories": ["basic", "pro"],
-         "counts": [2500, 1400, 100]},
+        {
+            "name": "plan",
+            "kind": "categorical",
+            "categories": ["basic", "pro"],
+            "counts": [2500, 1400, 100],
+        },
     ],
 }
 REFERENCE = {"data": {"profile.json": json.dumps(PROFILE)}}
@@ -402,14 +483,20 @@ LIKE_REFERENCE = np.array([[250.0, 500.0, 250.0], [625.0, 350.0, 25.0]])
 SHIFTED = np.array([[700.0, 250.0, 50.0], [100.0, 300.0, 600.0]])
 DM_SPEC: dict[str, Any] = {
     "modelDeployment": "churn",
-    "source": {"type": "prometheus",
-               "prometheus": {"url": PROMETHEUS, "query": "sum by (le) (x{feature=\"{feature}\"})"}},
+    "source": {
+        "type": "prometheus",
+        "prometheus": {"url": PROMETHEUS, "query": 'sum by (le) (x{feature="{feature}"})'},
+    },
     "reference": {"configMap": {"name": "churn-reference"}},
     "minSamples": 200,
     "interval": "5m",
 }
-RETRAIN = {"retrain": {"template": {**TJ_SPEC, "output": {"uri": "s3://models/{trainingJob}"}},
-                       "cooldown": "6h"}}
+RETRAIN = {
+    "retrain": {
+        "template": {**TJ_SPEC, "output": {"uri": "s3://models/{trainingJob}"}},
+        "cooldown": "6h",
+    }
+}
 
 
 @contextmanager
@@ -590,8 +677,10 @@ def test_edge_case_samples_reach_their_edge() -> None:
     assert status["TrainingJob Restarting (gang restart after a worker failed)"]["restarts"] == 1
     failed = status["TrainingJob Failed (BackoffLimitExceeded, no restarts left)"]
     assert failed["restarts"] == 1 and "CUDA error" in failed["message"]
-    assert "16 nvidia.com/gpu" in status[
-        "TrainingJob Pending (Unschedulable: no node can ever fit a worker)"]["message"]
+    assert (
+        "16 nvidia.com/gpu"
+        in status["TrainingJob Pending (Unschedulable: no node can ever fit a worker)"]["message"]
+    )
     assert status["ModelDeployment Ready"]["sourceTrainingJob"] == "churn"
     rolled_back = status["ModelDeployment Ready (canary rolled back, stable serving)"]
     assert rolled_back["canary"]["state"] == "RolledBack"
@@ -606,8 +695,10 @@ def test_every_status_write_records_the_generation() -> None:
         status = sample.obj.get("status")
         if status is not None:
             assert isinstance(status["observedGeneration"], int), sample.id
-            assert all(c["observedGeneration"] == status["observedGeneration"]
-                       for c in status["conditions"]), sample.id
+            assert all(
+                c["observedGeneration"] == status["observedGeneration"]
+                for c in status["conditions"]
+            ), sample.id
 
 
 # --- The generic rules, on hand-made objects ----------------------------------------------
@@ -627,28 +718,70 @@ def cond(ctype: str, status: str, message: str = "") -> dict[str, str]:
 @pytest.mark.parametrize(
     ("obj", "expected", "message"),
     [
-        (obj_with(None, deletionTimestamp=STAMP, generation=2), Status.TERMINATING,
-         "Resource scheduled for deletion"),
-        (obj_with({"observedGeneration": 1, "conditions": [cond("Stalled", "True")]},
-                  generation=2), Status.IN_PROGRESS,
-         "TrainingJob generation is 2, but latest observed generation is 1"),
+        (
+            obj_with(None, deletionTimestamp=STAMP, generation=2),
+            Status.TERMINATING,
+            "Resource scheduled for deletion",
+        ),
+        (
+            obj_with(
+                {"observedGeneration": 1, "conditions": [cond("Stalled", "True")]}, generation=2
+            ),
+            Status.IN_PROGRESS,
+            "TrainingJob generation is 2, but latest observed generation is 1",
+        ),
         # Without observedGeneration the generation check is skipped.
-        (obj_with({"conditions": [cond("Ready", "True")]}, generation=2), Status.CURRENT,
-         "Resource is Ready"),
+        (
+            obj_with({"conditions": [cond("Ready", "True")]}, generation=2),
+            Status.CURRENT,
+            "Resource is Ready",
+        ),
         # The first abnormal-true condition in list order decides.
-        (obj_with({"conditions": [cond("Stalled", "True", "stuck"),
-                                  cond("Reconciling", "True", "busy")]}), Status.FAILED, "stuck"),
-        (obj_with({"conditions": [cond("Reconciling", "True", "busy"),
-                                  cond("Stalled", "True", "stuck")]}), Status.IN_PROGRESS, "busy"),
-        (obj_with({"conditions": [cond("Ready", "True"), cond("Stalled", "False")]}),
-         Status.CURRENT, "Resource is Ready"),
-        (obj_with({"conditions": [cond("Ready", "False", "not yet")]}), Status.IN_PROGRESS,
-         "not yet"),
-        (obj_with({"conditions": [cond("Ready", "Unknown", "unsure")]}), Status.IN_PROGRESS,
-         "unsure"),
+        (
+            obj_with(
+                {
+                    "conditions": [
+                        cond("Stalled", "True", "stuck"),
+                        cond("Reconciling", "True", "busy"),
+                    ]
+                }
+            ),
+            Status.FAILED,
+            "stuck",
+        ),
+        (
+            obj_with(
+                {
+                    "conditions": [
+                        cond("Reconciling", "True", "busy"),
+                        cond("Stalled", "True", "stuck"),
+                    ]
+                }
+            ),
+            Status.IN_PROGRESS,
+            "busy",
+        ),
+        (
+            obj_with({"conditions": [cond("Ready", "True"), cond("Stalled", "False")]}),
+            Status.CURRENT,
+            "Resource is Ready",
+        ),
+        (
+            obj_with({"conditions": [cond("Ready", "False", "not yet")]}),
+            Status.IN_PROGRESS,
+            "not yet",
+        ),
+        (
+            obj_with({"conditions": [cond("Ready", "Unknown", "unsure")]}),
+            Status.IN_PROGRESS,
+            "unsure",
+        ),
         # A Ready condition with an odd status is passed over, then the next one counts.
-        (obj_with({"conditions": [cond("Ready", "Maybe"), cond("Ready", "False", "second")]}),
-         Status.IN_PROGRESS, "second"),
+        (
+            obj_with({"conditions": [cond("Ready", "Maybe"), cond("Ready", "False", "second")]}),
+            Status.IN_PROGRESS,
+            "second",
+        ),
         (obj_with({"phase": "Running"}), Status.CURRENT, "Resource is current"),
         (obj_with(), Status.CURRENT, "Resource is current"),
     ],
@@ -660,13 +793,17 @@ def test_generic_rules(obj: dict[str, Any], expected: health.Status, message: st
 @pytest.mark.parametrize(
     ("obj", "message"),
     [
-        (obj_with({"observedGeneration": "1"}, generation=1),
-         "status.observedGeneration is not an integer: '1'"),
+        (
+            obj_with({"observedGeneration": "1"}, generation=1),
+            "status.observedGeneration is not an integer: '1'",
+        ),
         (obj_with(None, generation=True), "metadata.generation is not an integer: True"),
         (obj_with({"conditions": {"Ready": "True"}}), "status.conditions is not a list"),
         (obj_with({"conditions": ["Ready"]}), "status.conditions[0] is not an object"),
-        (obj_with({"conditions": [{"type": "Ready", "status": True}]}),
-         "status.conditions[0].status is not a string: True"),
+        (
+            obj_with({"conditions": [{"type": "Ready", "status": True}]}),
+            "status.conditions[0].status is not a string: True",
+        ),
         (obj_with("Ready"), "status is not an object"),
         (obj_with(None, deletionTimestamp=5), "metadata.deletionTimestamp is not a string"),
     ],
@@ -694,47 +831,72 @@ def write_scenarios() -> dict[str, tuple[dict[str, Any], RecordingKube]]:
     mds = modeldeployment_samples(tjs)
     running = tjs["Running"]
     r0 = tj_job(running, 0, startTime=STAMP, active=2)
-    r0_failed = tj_job(running, 0, startTime=STAMP, failed=1,
-                       conditions=[job_condition("Failed", "BackoffLimitExceeded")])
+    r0_failed = tj_job(
+        running,
+        0,
+        startTime=STAMP,
+        failed=1,
+        conditions=[job_condition("Failed", "BackoffLimitExceeded")],
+    )
     suspend = with_status({**running, "spec": {**TJ_SPEC, "suspend": True}}, running["status"])
     name = running["metadata"]["name"]
-    canary = resource("ModelDeployment", "churn-canary", {
-        "model": {"uri": "s3://models/churn/v1"},
-        "autoscaling": {"minReplicas": 2, "maxReplicas": 8, "targetCPUUtilization": 70},
-        "canary": {"model": {"uri": "s3://models/churn/v2"}, "trafficPercent": 20},
-    })
+    canary = resource(
+        "ModelDeployment",
+        "churn-canary",
+        {
+            "model": {"uri": "s3://models/churn/v1"},
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 8, "targetCPUUtilization": 70},
+            "canary": {"model": {"uri": "s3://models/churn/v2"}, "trafficPercent": 20},
+        },
+    )
     target = mds["Ready"]
     promoting = with_status(
-        resource("DriftMonitor", "churn-drift", {**DM_SPEC, "onDrift": {**RETRAIN, "promote": True}}),
-        {"retrains": 1, "lastRetrain": {"trainingJob": "churn-drift-retrain-1", "time": STAMP,
-                                        "result": "Running"}},
+        resource(
+            "DriftMonitor", "churn-drift", {**DM_SPEC, "onDrift": {**RETRAIN, "promote": True}}
+        ),
+        {
+            "retrains": 1,
+            "lastRetrain": {
+                "trainingJob": "churn-drift-retrain-1",
+                "time": STAMP,
+                "result": "Running",
+            },
+        },
     )
-    retrained = with_status(resource("TrainingJob", "churn-drift-retrain-1", TJ_SPEC),
-                            {"phase": "Succeeded", "modelUri": "s3://models/churn-drift-retrain-1"})
+    retrained = with_status(
+        resource("TrainingJob", "churn-drift-retrain-1", TJ_SPEC),
+        {"phase": "Succeeded", "modelUri": "s3://models/churn-drift-retrain-1"},
+    )
     retrained["metadata"]["ownerReferences"] = [owner_reference(promoting)]
     retraining = resource("DriftMonitor", "churn-drift", {**DM_SPEC, "onDrift": RETRAIN})
 
-    def tj_pass(obj: dict[str, Any], *others: tuple[str, dict[str, Any], str | None]
-                ) -> tuple[dict[str, Any], RecordingKube]:
+    def tj_pass(
+        obj: dict[str, Any], *others: tuple[str, dict[str, Any], str | None]
+    ) -> tuple[dict[str, Any], RecordingKube]:
         return obj, run_reconcile(tj.reconcile, obj, others)
 
     def md_pass(obj: dict[str, Any]) -> tuple[dict[str, Any], RecordingKube]:
         return obj, run_reconcile(md.reconcile, obj, [("TrainingJob", tjs["Succeeded"], None)])
 
-    def dm_pass(obj: dict[str, Any], *others: tuple[str, dict[str, Any], str | None]
-                ) -> tuple[dict[str, Any], RecordingKube]:
+    def dm_pass(
+        obj: dict[str, Any], *others: tuple[str, dict[str, Any], str | None]
+    ) -> tuple[dict[str, Any], RecordingKube]:
         with prometheus_answers(SHIFTED):
             return obj, run_reconcile(
-                dm.reconcile, obj, [("ModelDeployment", target, None), *others],
+                dm.reconcile,
+                obj,
+                [("ModelDeployment", target, None), *others],
                 {("ConfigMap", "churn-reference"): REFERENCE},
             )
 
     return {
         "TrainingJob creates its Job and Service": tj_pass(
-            resource("TrainingJob", name, TJ_SPEC), *[("Node", n, None) for n in GPU_NODES]),
+            resource("TrainingJob", name, TJ_SPEC), *[("Node", n, None) for n in GPU_NODES]
+        ),
         "TrainingJob suspends its Job": tj_pass(suspend, ("Job", r0, name)),
         "TrainingJob gang restart": tj_pass(
-            running, ("Job", r0_failed, name), ("Pod", failed_worker(r0_failed), name)),
+            running, ("Job", r0_failed, name), ("Pod", failed_worker(r0_failed), name)
+        ),
         "TrainingJob invalid spec": tj_pass(resource("TrainingJob", name, {"workers": 0})),
         "ModelDeployment canary, HPA, lineage": md_pass(canary),
         "ModelDeployment invalid spec": md_pass(resource("ModelDeployment", "churn-canary", {})),
@@ -771,8 +933,14 @@ def test_the_operator_never_writes_the_spec_of_a_users_object(scenario: str) -> 
                 # The one intended spec write, of ANOTHER object: onDrift.promote points the
                 # target ModelDeployment at the retrained model (docs/gitops/README.md tells
                 # GitOps users to leave promote off or aim it at a ModelDeployment not in Git).
-                assert body == {"spec": {"model": {"uri": "s3://models/churn-drift-retrain-1",
-                                                   "fromTrainingJob": None}}}
+                assert body == {
+                    "spec": {
+                        "model": {
+                            "uri": "s3://models/churn-drift-retrain-1",
+                            "fromTrainingJob": None,
+                        }
+                    }
+                }
                 continue
             pytest.fail(f"{scenario}: {write.verb} of the user's {target}: {body}")
         elif write.verb in ("apply", "create") and "spec" in body:
@@ -781,17 +949,26 @@ def test_the_operator_never_writes_the_spec_of_a_users_object(scenario: str) -> 
             assert [o["uid"] for o in owners] == [reconciled["metadata"]["uid"]], target
         elif write.verb == "merge-patch":
             child = kube.store.get(write.kind, NS, write.name)
-            assert child is not None and child["metadata"]["ownerReferences"][0]["uid"] == (
-                reconciled["metadata"]["uid"]
+            assert (
+                child is not None
+                and child["metadata"]["ownerReferences"][0]["uid"]
+                == (reconciled["metadata"]["uid"])
             ), target
 
 
 def test_write_scenarios_reach_every_kind_of_write() -> None:
     verbs = {(w.verb, w.kind) for _, kube in WRITE_SCENARIOS.values() for w in kube.writes}
     assert {
-        ("apply-status", "TrainingJob"), ("apply-status", "ModelDeployment"),
-        ("apply-status", "DriftMonitor"), ("apply", "Job"), ("apply", "Service"),
-        ("apply", "Deployment"), ("apply", "HorizontalPodAutoscaler"), ("apply", "TrainingJob"),
-        ("merge-patch", "Job"), ("merge-patch", "ModelDeployment"), ("delete", "Job"),
+        ("apply-status", "TrainingJob"),
+        ("apply-status", "ModelDeployment"),
+        ("apply-status", "DriftMonitor"),
+        ("apply", "Job"),
+        ("apply", "Service"),
+        ("apply", "Deployment"),
+        ("apply", "HorizontalPodAutoscaler"),
+        ("apply", "TrainingJob"),
+        ("merge-patch", "Job"),
+        ("merge-patch", "ModelDeployment"),
+        ("delete", "Job"),
         ("create", "Event"),
     } <= verbs

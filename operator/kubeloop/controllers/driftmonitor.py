@@ -344,6 +344,11 @@ class Reconciler:
             if baseline is None:
                 if status.window is not None:
                     # A new reference (a new model): the old verdict no longer applies.
+                    if status.drifted:
+                        events.append((
+                            "Normal", c.DRIFT_RESET,
+                            "the reference changed (a new model); the drift verdict is reset "
+                            "and a new window starts"))
                     status.drifted, status.score, status.features = None, None, []
                     metrics.DRIFT_DETECTED.labels(namespace, name).set(0)
                 status.window = _window_from(scrape.counts, profile, stamp)
