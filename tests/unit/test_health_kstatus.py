@@ -414,7 +414,6 @@ class Write:
     """One request the operator made: verb, target and payload."""
 
     verb: str  # apply, apply-status, merge-patch, create, delete
-    api_version: str
     kind: str
     name: str
     body: dict[str, Any] | None
@@ -432,7 +431,7 @@ class RecordingKube:
     async def apply(self, obj: dict[str, Any], *, status: bool = False) -> dict[str, Any]:
         meta = obj["metadata"]
         verb = "apply-status" if status else "apply"
-        self.writes.append(Write(verb, obj["apiVersion"], obj["kind"], meta["name"], obj))
+        self.writes.append(Write(verb, obj["kind"], meta["name"], obj))
         if not status:
             return copy.deepcopy(obj)
         current = self.store.get(obj["kind"], meta["namespace"], meta["name"]) or obj
@@ -441,19 +440,17 @@ class RecordingKube:
     async def merge_patch(
         self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
     ) -> dict[str, Any]:
-        self.writes.append(Write("merge-patch", api_version, kind, name, patch))
+        self.writes.append(Write("merge-patch", kind, name, patch))
         return {}
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        self.writes.append(
-            Write("create", obj["apiVersion"], obj["kind"], obj["metadata"]["name"], obj)
-        )
+        self.writes.append(Write("create", obj["kind"], obj["metadata"]["name"], obj))
         return obj
 
     async def delete(
         self, api_version: str, kind: str, namespace: str, name: str, **_: Any
     ) -> bool:
-        self.writes.append(Write("delete", api_version, kind, name, None))
+        self.writes.append(Write("delete", kind, name, None))
         return True
 
     async def get(
@@ -827,9 +824,9 @@ def user_objects(kube: RecordingKube) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def write_scenarios() -> dict[str, tuple[dict[str, Any], RecordingKube]]:
-    tjs = trainingjob_samples()
-    mds = modeldeployment_samples(tjs)
-    running = tjs["Running"]
+    sample = {s.id: s.obj for s in SAMPLES}
+    running = sample["TrainingJob Running"]
+    trained = sample["TrainingJob Succeeded"]
     r0 = tj_job(running, 0, startTime=STAMP, active=2)
     r0_failed = tj_job(
         running,
@@ -846,10 +843,10 @@ def write_scenarios() -> dict[str, tuple[dict[str, Any], RecordingKube]]:
         {
             "model": {"uri": "s3://models/churn/v1"},
             "autoscaling": {"minReplicas": 2, "maxReplicas": 8, "targetCPUUtilization": 70},
-            "canary": {"model": {"uri": "s3://models/churn/v2"}, "trafficPercent": 20},
+            "canary": {"model": {"fromTrainingJob": {"name": "churn"}}, "trafficPercent": 20},
         },
     )
-    target = mds["Ready"]
+    target = sample["ModelDeployment Ready"]
     promoting = with_status(
         resource(
             "DriftMonitor", "churn-drift", {**DM_SPEC, "onDrift": {**RETRAIN, "promote": True}}
@@ -876,7 +873,7 @@ def write_scenarios() -> dict[str, tuple[dict[str, Any], RecordingKube]]:
         return obj, run_reconcile(tj.reconcile, obj, others)
 
     def md_pass(obj: dict[str, Any]) -> tuple[dict[str, Any], RecordingKube]:
-        return obj, run_reconcile(md.reconcile, obj, [("TrainingJob", tjs["Succeeded"], None)])
+        return obj, run_reconcile(md.reconcile, obj, [("TrainingJob", trained, None)])
 
     def dm_pass(
         obj: dict[str, Any], *others: tuple[str, dict[str, Any], str | None]
@@ -898,7 +895,7 @@ def write_scenarios() -> dict[str, tuple[dict[str, Any], RecordingKube]]:
             running, ("Job", r0_failed, name), ("Pod", failed_worker(r0_failed), name)
         ),
         "TrainingJob invalid spec": tj_pass(resource("TrainingJob", name, {"workers": 0})),
-        "ModelDeployment canary, HPA, lineage": md_pass(canary),
+        "ModelDeployment canary from a TrainingJob, HPA": md_pass(canary),
         "ModelDeployment invalid spec": md_pass(resource("ModelDeployment", "churn-canary", {})),
         "DriftMonitor drift, retrain": dm_pass(retraining),
         "DriftMonitor promotion": dm_pass(promoting, ("TrainingJob", retrained, None)),
