@@ -6,7 +6,7 @@ export KUBELOOP_CACHE ?= $(HOME)/.cache/kubeloop
 CLUSTER_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
 .PHONY: help venv controlplane tools deps lint unit integration e2e test test-faults \
-        cluster-up cluster-down crds run demo bench bench-drift bench-serving clean
+        cluster-up cluster-down crds docs run demo bench bench-drift bench-serving clean
 
 help:
 	@echo "make demo         cluster (unless KUBECONFIG is set) + CRDs + operator + examples"
@@ -56,8 +56,10 @@ cluster-down:
 	$(PYTHON) hack/cluster.py down
 
 crds: venv
-	$(BIN)/kubeloop crds --output crds
+	$(BIN)/kubeloop crds --output crds --docs docs/reference
 	cp crds/*.yaml charts/kubeloop/crds/
+
+docs: crds
 
 run: venv
 	KUBECONFIG=$${KUBECONFIG:-$(CLUSTER_KUBECONFIG)} $(BIN)/kubeloop run --log-format text

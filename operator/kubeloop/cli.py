@@ -19,9 +19,16 @@ def _cmd_version(args: argparse.Namespace) -> int:
 def _cmd_crds(args: argparse.Namespace) -> int:
     from kubeloop.api.crdgen import KINDS, render_yaml, write_crds
 
+    if args.docs:
+        from kubeloop.api.docgen import write_reference
+
+        for path in write_reference(args.docs):
+            print(f"wrote {path}", file=sys.stderr)
     if args.output:
         for path in write_crds(args.output):
             print(f"wrote {path}", file=sys.stderr)
+    elif args.docs:
+        return 0
     else:
         sys.stdout.write("---\n".join(render_yaml(kind) for kind in KINDS))
     return 0
@@ -67,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("crds", help="print or write the CustomResourceDefinitions")
     p.add_argument("--output", "-o", help="directory: one YAML file per kind")
+    p.add_argument("--docs", help="directory: also write one Markdown reference per kind")
     p.set_defaults(func=_cmd_crds)
 
     p = sub.add_parser("run", help="run the operator")

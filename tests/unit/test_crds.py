@@ -87,3 +87,24 @@ def test_cel_rules_are_present() -> None:
         "onDrift.promote needs onDrift.retrain",
     ):
         assert message in text
+
+
+def test_reference_docs_are_up_to_date() -> None:
+    from kubeloop.api.docgen import render_reference
+
+    for kind in KINDS:
+        path = ROOT / "docs" / "reference" / f"{kind.singular}.md"
+        assert path.read_text() == render_reference(kind), f"{path} is out of date: make docs"
+
+
+def test_every_condition_reason_is_explained_in_troubleshooting() -> None:
+    from kubeloop import conditions
+
+    text = (ROOT / "docs" / "troubleshooting.md").read_text()
+    reasons = {
+        value for name, value in vars(conditions).items()
+        if name.isupper() and isinstance(value, str) and value[:1].isupper()
+        and name not in ("MAX_MESSAGE",)
+    }
+    missing = sorted(r for r in reasons if f"`{r}`" not in text)
+    assert not missing, f"docs/troubleshooting.md does not explain: {missing}"

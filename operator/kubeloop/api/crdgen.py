@@ -147,8 +147,8 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = {name: _resolve(sub, defs) for name, sub in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
             out[key] = _resolve(value, defs)
-        elif key == "additionalProperties" and value is False:
-            continue
+        elif key == "additionalProperties" and isinstance(value, bool):
+            continue  # `true` is what x-kubernetes-preserve-unknown-fields says
         else:
             out[key] = value
     if "const" in out:
