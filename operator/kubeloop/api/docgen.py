@@ -72,7 +72,7 @@ def render_reference(kind: Kind) -> str:
         lines += ["| field | type | required | description |", "| --- | --- | --- | --- |"]
         rows: list[str] = []
         _rows(node, section, rows)
-        lines += rows + [""]
+        lines += [*rows, ""]
     lines += ["## Printer columns", "", "| column | from |", "| --- | --- |"]
     lines += [f"| {c['name']} | `{c['jsonPath']}` |" for c in version["additionalPrinterColumns"]]
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -185,6 +185,154 @@ def _promotion_patch(target: dict[str, Any], uri: str) -> dict[str, Any]:
     return {"spec": {"model": {"uri": uri, "fromTrainingJob": None}}}
 
 
+def collecting(status: DriftMonitorStatus, spec: DriftMonitorSpec, why: str) -> list[c.Cond]:
+    message = f"collecting: {why}, need {spec.min_samples}"
+    status.phase = c.COLLECTING
+    status.message = message
+    return [
+        c.Cond(c.READY, True, c.COLLECTING, message),
+        c.Cond(c.SOURCE_READY, True, c.RECONCILED, why),
+    ]
+
+
+def broken(
+    status: DriftMonitorStatus, reason: str, message: str, stalled: bool = False
+) -> list[c.Cond]:
+    status.phase = "Degraded"
+    status.message = message
+    conds = [
+        c.Cond(c.READY, False, reason, message),
+        c.Cond(c.SOURCE_READY, False, reason, message),
+    ]
+    if stalled:
+        conds.append(c.Cond(c.STALLED, True, reason, message))
+    return conds
+
+
+@dataclass
+class Verdict:
+    """The outcome of one check: conditions, per-feature gauges, and whether to retrain."""
+
+    conds: list[c.Cond]
+    scores: list[tuple[str, str, float]] = field(default_factory=list)
+    wants_retrain: bool = False
+
+
+def retrain_blocked(
+    spec: DriftMonitorSpec, status: DriftMonitorStatus, now: dt.datetime
+) -> str | None:
+    """None when a retrain should start now; else what holds it back, for the message."""
+    retrain = spec.on_drift.retrain
+    if retrain is None:
+        return ""
+    last = status.last_retrain
+    if last is not None and last.result == "Running":
+        return f"; retraining in {last.training_job}"
+    if last is not None:
+        since = (now - (parse_time(last.time) or now)).total_seconds()
+        cooldown = parse_duration(retrain.cooldown)
+        if since < cooldown:
+            until = now + dt.timedelta(seconds=cooldown - since)
+            return f"; retrain cooldown until {rfc3339(until)}"
+    return None
+
+
+def judge(
+    spec: DriftMonitorSpec,
+    status: DriftMonitorStatus,
+    profile: Profile,
+    scrape: Scrape,
+    now: dt.datetime,
+    events: list[tuple[str, str, str]],
+) -> Verdict:
+    """Pure: from the scraped counts and the previous window, the new status (updated in
+    place), its conditions and Events."""
+    stamp = rfc3339(now)
+    if scrape.cumulative:
+        baseline = _as_counts(status.window, profile)
+        if baseline is None:
+            if status.window is not None:
+                # A new reference (a new model): the old verdict no longer applies.
+                if status.drifted:
+                    events.append(
+                        (
+                            "Normal",
+                            c.DRIFT_RESET,
+                            "the reference changed (a new model); the drift verdict is reset "
+                            "and a new window starts",
+                        )
+                    )
+                status.drifted, status.score, status.features = None, None, []
+            status.window = _window_from(scrape.counts, profile, stamp)
+            status.samples = 0
+            return Verdict(collecting(status, spec, "baseline taken"))
+        window = sources.window(baseline, scrape.counts)
+    else:
+        window = scrape.counts
+    samples = int(window.sum(axis=1).min()) if len(window) else 0
+    status.samples = samples
+    if samples < spec.min_samples:
+        return Verdict(collecting(status, spec, f"{samples} samples so far"))
+
+    try:
+        # compare() scores categorical features with chi2 where the method needs
+        # ordered bins (ks, wasserstein).
+        verdicts = report.compare(profile, window, spec.method, spec.threshold).features
+    except stats.InsufficientData as err:
+        if err.side == "current":
+            return Verdict(collecting(status, spec, str(err)))
+        return Verdict(broken(status, c.REFERENCE_INVALID, str(err), stalled=True))
+    except ValueError as err:
+        return Verdict(broken(status, c.REFERENCE_INVALID, str(err), stalled=True))
+    if scrape.cumulative:
+        status.window = _window_from(scrape.counts, profile, stamp)  # next window
+    status.features = [
+        FeatureScore(
+            name=f.name,
+            score=round(v.score, 6),
+            p_value=None if v.p_value is None else round(v.p_value, 6),
+            drifted=v.drifted,
+        )
+        for f, v in zip(profile.features, verdicts, strict=True)
+    ]
+    drifted_names = [f.name for f in status.features if f.drifted]
+    status.score = max((f.score for f in status.features), default=0.0)
+    was = status.drifted
+    status.drifted = bool(drifted_names)
+    scores: list[tuple[str, str, float]] = [
+        (f.name, str(v.method), v.score) for f, v in zip(profile.features, verdicts, strict=True)
+    ]
+    wants_retrain = False
+
+    if status.drifted:
+        message = (
+            f"{spec.method} drift in {len(drifted_names)} of {len(status.features)} "
+            f"features ({', '.join(drifted_names)}) over {samples} samples"
+        )
+        if not was:
+            events.append(("Warning", c.DRIFT_DETECTED, message))
+        drifted_cond = c.Cond(c.DRIFTED, True, c.DRIFT_DETECTED, message)
+        blocked = retrain_blocked(spec, status, now)
+        wants_retrain = blocked is None
+        message += blocked or ""
+    else:
+        message = f"no {spec.method} drift over {samples} samples"
+        if was:
+            events.append(("Normal", c.NO_DRIFT, message))
+        drifted_cond = c.Cond(c.DRIFTED, False, c.NO_DRIFT, message)
+    status.phase = "Drifted" if status.drifted else "Healthy"
+    status.message = message
+    return Verdict(
+        [
+            c.Cond(c.READY, True, c.RECONCILED, "checks running"),
+            c.Cond(c.SOURCE_READY, True, c.RECONCILED, f"{samples} samples read"),
+            drifted_cond,
+        ],
+        scores,
+        wants_retrain,
+    )
+
+
 class Reconciler:
     """Holds the per-monitor reference cache between checks."""
 
@@ -306,13 +454,13 @@ class Reconciler:
         try:
             profile = await self.reference(ctx, spec, namespace, target)
         except ReferenceInvalid as err:
-            return self._broken(status, c.REFERENCE_INVALID, str(err), stalled=True)
+            return broken(status, c.REFERENCE_INVALID, str(err), stalled=True)
         try:
             if spec.source.type == "prometheus":
                 prom = spec.source.prometheus
                 assert prom is not None
                 if not url_allowed(prom.url, ctx.config.drift_source_allowlist):
-                    return self._broken(
+                    return broken(
                         status,
                         c.SOURCE_NOT_ALLOWED,
                         f"source.prometheus.url {prom.url} is not allowed by the operator's "
@@ -332,88 +480,25 @@ class Reconciler:
                 try:
                     urls = self.endpoints(ctx, spec, namespace, target)
                 except PermissionError as err:
-                    return self._broken(status, c.SOURCE_NOT_ALLOWED, str(err), stalled=True)
+                    return broken(status, c.SOURCE_NOT_ALLOWED, str(err), stalled=True)
                 scrape = await asyncio.to_thread(_scrape_metrics, urls, profile, model)
         except sources.SourceUnavailable as err:
-            return self._broken(status, c.SOURCE_UNAVAILABLE, str(err))
+            return broken(status, c.SOURCE_UNAVAILABLE, str(err))
         except sources.SourceInvalid as err:
-            return self._broken(status, c.SOURCE_INVALID, str(err))
+            return broken(status, c.SOURCE_INVALID, str(err))
 
-        if scrape.cumulative:
-            baseline = _as_counts(status.window, profile)
-            if baseline is None:
-                if status.window is not None:
-                    # A new reference (a new model): the old verdict no longer applies.
-                    if status.drifted:
-                        events.append((
-                            "Normal", c.DRIFT_RESET,
-                            "the reference changed (a new model); the drift verdict is reset "
-                            "and a new window starts"))
-                    status.drifted, status.score, status.features = None, None, []
-                    metrics.DRIFT_DETECTED.labels(namespace, name).set(0)
-                status.window = _window_from(scrape.counts, profile, stamp)
-                status.samples = 0
-                return self._collecting(status, spec, "baseline taken")
-            window = sources.window(baseline, scrape.counts)
-        else:
-            window = scrape.counts
-        samples = int(window.sum(axis=1).min()) if len(window) else 0
-        status.samples = samples
-        if samples < spec.min_samples:
-            return self._collecting(status, spec, f"{samples} samples so far")
-
-        try:
-            # compare() scores categorical features with chi2 where the method needs
-            # ordered bins (ks, wasserstein).
-            verdicts = report.compare(profile, window, spec.method, spec.threshold).features
-        except stats.InsufficientData as err:
-            if err.side == "current":
-                return self._collecting(status, spec, str(err))
-            return self._broken(status, c.REFERENCE_INVALID, str(err), stalled=True)
-        except ValueError as err:
-            return self._broken(status, c.REFERENCE_INVALID, str(err), stalled=True)
-        if scrape.cumulative:
-            status.window = _window_from(scrape.counts, profile, stamp)  # next window
-        status.features = [
-            FeatureScore(
-                name=f.name,
-                score=round(v.score, 6),
-                p_value=None if v.p_value is None else round(v.p_value, 6),
-                drifted=v.drifted,
+        verdict = judge(spec, status, profile, scrape, now, events)
+        for feature, method, score in verdict.scores:
+            metrics.DRIFT_SCORE.labels(namespace, name, feature, method).set(score)
+        if status.drifted is not None:
+            metrics.DRIFT_DETECTED.labels(namespace, name).set(1 if status.drifted else 0)
+        if verdict.wants_retrain:
+            status.message = (status.message or "") + await self._start_retrain(
+                ctx, spec, body, status, events, now
             )
-            for f, v in zip(profile.features, verdicts, strict=True)
-        ]
-        drifted_names = [f.name for f in status.features if f.drifted]
-        status.score = max((f.score for f in status.features), default=0.0)
-        was = status.drifted
-        status.drifted = bool(drifted_names)
-        for f, v in zip(profile.features, verdicts, strict=True):
-            metrics.DRIFT_SCORE.labels(namespace, name, f.name, v.method).set(v.score)
-        metrics.DRIFT_DETECTED.labels(namespace, name).set(1 if status.drifted else 0)
+        return verdict.conds
 
-        if status.drifted:
-            message = (
-                f"{spec.method} drift in {len(drifted_names)} of {len(status.features)} "
-                f"features ({', '.join(drifted_names)}) over {samples} samples"
-            )
-            if not was:
-                events.append(("Warning", c.DRIFT_DETECTED, message))
-            drifted_cond = c.Cond(c.DRIFTED, True, c.DRIFT_DETECTED, message)
-            message += await self._maybe_retrain(ctx, spec, body, status, events, now)
-        else:
-            message = f"no {spec.method} drift over {samples} samples"
-            if was:
-                events.append(("Normal", c.NO_DRIFT, message))
-            drifted_cond = c.Cond(c.DRIFTED, False, c.NO_DRIFT, message)
-        status.phase = "Drifted" if status.drifted else "Healthy"
-        status.message = message
-        return [
-            c.Cond(c.READY, True, c.RECONCILED, "checks running"),
-            c.Cond(c.SOURCE_READY, True, c.RECONCILED, f"{samples} samples read"),
-            drifted_cond,
-        ]
-
-    async def _maybe_retrain(
+    async def _start_retrain(
         self,
         ctx: Ctx,
         spec: DriftMonitorSpec,
@@ -422,18 +507,6 @@ class Reconciler:
         events: list[tuple[str, str, str]],
         now: dt.datetime,
     ) -> str:
-        retrain = spec.on_drift.retrain
-        if retrain is None:
-            return ""
-        last = status.last_retrain
-        if last is not None and last.result == "Running":
-            return f"; retraining in {last.training_job}"
-        if last is not None:
-            since = (now - (parse_time(last.time) or now)).total_seconds()
-            cooldown = parse_duration(retrain.cooldown)
-            if since < cooldown:
-                until = now + dt.timedelta(seconds=cooldown - since)
-                return f"; retrain cooldown until {rfc3339(until)}"
         number = status.retrains + 1
         job = retrain_name(body["metadata"]["name"], number)
         # Count it in status first: a crash before the create re-creates the same name.
@@ -516,30 +589,6 @@ class Reconciler:
                         f"ModelDeployment {spec.model_deployment} now serves {uri} {where}",
                     )
                 )
-
-    @staticmethod
-    def _collecting(status: DriftMonitorStatus, spec: DriftMonitorSpec, why: str) -> list[c.Cond]:
-        message = f"collecting: {why}, need {spec.min_samples}"
-        status.phase = c.COLLECTING
-        status.message = message
-        return [
-            c.Cond(c.READY, True, c.COLLECTING, message),
-            c.Cond(c.SOURCE_READY, True, c.RECONCILED, why),
-        ]
-
-    @staticmethod
-    def _broken(
-        status: DriftMonitorStatus, reason: str, message: str, stalled: bool = False
-    ) -> list[c.Cond]:
-        status.phase = "Degraded"
-        status.message = message
-        conds = [
-            c.Cond(c.READY, False, reason, message),
-            c.Cond(c.SOURCE_READY, False, reason, message),
-        ]
-        if stalled:
-            conds.append(c.Cond(c.STALLED, True, reason, message))
-        return conds
 
 
 def _status_bool(value: str) -> bool | None:
