@@ -278,11 +278,19 @@ class Kube:
         )
 
     async def merge_patch(
-        self, api_version: str, kind: str, namespace: str | None, name: str, patch: dict[str, Any]
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        field_manager: str | None = None,
     ) -> dict[str, Any]:
+        """A JSON merge patch, recorded in managedFields under `field_manager`."""
         return await self.request(
             "PATCH",
             path_for(api_version, kind, namespace, name),
+            query={"fieldManager": field_manager or self.field_manager},
             body=patch,
             content_type="application/merge-patch+json",
             resource=kind,

@@ -1,47 +1,40 @@
 """kstatus health (what Flux waits on) of every phase of every kind.
 
 The statuses are the operator's own: TrainingJob and ModelDeployment statuses come from
-their pure `plan()` and `finish_status`, DriftMonitor statuses from its real reconcile
-against a recording stand-in for the API server (only the Prometheus query is replaced).
-`SAMPLES` is shared with test_health_argocd.py, which runs the Argo CD Lua checks on them.
-
-The second half runs every write path of the three reconciles and checks that the
-operator never writes the `spec` of an object a user (or Git) owns.
+their pure `plan()`, DriftMonitor statuses from its pure `judge()` and condition helpers,
+all finished by `finish_status` as the reconciles do. `SAMPLES` is shared with
+test_health_argocd.py, which runs the Argo CD Lua checks on them. That the operator never
+writes a user's spec is checked against the real API server
+(tests/integration/test_spec_ownership.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as dt
-import json
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import pytest
 
 from kubeloop import health
 from kubeloop.api.common import API_VERSION
+from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, RetrainRecord
 from kubeloop.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus
 from kubeloop.controllers import driftmonitor as dm
 from kubeloop.controllers import modeldeployment as md
 from kubeloop.controllers import trainingjob as tj
 from kubeloop.controllers.common import (
-    Ctx,
-    OperatorConfig,
     finish_status,
     invalid_spec_status,
     owner_reference,
     parse_spec,
     rfc3339,
 )
-from kubeloop.controllers.runtime import Store, WorkQueue
-from kubeloop.drift import sources
+from kubeloop.drift.profile import Profile
 from kubeloop.render.modeldeployment import deployment_name
 from kubeloop.render.trainingjob import COMPLETION_INDEX_ANNOTATION, render_job
 
@@ -406,76 +399,29 @@ def modeldeployment_samples(tjs: dict[str, dict[str, Any]]) -> dict[str, dict[st
     }
 
 
-# --- DriftMonitor: the real reconcile against a recording API server ------------------
+# --- DriftMonitor: the pure judge() of a check, and the reconcile's other outcomes ----
 
-
-@dataclass
-class Write:
-    """One request the operator made: verb, target and payload."""
-
-    verb: str  # apply, apply-status, merge-patch, create, delete
-    kind: str
-    name: str
-    body: dict[str, Any] | None
-
-
-@dataclass
-class RecordingKube:
-    """Stands in for kubeloop.kube.Kube: records every write, answers like the API
-    server (an applied status comes back on the stored object), reads from `objects`."""
-
-    store: Store
-    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    writes: list[Write] = field(default_factory=list)
-
-    async def apply(self, obj: dict[str, Any], *, status: bool = False) -> dict[str, Any]:
-        meta = obj["metadata"]
-        verb = "apply-status" if status else "apply"
-        self.writes.append(Write(verb, obj["kind"], meta["name"], obj))
-        if not status:
-            return copy.deepcopy(obj)
-        current = self.store.get(obj["kind"], meta["namespace"], meta["name"]) or obj
-        return {**copy.deepcopy(current), "status": copy.deepcopy(obj["status"])}
-
-    async def merge_patch(
-        self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
-    ) -> dict[str, Any]:
-        self.writes.append(Write("merge-patch", kind, name, patch))
-        return {}
-
-    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        self.writes.append(Write("create", obj["kind"], obj["metadata"]["name"], obj))
-        return obj
-
-    async def delete(
-        self, api_version: str, kind: str, namespace: str, name: str, **_: Any
-    ) -> bool:
-        self.writes.append(Write("delete", kind, name, None))
-        return True
-
-    async def get(
-        self, api_version: str, kind: str, namespace: str, name: str
-    ) -> dict[str, Any] | None:
-        return self.objects.get((kind, name))
-
-    def last_status(self) -> dict[str, Any]:
-        return next(w.body for w in reversed(self.writes) if w.verb == "apply-status")["status"]
-
-
-PROFILE = {
-    "version": 1,
-    "rows": 4000,
-    "features": [
-        {"name": "tenure", "kind": "numeric", "edges": [6.0, 24.0], "counts": [1000, 2000, 1000]},
-        {
-            "name": "plan",
-            "kind": "categorical",
-            "categories": ["basic", "pro"],
-            "counts": [2500, 1400, 100],
-        },
-    ],
-}
-REFERENCE = {"data": {"profile.json": json.dumps(PROFILE)}}
+PROFILE = Profile.model_validate(
+    {
+        "version": 1,
+        "rows": 4000,
+        "features": [
+            {
+                "name": "tenure",
+                "kind": "numeric",
+                "edges": [6.0, 24.0],
+                "counts": [1000, 2000, 1000],
+            },
+            {
+                "name": "plan",
+                "kind": "categorical",
+                "categories": ["basic", "pro"],
+                "counts": [2500, 1400, 100],
+            },
+        ],
+    }
+)
+BASELINE = np.array([[100.0, 200.0, 100.0], [250.0, 140.0, 10.0]])
 LIKE_REFERENCE = np.array([[250.0, 500.0, 250.0], [625.0, 350.0, 25.0]])
 SHIFTED = np.array([[700.0, 250.0, 50.0], [100.0, 300.0, 600.0]])
 DM_SPEC: dict[str, Any] = {
@@ -496,78 +442,63 @@ RETRAIN = {
 }
 
 
-@contextmanager
-def prometheus_answers(counts: np.ndarray | Exception) -> Iterator[None]:
-    """The Prometheus HTTP query is the one thing replaced: it returns these counts."""
-
-    def answer(*_: Any, **__: Any) -> np.ndarray:
-        if isinstance(counts, Exception):
-            raise counts
-        return counts
-
-    with mock.patch.object(sources, "prometheus_counts", answer):
-        yield
+def dm_status(obj: dict[str, Any], status: DriftMonitorStatus, conds: list[Any]) -> dict[str, Any]:
+    return with_status(obj, finish_status(obj, status, conds, STAMP))
 
 
-def run_reconcile(
-    reconcile: Any,
-    obj: dict[str, Any],
-    others: Iterable[tuple[str, dict[str, Any], str | None]] = (),
-    objects: dict[tuple[str, str], dict[str, Any]] | None = None,
-    allowlist: Iterable[str] = (PROMETHEUS,),
-) -> RecordingKube:
-    """One pass of a kind's real reconcile; `others` go into the store as (kind, object,
-    owner)."""
-    store = Store()
-    store.put(obj["kind"], obj)
-    for kind, other, owner in others:
-        store.put(kind, other, owner=owner)
-    kube = RecordingKube(store, objects or {})
-    ctx = Ctx(
-        kube=kube,  # type: ignore[arg-type]
-        store=store,
-        queue=WorkQueue({}),
-        config=OperatorConfig(image=IMAGE, drift_source_allowlist=list(allowlist)),
-        clock=lambda: NOW,
-    )
-    key = (obj["kind"], NS, obj["metadata"]["name"])
-    asyncio.run(reconcile(ctx, key))
-    return kube
-
-
-def dm_reconciled(
-    obj: dict[str, Any],
-    target: dict[str, Any] | None,
-    counts: np.ndarray | Exception = LIKE_REFERENCE,
-    reference: bool = True,
-    allowlist: Iterable[str] = (PROMETHEUS,),
+def dm_checked(
+    obj: dict[str, Any], window: np.ndarray, previous: DriftMonitorStatus | None = None
 ) -> dict[str, Any]:
-    others = [("ModelDeployment", target, None)] if target is not None else []
-    objects = {("ConfigMap", "churn-reference"): REFERENCE} if reference else {}
-    with prometheus_answers(counts):
-        kube = run_reconcile(dm.Reconciler(), obj, others, objects, allowlist)
-    return with_status(obj, kube.last_status())
+    """A metrics-source check: the baseline scrape in status, then `window` more."""
+    spec, error = parse_spec(DriftMonitorSpec, obj)
+    assert spec is not None, error
+    status = previous or DriftMonitorStatus()
+    status.window = dm._window_from(BASELINE, PROFILE, STAMP)
+    verdict = dm.judge(
+        spec, status, PROFILE, dm.Scrape(BASELINE + window, cumulative=True), NOW, []
+    )
+    return dm_status(obj, status, verdict.conds)
 
 
 def driftmonitor_samples(mds: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    target = mds["Ready"]
     monitor = resource("DriftMonitor", "churn-drift", DM_SPEC)
     retraining = resource("DriftMonitor", "churn-drift-loop", {**DM_SPEC, "onDrift": RETRAIN})
-    healthy = dm_reconciled(monitor, target)
-    unavailable = sources.SourceUnavailable(f"{PROMETHEUS}/api/v1/query: connection refused")
-    return {
-        "Pending (TargetNotFound)": dm_reconciled(monitor, None),
-        "Collecting (too few samples)": dm_reconciled(monitor, target, LIKE_REFERENCE / 10),
-        "Healthy": healthy,
-        "Drifted": dm_reconciled(monitor, target, SHIFTED),
-        "Drifted (retraining)": dm_reconciled(retraining, target, SHIFTED),
-        "Degraded (SourceUnavailable, retried every interval)": dm_reconciled(
-            monitor, target, unavailable
+    spec, _ = parse_spec(DriftMonitorSpec, monitor)
+    assert spec is not None
+    healthy = dm_checked(monitor, LIKE_REFERENCE)
+    running = DriftMonitorStatus(
+        retrains=1,
+        last_retrain=RetrainRecord(
+            training_job="churn-drift-loop-retrain-1", time=STAMP, result="Running"
         ),
-        "Degraded (ReferenceInvalid)": dm_reconciled(monitor, target, reference=False),
-        "Degraded (SourceNotAllowed)": dm_reconciled(monitor, target, allowlist=()),
-        "Invalid (spec.method: bogus)": dm_reconciled(
-            resource("DriftMonitor", "churn-drift-bad", {**DM_SPEC, "method": "bogus"}), target
+    )
+
+    def degraded(reason: str, message: str, stalled: bool) -> dict[str, Any]:
+        status = DriftMonitorStatus()
+        return dm_status(monitor, status, dm.broken(status, reason, message, stalled=stalled))
+
+    missing = DriftMonitorStatus()
+    bad = resource("DriftMonitor", "churn-drift-bad", {**DM_SPEC, "method": "bogus"})
+    _, bad_message = parse_spec(DriftMonitorSpec, bad)
+    return {
+        "Pending (TargetNotFound)": dm_status(
+            monitor, missing, dm.target_missing(missing, spec, NS)
+        ),
+        "Collecting (too few samples)": dm_checked(monitor, LIKE_REFERENCE / 10),
+        "Healthy": healthy,
+        "Drifted": dm_checked(monitor, SHIFTED),
+        "Drifted (retraining)": dm_checked(retraining, SHIFTED, running),
+        "Degraded (SourceUnavailable, retried every interval)": degraded(
+            "SourceUnavailable", f"{PROMETHEUS}/api/v1/query: connection refused", False
+        ),
+        "Degraded (ReferenceInvalid)": degraded(
+            "ReferenceInvalid", "ConfigMap ml/churn-reference does not exist", True
+        ),
+        "Degraded (SourceNotAllowed)": degraded(
+            "SourceNotAllowed", f"source.prometheus.url {PROMETHEUS} is not allowed", True
+        ),
+        "Invalid (spec.method: bogus)": with_status(
+            bad, invalid_spec_status(bad, DriftMonitorStatus(), bad_message, STAMP)
         ),
         "Healthy, spec edited (generation not yet observed)": edited(healthy),
     }
@@ -808,164 +739,3 @@ def test_generic_rules(obj: dict[str, Any], expected: health.Status, message: st
 def test_malformed_objects_are_unknown(obj: dict[str, Any], message: str) -> None:
     result = health.compute(obj)
     assert result.status == Status.UNKNOWN and result.message.startswith(message)
-
-
-# --- The operator never writes the spec of a user's object --------------------------------
-
-
-def user_objects(kube: RecordingKube) -> dict[tuple[str, str], dict[str, Any]]:
-    """Kubeloop resources in the store that nobody owns: what users (or Git) applied."""
-    return {
-        (kind, obj["metadata"]["name"]): obj
-        for kind in ("TrainingJob", "ModelDeployment", "DriftMonitor")
-        for obj in kube.store.all(kind)
-        if not obj["metadata"].get("ownerReferences")
-    }
-
-
-def write_scenarios() -> dict[str, tuple[dict[str, Any], RecordingKube]]:
-    sample = {s.id: s.obj for s in SAMPLES}
-    running = sample["TrainingJob Running"]
-    trained = sample["TrainingJob Succeeded"]
-    r0 = tj_job(running, 0, startTime=STAMP, active=2)
-    r0_failed = tj_job(
-        running,
-        0,
-        startTime=STAMP,
-        failed=1,
-        conditions=[job_condition("Failed", "BackoffLimitExceeded")],
-    )
-    suspend = with_status({**running, "spec": {**TJ_SPEC, "suspend": True}}, running["status"])
-    name = running["metadata"]["name"]
-    canary = resource(
-        "ModelDeployment",
-        "churn-canary",
-        {
-            "model": {"uri": "s3://models/churn/v1"},
-            "autoscaling": {"minReplicas": 2, "maxReplicas": 8, "targetCPUUtilization": 70},
-            "canary": {"model": {"fromTrainingJob": {"name": "churn"}}, "trafficPercent": 20},
-        },
-    )
-    target = sample["ModelDeployment Ready"]
-    promoting = with_status(
-        resource(
-            "DriftMonitor", "churn-drift", {**DM_SPEC, "onDrift": {**RETRAIN, "promote": True}}
-        ),
-        {
-            "retrains": 1,
-            "lastRetrain": {
-                "trainingJob": "churn-drift-retrain-1",
-                "time": STAMP,
-                "result": "Running",
-            },
-        },
-    )
-    retrained = with_status(
-        resource("TrainingJob", "churn-drift-retrain-1", TJ_SPEC),
-        {"phase": "Succeeded", "modelUri": "s3://models/churn-drift-retrain-1"},
-    )
-    retrained["metadata"]["ownerReferences"] = [owner_reference(promoting)]
-    retraining = resource("DriftMonitor", "churn-drift", {**DM_SPEC, "onDrift": RETRAIN})
-
-    def tj_pass(
-        obj: dict[str, Any], *others: tuple[str, dict[str, Any], str | None]
-    ) -> tuple[dict[str, Any], RecordingKube]:
-        return obj, run_reconcile(tj.reconcile, obj, others)
-
-    def md_pass(obj: dict[str, Any]) -> tuple[dict[str, Any], RecordingKube]:
-        return obj, run_reconcile(md.reconcile, obj, [("TrainingJob", trained, None)])
-
-    def dm_pass(
-        obj: dict[str, Any], *others: tuple[str, dict[str, Any], str | None]
-    ) -> tuple[dict[str, Any], RecordingKube]:
-        with prometheus_answers(SHIFTED):
-            return obj, run_reconcile(
-                dm.reconcile,
-                obj,
-                [("ModelDeployment", target, None), *others],
-                {("ConfigMap", "churn-reference"): REFERENCE},
-            )
-
-    return {
-        "TrainingJob creates its Job and Service": tj_pass(
-            resource("TrainingJob", name, TJ_SPEC), *[("Node", n, None) for n in GPU_NODES]
-        ),
-        "TrainingJob suspends its Job": tj_pass(suspend, ("Job", r0, name)),
-        "TrainingJob gang restart": tj_pass(
-            running, ("Job", r0_failed, name), ("Pod", failed_worker(r0_failed), name)
-        ),
-        "TrainingJob invalid spec": tj_pass(resource("TrainingJob", name, {"workers": 0})),
-        "ModelDeployment canary from a TrainingJob, HPA": md_pass(canary),
-        "ModelDeployment invalid spec": md_pass(resource("ModelDeployment", "churn-canary", {})),
-        "DriftMonitor drift, retrain": dm_pass(retraining),
-        "DriftMonitor promotion": dm_pass(promoting, ("TrainingJob", retrained, None)),
-    }
-
-
-WRITE_SCENARIOS = write_scenarios()
-
-
-@pytest.mark.parametrize("scenario", sorted(WRITE_SCENARIOS))
-def test_the_operator_never_writes_the_spec_of_a_users_object(scenario: str) -> None:
-    reconciled, kube = WRITE_SCENARIOS[scenario]
-    users = user_objects(kube)
-    key = (reconciled["kind"], reconciled["metadata"]["name"])
-    assert key in users and kube.writes
-    status_writes = [w for w in kube.writes if w.verb == "apply-status"]
-    assert status_writes, "every pass writes the status"
-    for write in kube.writes:
-        target = (write.kind, write.name)
-        body = write.body or {}
-        if write.verb == "apply-status":
-            # The status subresource: exactly what write_status builds, nothing else.
-            assert target == key
-            assert set(body) == {"apiVersion", "kind", "metadata", "status"}
-            assert set(body["metadata"]) == {"name", "namespace"}
-        elif target in users:
-            if (
-                scenario == "DriftMonitor promotion"
-                and write.verb == "merge-patch"
-                and target == ("ModelDeployment", DM_SPEC["modelDeployment"])
-            ):
-                # The one intended spec write, of ANOTHER object: onDrift.promote points the
-                # target ModelDeployment at the retrained model (docs/gitops/README.md tells
-                # GitOps users to leave promote off or aim it at a ModelDeployment not in Git).
-                assert body == {
-                    "spec": {
-                        "model": {
-                            "uri": "s3://models/churn-drift-retrain-1",
-                            "fromTrainingJob": None,
-                        }
-                    }
-                }
-                continue
-            pytest.fail(f"{scenario}: {write.verb} of the user's {target}: {body}")
-        elif write.verb in ("apply", "create") and "spec" in body:
-            # A child: created and owned by the reconciled resource, never a user's object.
-            owners = body["metadata"].get("ownerReferences", [])
-            assert [o["uid"] for o in owners] == [reconciled["metadata"]["uid"]], target
-        elif write.verb == "merge-patch":
-            child = kube.store.get(write.kind, NS, write.name)
-            assert (
-                child is not None
-                and child["metadata"]["ownerReferences"][0]["uid"]
-                == (reconciled["metadata"]["uid"])
-            ), target
-
-
-def test_write_scenarios_reach_every_kind_of_write() -> None:
-    verbs = {(w.verb, w.kind) for _, kube in WRITE_SCENARIOS.values() for w in kube.writes}
-    assert {
-        ("apply-status", "TrainingJob"),
-        ("apply-status", "ModelDeployment"),
-        ("apply-status", "DriftMonitor"),
-        ("apply", "Job"),
-        ("apply", "Service"),
-        ("apply", "Deployment"),
-        ("apply", "HorizontalPodAutoscaler"),
-        ("apply", "TrainingJob"),
-        ("merge-patch", "Job"),
-        ("merge-patch", "ModelDeployment"),
-        ("delete", "Job"),
-        ("create", "Event"),
-    } <= verbs

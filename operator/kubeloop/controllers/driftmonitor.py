@@ -57,6 +57,8 @@ MODEL_DEPLOYMENT = "ModelDeployment"
 TRAINING_JOB = "TrainingJob"
 MD_POD = "ModelDeployment/Pod"
 MONITOR_LABEL = "kubeloop.io/drift-monitor"
+# The one writer of a user's spec: promotion of a retrained model (onDrift.promote).
+PROMOTER = "kubeloop-promoter"
 MAX_PODS_SCRAPED = 20
 SCRAPE_TIMEOUT = 5.0
 
@@ -216,6 +218,17 @@ class Verdict:
     conds: list[c.Cond]
     scores: list[tuple[str, str, float]] = field(default_factory=list)
     wants_retrain: bool = False
+
+
+def target_missing(
+    status: DriftMonitorStatus, spec: DriftMonitorSpec, namespace: str
+) -> list[c.Cond]:
+    message = f"ModelDeployment {namespace}/{spec.model_deployment} does not exist"
+    status.phase, status.message = "Pending", message
+    return [
+        c.Cond(c.READY, False, c.TARGET_NOT_FOUND, message),
+        c.Cond(c.RECONCILING, True, c.TARGET_NOT_FOUND, message),
+    ]
 
 
 def retrain_blocked(
@@ -414,12 +427,7 @@ class Reconciler:
         due = last is None or (now - last).total_seconds() >= interval - 0.05
         conds: list[c.Cond]
         if target is None:
-            message = f"ModelDeployment {namespace}/{spec.model_deployment} does not exist"
-            status.phase, status.message = "Pending", message
-            conds = [
-                c.Cond(c.READY, False, c.TARGET_NOT_FOUND, message),
-                c.Cond(c.RECONCILING, True, c.TARGET_NOT_FOUND, message),
-            ]
+            conds = target_missing(status, spec, namespace)
             requeue = interval
         elif not due and prev.observed_generation == body["metadata"].get("generation"):
             assert last is not None
@@ -576,6 +584,7 @@ class Reconciler:
                         namespace,
                         spec.model_deployment,
                         patch,
+                        field_manager=PROMOTER,
                     )
                 except KubeError as err:
                     events.append(("Warning", "PromotionFailed", str(err)))
