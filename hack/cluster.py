@@ -356,8 +356,10 @@ def up() -> None:
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--node-lease-duration-seconds=40",
-            "--cidr=10.0.0.1/16",
-            "--node-ip=10.0.0.1",
+            # Pod and node IPs on loopback: whatever dials a simulated pod stays on this
+            # machine (connection refused) and never reaches a private network.
+            "--cidr=127.2.0.1/16",
+            "--node-ip=127.0.0.1",
             f"--server-address=127.0.0.1:{cfg['kwok_port']}",
         ],
     )
