@@ -29,6 +29,7 @@ log = logging.getLogger("kubeloop.operator")
 
 MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 STORAGE_PREFIX = "kubeloop.io"
+CHILD_EVENT_DELAY = 0.2
 
 KIND_PLURALS = {
     trainingjob.KIND: "trainingjobs",
@@ -119,6 +120,8 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
                     ctx.queue.forget(key)
                     if kind == driftmonitor.KIND:
                         driftmonitor.forget(meta["namespace"], meta["name"])
+                    if kind == trainingjob.KIND:
+                        trainingjob.forget_gone_jobs(ctx, meta["namespace"], meta["name"])
                     return
                 ctx.store.put(kind, obj)
                 ctx.queue.add(key)
@@ -144,11 +147,19 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
             if owner is None:
                 return
             meta = obj["metadata"]
-            if event.get("type") == "DELETED":
+            if event.get("type") == "DELETED" and not trainingjob.keep_after_deletion(
+                store_kind, obj
+            ):
                 ctx.store.remove(store_kind, meta["namespace"], meta["name"], owner=owner)
+            elif event.get("type") == "DELETED":
+                # A finished Job removed by its TTL before we saw it finish: keep its
+                # final state until the TrainingJob's status records it.
+                ctx.store.put(store_kind, {**obj, trainingjob.GONE: True}, owner=owner)
             else:
                 ctx.store.put(store_kind, slim(obj) if slim else obj, owner=owner)
-            ctx.queue.add((owner_kind, meta["namespace"], owner))
+            # Children change in bursts (a Job's status and its pods within milliseconds):
+            # one reconcile a moment later sees them all and writes status once.
+            ctx.queue.add((owner_kind, meta["namespace"], owner), delay=CHILD_EVENT_DELAY)
 
         return on_child
 

@@ -118,3 +118,14 @@ def test_queued_job_is_not_unsuspended_by_us() -> None:
         "annotations"]
     decided = decide(b, [queued])
     assert decided.status.phase == "Queued" and decided.set_suspend is None
+
+
+def test_finished_job_deleted_by_ttl_before_it_was_seen_still_counts() -> None:
+    from kubeloop.controllers.trainingjob import GONE
+
+    done = job("t-r0", [{"type": "Complete", "status": "True"}], succeeded=1)
+    done["metadata"]["deletionTimestamp"] = "2026-01-01T12:00:00Z"
+    done[GONE] = True
+    decided = decide(body({"phase": "Running"}, output={"uri": "s3://m"}), [done])
+    assert decided.status.phase == "Succeeded" and decided.status.model_uri == "s3://m"
+    assert not decided.create_job

@@ -41,9 +41,16 @@ def test_indexed_job_with_one_pod_per_worker() -> None:
 
 
 def test_attempt_number_names_the_job_and_the_master() -> None:
-    rendered = render_job(TrainingJobSpec(image="i"), "t", "ns", 3, OWNER)
+    rendered = render_job(TrainingJobSpec(image="i", workers=2), "t", "ns", 3, OWNER)
     assert rendered["metadata"]["name"] == "t-r3"
     assert env(rendered)["MASTER_ADDR"] == "t-r3-0.t-workers.ns.svc"
+
+
+def test_single_worker_is_its_own_master_without_a_service() -> None:
+    rendered = job()
+    assert env(rendered)["MASTER_ADDR"] == env(rendered)["PET_MASTER_ADDR"] == "t-r0-0"
+    assert "subdomain" not in rendered["spec"]["template"]["spec"]
+    assert job(workers=2)["spec"]["template"]["spec"]["subdomain"] == "t-workers"
 
 
 def test_rendezvous_environment_for_torchrun() -> None:

@@ -144,9 +144,7 @@ class RetrainRecord(KubeModel):
 
 class Window(KubeModel):
     time: str = Field(description="When the baseline scrape was taken.")
-    reference: str = Field(
-        default="", description="Hash of the reference bins the counts are on."
-    )
+    reference: str = Field(default="", description="Hash of the reference bins the counts are on.")
     counts: dict[str, list[float]] = Field(
         default_factory=dict,
         description="Cumulative per-bin counts per feature at that time.",

@@ -30,6 +30,7 @@ from kubeloop.render.trainingjob import (
     COMPLETION_INDEX_ANNOTATION,
     WORKER_CONTAINER,
     job_name,
+    needs_service,
     pod_template,
     render_job,
     render_service,
@@ -38,6 +39,24 @@ from kubeloop.render.trainingjob import (
 
 KIND = "TrainingJob"
 SERVICE = "TrainingJob/Service"
+JOB = "Job"
+# Marks the final state of a finished Job that is already deleted (TTL), in the store.
+GONE = "kubeloopGone"
+
+
+def forget_gone_jobs(ctx: Ctx, namespace: str, name: str) -> None:
+    for job in ctx.store.owned(JOB, namespace, name):
+        if job.get(GONE):
+            ctx.store.remove(JOB, namespace, job["metadata"]["name"], owner=name)
+
+
+def keep_after_deletion(store_kind: str, obj: dict[str, Any]) -> bool:
+    """A finished Job's last state is kept until the TrainingJob has recorded it."""
+    return store_kind == JOB and bool(
+        _job_condition(obj, "Complete") or _job_condition(obj, "Failed")
+    )
+
+
 TERMINAL = {c.SUCCEEDED, c.FAILED}
 
 
@@ -172,7 +191,11 @@ def plan(
         model_uri=prev.model_uri,
         workers=worker_counts(job, pods),
     )
-    result = Plan(status=status, conds=[], create_service=not observed.service_exists)
+    result = Plan(
+        status=status,
+        conds=[],
+        create_service=needs_service(spec) and not observed.service_exists,
+    )
     result.delete_jobs = [j for j in stale if not j["metadata"].get("deletionTimestamp")]
 
     def finish(
@@ -257,7 +280,9 @@ def plan(
             )
         return finish(c.PENDING, c.PENDING, f"creating Job {current_name}", False, reconciling=True)
 
-    if job["metadata"].get("deletionTimestamp"):
+    complete = _job_condition(job, "Complete")
+    failed = _job_condition(job, "Failed")
+    if job["metadata"].get("deletionTimestamp") and not (complete or failed):
         return finish(
             c.RESTARTING if restarts else c.PENDING,
             c.PROGRESSING,
@@ -265,9 +290,6 @@ def plan(
             False,
             reconciling=True,
         )
-
-    complete = _job_condition(job, "Complete")
-    failed = _job_condition(job, "Failed")
     if complete:
         status.completion_time = (job.get("status") or {}).get("completionTime") or rfc3339(now)
         status.model_uri = spec.output.uri if spec.output else None
@@ -398,6 +420,8 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     if decided.status_first:
         written = await write_status(ctx, body, new_status)
     for job in decided.delete_jobs:
+        if job.get(GONE):
+            continue
         await ctx.kube.delete(
             "batch/v1",
             "Job",
@@ -424,7 +448,16 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
         )
     if not decided.status_first:
         written = await write_status(ctx, body, new_status)
-    if written and decided.status.phase != prev_phase:
+    if decided.status.phase in TERMINAL:
+        forget_gone_jobs(ctx, namespace, name)
+    # An Event per transition; the first Pending is the start, not a transition, unless
+    # it already says something (Unschedulable).
+    quiet_start = (
+        prev_phase is None
+        and decided.status.phase == c.PENDING
+        and not any(cd.type == c.STALLED for cd in decided.conds)
+    )
+    if written and decided.status.phase != prev_phase and not quiet_start:
         warning = decided.status.phase in (c.FAILED, c.RESTARTING) or any(
             cd.type == c.STALLED for cd in decided.conds
         )

@@ -37,8 +37,17 @@ def labels(name: str) -> dict[str, str]:
     return {**MANAGED_BY, TRAINING_JOB_LABEL: name}
 
 
-def master_addr(name: str, namespace: str, attempt: int) -> str:
-    """Worker 0's stable DNS name: `<job>-0.<service>.<namespace>.svc`."""
+def needs_service(spec: TrainingJobSpec) -> bool:
+    """Only several workers need to find each other; one worker is its own master."""
+    return spec.workers > 1
+
+
+def master_addr(spec: TrainingJobSpec, name: str, namespace: str, attempt: int) -> str:
+    """Worker 0's stable name: `<job>-0.<service>.<namespace>.svc` through the headless
+    Service; for a single worker its own hostname, `<job>-0`, which an Indexed Job pod
+    resolves locally."""
+    if not needs_service(spec):
+        return f"{job_name(name, attempt)}-0"
     return f"{job_name(name, attempt)}-0.{service_name(name)}.{namespace}.svc"
 
 
@@ -51,7 +60,7 @@ def rendezvous_env(
     index_ref = {
         "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}
     }
-    addr = master_addr(name, namespace, attempt)
+    addr = master_addr(spec, name, namespace, attempt)
     nproc = str(max(spec.gpu.count if spec.gpu else 0, 1))
     port = str(spec.master_port)
     workers = str(spec.workers)
@@ -118,11 +127,12 @@ def pod_template(spec: TrainingJobSpec, name: str, namespace: str, attempt: int)
     pod_meta = spec.pod_metadata
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "subdomain": service_name(name),
         "enableServiceLinks": False,
         "securityContext": pod_security(spec.run_as_root),
         "containers": [container],
     }
+    if needs_service(spec):
+        pod_spec["subdomain"] = service_name(name)
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name
     else:
