@@ -5,9 +5,8 @@ torchrun with it.
 
     python hack/gpu_check.py DIR   # writes DIR/run.sh and DIR/worker0.env
 
-The kubelet resolves the completion-index fieldRefs to "0" for worker 0; run.sh does
-the same. The headless Service's DNS record for worker 0 is stood in for by an
-/etc/hosts line (the machine has no cluster DNS).
+The kubelet resolves the completion-index fieldRefs to "0" for worker 0, and writes the
+pod's hostname (worker 0's MASTER_ADDR) into /etc/hosts; run.sh does both.
 """
 
 from __future__ import annotations
