@@ -74,6 +74,19 @@ DURATION_BUCKETS = (
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
+try:  # orjson (the `serve` extra) decodes a 64-row request body ~7x faster than json.
+    import orjson
+
+    def _loads(body: bytes) -> Any:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            # json also reads NaN literals, which are then refused with a clear message.
+            return json.loads(body)
+
+except ImportError:  # pragma: no cover - the standard library is the fallback
+    _loads = json.loads
+
 
 def _encode_json(payload: Any) -> bytes:
     # Bytes, not str: aiohttp wraps a str body in a slower payload object.
@@ -515,7 +528,7 @@ class ModelServer:
         except web.HTTPRequestEntityTooLarge as exc:
             raise RequestError(413, f"request body larger than {MAX_BODY_BYTES} bytes") from exc
         try:
-            payload = json.loads(body)
+            payload = _loads(body)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise _bad(f"the request body is not valid JSON: {exc}") from exc
         parsed = parse_infer_request(payload, model)
