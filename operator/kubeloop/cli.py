@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-addr", default="0.0.0.0")
     p.add_argument("--health-port", type=int, default=8081, help="0 disables /healthz")
     p.add_argument("--health-addr", default="0.0.0.0")
-    p.add_argument("--workers", type=int, default=8, help="concurrent reconciles")
+    p.add_argument("--workers", type=int, default=32, help="concurrent reconciles")
     p.add_argument(
         "--drift-source-allow",
         action="append",

@@ -149,7 +149,7 @@ class Kube:
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=32)
+            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=64)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=30, connect=10)
             )

@@ -124,7 +124,11 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
                         trainingjob.forget_gone_jobs(ctx, meta["namespace"], meta["name"])
                     return
                 ctx.store.put(kind, obj)
-                ctx.queue.add(key)
+                # A new or changed spec goes before status follow-ups of other resources.
+                status = obj.get("status") or {}
+                ctx.queue.add(
+                    key, urgent=status.get("observedGeneration") != meta.get("generation")
+                )
                 for dependent in dependents(ctx, kind, meta["namespace"], meta["name"]):
                     ctx.queue.add(dependent)
 

@@ -29,7 +29,7 @@ class OperatorConfig:
     image: str = DEFAULT_IMAGE
     # URL prefixes a DriftMonitor's Prometheus source may point at (empty: none).
     drift_source_allowlist: list[str] = field(default_factory=list)
-    workers: int = 8
+    workers: int = 32
 
 
 def utcnow() -> dt.datetime:

@@ -11,6 +11,7 @@ backoff per key, so bad input never spins in a hot loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
@@ -81,8 +82,11 @@ class WorkQueue:
     def __init__(self, reconcilers: dict[str, Reconciler], workers: int = 8) -> None:
         self._reconcilers = reconcilers
         self._workers = workers
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._queued: set[Key] = set()
+        # (priority, sequence, key): urgent work (a new or changed spec) before status
+        # follow-ups of children, FIFO within a priority.
+        self._queue: asyncio.PriorityQueue[tuple[int, int, Key]] = asyncio.PriorityQueue()
+        self._queued: dict[Key, int] = {}
+        self._sequence = itertools.count()
         self._running: set[Key] = set()
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
@@ -102,7 +106,7 @@ class WorkQueue:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def add(self, key: Key, delay: float = 0.0) -> None:
+    def add(self, key: Key, delay: float = 0.0, urgent: bool = False) -> None:
         if delay > 0:
             self._add_later(key, delay)
             return
@@ -112,10 +116,13 @@ class WorkQueue:
         if key in self._running:
             self._dirty.add(key)
             return
-        if key in self._queued:
+        priority = 0 if urgent else 1
+        queued = self._queued.get(key)
+        if queued is not None and queued <= priority:
             return
-        self._queued.add(key)
-        self._queue.put_nowait(key)
+        # A key raised to urgent gets a second entry; the stale one is skipped when popped.
+        self._queued[key] = priority
+        self._queue.put_nowait((priority, next(self._sequence), key))
         metrics.QUEUE_DEPTH.set(len(self._queued))
 
     def _add_later(self, key: Key, delay: float) -> None:
@@ -145,8 +152,10 @@ class WorkQueue:
 
     async def _worker(self, index: int) -> None:
         while True:
-            key = await self._queue.get()
-            self._queued.discard(key)
+            priority, _, key = await self._queue.get()
+            if self._queued.get(key) != priority:
+                continue  # superseded by an urgent entry, or already reconciled
+            del self._queued[key]
             metrics.QUEUE_DEPTH.set(len(self._queued))
             self._running.add(key)
             started = time.perf_counter()

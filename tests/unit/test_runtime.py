@@ -1,0 +1,106 @@
+"""The work queue: ordering, coalescing, retries. Plain asyncio, no cluster."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kubeloop.controllers.runtime import Key, Result, Store, WorkQueue
+
+
+def key(name: str) -> Key:
+    return ("TrainingJob", "ns", name)
+
+
+async def drain(queue: WorkQueue, until: int, seen: list[str], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(seen) < until:
+        assert loop.time() < deadline, f"only {seen}"
+        await asyncio.sleep(0.01)
+
+
+def test_urgent_work_goes_first_and_duplicates_coalesce() -> None:
+    seen: list[str] = []
+
+    async def reconcile(k: Key) -> Result | None:
+        seen.append(k[2])
+        return None
+
+    async def main() -> None:
+        queue = WorkQueue({"TrainingJob": reconcile}, workers=1)
+        for name in ("a", "b", "a", "c"):
+            queue.add(key(name))
+        queue.add(key("c"), urgent=True)  # raised: runs before a and b
+        queue.add(key("new"), urgent=True)
+        queue.start()
+        await drain(queue, 4, seen)
+        await asyncio.sleep(0.05)
+        await queue.stop()
+
+    asyncio.run(main())
+    assert seen == ["c", "new", "a", "b"]
+
+
+def test_event_during_a_reconcile_runs_it_once_more() -> None:
+    seen: list[str] = []
+    gate = asyncio.Event
+
+    async def main() -> None:
+        release = gate()
+
+        async def reconcile(k: Key) -> Result | None:
+            seen.append(k[2])
+            if len(seen) == 1:
+                await release.wait()
+            return None
+
+        queue = WorkQueue({"TrainingJob": reconcile}, workers=4)
+        queue.start()
+        queue.add(key("a"))
+        await drain(queue, 1, seen)
+        for _ in range(5):
+            queue.add(key("a"))  # while running: marked dirty, not run in parallel
+        release.set()
+        await drain(queue, 2, seen)
+        await asyncio.sleep(0.1)
+        await queue.stop()
+
+    asyncio.run(main())
+    assert seen == ["a", "a"]
+
+
+def test_failures_back_off_and_requeue_after_is_honoured() -> None:
+    calls: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def reconcile(k: Key) -> Result | None:
+            calls.append(loop.time())
+            if len(calls) == 1:
+                raise RuntimeError("boom")
+            if len(calls) == 2:
+                return Result(requeue_after=0.3)
+            return None
+
+        queue = WorkQueue({"TrainingJob": reconcile}, workers=2)
+        queue.start()
+        queue.add(key("a"))
+        deadline = loop.time() + 5
+        while len(calls) < 3 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await queue.stop()
+
+    asyncio.run(main())
+    assert len(calls) == 3
+    assert calls[1] - calls[0] >= 0.8 * 1.0  # first backoff: about a second
+    assert calls[2] - calls[1] >= 0.29
+
+
+def test_store_indexes_children_by_owner() -> None:
+    store = Store()
+    store.put("Job", {"metadata": {"name": "t-r0", "namespace": "ns"}}, owner="t")
+    store.put("Job", {"metadata": {"name": "u-r0", "namespace": "ns"}}, owner="u")
+    assert [j["metadata"]["name"] for j in store.owned("Job", "ns", "t")] == ["t-r0"]
+    store.remove("Job", "ns", "t-r0", owner="t")
+    assert store.owned("Job", "ns", "t") == [] and store.count("Job") == 1
