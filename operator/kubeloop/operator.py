@@ -118,6 +118,7 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
                 if event.get("type") == "DELETED":
                     ctx.store.remove(kind, meta["namespace"], meta["name"])
                     ctx.queue.forget(key)
+                    ctx.status_written_at.pop(key, None)
                     if kind == driftmonitor.KIND:
                         driftmonitor.forget(meta["namespace"], meta["name"])
                     if kind == trainingjob.KIND:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -46,6 +47,11 @@ def parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+# Status changes that only update counts or a message are written at most this often
+# per object; a change of phase or of any condition is written at once.
+STATUS_MIN_INTERVAL = 2.0
+
+
 @dataclass
 class Ctx:
     kube: Kube
@@ -53,6 +59,7 @@ class Ctx:
     queue: WorkQueue
     config: OperatorConfig
     clock: Callable[[], dt.datetime] = utcnow
+    status_written_at: dict[tuple[str, str, str], float] = field(default_factory=dict)
 
 
 def field_path(loc: tuple[Any, ...]) -> str:
@@ -104,10 +111,34 @@ def finish_status(
     return out
 
 
+def _shape(status: dict[str, Any]) -> tuple[Any, ...]:
+    """What a change must touch to be written at once: phase, generation, conditions."""
+    return (
+        status.get("phase"),
+        status.get("observedGeneration"),
+        tuple(
+            (c.get("type"), c.get("status"), c.get("reason"))
+            for c in status.get("conditions") or []
+        ),
+    )
+
+
+def status_wait(ctx: Ctx, body: dict[str, Any], status: dict[str, Any]) -> float:
+    """Seconds to hold back a minor status change (counts, messages), else 0."""
+    if _shape(body.get("status") or {}) != _shape(status):
+        return 0.0
+    key = (body["kind"], body["metadata"]["namespace"], body["metadata"]["name"])
+    elapsed = time.monotonic() - ctx.status_written_at.get(key, 0.0)
+    return max(0.0, STATUS_MIN_INTERVAL - elapsed)
+
+
 async def write_status(ctx: Ctx, body: dict[str, Any], status: dict[str, Any]) -> bool:
     """Apply the whole status when it differs from what the API server has."""
     if (body.get("status") or {}) == status:
         return False
+    ctx.status_written_at[
+        (body["kind"], body["metadata"]["namespace"], body["metadata"]["name"])
+    ] = time.monotonic()
     meta = body["metadata"]
     obj = {
         "apiVersion": body.get("apiVersion", API_VERSION),

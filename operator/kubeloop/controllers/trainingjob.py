@@ -21,6 +21,7 @@ from kubeloop.controllers.common import (
     parse_time,
     record_event,
     rfc3339,
+    status_wait,
     write_status,
 )
 from kubeloop.controllers.runtime import Key, Result
@@ -447,6 +448,11 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
             {"spec": {"suspend": decided.set_suspend}},
         )
     if not decided.status_first:
+        wait = status_wait(ctx, body, new_status)
+        if wait > 0:
+            # Only counts or the message changed: write them a moment later, together
+            # with whatever else changes meanwhile.
+            return Result(requeue_after=min(wait, decided.requeue_after or wait))
         written = await write_status(ctx, body, new_status)
     if decided.status.phase in TERMINAL:
         forget_gone_jobs(ctx, namespace, name)
