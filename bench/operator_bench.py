@@ -57,12 +57,16 @@ def pct(values: list[float], q: float) -> float:
 
 
 def scrape(port: int, metric: str, label: str) -> dict[str, float]:
+    """Requests by verb; failed ones (no 2xx answer) also under `<VERB> failed`."""
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     out: dict[str, float] = defaultdict(float)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == metric:
-                out[sample.labels.get(label, "").upper()] += sample.value
+                verb = sample.labels.get(label, "").upper()
+                out[verb] += sample.value
+                if not sample.labels.get("code", "200").startswith("2"):
+                    out[f"{verb} failed"] += sample.value
     return dict(out)
 
 
@@ -191,7 +195,8 @@ def kubeloop_burst(bed: Bed, jobs: int, rep: int) -> dict[str, Any]:
     port = free_port()
     log = open(ROOT / ".cluster" / f"bench-kubeloop-{rep}.log", "wb")  # noqa: SIM115
     op = subprocess.Popen([sys.executable, "-m", "kubeloop", "run", "--metrics-port", str(port),
-                           "--health-port", "0", "--log-format", "json"], stdout=log,
+                           "--health-port", "0", "--log-format", "text",
+                           "--log-level", os.environ.get("BENCH_LOG_LEVEL", "INFO")], stdout=log,
                           stderr=subprocess.STDOUT, env={**os.environ, "KUBECONFIG":
                                                          bed.kubeconfig})
     try:

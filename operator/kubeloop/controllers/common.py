@@ -47,9 +47,9 @@ def parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-# Status changes that only update counts or a message are written at most this often
+# Status changes that only update counts or a message are written at most every 10 s
 # per object; a change of phase or of any condition is written at once.
-STATUS_MIN_INTERVAL = 2.0
+STATUS_MIN_INTERVAL = 10.0
 
 
 @dataclass
@@ -148,6 +148,14 @@ async def write_status(ctx: Ctx, body: dict[str, Any], status: dict[str, Any]) -
     }
     updated = await ctx.kube.apply(obj, status=True)
     metrics.STATUS_WRITES.labels(body["kind"]).inc()
+    log.debug(
+        "Wrote status of %s %s/%s: %s %s",
+        body["kind"],
+        meta["namespace"],
+        meta["name"],
+        status.get("phase"),
+        _shape(status)[2],
+    )
     # Keep the store current so that a reconcile right after this one compares against
     # what we wrote, not against the pre-write object.
     if updated.get("metadata"):
