@@ -6,7 +6,8 @@ export KUBELOOP_CACHE ?= $(HOME)/.cache/kubeloop
 CLUSTER_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
 .PHONY: help venv controlplane tools deps lint unit integration e2e test test-faults \
-        cluster-up cluster-down crds docs run demo bench bench-drift bench-serving clean
+        cluster-up cluster-down crds docs run demo bench bench-drift bench-serving \
+        bench-operator clean
 
 help:
 	@echo "make demo         cluster (unless KUBECONFIG is set) + CRDs + operator + examples"
@@ -47,6 +48,9 @@ integration: deps
 e2e: deps
 	$(BIN)/python -m pytest e2e -q
 
+test-faults: deps
+	$(BIN)/python -m pytest tests/faults -q
+
 test: lint unit integration e2e
 
 cluster-up: controlplane tools
@@ -67,7 +71,13 @@ run: venv
 demo: deps
 	bash hack/demo.sh
 
-bench: bench-drift bench-serving
+bench: bench-drift bench-serving bench-operator
+
+# Kubeloop vs Kubeflow's Training Operator on the local control plane (it restarts the
+# cluster: do not run it beside the tests).
+bench-operator: deps
+	bash hack/build-kubeflow.sh >/dev/null
+	$(BIN)/python bench/operator_bench.py
 
 bench-drift: venv
 	bash bench/drift_bench.sh
