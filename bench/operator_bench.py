@@ -21,6 +21,7 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -456,6 +457,8 @@ def main() -> int:
     parser.add_argument("--render-only", action="store_true",
                         help="only write the table from bench/results/operator.json")
     args = parser.parse_args()
+    # Stopped from outside: run the `finally`s, so that no operator process is left.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.render_only:
         write_readme(json.loads((ROOT / "bench" / "results" / "operator.json").read_text()))
         return 0
