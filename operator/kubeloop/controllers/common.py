@@ -216,3 +216,23 @@ def invalid_spec_status(body: dict[str, Any], status: BaseModel, message: str, n
         ],
         now,
     )
+
+
+async def begin(
+    ctx: Ctx, key: tuple[str, str, str], spec_model: type[M], empty_status: BaseModel
+) -> tuple[dict[str, Any], M, dt.datetime] | None:
+    """The start of every reconcile: the object from the store and its typed spec; None
+    when there is nothing to do (gone, being deleted, or an invalid spec, which is
+    reported once in status and an Event and then waits for the next spec change)."""
+    kind, namespace, name = key
+    body = ctx.store.get(kind, namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    now = ctx.clock()
+    spec, error = parse_spec(spec_model, body)
+    if spec is None:
+        status = invalid_spec_status(body, empty_status, error, rfc3339(now))
+        if await write_status(ctx, body, status):
+            await record_event(ctx, body, "Warning", c.INVALID_SPEC, error)
+        return None
+    return body, spec, now

@@ -34,10 +34,9 @@ from kubeloop.api.driftmonitor import (
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.controllers.common import (
     Ctx,
+    begin,
     finish_status,
-    invalid_spec_status,
     owner_reference,
-    parse_spec,
     parse_time,
     record_event,
     rfc3339,
@@ -402,18 +401,12 @@ class Reconciler:
         return urls or [f"http://{target['metadata']['name']}.{namespace}.svc:{port}/metrics"]
 
     async def __call__(self, ctx: Ctx, key: Key) -> Result | None:
-        _, namespace, name = key
-        body = ctx.store.get(KIND, namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        namespace = key[1]
+        started = await begin(ctx, key, DriftMonitorSpec, DriftMonitorStatus())
+        if started is None:
             return None
-        now = ctx.clock()
+        body, spec, now = started
         stamp = rfc3339(now)
-        spec, error = parse_spec(DriftMonitorSpec, body)
-        if spec is None:
-            invalid = invalid_spec_status(body, DriftMonitorStatus(), error, stamp)
-            if await write_status(ctx, body, invalid):
-                await record_event(ctx, body, "Warning", c.INVALID_SPEC, error)
-            return None
         prev = DriftMonitorStatus.model_validate(body.get("status") or {})
         status = prev.model_copy(deep=True)
         interval = max(parse_duration(spec.interval), 1.0)

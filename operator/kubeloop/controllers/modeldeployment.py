@@ -19,10 +19,9 @@ from kubeloop.api.modeldeployment import (
 )
 from kubeloop.controllers.common import (
     Ctx,
+    begin,
     finish_status,
-    invalid_spec_status,
     owner_reference,
-    parse_spec,
     parse_time,
     record_event,
     rfc3339,
@@ -375,16 +374,10 @@ def plan(
 
 async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     _, namespace, name = key
-    body = ctx.store.get(KIND, namespace, name)
-    if body is None or body["metadata"].get("deletionTimestamp"):
+    started = await begin(ctx, key, ModelDeploymentSpec, ModelDeploymentStatus())
+    if started is None:
         return None
-    now = ctx.clock()
-    spec, error = parse_spec(ModelDeploymentSpec, body)
-    if spec is None:
-        status = invalid_spec_status(body, ModelDeploymentStatus(), error, rfc3339(now))
-        if await write_status(ctx, body, status):
-            await record_event(ctx, body, "Warning", c.INVALID_SPEC, error)
-        return None
+    body, spec, now = started
     tjs = {
         tj["metadata"]["name"]: tj
         for tj in ctx.store.all(TRAINING_JOB)

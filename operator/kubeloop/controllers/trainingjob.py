@@ -14,10 +14,9 @@ from kubeloop import conditions as c
 from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus, WorkerCounts
 from kubeloop.controllers.common import (
     Ctx,
+    begin,
     finish_status,
-    invalid_spec_status,
     owner_reference,
-    parse_spec,
     parse_time,
     record_event,
     rfc3339,
@@ -395,16 +394,10 @@ def _deadline_failed(job: dict[str, Any]) -> bool:
 
 async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     _, namespace, name = key
-    body = ctx.store.get(KIND, namespace, name)
-    if body is None or body["metadata"].get("deletionTimestamp"):
+    started = await begin(ctx, key, TrainingJobSpec, TrainingJobStatus())
+    if started is None:
         return None
-    now = ctx.clock()
-    spec, error = parse_spec(TrainingJobSpec, body)
-    if spec is None:
-        status = invalid_spec_status(body, TrainingJobStatus(), error, rfc3339(now))
-        if await write_status(ctx, body, status):
-            await record_event(ctx, body, "Warning", c.INVALID_SPEC, error)
-        return None
+    body, spec, now = started
 
     observed = Observed(
         jobs=ctx.store.owned("Job", namespace, name),
