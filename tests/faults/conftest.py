@@ -103,8 +103,14 @@ class OperatorProcess:
             self.proc.wait(10)
 
     def tail(self, lines: int = 30) -> str:
+        """The end of the log, and how the process ended if it did."""
         text = self.log.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+        out = "\n".join(text[-lines:])
+        if self.proc is not None and self.proc.poll() is not None:
+            out += f"\n[operator pid {self.proc.pid} exited with {self.proc.returncode}]"
+            if any("Signal SIGTERM is received" in line for line in text[-lines:]):
+                out += " [after a SIGTERM this test did not send: another process on this machine]"
+        return out
 
 
 class JobWatch:

@@ -226,4 +226,5 @@ def test_bad_clients_get_4xx_and_the_server_stays_up(server: ModelServer) -> Non
     assert not health_failures, health_failures[:5]
     assert statuses[400] >= len(BAD_BODIES) - 2 and statuses[413] == 2, statuses
     grown = peak[0] - baseline
+    print(f"answers {dict(statuses)}; server RSS {baseline} kB, peak +{grown} kB")
     assert grown < RSS_GROWTH_LIMIT_KB, f"server RSS grew by {grown} kB (from {baseline} kB)"

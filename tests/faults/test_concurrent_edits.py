@@ -14,13 +14,20 @@ from tests.kubetest import Cluster
 
 def _edits(cluster: Cluster, kind: str, ns: str, name: str, changes: list[dict[str, Any]],
            seed: int) -> int:
-    """Apply `changes` one after the other with random gaps (0-0.4 s), so that they land
-    before, during and after reconciles; the generation after the last one."""
+    """Apply `changes` one after the other. After a random half of them, wait until the
+    operator has observed that generation (so that it acts on the intermediate specs:
+    suspends, resumes, scales); the others land right away, on reconciles in flight.
+    Returns the generation after the last change."""
     rng = random.Random(seed)
     generation = 0
-    for change in changes:
-        time.sleep(rng.uniform(0.0, 0.4))  # jitter of the edits, not a wait for anything
+    for change in changes[:-1]:
+        time.sleep(rng.uniform(0.0, 0.3))  # jitter of the edits, not a wait for anything
         generation = cluster.patch_spec(kind, ns, name, change)["metadata"]["generation"]
+        if rng.random() < 0.5:
+            poll(lambda g=generation: (cluster.status(kind, ns, name).get("observedGeneration")
+                                       or 0) >= g,
+                 30, f"{kind} {name} at generation {generation}", 0.05)
+    generation = cluster.patch_spec(kind, ns, name, changes[-1])["metadata"]["generation"]
     return int(generation)
 
 
@@ -66,12 +73,19 @@ def test_suspend_flips_and_replica_changes_end_in_the_last_spec(
             "image": "registry.local/train:1",
             "resources": {"cpu": "10m"},
             "output": {"uri": f"s3://models/{name}"},
+            # Long enough to be still running while the edits land.
             "podMetadata": {"annotations": {
-                "kubeloop.io/fake-duration": "120s" if long_run else "2s"}},
+                "kubeloop.io/fake-duration": "120s" if long_run else "6s"}},
         })  # fmt: skip
     for name in serves:
         cluster.create(MD, namespace, name, {"model": {"uri": f"s3://models/{name}"},
                                              "replicas": 1})
+    # The edits start once the operator works on every object (it may still be starting).
+    for name in runs:
+        cluster.wait_phase(TJ, namespace, name, "Running", 60)
+    for name in serves:
+        poll(lambda n=name: cluster.status(MD, namespace, n).get("observedGeneration") == 1,
+             60, f"{name} reconciled")
 
     with ThreadPoolExecutor(len(runs) + len(serves)) as pool:
         futures = {
@@ -81,7 +95,7 @@ def test_suspend_flips_and_replica_changes_end_in_the_last_spec(
             (MD, name): pool.submit(_edits, cluster, MD, namespace, name, changes, rng.random())
             for name, changes in serves.items()
         }
-        generations = {key: future.result(60) for key, future in futures.items()}
+        generations = {key: future.result(240) for key, future in futures.items()}
 
     for name, changes in runs.items():
         generation = generations[(TJ, name)]

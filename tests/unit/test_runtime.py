@@ -104,3 +104,12 @@ def test_store_indexes_children_by_owner() -> None:
     assert [j["metadata"]["name"] for j in store.owned("Job", "ns", "t")] == ["t-r0"]
     store.remove("Job", "ns", "t-r0", owner="t")
     assert store.owned("Job", "ns", "t") == [] and store.count("Job") == 1
+
+
+def test_store_drops_managed_fields_without_touching_the_event() -> None:
+    store = Store()
+    event_object = {"metadata": {"name": "a", "namespace": "ns", "managedFields": [{"m": 1}]}}
+    store.put("Job", event_object)
+    stored = store.get("Job", "ns", "a")
+    assert stored is not None and "managedFields" not in stored["metadata"]
+    assert event_object["metadata"]["managedFields"] == [{"m": 1}]

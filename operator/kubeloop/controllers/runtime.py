@@ -49,6 +49,10 @@ class Store:
 
     def put(self, kind: str, obj: dict[str, Any], owner: str | None = None) -> None:
         meta = obj.get("metadata", {})
+        if "managedFields" in meta:
+            # Often the largest part of an object, and never read by a reconcile.
+            meta = {k: v for k, v in meta.items() if k != "managedFields"}
+            obj = {**obj, "metadata": meta}
         key = (meta.get("namespace", ""), meta["name"])
         self._objects[kind][key] = obj
         if owner is not None:
