@@ -49,7 +49,7 @@ INVALID = [
         "tj-zero-deadline",
         "TrainingJob",
         {"image": "x", "activeDeadlineSeconds": 0},
-        "activeDeadlineSeconds must be greater than 0",
+        "spec.activeDeadlineSeconds in body should be greater than or equal to 1",
     ),
     (
         "tj-bad-toleration-operator",

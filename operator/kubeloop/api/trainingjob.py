@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from kubeloop.api.common import (
     DNS_LABEL_PATTERN,
@@ -16,7 +16,6 @@ from kubeloop.api.common import (
     KubeModel,
     PodMetadata,
     Toleration,
-    cel,
 )
 
 
@@ -47,18 +46,10 @@ class Scheduling(KubeModel):
     )
 
 
-class TrainingJobSpec(KubeModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "!has(self.activeDeadlineSeconds) || self.activeDeadlineSeconds > 0",
-                    "activeDeadlineSeconds must be greater than 0",
-                ),
-            ]
-        }
-    )
+INT32_MAX = 2**31 - 1
 
+
+class TrainingJobSpec(KubeModel):
     image: str = Field(min_length=1, description="Container image of every worker.")
     command: list[str] = Field(default_factory=list, description="Entrypoint override.")
     args: list[str] = Field(default_factory=list, description="Arguments to the entrypoint.")
@@ -107,11 +98,15 @@ class TrainingJobSpec(KubeModel):
         description="Gang restarts after a failed attempt before the job is Failed.",
     )
     active_deadline_seconds: int | None = Field(
-        default=None, description="Wall-clock limit of the whole run, over all attempts."
+        default=None,
+        ge=1,
+        le=INT32_MAX,
+        description="Wall-clock limit of the whole run, over all attempts.",
     )
     ttl_seconds_after_finished: int | None = Field(
         default=None,
         ge=0,
+        le=INT32_MAX,
         description="Delete the Job and its pods this long after the end; the TrainingJob "
         "and its status stay.",
     )

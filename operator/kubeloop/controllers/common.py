@@ -236,3 +236,19 @@ async def begin(
             await record_event(ctx, body, "Warning", c.INVALID_SPEC, error)
         return None
     return body, spec, now
+
+
+def refused(exc: KubeError) -> bool:
+    """The API server rejected what we rendered: retrying the same spec cannot help."""
+    return exc.status in (400, 422)
+
+
+async def report_refused_child(
+    ctx: Ctx, body: dict[str, Any], empty_status: BaseModel, exc: KubeError, now: dt.datetime
+) -> None:
+    """InvalidSpec in status (and an Event): the spec passed the schema but makes a child
+    the API server refuses, e.g. an env name or label it does not allow."""
+    message = f"the spec makes a child the API server refuses: {exc.message}"
+    status = invalid_spec_status(body, empty_status, message, rfc3339(now))
+    if await write_status(ctx, body, status):
+        await record_event(ctx, body, "Warning", c.INVALID_SPEC, message)

@@ -24,10 +24,13 @@ from kubeloop.controllers.common import (
     owner_reference,
     parse_time,
     record_event,
+    refused,
+    report_refused_child,
     rfc3339,
     write_status,
 )
 from kubeloop.controllers.runtime import Key, Result
+from kubeloop.kube import KubeError
 from kubeloop.render.modeldeployment import (
     CANARY,
     MODEL_URI_ANNOTATION,
@@ -396,7 +399,13 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     for obj in decided.apply:
         if _unchanged(ctx, obj):
             continue
-        applied = await ctx.kube.apply(obj)
+        try:
+            applied = await ctx.kube.apply(obj)
+        except KubeError as exc:
+            if not refused(exc):
+                raise
+            await report_refused_child(ctx, body, ModelDeploymentStatus(), exc, now)
+            return None
         ctx.store.put(_store_kind(obj["kind"]), applied, owner=name)
     for api_version, kind, child in decided.delete:
         await ctx.kube.delete(api_version, kind, namespace, child)

@@ -19,11 +19,14 @@ from kubeloop.controllers.common import (
     owner_reference,
     parse_time,
     record_event,
+    refused,
+    report_refused_child,
     rfc3339,
     status_wait,
     write_status,
 )
 from kubeloop.controllers.runtime import Key, Result
+from kubeloop.kube import KubeError
 from kubeloop.render.common import SPEC_HASH_ANNOTATION
 from kubeloop.render.fit import explain_never_fits, worker_demand
 from kubeloop.render.trainingjob import (
@@ -38,6 +41,8 @@ from kubeloop.render.trainingjob import (
 )
 
 KIND = "TrainingJob"
+# How long a failed Job's decision waits for its failed pod to be seen.
+POD_REPORT_GRACE = 10.0
 SERVICE = "TrainingJob/Service"
 JOB = "Job"
 # Marks the final state of a finished Job that is already deleted (TTL), in the store.
@@ -298,6 +303,24 @@ def plan(
             message += f"; model at {status.model_uri}"
         return finish(c.SUCCEEDED, c.SUCCEEDED, message, True)
     if failed:
+        since = parse_time(failed.get("lastTransitionTime"))
+        seen_failure = any(_pod_phase(p) == "Failed" for p in pods)
+        if (
+            not seen_failure
+            and failed.get("reason") != "DeadlineExceeded"
+            and since is not None
+            and (now - since).total_seconds() < POD_REPORT_GRACE
+        ):
+            # The Job failed but its failed pod has not reached us yet (e.g. right after
+            # an operator restart): wait for it, so that the exit code is not lost.
+            result.requeue_after = 1.0
+            return finish(
+                prev.phase or c.RUNNING,
+                c.PROGRESSING,
+                "a worker failed; reading its exit code",
+                False,
+                reconciling=True,
+            )
         why = failure_message(pods)
         if failed.get("reason") == "DeadlineExceeded":
             status.completion_time = rfc3339(now)
@@ -424,14 +447,20 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
             uid=job["metadata"].get("uid"),
             propagation="Background",
         )
-    if decided.create_service:
-        svc = await ctx.kube.apply(render_service(spec, name, namespace, owner))
-        ctx.store.put(SERVICE, svc, owner=name)
-    if decided.create_job:
-        created = await ctx.kube.apply(
-            render_job(spec, name, namespace, decided.status.restarts, owner)
-        )
-        ctx.store.put("Job", created, owner=name)
+    try:
+        if decided.create_service:
+            svc = await ctx.kube.apply(render_service(spec, name, namespace, owner))
+            ctx.store.put(SERVICE, svc, owner=name)
+        if decided.create_job:
+            created = await ctx.kube.apply(
+                render_job(spec, name, namespace, decided.status.restarts, owner)
+            )
+            ctx.store.put("Job", created, owner=name)
+    except KubeError as exc:
+        if not refused(exc):
+            raise
+        await report_refused_child(ctx, body, TrainingJobStatus(), exc, now)
+        return None
     if decided.set_suspend is not None:
         await ctx.kube.merge_patch(
             "batch/v1",
