@@ -311,8 +311,9 @@ def render_section(report: dict[str, Any]) -> str:
         "Both servers call the same scikit-learn `predict`, whose input validation alone "
         "takes about 0.1 ms a call (a whole gradient-boosting predict about 1 ms), "
         "so the model bounds both; logistic regression shows the servers' own overhead "
-        "best. On 64-row requests the largest cost left in Kubeloop's hot path is decoding "
-        "the JSON body with the standard library (about 50 us for 256 numbers).",
+        "best. Request bodies are decoded with orjson when it is installed (the serve "
+        "extra): with the standard library alone, decoding was the largest cost of a "
+        "64-row request (about 50 us for 256 numbers).",
         "",
         "Short of the goal (2x MLServer's throughput with a lower p99) in this run: "
         + (", ".join(short) if short else "none")
