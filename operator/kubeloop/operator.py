@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -297,5 +298,8 @@ async def run_operator(
         ready_flag=ready_flag,
         liveness_endpoint=liveness_endpoint,
         standalone=not peering,
+        # Kopf pauses every operator of equal priority: each replica draws its own, and
+        # the highest one alive is the active one.
+        priority=secrets.randbelow(2**31 - 1) + 1 if peering else 0,
         memo=kopf.Memo(),
     )

@@ -1,0 +1,52 @@
+"""replicas > 1: several operators, exactly one active (Kopf peering), and another takes
+over when the active one goes away."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from e2e.conftest import SYSTEM_NS, OperatorProcess, helm, token_kubeconfig
+from tests.kubetest import ROOT, Cluster, wait_for
+
+PAUSED = "Pausing operations in favour of"
+RESUMED = "Resuming operations after the pause"
+
+
+def test_two_replicas_exactly_one_active_then_failover(cluster: Cluster, tmp_path: Path) -> None:
+    watched = cluster.new_namespace()
+    release = "peers"
+    # CRDs first, as for any chart whose templates use them (Helm's discovery would not
+    # know kopf.dev right after installing the chart's crds/).
+    cluster.kubectl("apply", "--server-side", "-f",
+                    str(ROOT / "charts" / "kubeloop" / "crds" / "kopf.dev_peerings.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/kopfpeerings.kopf.dev", "crd/clusterkopfpeerings.kopf.dev")
+    helm(cluster, "install", release, str(ROOT / "charts" / "kubeloop"), "--namespace",
+         SYSTEM_NS, "--set", "replicas=2", "--set", f"watchNamespaces={{{watched}}}",
+         "--wait", "--timeout", "120s")
+    ops: list[OperatorProcess] = []
+    try:
+        kubeconfig = token_kubeconfig(cluster, SYSTEM_NS, f"{release}-kubeloop",
+                                      tmp_path / "kubeconfig")
+        for i in range(2):
+            ops.append(OperatorProcess(kubeconfig, tmp_path / f"op{i}.log", "--namespace",
+                                       watched, "--peering"))
+
+        def paused() -> list[int]:
+            return [i for i, op in enumerate(ops) if PAUSED in op.log.read_text()]
+
+        which = wait_for(lambda: paused() or None, 60, "one operator pausing for the other")
+        assert len(which) == 1, "both operators paused: no active replica"
+        standby, active = ops[which[0]], ops[1 - which[0]]
+        assert PAUSED not in active.log.read_text()
+        assert not active.forbidden() and not standby.forbidden()
+
+        active.stop()  # a clean exit withdraws it from the peering at once
+        wait_for(lambda: RESUMED in standby.log.read_text(), 60, "the standby taking over")
+        cluster.create("TrainingJob", watched, "after-failover", {"image": "t:1"})
+        cluster.wait_phase("TrainingJob", watched, "after-failover", "Succeeded", 60)
+    finally:
+        for op in ops:
+            op.stop()
+        helm(cluster, "uninstall", release, "--namespace", SYSTEM_NS, "--wait", check=False)
+        cluster.kubectl("delete", "namespace", watched, "--wait=false", check=False)
