@@ -121,3 +121,7 @@ k get events -n "$ns" --field-selector involvedObject.name=iris-live-drift \
   --sort-by=.lastTimestamp -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
 step "kubectl get kubeloop -n $ns"
 k get kubeloop -n "$ns"
+echo
+echo "(dm/iris-drift is Degraded on purpose: its reference, profile.json beside"
+echo " file:///models/iris/v1, lives on the cluster's model volume, not on this machine;"
+echo " kubectl describe dm/iris-drift -n $ns says so: ReferenceInvalid.)"
