@@ -25,6 +25,8 @@ PLURALS = {
     "DriftMonitor": "driftmonitors",
 }
 T = TypeVar("T")
+# How often wait_for and stays look again: the waits are bounded by their deadlines.
+POLL_INTERVAL = 0.1
 
 
 def tool(name: str) -> str:
@@ -48,8 +50,17 @@ def wait_for(check: Callable[[], T | None], timeout: float = 30.0, what: str = "
             value, last = None, exc
         if value:
             return value
-        time.sleep(0.1)
+        time.sleep(POLL_INTERVAL)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last}")
+
+
+def stays(check: Callable[[], object], seconds: float, what: str) -> None:
+    """Assert that `check` holds at every poll for `seconds` (an absence over a window,
+    e.g. "no Job is re-created"), failing at the first poll where it does not."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert check(), f"{what} stopped holding"
+        time.sleep(POLL_INTERVAL)
 
 
 class Cluster:

@@ -40,6 +40,7 @@ from kubeloop.serving.server import (
     base_url,
     start,
 )
+from tests.kubetest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "examples" / "train" / "train.py"
@@ -518,14 +519,6 @@ def test_load_errors_name_the_file(model_dir: Path, tmp_path: Path) -> None:
 # -- the command ----------------------------------------------------------------------
 
 
-def wait_for(predicate: Any, deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
-
-
 SERVE_SCRIPT = (
     "import argparse, sys\n"
     "from kubeloop.serving.cli import add_commands\n"
@@ -555,7 +548,7 @@ def test_serve_command_serves_until_sigterm(model_dir: Path) -> None:
         def ready() -> bool:
             return requests.get(f"{url}/v2/health/ready", timeout=TIMEOUT).status_code == 200
 
-        wait_for(ready, 60)
+        wait_for(ready, 60, "the server ready")
         assert infer(url, matrix(ROWS)).status_code == 200
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
