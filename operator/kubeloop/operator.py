@@ -78,6 +78,20 @@ def _owner_name(obj: dict[str, Any], label: str) -> str | None:
     return str(value) if value else None
 
 
+def dependency_view(obj: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What other resources read of this one: a change elsewhere (counts, messages)
+    need not wake them, which keeps a burst from scanning every dependent per event."""
+    if obj is None:
+        return None
+    status = obj.get("status") or {}
+    return (
+        obj["metadata"].get("generation"),
+        status.get("phase"),
+        status.get("modelUri"),
+        status.get("activeModelUri"),
+    )
+
+
 def dependents(ctx: Ctx, kind: str, namespace: str, name: str) -> list[Key]:
     """Resources whose status depends on this one: ModelDeployments serving a
     TrainingJob's model, DriftMonitors watching a ModelDeployment or waiting for the
@@ -103,6 +117,7 @@ def dependents(ctx: Ctx, kind: str, namespace: str, name: str) -> list[Key]:
 
 def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    seen_views: dict[Key, tuple[Any, ...] | None] = {}
 
     def ctx_of(memo: Any) -> Ctx:
         ctx: Ctx = memo.ctx
@@ -120,6 +135,7 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
                     ctx.store.remove(kind, meta["namespace"], meta["name"])
                     ctx.queue.forget(key)
                     ctx.status_written_at.pop(key, None)
+                    seen_views.pop(key, None)
                     if kind == driftmonitor.KIND:
                         driftmonitor.forget(meta["namespace"], meta["name"])
                     if kind == trainingjob.KIND:
@@ -131,8 +147,13 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
                 ctx.queue.add(
                     key, urgent=status.get("observedGeneration") != meta.get("generation")
                 )
-                for dependent in dependents(ctx, kind, meta["namespace"], meta["name"]):
-                    ctx.queue.add(dependent)
+                # Compared with what the last watch event showed (the store may already
+                # hold our own status write, whose event must still wake dependents).
+                view = dependency_view(obj)
+                if seen_views.get(key) != view:
+                    seen_views[key] = view
+                    for dependent in dependents(ctx, kind, meta["namespace"], meta["name"]):
+                        ctx.queue.add(dependent)
 
             return on_resource
 
@@ -198,17 +219,18 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
         ctx = ctx_of(memo)
         node = event["object"]
         name = node["metadata"]["name"]
+        before = ctx.store.get("Node", "", name)
         if event.get("type") == "DELETED":
             ctx.store.remove("Node", "", name)
         else:
-            ctx.store.put(
-                "Node",
-                {
-                    "metadata": {"name": name, "labels": node["metadata"].get("labels", {})},
-                    "spec": {"taints": (node.get("spec") or {}).get("taints", [])},
-                    "status": {"allocatable": (node.get("status") or {}).get("allocatable", {})},
-                },
-            )
+            slim = {
+                "metadata": {"name": name, "labels": node["metadata"].get("labels", {})},
+                "spec": {"taints": (node.get("spec") or {}).get("taints", [])},
+                "status": {"allocatable": (node.get("status") or {}).get("allocatable", {})},
+            }
+            if slim == before:
+                return  # a heartbeat: nothing that decides a fit has changed
+            ctx.store.put("Node", slim)
         # Capacity changed: jobs waiting for a fit get a fresh look.
         for tj in ctx.store.all(trainingjob.KIND):
             if (tj.get("status") or {}).get("phase") in ("Pending", None):

@@ -382,9 +382,9 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
         return None
     body, spec, now = started
     tjs = {
-        tj["metadata"]["name"]: tj
-        for tj in ctx.store.all(TRAINING_JOB)
-        if tj["metadata"]["namespace"] == namespace
+        job: tj
+        for job in referenced_jobs(body)
+        if (tj := ctx.store.get(TRAINING_JOB, namespace, job)) is not None
     }
     deployments = {d["metadata"]["name"]: d for d in ctx.store.owned(DEPLOYMENT, namespace, name)}
     observed = Observed(
