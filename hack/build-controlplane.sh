@@ -38,7 +38,7 @@ build_etcd() {
 
 build_kubernetes() {
   local v="$KUBERNETES_VERSION" staging="v0${KUBERNETES_VERSION#v1}"
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler)
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
   local pkgs=() c
   for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c@$v"); done
   local missing=0

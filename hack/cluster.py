@@ -23,10 +23,20 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import realnode  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster"))
 CACHE = Path(os.environ.get("KUBELOOP_CACHE", Path.home() / ".cache" / "kubeloop"))
-COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+COMPONENTS = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    *realnode.COMPONENTS,
+]
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 
 
@@ -76,8 +86,12 @@ def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 
 def openssl_pki(pki: Path) -> None:
     """CA, serving cert and one client cert per component, by openssl."""
-    if (pki / "ca.crt").exists():
+    if (pki / "front-proxy-client.crt").exists():
         return
+    # A PKI from before the real node lacks its certificates: make all of it anew.
+    import shutil
+
+    shutil.rmtree(pki, ignore_errors=True)
     pki.mkdir(parents=True, exist_ok=True)
 
     def key(name: str) -> None:
@@ -145,13 +159,26 @@ def openssl_pki(pki: Path) -> None:
         "/CN=kube-apiserver",
         "extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
         "subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc,IP:127.0.0.1,IP:10.96.0.1\n",
+        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,"
+        f"IP:127.0.0.1,IP:10.96.0.1,IP:{realnode.NODE_IP}\n",
     )
     cert("admin", "/O=system:masters/CN=kubeloop-admin", client)
     cert("controller-manager", "/CN=system:kube-controller-manager", client)
     cert("scheduler", "/CN=system:kube-scheduler", client)
     # kwok plays every kubelet; it gets the rights of the cluster admin to do so.
     cert("kwok", "/O=system:masters/CN=kwok", client)
+    # The real node: its kubelet (Node authorizer), the API server's client identity
+    # towards kubelets, kube-proxy, the aggregator's front proxy, kubelet's serving cert.
+    cert("kubelet", f"/O=system:nodes/CN=system:node:{realnode.NODE_NAME}", client)
+    cert("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", client)
+    cert("kube-proxy", "/CN=system:kube-proxy", client)
+    cert("front-proxy-client", "/CN=front-proxy-client", client)
+    cert(
+        "kubelet-serving",
+        f"/CN={realnode.NODE_NAME}",
+        "extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
+        f"subjectAltName=DNS:{realnode.NODE_NAME},IP:{realnode.NODE_IP}\n",
+    )
     key("sa")
     run(["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")])
 
@@ -211,10 +238,15 @@ def write_pids(pids: dict[str, int]) -> None:
     (STATE / "pids.json").write_text(json.dumps(pids))
 
 
-def start(name: str, cmd: list[str]) -> int:
+def start(name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
     log = open(STATE / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
     )
     return proc.pid
 
@@ -236,8 +268,10 @@ def apiserver_cmd(bins: dict[str, Path], cfg: dict[str, object], pki: Path) -> l
     return [
         str(bins["kube-apiserver"]),
         f"--etcd-servers=http://127.0.0.1:{cfg['etcd_port']}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        # Pods reach the API server at the real node's address (the `kubernetes`
+        # Service's endpoint); the kubeconfigs keep using 127.0.0.1.
+        "--bind-address=0.0.0.0",
+        f"--advertise-address={realnode.NODE_IP}",
         f"--secure-port={cfg['apiserver_port']}",
         f"--tls-cert-file={pki / 'apiserver.crt'}",
         f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -248,7 +282,17 @@ def apiserver_cmd(bins: dict[str, Path], cfg: dict[str, object], pki: Path) -> l
         "--service-cluster-ip-range=10.96.0.0/16",
         "--authorization-mode=Node,RBAC",
         "--allow-privileged=true",
-        "--endpoint-reconciler-type=none",
+        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+        "--enable-aggregator-routing=true",
         "--profiling=false",
         "--enable-priority-and-fairness=false",
         f"--cert-dir={STATE / 'apiserver-certs'}",
@@ -275,9 +319,12 @@ def up() -> None:
         "kcm_port": free_port(),
         "scheduler_port": free_port(),
         "kwok_port": free_port(),
+        "proxy_metrics": free_port(),
+        "proxy_healthz": free_port(),
+        "metrics_server": free_port(),
     }
     server = f"https://127.0.0.1:{cfg['apiserver_port']}"
-    for user in ("admin", "controller-manager", "scheduler", "kwok"):
+    for user in ("admin", "controller-manager", "scheduler", "kwok", "kubelet", "kube-proxy"):
         kubeconfig(STATE / f"{user}.kubeconfig", server, pki, user)
     (STATE / "kubeconfig").write_text((STATE / "admin.kubeconfig").read_text())
     (STATE / "config.json").write_text(json.dumps(cfg))
@@ -301,6 +348,9 @@ def up() -> None:
         ],
     )
     write_pids(pids)
+    real = realnode.available(CACHE, versions())
+    if real:
+        realnode.network_up()
     pids["kube-apiserver"] = start("kube-apiserver", apiserver_cmd(bins, cfg, pki))
     write_pids(pids)
     kc = str(STATE / "kubeconfig")
@@ -364,6 +414,14 @@ def up() -> None:
         ],
     )
     write_pids(pids)
+    if real:
+        pids.update(
+            realnode.start(STATE, CACHE, versions(), pki, start, wait_for, cfg)  # type: ignore[arg-type]
+        )
+        write_pids(pids)
+        run([ctl, "--kubeconfig", kc, "apply", "-f", "-"], input=realnode.addons(cfg))
+    else:
+        print("real node skipped: run hack/build-node.sh to build it", file=sys.stderr)
     nodes = ROOT / "hack" / "nodes.yaml"
     wait_for(
         "node registration",
@@ -374,7 +432,7 @@ def up() -> None:
     def nodes_ready() -> bool:
         out = run([ctl, "--kubeconfig", kc, "get", "nodes", "-o", "json"]).stdout
         items = json.loads(out)["items"]
-        return len(items) >= 3 and all(
+        return len(items) >= 3 + real and all(
             any(
                 c["type"] == "Ready" and c["status"] == "True"
                 for c in (n.get("status", {}).get("conditions") or [])
@@ -382,7 +440,7 @@ def up() -> None:
             for n in items
         )
 
-    wait_for("nodes Ready", nodes_ready, 60)
+    wait_for("nodes Ready", nodes_ready, 90)
 
     def default_sa() -> bool:
         return (
@@ -411,6 +469,7 @@ def down(quiet: bool = False) -> None:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
     (STATE / "pids.json").unlink(missing_ok=True)
+    realnode.cleanup(STATE, CACHE, versions())
     import shutil
 
     shutil.rmtree(STATE / "etcd", ignore_errors=True)

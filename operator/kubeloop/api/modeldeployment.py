@@ -10,6 +10,7 @@ from kubeloop.api.common import (
     ComputeResources,
     EnvVar,
     KubeModel,
+    Toleration,
     cel,
 )
 
@@ -30,7 +31,9 @@ class ModelSource(KubeModel):
         default=None,
         min_length=1,
         max_length=2048,
-        description="Model directory: `http(s)://`, `file://` or `s3://`.",
+        description="Model directory: `http(s)://`, `s3://`, `pvc://CLAIM/PATH` (a "
+        "PersistentVolumeClaim of this namespace, mounted read-only into the fetch "
+        "container) or `file://` (a path inside the fetch container).",
     )
     from_training_job: TrainingJobRef | None = Field(
         default=None,
@@ -103,6 +106,16 @@ class Monitoring(KubeModel):
     )
 
 
+class ServingScheduling(KubeModel):
+    priority_class_name: str | None = Field(default=None, description="Pod priority class.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Extra node labels the server pods must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Extra tolerations for the server pods."
+    )
+
+
 class ModelDeploymentSpec(KubeModel):
     model: ModelSource = Field(description="The model to serve.")
     runtime: Runtime | None = Field(default=None, description="The model server.")
@@ -119,6 +132,9 @@ class ModelDeploymentSpec(KubeModel):
     canary: Canary | None = Field(default=None, description="A candidate model beside the stable.")
     monitoring: Monitoring | None = Field(default=None, description="Drift metrics export.")
     service_account_name: str | None = Field(default=None, description="Pods' service account.")
+    scheduling: ServingScheduling | None = Field(
+        default=None, description="Where the model server pods may run."
+    )
 
 
 class CanaryStatus(KubeModel):

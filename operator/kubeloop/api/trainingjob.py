@@ -23,7 +23,9 @@ class DataLocation(KubeModel):
     uri: str = Field(
         min_length=1,
         max_length=2048,
-        description="Where the data lives: `s3://`, `gs://`, `http(s)://`, `file://` or a path.",
+        description="A location: `s3://`, `gs://`, `http(s)://`, `pvc://CLAIM/PATH` (a "
+        "PersistentVolumeClaim of this namespace, mounted at `/mnt/pvc/CLAIM` and passed "
+        "to the script as a `file://` URI), `file://` or a path.",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
+from kubeloop.render import storage
 from kubeloop.render.common import (
     MANAGED_BY,
     container_security,
@@ -95,30 +96,36 @@ def pod_template(
     res = resources(spec.resources, spec.gpu)
     if res:
         server["resources"] = res
+    claim_volumes, claim_mounts = storage.claim_mounts([model_uri], read_only=True)
     fetch = {
         "name": FETCH_CONTAINER,
         "image": image,
-        "args": ["fetch-model", model_uri, MODEL_DIR],
-        "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR}],
+        "args": ["fetch-model", storage.local_uri(model_uri), MODEL_DIR],
+        "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR}, *claim_mounts],
         "securityContext": {**container_security(), "readOnlyRootFilesystem": True},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
     }
     gpu_selector, gpu_tolerations = gpu_placement(spec.gpu)
+    sched = spec.scheduling
+    node_selector = {**gpu_selector, **(sched.node_selector if sched else {})}
+    tolerations = gpu_tolerations + [t.dump() for t in (sched.tolerations if sched else [])]
     pod_spec: dict[str, Any] = {
         "enableServiceLinks": False,
         "securityContext": pod_security(),
         "initContainers": [fetch],
         "containers": [server],
-        "volumes": [{"name": "model", "emptyDir": {}}],
+        "volumes": [{"name": "model", "emptyDir": {}}, *claim_volumes],
     }
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name
     else:
         pod_spec["automountServiceAccountToken"] = False
-    if gpu_selector:
-        pod_spec["nodeSelector"] = gpu_selector
-    if gpu_tolerations:
-        pod_spec["tolerations"] = gpu_tolerations
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if sched and sched.priority_class_name:
+        pod_spec["priorityClassName"] = sched.priority_class_name
     return {
         "metadata": {
             "labels": {**labels(name), TRACK_LABEL: track},

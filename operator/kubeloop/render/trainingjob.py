@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeloop.api.trainingjob import TrainingJobSpec
+from kubeloop.render import storage
 from kubeloop.render.common import (
     MANAGED_BY,
     SPEC_HASH_ANNOTATION,
@@ -86,9 +87,9 @@ def worker_env(
     env += [{"name": "KUBELOOP_TRAINING_JOB", "value": name}]
     env += [{"name": "KUBELOOP_ATTEMPT", "value": str(attempt)}]
     if spec.dataset is not None:
-        env.append({"name": "KUBELOOP_DATASET_URI", "value": spec.dataset.uri})
+        env.append({"name": "KUBELOOP_DATASET_URI", "value": storage.local_uri(spec.dataset.uri)})
     if spec.output is not None:
-        env.append({"name": "KUBELOOP_OUTPUT_URI", "value": spec.output.uri})
+        env.append({"name": "KUBELOOP_OUTPUT_URI", "value": storage.local_uri(spec.output.uri)})
     for key, value in sorted(spec.hyperparameters.items()):
         env.append({"name": f"HP_{env_name(key)}", "value": value})
     # The user's own variables come last so that they win over ours.
@@ -100,6 +101,21 @@ def worker_args(spec: TrainingJobSpec) -> list[str]:
     if spec.pass_hyperparameters_as_args:
         args += [f"--{key}={value}" for key, value in sorted(spec.hyperparameters.items())]
     return args
+
+
+def data_claims(spec: TrainingJobSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and mounts for `pvc://` dataset and output: the output's claim writable,
+    a dataset's claim read-only unless it is also the output's."""
+    out = [spec.output.uri] if spec.output is not None else []
+    written = {loc.claim for uri in out if (loc := storage.parse(uri)) is not None}
+    data: list[str] = []
+    if spec.dataset is not None:
+        loc = storage.parse(spec.dataset.uri)
+        if loc is not None and loc.claim not in written:
+            data.append(spec.dataset.uri)
+    rw_volumes, rw_mounts = storage.claim_mounts(out, read_only=False)
+    ro_volumes, ro_mounts = storage.claim_mounts(data, read_only=True)
+    return rw_volumes + ro_volumes, rw_mounts + ro_mounts
 
 
 def pod_template(spec: TrainingJobSpec, name: str, namespace: str, attempt: int) -> dict[str, Any]:
@@ -122,8 +138,9 @@ def pod_template(spec: TrainingJobSpec, name: str, namespace: str, attempt: int)
     res = resources(spec.resources, spec.gpu)
     if res:
         container["resources"] = res
-    if spec.volume_mounts:
-        container["volumeMounts"] = spec.volume_mounts
+    claim_volumes, claim_mounts = data_claims(spec)
+    if spec.volume_mounts or claim_mounts:
+        container["volumeMounts"] = [*claim_mounts, *spec.volume_mounts]
     pod_meta = spec.pod_metadata
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -147,8 +164,8 @@ def pod_template(spec: TrainingJobSpec, name: str, namespace: str, attempt: int)
         pod_spec["priorityClassName"] = sched.priority_class_name
     if sched and sched.scheduler_name:
         pod_spec["schedulerName"] = sched.scheduler_name
-    if spec.volumes:
-        pod_spec["volumes"] = spec.volumes
+    if spec.volumes or claim_volumes:
+        pod_spec["volumes"] = [*claim_volumes, *spec.volumes]
     metadata: dict[str, Any] = {
         "labels": {
             **(pod_meta.labels if pod_meta else {}),
