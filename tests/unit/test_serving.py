@@ -568,3 +568,16 @@ def test_serve_command_fails_on_a_bad_model_dir(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "model.json" in result.stderr
+
+
+def test_profile_route_serves_the_models_reference(url: str, model: LoadedModel) -> None:
+    from kubeloop.drift.reference import ReferenceInvalid, profile_from_server
+
+    assert model.profile is not None
+    served = profile_from_server(url, "iris")
+    assert served == model.profile
+    assert [f.name for f in served.features] == FEATURES
+    missing = requests.get(f"{url}/v2/models/other/profile", timeout=TIMEOUT)
+    assert missing.status_code == 404
+    with pytest.raises(ReferenceInvalid, match="HTTP 404"):
+        profile_from_server(url, "other")

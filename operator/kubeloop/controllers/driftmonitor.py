@@ -45,9 +45,17 @@ from kubeloop.controllers.common import (
 from kubeloop.controllers.runtime import Key, Result
 from kubeloop.drift import report, sources, stats
 from kubeloop.drift.profile import Profile
-from kubeloop.drift.reference import ReferenceInvalid, parse_profile, profile_from_model
+from kubeloop.drift.reference import (
+    ReferenceInvalid,
+    ReferenceNotServed,
+    parse_profile,
+    profile_from_model,
+    profile_from_server,
+)
 from kubeloop.kube import KubeError
+from kubeloop.render import storage
 from kubeloop.render.common import MANAGED_BY
+from kubeloop.render.modeldeployment import MODEL_URI_ANNOTATION
 
 log = logging.getLogger("kubeloop.driftmonitor")
 
@@ -193,6 +201,17 @@ def collecting(status: DriftMonitorStatus, spec: DriftMonitorSpec, why: str) -> 
     return [
         c.Cond(c.READY, True, c.COLLECTING, message),
         c.Cond(c.SOURCE_READY, True, c.RECONCILED, why),
+    ]
+
+
+def reference_pending(status: DriftMonitorStatus, why: str) -> list[c.Cond]:
+    """The reference is on its way (the model's pods are starting): a wait, not Stalled."""
+    status.phase = c.PENDING
+    status.message = why
+    return [
+        c.Cond(c.READY, False, c.REFERENCE_PENDING, why),
+        c.Cond(c.SOURCE_READY, False, c.REFERENCE_PENDING, why),
+        c.Cond(c.RECONCILING, True, c.REFERENCE_PENDING, why),
     ]
 
 
@@ -370,7 +389,13 @@ class Reconciler:
                     f"ModelDeployment {target['metadata']['name']} has no active model yet"
                 )
             if uri not in self._profiles:
-                self._profiles[uri] = await asyncio.to_thread(profile_from_model, uri)
+                if storage.parse(uri) is not None:
+                    base = self._server_of(ctx, namespace, target, uri)
+                    self._profiles[uri] = await asyncio.to_thread(
+                        profile_from_server, base, target["metadata"]["name"]
+                    )
+                else:
+                    self._profiles[uri] = await asyncio.to_thread(profile_from_model, uri)
             profile = self._profiles[uri]
         if spec.features:
             try:
@@ -378,6 +403,25 @@ class Reconciler:
             except ValueError as err:
                 raise ReferenceInvalid(str(err)) from err
         return profile
+
+    @staticmethod
+    def _server_of(ctx: Ctx, namespace: str, target: dict[str, Any], uri: str) -> str:
+        """A ready pod of the target that serves `uri`: only pods can read a claim."""
+        md_spec = ModelDeploymentSpec.model_validate(target.get("spec") or {})
+        port = md_spec.runtime.port if md_spec.runtime else 8080
+        for pod in ctx.store.owned(MD_POD, namespace, target["metadata"]["name"]):
+            meta, pod_status = pod["metadata"], pod.get("status") or {}
+            ready = any(
+                cond.get("type") == "Ready" and cond.get("status") == "True"
+                for cond in pod_status.get("conditions") or []
+            )
+            serves = (meta.get("annotations") or {}).get(MODEL_URI_ANNOTATION) == uri
+            if ready and serves and pod_status.get("podIP") and not meta.get("deletionTimestamp"):
+                return f"http://{pod_status['podIP']}:{port}"
+        raise ReferenceNotServed(
+            f"waiting for a ready pod of ModelDeployment {target['metadata']['name']} that "
+            f"serves {uri}: its reference profile is read from the model server"
+        )
 
     def endpoints(
         self, ctx: Ctx, spec: DriftMonitorSpec, namespace: str, target: dict[str, Any]
@@ -454,6 +498,8 @@ class Reconciler:
         model = spec.model_deployment
         try:
             profile = await self.reference(ctx, spec, namespace, target)
+        except ReferenceNotServed as err:
+            return reference_pending(status, str(err))
         except ReferenceInvalid as err:
             return broken(status, c.REFERENCE_INVALID, str(err), stalled=True)
         try:

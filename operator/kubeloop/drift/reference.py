@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import requests
 from pydantic import ValidationError
 
 from kubeloop.drift.profile import Profile
@@ -37,3 +38,23 @@ def profile_from_model(model_uri: str) -> Profile:
     except FetchError as err:
         raise ReferenceInvalid(f"cannot read the reference profile: {err}") from err
     return parse_profile(bytes(data), where)
+
+
+class ReferenceNotServed(ReferenceInvalid):
+    """No ready pod serves the model yet: a wait, not a broken reference."""
+
+
+def profile_from_server(base_url: str, model: str, timeout: float = 5.0) -> Profile:
+    """The profile a model server loaded with its model (`/v2/models/NAME/profile`):
+    the reference of a model whose storage only its pods can read (`pvc://`)."""
+    url = f"{base_url.rstrip('/')}/v2/models/{model}/profile"
+    try:
+        response = requests.get(url, timeout=timeout, stream=True)
+        data = response.raw.read(MAX_PROFILE_BYTES + 1, decode_content=True)
+    except requests.RequestException as err:
+        raise ReferenceNotServed(f"cannot read the reference profile at {url}: {err}") from err
+    if response.status_code != 200:
+        raise ReferenceInvalid(f"{url}: HTTP {response.status_code}: {data[:200]!r}")
+    if len(data) > MAX_PROFILE_BYTES:
+        raise ReferenceInvalid(f"{url}: larger than {MAX_PROFILE_BYTES} bytes")
+    return parse_profile(data, url)

@@ -463,6 +463,7 @@ class ModelServer:
             routes.add_get(prefix, self.model_metadata)
             routes.add_get(prefix + "/ready", self.model_ready)
             routes.add_post(prefix + "/infer", self.infer)
+            routes.add_get(prefix + "/profile", self.model_profile)
         routes.add_get("/metrics", self.metrics)
         return app
 
@@ -490,6 +491,21 @@ class ModelServer:
         except RequestError as exc:
             return error_response(exc.status, exc.message)
         return web.Response(body=self._model_metadata, content_type="application/json")
+
+    async def model_profile(self, request: web.Request) -> web.Response:
+        """The model's reference profile (profile.json), so that a DriftMonitor can compare
+        against the very model this pod serves without reading its storage."""
+        try:
+            self._check_model(request)
+        except RequestError as exc:
+            return error_response(exc.status, exc.message)
+        profile = self.model.profile if self.model is not None else None
+        if profile is None:
+            return error_response(404, f"model {self.name!r} has no reference profile")
+        return web.Response(
+            body=profile.model_dump_json(by_alias=True, exclude_none=True),
+            content_type="application/json",
+        )
 
     async def model_ready(self, request: web.Request) -> web.Response:
         try:
