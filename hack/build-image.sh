@@ -54,7 +54,7 @@ if [[ ! -f "$archive" ]]; then
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
   log "wheels of kubeloop[serve]"
-  python3 -m pip wheel -q --disable-pip-version-check -w "$work/wheels" "$root[serve]" pip \
+  python3 -m pip wheel -q --disable-pip-version-check -w "$work/wheels" "$root[serve]" pip "setuptools>=68" wheel \
     >&2
   mkdir -p "$work/rootfs"
   tar -C "$work/rootfs" -xf "$base"

@@ -2,7 +2,8 @@
 """Train the demo model and write a Kubeloop model directory.
 
 A classifier on scikit-learn's bundled iris data (no download, so it runs anywhere:
-a laptop, CI, or a TrainingJob pod). Writes into the output directory:
+a laptop, CI, or a TrainingJob pod), or on a CSV of the same columns (``--data``, or
+``KUBELOOP_DATASET_URI`` the way a TrainingJob passes its dataset). Writes into the output directory:
 
     model.joblib    the fitted estimator
     profile.json    reference profile of the training features (for DriftMonitor)
@@ -21,6 +22,7 @@ a stand-in for "the world changed", so that the demo can retrain on drifted data
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -61,16 +63,39 @@ def hyperparameter(name: str, default: str) -> str:
     return os.environ.get(f"HP_{name}", default)
 
 
-def output_directory(uri: str) -> Path:
+def local_path(uri: str) -> Path:
     parts = urlsplit(uri)
     if parts.scheme == "file":
         return Path(url2pathname(parts.path))
     if parts.scheme == "":
         return Path(uri)
     raise SystemExit(
-        f"train.py: cannot write to {uri!r}: give a file:// URI or a path "
-        "(a mounted volume), and upload from there"
+        f"train.py: cannot open {uri!r}: give a file:// URI or a path "
+        "(a mounted volume, or pvc:// in a TrainingJob)"
     )
+
+
+def load_dataset(uri: str | None) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """(feature names, rows, class indices, class names): scikit-learn's iris, or a CSV
+    whose header names the features and whose last column, `species`, the class."""
+    iris = load_iris()
+    classes = [str(name) for name in iris.target_names]
+    if not uri:
+        features = [snake_case(name) for name in iris.feature_names]
+        return features, np.asarray(iris.data, dtype=np.float64), iris.target, classes
+    path = local_path(uri)
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = list(reader)
+    if len(header) < 2 or header[-1] != "species":
+        raise SystemExit(f"train.py: {path}: the last column must be 'species'")
+    try:
+        data = np.asarray([[float(v) for v in row[:-1]] for row in rows], dtype=np.float64)
+        target = np.asarray([classes.index(row[-1]) for row in rows])
+    except ValueError as err:
+        raise SystemExit(f"train.py: {path}: {err}") from err
+    return [snake_case(name) for name in header[:-1]], data, target, classes
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,6 +105,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("KUBELOOP_OUTPUT_URI"),
         required="KUBELOOP_OUTPUT_URI" not in os.environ,
         help="model directory to write (env KUBELOOP_OUTPUT_URI)",
+    )
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("KUBELOOP_DATASET_URI"),
+        help="training data: a CSV (features..., species) as a file:// URI or a path "
+        "(env KUBELOOP_DATASET_URI; default: scikit-learn's bundled iris)",
     )
     parser.add_argument(
         "--estimator",
@@ -121,14 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.n_estimators < 1:
         raise SystemExit("train.py: --n-estimators must be at least 1")
-    output = output_directory(args.output)
+    output = local_path(args.output)
 
-    iris = load_iris()
-    features = [snake_case(name) for name in iris.feature_names]
-    data = np.asarray(iris.data, dtype=np.float64)
+    features, data, target, class_names = load_dataset(args.data)
     data = data + args.shift * data.std(axis=0)
     x_train, x_test, y_train, y_test = train_test_split(
-        data, iris.target, test_size=0.25, random_state=args.seed, stratify=iris.target
+        data, target, test_size=0.25, random_state=args.seed, stratify=target
     )
     estimator = make_estimator(args).fit(x_train, y_train)
     accuracy = float(estimator.score(x_test, y_test))
@@ -139,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     save_profile(profile, output / PROFILE_FILE)
 
     model_sha256 = hashlib.sha256((output / MODEL_FILE).read_bytes()).hexdigest()
-    classes = [str(iris.target_names[c]) for c in estimator.classes_]
+    classes = [class_names[c] for c in estimator.classes_]
     metadata = ModelMetadata(
         name=args.name,
         version=args.version or model_sha256[:12],

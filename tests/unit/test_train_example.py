@@ -124,3 +124,29 @@ def test_refuses_remote_outputs(tmp_path: Path) -> None:
     result = train(KUBELOOP_OUTPUT_URI="s3://bucket/models/iris")
     assert result.returncode != 0
     assert "give a file:// URI or a path" in result.stderr
+
+
+def write_iris_csv(path: Path, shift: float) -> None:
+    iris = load_iris()
+    data = iris.data + shift * iris.data.std(axis=0)
+    lines = [",".join([*iris.feature_names, "species"])]
+    lines += [",".join([*(repr(float(v)) for v in row), str(iris.target_names[t])])
+              for row, t in zip(data, iris.target, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_trains_on_the_dataset_it_is_given(tmp_path: Path) -> None:
+    """KUBELOOP_DATASET_URI, as a TrainingJob passes `spec.dataset.uri`: the profile is the
+    given data's, not the bundled iris."""
+    write_iris_csv(tmp_path / "shifted.csv", shift=3.0)
+    done = train(KUBELOOP_DATASET_URI=f"file://{tmp_path}/shifted.csv",
+                 KUBELOOP_OUTPUT_URI=str(tmp_path / "model"))
+    assert done.returncode == 0, done.stderr
+    profile = load_profile(tmp_path / "model" / "profile.json")
+    iris_min = load_iris().data.min(axis=0)
+    first = {f.name: f for f in profile.features}["sepal_length_cm"]
+    assert first.edges[0] > iris_min[0] + 2.0  # shifted by 3 std (≈2.5 cm)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,label\n1,2,x\n")
+    refused = train("--data", str(bad), "--output", str(tmp_path / "m2"))
+    assert refused.returncode != 0 and "species" in refused.stderr
