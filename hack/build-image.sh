@@ -5,11 +5,13 @@
 #      sources), cached per release and package list;
 #   2. the project's wheels built here (`pip wheel .[serve]`) and installed into the
 #      base by the Dockerfile's own install script, hack/image-install.sh, offline;
-#   3. the Dockerfile's runtime settings (UID 10001, PATH, entry point) by umoci.
+#      cached per pyproject.toml, so a change of the code alone skips it;
+#   3. this checkout's kubeloop wheel over it, and the Dockerfile's runtime settings
+#      (UID 10001, PATH, entry point) by umoci.
 # The Dockerfile stays the description of the image; this script is the one place that
 # differs from it: the base is debootstrap's bookworm Python (3.11, like python:3.11-slim)
 # instead of the python:3.11-slim image, which cannot be pulled here.
-# The archive is cached per content hash of what goes into it; prints its path.
+# Each stage is cached per content hash of what goes into it; prints the archive's path.
 #   hack/build-image.sh [--import]   (--import: also load it into the local cluster)
 set -euo pipefail
 
@@ -44,36 +46,67 @@ if [[ ! -f "$base" ]]; then
   log "base built in $(( $(date +%s) - start ))s"
 fi
 
-# Everything that goes into the image decides its cache key.
-key="$( (echo "$base_key"; cd "$root" && find pyproject.toml README.md operator examples/train \
-         hack/image-install.sh hack/build-image.sh -type f -not -path '*/__pycache__/*' \
-         -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16)"
+# Stage 2, cached per pyproject.toml and install script: the Dockerfile's install step
+# (hack/image-install.sh) in the base, from wheels built here, offline in the chroot.
+hash_of() { (cd "$root" && find "$@" -type f -not -path '*/__pycache__/*' -not -name '*.pyc' \
+             -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16; }
+deps_key="$(echo "$base_key $(hash_of pyproject.toml hack/image-install.sh)" | sha256sum | cut -c1-16)"
+deps="$images/deps-$deps_key.tar"
+copy_source() {  # copy_source ROOTFS: what hack/image-install.sh reads, under /src
+  mkdir -p "$1/src/examples" "$1/src/hack"
+  cp -r "$root/pyproject.toml" "$root/README.md" "$root/operator" "$1/src/"
+  cp -r "$root/examples/train" "$1/src/examples/"
+  cp "$root/hack/image-install.sh" "$1/src/hack/"
+  find "$1/src" -name '__pycache__' -prune -exec rm -rf {} +
+}
+if [[ ! -f "$deps" ]]; then
+  start=$(date +%s)
+  work="$(mktemp -d)"
+  log "wheels of kubeloop[serve] and its dependencies"
+  python3 -m pip wheel -q --disable-pip-version-check -w "$work/wheels" "$root[serve]" pip \
+    "setuptools>=68" wheel >&2
+  mkdir -p "$work/rootfs"
+  tar -C "$work/rootfs" -xf "$base"
+  copy_source "$work/rootfs"
+  cp -r "$work/wheels" "$work/rootfs/wheels"
+  log "hack/image-install.sh in the base, from the wheels only"
+  chroot "$work/rootfs" env -i PATH=/usr/bin:/bin HOME=/root \
+    PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels sh /src/hack/image-install.sh /opt/kubeloop /src >&2
+  rm -rf "$work/rootfs/src" "$work/rootfs/wheels" "$work/rootfs/root/.cache"
+  find "$work/rootfs/opt/kubeloop" -name '__pycache__' -prune -exec rm -rf {} +
+  # The Dockerfile's runtime stage: the kubeloop user and group.
+  echo "kubeloop:x:10001:10001::/nonexistent:/usr/sbin/nologin" >> "$work/rootfs/etc/passwd"
+  echo "kubeloop:x:10001:" >> "$work/rootfs/etc/group"
+  tar -C "$work/rootfs" -cf "$deps.tmp" .
+  rm -rf "$work"
+  mv "$deps.tmp" "$deps"
+  log "dependencies installed in $(( $(date +%s) - start ))s"
+fi
+
+# Stage 3, cached per project source: this checkout of kubeloop over stage 2 (no
+# dependency changes, so no network and no resolver), then the image by umoci.
+key="$(echo "$deps_key $(hash_of pyproject.toml README.md operator examples/train \
+       hack/build-image.sh)" | sha256sum | cut -c1-16)"
 archive="$images/kubeloop-$key.tar"
 if [[ ! -f "$archive" ]]; then
   start=$(date +%s)
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
-  log "wheels of kubeloop[serve]"
-  python3 -m pip wheel -q --disable-pip-version-check -w "$work/wheels" "$root[serve]" pip "setuptools>=68" wheel \
-    >&2
   mkdir -p "$work/rootfs"
-  tar -C "$work/rootfs" -xf "$base"
-  mkdir -p "$work/rootfs/src"
-  cp -r "$root/pyproject.toml" "$root/README.md" "$root/operator" "$work/rootfs/src/"
-  mkdir -p "$work/rootfs/src/examples" "$work/rootfs/src/hack"
-  cp -r "$root/examples/train" "$work/rootfs/src/examples/"
-  cp "$root/hack/image-install.sh" "$work/rootfs/src/hack/"
+  tar -C "$work/rootfs" -xf "$deps"
+  python3 -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
+    -w "$work/wheels" "$root" >&2
   cp -r "$work/wheels" "$work/rootfs/wheels"
-  log "hack/image-install.sh in the base, from the wheels only"
-  cp /etc/resolv.conf "$work/rootfs/etc/resolv.conf" 2>/dev/null || true
-  chroot "$work/rootfs" env -i PATH=/usr/bin:/bin HOME=/root \
-    PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels sh /src/hack/image-install.sh /opt/kubeloop /src >&2
-  rm -rf "$work/rootfs/src" "$work/rootfs/wheels" "$work/rootfs/root/.cache"
-  : > "$work/rootfs/etc/resolv.conf"
+  chroot "$work/rootfs" /opt/kubeloop/bin/pip install -q --disable-pip-version-check \
+    --no-index --no-deps --force-reinstall --no-compile /wheels/kubeloop-*.whl >&2
+  cp "$root/examples/train/train.py" "$root/examples/train/ddp.py" \
+    "$work/rootfs/opt/kubeloop/examples/train/"
+  chroot "$work/rootfs" /opt/kubeloop/bin/kubeloop version >&2
+  rm -rf "$work/rootfs/wheels" "$work/rootfs/root/.cache"
   find "$work/rootfs/opt/kubeloop" -name '__pycache__' -prune -exec rm -rf {} +
-  # The Dockerfile's runtime stage: the kubeloop user and group.
-  echo "kubeloop:x:10001:10001::/nonexistent:/usr/sbin/nologin" >> "$work/rootfs/etc/passwd"
-  echo "kubeloop:x:10001:" >> "$work/rootfs/etc/group"
+  # Nothing of the build machine: the kubelet mounts a pod's own resolv.conf and hostname.
+  : > "$work/rootfs/etc/resolv.conf"
+  : > "$work/rootfs/etc/hostname"
   log "OCI image with umoci"
   layout="$work/oci"
   umoci init --layout "$layout"

@@ -7,6 +7,7 @@ hack/build-controlplane.sh built, with simulated nodes (two 8-GPU nodes and one 
     python3 hack/cluster.py down    # stop everything, leave no process behind
     python3 hack/cluster.py status
     python3 hack/cluster.py restart-apiserver   # for fault tests
+    python3 hack/cluster.py import-image ARCHIVE NAME   # an OCI archive into the real node
 
 Stdlib only, so it runs before any virtual environment exists.
 """
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import realnode  # noqa: E402
+import realnode
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster"))
@@ -377,6 +378,9 @@ def up() -> None:
             "--leader-elect=false",
             "--controllers=*,-nodeipam,-cloud-node-lifecycle,-route,-service",
             "--concurrent-job-syncs=20",
+            # The HPA on the real node: decide every 5 s, scale down after 20 s.
+            "--horizontal-pod-autoscaler-sync-period=5s",
+            "--horizontal-pod-autoscaler-downscale-stabilization=20s",
             "--kube-api-qps=200",
             "--kube-api-burst=400",
             "--v=1",
@@ -517,6 +521,12 @@ def main() -> int:
         down()
     elif cmd == "restart-apiserver":
         restart_apiserver()
+    elif cmd == "import-image" and len(sys.argv) == 4:
+        containerd = read_pids().get("containerd")
+        if not containerd or not pid_alive(containerd):
+            sys.exit("the real node's containerd is not running: python3 hack/cluster.py up")
+        realnode.import_image(STATE, CACHE, versions(), Path(sys.argv[2]), sys.argv[3])
+        print(f"imported {sys.argv[3]} from {sys.argv[2]}")
     elif cmd == "status":
         return status()
     else:

@@ -3,7 +3,8 @@
 
 A classifier on scikit-learn's bundled iris data (no download, so it runs anywhere:
 a laptop, CI, or a TrainingJob pod), or on a CSV of the same columns (``--data``, or
-``KUBELOOP_DATASET_URI`` the way a TrainingJob passes its dataset). Writes into the output directory:
+``KUBELOOP_DATASET_URI`` the way a TrainingJob passes its dataset). Writes into the
+output directory:
 
     model.joblib    the fitted estimator
     profile.json    reference profile of the training features (for DriftMonitor)

@@ -1,0 +1,176 @@
+"""The real-node bed: the local cluster's real node (kubelet + containerd), the kubeloop
+image built offline and imported into it, and the Helm chart's operator running there
+as a pod. Nothing here runs a container by hand or fakes a pod's phase: whatever these
+tests see ran in containerd on this machine.
+
+Run alone (`make e2e-real`): no other operator may be running, so that the one in the
+pod is the only thing that can have done the work the tests check."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.kubetest import ROOT, Cluster, tool, wait_for
+
+REAL_NODE = "kubeloop-node"
+REAL_LABEL = "kubeloop.io/real-node"
+RELEASE, SYSTEM_NS = "kubeloop", "kubeloop-system"
+IMAGE = os.environ.get("KUBELOOP_IMAGE", "ghcr.io/kubeloop/kubeloop:0.1.0")
+# What a pod needs to land on the real node (it is tainted for everyone else).
+ON_REAL_NODE: dict[str, Any] = {
+    "nodeSelector": {REAL_LABEL: "true"},
+    "tolerations": [{"key": REAL_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+}
+TRAIN_COMMAND = ["python", "/opt/kubeloop/examples/train/train.py"]
+RESULTS = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster")) / "e2e-real.json"
+
+
+def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([tool("helm"), "--kubeconfig", cluster.kubeconfig, *args],
+                          capture_output=True, text=True, check=check)
+
+
+def record(name: str, value: object) -> None:
+    """A figure a test measured, kept in .cluster/e2e-real.json for the README."""
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data[name] = value
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    bed = Cluster()
+
+    def node_ready() -> bool:
+        node = bed.core.read_node(REAL_NODE)
+        return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+    wait_for(node_ready, 120, f"node {REAL_NODE} Ready")
+    yield bed
+    bed.stop()
+
+
+@pytest.fixture(scope="session")
+def image(cluster: Cluster) -> str:
+    """The kubeloop image, built offline (hack/build-image.sh) and in containerd's store:
+    the kubelet lists it among the node's images."""
+    subprocess.run(["bash", str(ROOT / "hack" / "build-image.sh"), "--import"], check=True,
+                   cwd=ROOT, stdout=subprocess.DEVNULL)
+
+    def listed() -> bool:
+        node = cluster.core.read_node(REAL_NODE)
+        return any(IMAGE in (i.names or []) for i in node.status.images or [])
+
+    wait_for(listed, 60, f"{IMAGE} among {REAL_NODE}'s images")
+    return IMAGE
+
+
+def chart_values() -> list[str]:
+    return ["--set-json", f"nodeSelector={json.dumps(ON_REAL_NODE['nodeSelector'])}",
+            "--set-json", f"tolerations={json.dumps(ON_REAL_NODE['tolerations'])}",
+            "--set", "image.pullPolicy=IfNotPresent", "--set", "logFormat=text"]
+
+
+@pytest.fixture(scope="session")
+def operator_pod(cluster: Cluster, image: str) -> Iterator[dict[str, Any]]:
+    """`helm install` of charts/kubeloop; the operator pod Ready on the real node."""
+    helm(cluster, "upgrade", "--install", RELEASE, str(ROOT / "charts" / "kubeloop"),
+         "--namespace", SYSTEM_NS, "--create-namespace", *chart_values(),
+         "--wait", "--timeout", "180s")
+
+    def ready_pod() -> dict[str, Any] | None:
+        pods = json.loads(cluster.kubectl("get", "pods", "-n", SYSTEM_NS, "-l",
+                                          "app.kubernetes.io/name=kubeloop", "-o",
+                                          "json").stdout)["items"]
+        for pod in pods:
+            conds = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
+            if conds.get("Ready") == "True" and not pod["metadata"].get("deletionTimestamp"):
+                return dict(pod)
+        return None
+
+    pod = wait_for(ready_pod, 120, "the operator pod Ready")
+    yield pod
+    if helm(cluster, "status", RELEASE, "-n", SYSTEM_NS, check=False).returncode == 0:
+        helm(cluster, "uninstall", RELEASE, "-n", SYSTEM_NS, "--wait", check=False)
+
+
+class ModelVolume:
+    """A PersistentVolume on this machine's disk (hostPath) bound to the claim `models`
+    of one namespace: what the training pods write and the serving pods read, and
+    what a test (standing in for a data pipeline) can change."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.path = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster")) / (
+            f"volumes/{namespace}")
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir(parents=True)
+        os.chown(self.path, 10001, 10001)  # the image's user writes here
+        self.pv = f"models-{namespace}"
+        cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+            "items": [
+                {"apiVersion": "v1", "kind": "PersistentVolume",
+                 "metadata": {"name": self.pv},
+                 "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                          "storageClassName": "kubeloop-e2e",
+                          "persistentVolumeReclaimPolicy": "Retain",
+                          "hostPath": {"path": str(self.path), "type": "Directory"},
+                          "claimRef": {"namespace": namespace, "name": "models"}}},
+                {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                 "metadata": {"name": "models", "namespace": namespace},
+                 "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "kubeloop-e2e",
+                          "volumeName": self.pv,
+                          "resources": {"requests": {"storage": "1Gi"}}}},
+            ]}))
+
+    def delete(self) -> None:
+        self.cluster.kubectl("delete", "pv", self.pv, "--wait=false", check=False)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def namespace(cluster: Cluster, operator_pod: dict[str, Any]) -> Iterator[str]:
+    name = cluster.new_namespace()
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def volume(cluster: Cluster, namespace: str) -> Iterator[ModelVolume]:
+    vol = ModelVolume(cluster, namespace)
+    yield vol
+    vol.delete()
+
+
+def pods_of(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout
+    return list(json.loads(out)["items"])
+
+
+def service_url(cluster: Cluster, namespace: str, name: str, port: int = 8080) -> str:
+    """The Service's cluster IP: this machine reaches it through kube-proxy's rules."""
+    svc = cluster.core.read_namespaced_service(name, namespace)
+    return f"http://{svc.spec.cluster_ip}:{port}"
+
+
+def infer(url: str, model: str, rows: list[list[float]]) -> dict[str, Any]:
+    """Open Inference Protocol v2: one FP64 tensor of shape [rows, features]."""
+    body = {"inputs": [{"name": "input-0", "datatype": "FP64",
+                        "shape": [len(rows), len(rows[0])], "data": rows}]}
+    response = requests.post(f"{url}/v2/models/{model}/infer", json=body, timeout=10)
+    response.raise_for_status()
+    return dict(response.json())
+
+
+__all__ = ["IMAGE", "ON_REAL_NODE", "REAL_NODE", "TRAIN_COMMAND", "ModelVolume", "helm",
+           "infer", "pods_of", "record", "service_url", "wait_for"]

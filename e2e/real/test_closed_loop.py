@@ -1,0 +1,166 @@
+"""The closed loop, for real: traffic through the Service, the data changes, drift is
+measured from the serving pods, a TrainingJob retrains in a real pod on the new data,
+the model is promoted and rolled out, and new pods serve the new model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+
+from e2e.real.conftest import (
+    IMAGE,
+    ON_REAL_NODE,
+    TRAIN_COMMAND,
+    ModelVolume,
+    infer,
+    pods_of,
+    record,
+    service_url,
+)
+from kubeloop.serving.model import load_model
+from tests.kubetest import Cluster, wait_for
+
+SHIFT = 2.0
+RETRAIN = "iris-live-drift-retrain-1"
+
+
+def iris_rows(count: int, shift: float, seed: int) -> list[list[float]]:
+    data = load_iris().data
+    rng = np.random.default_rng(seed)
+    return (data[rng.integers(0, len(data), count)] + shift * data.std(axis=0)).tolist()
+
+
+def write_dataset(path: Path, shift: float) -> None:
+    """The upstream data pipeline: iris, moved by `shift` standard deviations."""
+    iris = load_iris()
+    data = iris.data + shift * iris.data.std(axis=0)
+    lines = [",".join([*iris.feature_names, "species"])]
+    lines += [",".join([*(repr(float(v)) for v in row), str(iris.target_names[t])])
+              for row, t in zip(data, iris.target, strict=True)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.rename(path)
+
+
+def send(url: str, rows: list[list[float]], batch: int = 50) -> None:
+    for start in range(0, len(rows), batch):
+        infer(url, "iris-live", rows[start:start + batch])
+
+
+@pytest.fixture(scope="module")
+def first_model(cluster: Cluster, namespace: str, volume: ModelVolume) -> str:
+    write_dataset(volume.path / "data" / "iris.csv", shift=0.0)
+    cluster.create("TrainingJob", namespace, "iris-v1", {
+        "image": IMAGE, "command": TRAIN_COMMAND,
+        "dataset": {"uri": "pvc://models/data/iris.csv"},
+        "output": {"uri": "pvc://models/iris-v1"},
+        "scheduling": ON_REAL_NODE,
+    })
+    cluster.wait_phase("TrainingJob", namespace, "iris-v1", "Succeeded", 240)
+    return "pvc://models/iris-v1"
+
+
+@pytest.mark.timeout(900)
+def test_drift_retrain_promote_rollout(
+    cluster: Cluster, namespace: str, volume: ModelVolume, first_model: str
+) -> None:
+    cluster.create("ModelDeployment", namespace, "iris-live", {
+        "model": {"uri": first_model},
+        "replicas": 2,
+        "resources": {"cpu": "100m", "memory": "256Mi"},
+        "scheduling": ON_REAL_NODE,
+    })
+    cluster.create("DriftMonitor", namespace, "iris-live-drift", {
+        "modelDeployment": "iris-live",
+        "method": "psi",
+        "threshold": 0.2,
+        "interval": "3s",
+        "minSamples": 200,
+        "onDrift": {"promote": True, "retrain": {"cooldown": "1h", "template": {
+            "image": IMAGE, "command": TRAIN_COMMAND,
+            "dataset": {"uri": "pvc://models/data/iris.csv"},
+            "output": {"uri": "pvc://models/{trainingJob}"},
+            "scheduling": ON_REAL_NODE,
+        }}},
+    })
+
+    def md_ready() -> bool:
+        cond = cluster.condition("ModelDeployment", namespace, "iris-live", "Ready")
+        return bool(cond and cond["status"] == "True")
+
+    wait_for(md_ready, 240, "ModelDeployment iris-live Ready")
+    url = service_url(cluster, namespace, "iris-live")
+    old_pods = {p["metadata"]["name"] for p in
+                pods_of(cluster, namespace, "kubeloop.io/model-deployment=iris-live")}
+
+    # Traffic like the training data: the monitor, scraping the pods, sees no drift.
+    send(url, iris_rows(300, 0.0, seed=1))
+
+    def judged(drifted: bool) -> dict[str, Any] | None:
+        status = cluster.status("DriftMonitor", namespace, "iris-live-drift")
+        return status if status.get("drifted") is drifted and status.get("samples", 0) >= 200 \
+            else None
+
+    healthy = wait_for(lambda: judged(False), 90, "a first check without drift")
+    assert healthy["phase"] == "Healthy", healthy
+
+    # The world changes: the pipeline writes new data, and traffic moves with it.
+    write_dataset(volume.path / "data" / "iris.csv", shift=SHIFT)
+    shifted_at = time.monotonic()
+    send(url, iris_rows(300, SHIFT, seed=2))
+    drifted = wait_for(lambda: judged(True), 90, "drift detected")
+    assert any(f["drifted"] for f in drifted["features"])
+    record("drift_detected_seconds", round(time.monotonic() - shifted_at, 1))
+
+    # The retrain runs for real on the new data, and is promoted.
+    retrain = cluster.wait_phase("TrainingJob", namespace, RETRAIN, "Succeeded", 240)
+    new_uri = f"pvc://models/{RETRAIN}"
+    assert retrain["modelUri"] == new_uri
+    (trainer,) = pods_of(cluster, namespace, f"kubeloop.io/training-job={RETRAIN}")
+    assert trainer["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+
+    def promoted() -> dict[str, Any] | None:
+        status = cluster.status("DriftMonitor", namespace, "iris-live-drift")
+        return status if (status.get("lastRetrain") or {}).get("result") == "Promoted" else None
+
+    wait_for(promoted, 60, "the retrained model promoted")
+    assert cluster.get("ModelDeployment", namespace, "iris-live")["spec"]["model"]["uri"] == new_uri
+
+    # The Deployment rolls out: every old-model pod goes, new pods serve the new model.
+    def rolled_out() -> bool:
+        pods = pods_of(cluster, namespace, "kubeloop.io/model-deployment=iris-live")
+        return bool(pods) and all(
+            p["metadata"]["name"] not in old_pods
+            and p["metadata"]["annotations"]["kubeloop.io/model-uri"] == new_uri
+            for p in pods)
+
+    wait_for(rolled_out, 240, "the old model's pods replaced")
+    record("drift_onset_to_old_pods_gone_seconds", round(time.monotonic() - shifted_at, 1))
+    wait_for(md_ready, 60, "ModelDeployment iris-live Ready on the new model")
+    status = cluster.status("ModelDeployment", namespace, "iris-live")
+    assert status["activeModelUri"] == new_uri
+
+    new_model = load_model(volume.path / RETRAIN)
+    probe = iris_rows(40, SHIFT, seed=3)
+    expected = new_model.estimator.predict(np.asarray(probe)).tolist()
+    old = load_model(volume.path / "iris-v1").estimator.predict(np.asarray(probe)).tolist()
+    assert expected != old, "the two models must answer differently for this check to mean much"
+    for _ in range(4):
+        assert infer(url, "iris-live", probe)["outputs"][0]["data"] == expected
+
+    # Against the new reference, the shifted traffic is the norm: Healthy again.
+    before = cluster.status("DriftMonitor", namespace, "iris-live-drift").get("lastCheckTime")
+    send(url, iris_rows(300, SHIFT, seed=4))
+
+    def healthy_again() -> dict[str, Any] | None:
+        status = judged(False)
+        return status if status and status.get("lastCheckTime") != before else None
+
+    final = wait_for(healthy_again, 90, "Healthy against the new reference")
+    assert final["phase"] == "Healthy" and final["retrains"] == 1

@@ -1,0 +1,112 @@
+"""A TrainingJob trains for real, a ModelDeployment serves its model for real."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from e2e.real.conftest import (
+    IMAGE,
+    ON_REAL_NODE,
+    REAL_NODE,
+    TRAIN_COMMAND,
+    ModelVolume,
+    infer,
+    pods_of,
+    record,
+    service_url,
+)
+from kubeloop.serving.fetch import fetch_model
+from kubeloop.serving.model import load_model
+from tests.kubetest import Cluster, wait_for
+
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]]
+
+
+@pytest.fixture(scope="module")
+def trained(cluster: Cluster, namespace: str, volume: ModelVolume) -> dict[str, Any]:
+    started = time.monotonic()
+    cluster.create("TrainingJob", namespace, "iris-train", {
+        "image": IMAGE,
+        "command": TRAIN_COMMAND,
+        "hyperparameters": {"n_estimators": "50", "seed": "1"},
+        "output": {"uri": "pvc://models/iris/v1"},
+        "resources": {"cpu": "500m", "memory": "512Mi"},
+        "scheduling": ON_REAL_NODE,
+    })
+    status = cluster.wait_phase("TrainingJob", namespace, "iris-train", "Succeeded", 240)
+    record("training_job_seconds", round(time.monotonic() - started, 1))
+    return status
+
+
+def test_training_job_runs_train_py_in_a_real_pod(
+    cluster: Cluster, namespace: str, volume: ModelVolume, trained: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    assert trained["modelUri"] == "pvc://models/iris/v1"
+    # What the script wrote on the claim, through the pod's mount, is a whole model.
+    fetched = fetch_model(f"file://{volume.path}/iris/v1", tmp_path / "fetched")
+    assert {e.path for e in fetched} >= {"model.joblib", "profile.json", "model.json"}
+    meta = json.loads((volume.path / "iris" / "v1" / "model.json").read_text())
+    assert meta["hyperparameters"]["n_estimators"] == 50
+    (pod,) = pods_of(cluster, namespace, "kubeloop.io/training-job=iris-train")
+    assert pod["spec"]["nodeName"] == REAL_NODE
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 0 and terminated["reason"] == "Completed"
+    # The script's own output, read back through the kubelet.
+    log = cluster.kubectl("logs", "-n", namespace, pod["metadata"]["name"]).stdout
+    assert json.loads(log.strip().splitlines()[-1])["output"] == "/mnt/pvc/models/iris/v1"
+
+
+def test_model_deployment_serves_the_trained_model(
+    cluster: Cluster, namespace: str, volume: ModelVolume, trained: dict[str, Any]
+) -> None:
+    started = time.monotonic()
+    cluster.create("ModelDeployment", namespace, "iris", {
+        "model": {"fromTrainingJob": {"name": "iris-train"}},
+        "replicas": 2,
+        "resources": {"cpu": "100m", "memory": "256Mi"},
+        "scheduling": ON_REAL_NODE,
+    })
+
+    def ready() -> dict[str, Any] | None:
+        cond = cluster.condition("ModelDeployment", namespace, "iris", "Ready")
+        return cond if cond and cond["status"] == "True" else None
+
+    wait_for(ready, 240, "ModelDeployment iris Ready")
+    record("model_deployment_ready_seconds", round(time.monotonic() - started, 1))
+    status = cluster.status("ModelDeployment", namespace, "iris")
+    assert status["activeModelUri"] == "pvc://models/iris/v1"
+    assert status["readyReplicas"] == 2
+    pods = pods_of(cluster, namespace, "kubeloop.io/model-deployment=iris")
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == REAL_NODE
+        # The fetch-model init container verified the manifest and exited 0.
+        fetch = pod["status"]["initContainerStatuses"][0]
+        assert fetch["name"] == "fetch-model"
+        assert fetch["state"]["terminated"]["exitCode"] == 0
+        server = pod["status"]["containerStatuses"][0]
+        assert server["ready"] and server["restartCount"] == 0
+
+    # Through the Service (kube-proxy), the same predictions as the model loaded here.
+    local = load_model(volume.path / "iris" / "v1")
+    expected = local.estimator.predict(np.asarray(ROWS)).tolist()
+    url = service_url(cluster, namespace, "iris")
+    answers = [infer(url, "iris", ROWS) for _ in range(6)]
+    for answer in answers:
+        assert answer["outputs"][0]["data"] == expected
+    # Pods resolve Service names (CoreDNS) and reach the Service from inside.
+    pod = pods[0]["metadata"]["name"]
+    resolved = cluster.kubectl(
+        "exec", "-n", namespace, pod, "-c", "server", "--", "python", "-c",
+        f"import socket, urllib.request; print(socket.gethostbyname('iris.{namespace}.svc'));"
+        f"print(urllib.request.urlopen('http://iris.{namespace}.svc:8080/v2/health/ready')"
+        ".status)",
+    ).stdout.split()
+    assert resolved == [url.split("//")[1].split(":")[0], "200"]
