@@ -94,11 +94,12 @@ if [[ ! -f "$archive" ]]; then
   trap 'rm -rf "$work"' EXIT
   mkdir -p "$work/rootfs"
   tar -C "$work/rootfs" -xf "$deps"
-  python3 -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
+  python3 -m pip wheel -q --disable-pip-version-check --no-deps \
     -w "$work/wheels" "$root" >&2
   cp -r "$work/wheels" "$work/rootfs/wheels"
+  wheel="$(basename "$work"/wheels/kubeloop-*.whl)"
   chroot "$work/rootfs" /opt/kubeloop/bin/pip install -q --disable-pip-version-check \
-    --no-index --no-deps --force-reinstall --no-compile /wheels/kubeloop-*.whl >&2
+    --no-index --no-deps --force-reinstall --no-compile "/wheels/$wheel" >&2
   cp "$root/examples/train/train.py" "$root/examples/train/ddp.py" \
     "$work/rootfs/opt/kubeloop/examples/train/"
   chroot "$work/rootfs" /opt/kubeloop/bin/kubeloop version >&2

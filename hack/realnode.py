@@ -4,11 +4,12 @@ CoreDNS and metrics-server as processes of this machine, beside kwok's simulated
 Networking stays on this machine:
 - pods get addresses from POD_CIDR on the bridge BRIDGE, inside network namespaces
   that the CNI bridge plugin makes;
-- the node's address NODE_IP lives on the dummy interface DUMMY; the API server,
-  CoreDNS and metrics-server listen there, so pods reach them;
-- Service addresses (SERVICE_CIDR) are routed into DUMMY, which drops whatever
-  kube-proxy has not translated, and a FORWARD rule drops anything from the bridge
-  that would leave through another interface.
+- the node's address NODE_IP is the bridge's own (the pods' gateway): the API server,
+  the kubelet, CoreDNS and metrics-server listen there, so pods and this machine both
+  reach them (these machines' kernels have no dummy interfaces);
+- Service addresses (SERVICE_CIDR) are routed onto the bridge, so whatever kube-proxy
+  has not translated stays there unanswered, and a FORWARD rule drops anything from
+  the bridge that would leave through another interface.
 
 Only pods that tolerate TAINT land here (and select LABEL to insist on it).
 Stdlib only, like hack/cluster.py, which calls start() and stop().
@@ -27,11 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 NODE_NAME = "kubeloop-node"
-NODE_IP = "10.245.0.1"
 POD_CIDR = "10.244.0.0/24"
-POD_GATEWAY = "10.244.0.1"
+NODE_IP = POD_GATEWAY = "10.244.0.1"
 SERVICE_CIDR = "10.96.0.0/16"
-DUMMY = "kubeloop0"
 BRIDGE = "kubeloop-br0"
 LABEL = "kubeloop.io/real-node"
 TAINT = {"key": LABEL, "value": "true", "effect": "NoSchedule"}
@@ -82,11 +81,11 @@ def ctr(state: Path, cache: Path, versions: dict[str, str], *args: str,
 
 # Network ------------------------------------------------------------------------------
 def network_up() -> None:
-    if sh("ip", "link", "show", DUMMY, check=False).returncode != 0:
-        sh("ip", "link", "add", DUMMY, "type", "dummy")
-    sh("ip", "addr", "replace", f"{NODE_IP}/32", "dev", DUMMY)
-    sh("ip", "link", "set", DUMMY, "up")
-    sh("ip", "route", "replace", SERVICE_CIDR, "dev", DUMMY)
+    if sh("ip", "link", "show", BRIDGE, check=False).returncode != 0:
+        sh("ip", "link", "add", BRIDGE, "type", "bridge")
+    sh("ip", "addr", "replace", f"{POD_GATEWAY}/{POD_CIDR.split('/')[1]}", "dev", BRIDGE)
+    sh("ip", "link", "set", BRIDGE, "up")
+    sh("ip", "route", "replace", SERVICE_CIDR, "dev", BRIDGE)
     for key, value in (("net/ipv4/ip_forward", "1"), ("net/bridge/bridge-nf-call-iptables", "1"),
                        ("net/ipv4/conf/all/route_localnet", "1")):
         with contextlib.suppress(OSError):
@@ -102,9 +101,8 @@ def network_up() -> None:
 def network_down() -> None:
     for netns in Path("/var/run/netns").glob("cni-*") if Path("/var/run/netns").exists() else []:
         sh("ip", "netns", "delete", netns.name, check=False)
-    for link in (BRIDGE, DUMMY):
-        sh("ip", "link", "delete", link, check=False)
     sh("ip", "route", "delete", SERVICE_CIDR, check=False)
+    sh("ip", "link", "delete", BRIDGE, check=False)
     while sh("iptables", "-D", "FORWARD", "-j", ISOLATE_CHAIN, check=False).returncode == 0:
         pass
     sh("iptables", "-F", ISOLATE_CHAIN, check=False)

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ import pytest
 import requests
 
 from tests.kubetest import ROOT, Cluster, tool, wait_for
+
+sys.path.insert(0, str(ROOT / "examples" / "train"))
+from make_data import write_iris_csv
 
 REAL_NODE = "kubeloop-node"
 REAL_LABEL = "kubeloop.io/real-node"
@@ -173,4 +177,4 @@ def infer(url: str, model: str, rows: list[list[float]]) -> dict[str, Any]:
 
 
 __all__ = ["IMAGE", "ON_REAL_NODE", "REAL_NODE", "TRAIN_COMMAND", "ModelVolume", "helm",
-           "infer", "pods_of", "record", "service_url", "wait_for"]
+           "infer", "pods_of", "record", "service_url", "wait_for", "write_iris_csv"]

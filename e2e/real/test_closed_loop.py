@@ -5,7 +5,6 @@ the model is promoted and rolled out, and new pods serve the new model."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from e2e.real.conftest import (
     pods_of,
     record,
     service_url,
+    write_iris_csv,
 )
 from kubeloop.serving.model import load_model
 from tests.kubetest import Cluster, wait_for
@@ -35,19 +35,6 @@ def iris_rows(count: int, shift: float, seed: int) -> list[list[float]]:
     return (data[rng.integers(0, len(data), count)] + shift * data.std(axis=0)).tolist()
 
 
-def write_dataset(path: Path, shift: float) -> None:
-    """The upstream data pipeline: iris, moved by `shift` standard deviations."""
-    iris = load_iris()
-    data = iris.data + shift * iris.data.std(axis=0)
-    lines = [",".join([*iris.feature_names, "species"])]
-    lines += [",".join([*(repr(float(v)) for v in row), str(iris.target_names[t])])
-              for row, t in zip(data, iris.target, strict=True)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.rename(path)
-
-
 def send(url: str, rows: list[list[float]], batch: int = 50) -> None:
     for start in range(0, len(rows), batch):
         infer(url, "iris-live", rows[start:start + batch])
@@ -55,7 +42,7 @@ def send(url: str, rows: list[list[float]], batch: int = 50) -> None:
 
 @pytest.fixture(scope="module")
 def first_model(cluster: Cluster, namespace: str, volume: ModelVolume) -> str:
-    write_dataset(volume.path / "data" / "iris.csv", shift=0.0)
+    write_iris_csv(volume.path / "data" / "iris.csv", shift=0.0)
     cluster.create("TrainingJob", namespace, "iris-v1", {
         "image": IMAGE, "command": TRAIN_COMMAND,
         "dataset": {"uri": "pvc://models/data/iris.csv"},
@@ -111,7 +98,7 @@ def test_drift_retrain_promote_rollout(
     assert healthy["phase"] == "Healthy", healthy
 
     # The world changes: the pipeline writes new data, and traffic moves with it.
-    write_dataset(volume.path / "data" / "iris.csv", shift=SHIFT)
+    write_iris_csv(volume.path / "data" / "iris.csv", shift=SHIFT)
     shifted_at = time.monotonic()
     send(url, iris_rows(300, SHIFT, seed=2))
     drifted = wait_for(lambda: judged(True), 90, "drift detected")

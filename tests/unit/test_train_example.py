@@ -20,6 +20,9 @@ from kubeloop.serving.model import load_model, read_metadata
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "examples" / "train" / "train.py"
+sys.path.insert(0, str(TRAIN.parent))
+from make_data import write_iris_csv  # noqa: E402  (an example script, not a package)
+
 FEATURES = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
 
 
@@ -124,15 +127,6 @@ def test_refuses_remote_outputs(tmp_path: Path) -> None:
     result = train(KUBELOOP_OUTPUT_URI="s3://bucket/models/iris")
     assert result.returncode != 0
     assert "give a file:// URI or a path" in result.stderr
-
-
-def write_iris_csv(path: Path, shift: float) -> None:
-    iris = load_iris()
-    data = iris.data + shift * iris.data.std(axis=0)
-    lines = [",".join([*iris.feature_names, "species"])]
-    lines += [",".join([*(repr(float(v)) for v in row), str(iris.target_names[t])])
-              for row, t in zip(data, iris.target, strict=True)]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def test_trains_on_the_dataset_it_is_given(tmp_path: Path) -> None:
