@@ -455,6 +455,16 @@ def up() -> None:
         )
 
     wait_for("controller-manager (default service account)", default_sa, 60)
+    dead = [name for name, pid in pids.items() if not pid_alive(pid)]
+    if dead:
+        sys.exit(f"exited while starting: {', '.join(dead)}; logs in {STATE / 'logs'}")
+    if real:
+        wait_for(
+            "metrics-server (kubectl top node)",
+            lambda: run([ctl, "--kubeconfig", kc, "top", "node", realnode.NODE_NAME]).returncode
+            == 0,
+            90,
+        )
     print(f"cluster up in {time.monotonic() - started:.1f}s; export KUBECONFIG={kc}")
 
 

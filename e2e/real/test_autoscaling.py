@@ -22,7 +22,8 @@ def test_hpa_scales_up_under_load_and_back_down(
 ) -> None:
     cluster.create("TrainingJob", namespace, "hpa-model", {
         "image": IMAGE, "command": TRAIN_COMMAND, "output": {"uri": "pvc://models/m"},
-        "hyperparameters": {"n_estimators": "50"}, "scheduling": ON_REAL_NODE,
+        "hyperparameters": {"n_estimators": "50"}, "passHyperparametersAsArgs": False,
+        "scheduling": ON_REAL_NODE,
     })
     cluster.wait_phase("TrainingJob", namespace, "hpa-model", "Succeeded", 240)
     cluster.create("ModelDeployment", namespace, "busy", {

@@ -86,6 +86,13 @@ def test_drift_retrain_promote_rollout(
     old_pods = {p["metadata"]["name"] for p in
                 pods_of(cluster, namespace, "kubeloop.io/model-deployment=iris-live")}
 
+    def baseline() -> dict[str, Any] | None:
+        """The monitor counts from its first scrape on: its window has a baseline."""
+        status = cluster.status("DriftMonitor", namespace, "iris-live-drift")
+        return status.get("window")
+
+    first_window = wait_for(baseline, 120, "the monitor's baseline, read from the pods")
+
     # Traffic like the training data: the monitor, scraping the pods, sees no drift.
     send(url, iris_rows(300, 0.0, seed=1))
 
@@ -141,7 +148,12 @@ def test_drift_retrain_promote_rollout(
     for _ in range(4):
         assert infer(url, "iris-live", probe)["outputs"][0]["data"] == expected
 
-    # Against the new reference, the shifted traffic is the norm: Healthy again.
+    # Against the new reference (read from the new pods), shifted traffic is the norm.
+    def new_reference() -> bool:
+        window = baseline()
+        return bool(window) and window["reference"] != first_window["reference"]
+
+    wait_for(new_reference, 90, "a new window on the new model's reference")
     before = cluster.status("DriftMonitor", namespace, "iris-live-drift").get("lastCheckTime")
     send(url, iris_rows(300, SHIFT, seed=4))
 

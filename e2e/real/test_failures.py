@@ -33,7 +33,8 @@ def models(cluster: Cluster, namespace: str, volume: ModelVolume) -> tuple[str, 
     manifest that matches it: it fetches whole, but no server can load it."""
     cluster.create("TrainingJob", namespace, "good", {
         "image": IMAGE, "command": TRAIN_COMMAND, "output": {"uri": "pvc://models/good"},
-        "hyperparameters": {"n_estimators": "20"}, "scheduling": ON_REAL_NODE,
+        "hyperparameters": {"n_estimators": "20"}, "passHyperparametersAsArgs": False,
+        "scheduling": ON_REAL_NODE,
     })
     cluster.wait_phase("TrainingJob", namespace, "good", "Succeeded", 240)
     shutil.copytree(volume.path / "good", volume.path / "broken")

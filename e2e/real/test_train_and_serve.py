@@ -34,7 +34,7 @@ def trained(cluster: Cluster, namespace: str, volume: ModelVolume) -> dict[str, 
     cluster.create("TrainingJob", namespace, "iris-train", {
         "image": IMAGE,
         "command": TRAIN_COMMAND,
-        "hyperparameters": {"n_estimators": "50", "seed": "1"},
+        "hyperparameters": {"n_estimators": "50", "seed": "1"}, "passHyperparametersAsArgs": False,
         "output": {"uri": "pvc://models/iris/v1"},
         "resources": {"cpu": "500m", "memory": "512Mi"},
         "scheduling": ON_REAL_NODE,

@@ -137,7 +137,8 @@ def test_scheduler_message_reaches_status_while_gpus_are_busy(
     )
     scheduled = cluster.condition(TJ, namespace, "waiter", "Scheduled")
     assert scheduled and scheduled["reason"] == "WaitingForScheduler"
-    assert "0/3 nodes are available" in scheduled["message"]
+    nodes = len(cluster.core.list_node().items)
+    assert f"0/{nodes} nodes are available" in scheduled["message"]
     cluster.delete(TJ, namespace, "hog")
     cluster.wait_phase(TJ, namespace, "waiter", "Succeeded", 60)
 
