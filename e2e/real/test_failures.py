@@ -40,7 +40,6 @@ def models(cluster: Cluster, namespace: str, volume: ModelVolume) -> tuple[str, 
     shutil.copytree(volume.path / "good", volume.path / "broken")
     (volume.path / "broken" / "model.joblib").write_bytes(b"not a model\n")
     write_manifest(volume.path / "broken")
-    shutil.chown(volume.path / "broken", 10001, 10001)
     return "pvc://models/good", "pvc://models/broken"
 
 
@@ -103,7 +102,7 @@ def test_a_broken_canary_is_rolled_back_and_the_stable_keeps_serving(
         return cond if cond and cond["reason"] == "CanaryRolledBack" else None
 
     cond = wait_for(rolled_back, 120, "the canary rolled back")
-    assert time.monotonic() - started >= 30
+    assert time.monotonic() - started >= 29  # status times have whole seconds
     assert "CrashLoopBackOff" in cond["message"] or "exit code" in cond["message"], cond
     canary = cluster.apps.read_namespaced_deployment("guarded-canary", namespace)
     assert canary.spec.replicas == 0

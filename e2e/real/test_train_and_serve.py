@@ -80,9 +80,11 @@ def test_model_deployment_serves_the_trained_model(
 
     wait_for(ready, 240, "ModelDeployment iris Ready")
     record("model_deployment_ready_seconds", round(time.monotonic() - started, 1))
-    status = cluster.status("ModelDeployment", namespace, "iris")
+    # Counts in status are throttled (at most one write per 10 s); conditions are not.
+    status = wait_for(
+        lambda: (s := cluster.status("ModelDeployment", namespace, "iris")).get("readyReplicas")
+        == 2 and s, 30, "readyReplicas 2 in status")
     assert status["activeModelUri"] == "pvc://models/iris/v1"
-    assert status["readyReplicas"] == 2
     pods = pods_of(cluster, namespace, "kubeloop.io/model-deployment=iris")
     assert len(pods) == 2
     for pod in pods:

@@ -72,6 +72,17 @@ def test_manifest_lists_every_file_with_size_and_digest(source: Path) -> None:
     ]
 
 
+def test_manifest_and_fetched_files_are_readable_by_other_users(
+    source: Path, tmp_path: Path
+) -> None:
+    """A model written by one user (a training pod, a pipeline) is served by another:
+    the manifest must not keep mkstemp's owner-only mode (seen on the real node)."""
+    assert (source / MANIFEST_FILE).stat().st_mode & 0o777 == 0o644
+    fetch_model(str(source), tmp_path / "dest")
+    for path in (tmp_path / "dest").iterdir():
+        assert path.stat().st_mode & 0o044 == 0o044, path
+
+
 @pytest.mark.parametrize("form", ["path", "file-uri"])
 def test_fetch_from_a_mounted_directory(source: Path, tmp_path: Path, form: str) -> None:
     uri = str(source) if form == "path" else source.as_uri()

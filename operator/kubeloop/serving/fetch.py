@@ -98,8 +98,16 @@ def write_manifest(model_dir: str | Path) -> Manifest:
     return manifest
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
+def _temp_beside(target: Path) -> tuple[int, str]:
+    """A temporary file next to `target`, readable by all like any file open() makes:
+    mkstemp's 0600 would hide a model from the model server's user."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.fchmod(fd, 0o644)
+    return fd, tmp
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    fd, tmp = _temp_beside(target)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -222,7 +230,7 @@ def _matches(path: Path, entry: ManifestEntry) -> bool:
 
 
 def _download(source: Source, entry: ManifestEntry, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    fd, tmp = _temp_beside(target)
     try:
         digest = hashlib.sha256()
         size = 0
