@@ -11,20 +11,10 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
-cache="${KUBELOOP_CACHE:-$HOME/.cache/kubeloop}"
-bin="$cache/bin"
-mkdir -p "$bin" "$cache/src"
-export GOFLAGS="${GOFLAGS:--buildvcs=false} -trimpath"
+log_tag=build-controlplane
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 export CGO_ENABLED=0
-
-log() { echo "[build-controlplane] $*" >&2; }
-
-wrapper() {  # wrapper NAME -> fresh wrapper module dir
-  local dir="$cache/src/$1"
-  rm -rf "$dir" && mkdir -p "$dir"
-  (cd "$dir" && go mod init "kubeloop.io/hack/$1" >/dev/null 2>&1)
-  echo "$dir"
-}
 
 build_etcd() {
   local out="$bin/etcd-$ETCD_VERSION"

@@ -12,19 +12,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
-cache="${KUBELOOP_CACHE:-$HOME/.cache/kubeloop}"
-bin="$cache/bin"
-mkdir -p "$bin" "$cache/src"
-export GOFLAGS="${GOFLAGS:--buildvcs=false} -trimpath"
-
-log() { echo "[build-node] $*" >&2; }
-
-wrapper() {  # wrapper NAME -> fresh wrapper module dir
-  local dir="$cache/src/$1"
-  rm -rf "$dir" && mkdir -p "$dir"
-  (cd "$dir" && go mod init "kubeloop.io/hack/$1" >/dev/null 2>&1)
-  echo "$dir"
-}
+log_tag=build-node
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
 debian_packages() {
   local wanted=(containernetworking-plugins iptables libseccomp-dev debootstrap umoci
