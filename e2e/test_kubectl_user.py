@@ -32,7 +32,7 @@ def test_examples_reach_their_state_and_read_well_in_kubectl(
     header = cluster.kubectl("get", "tj", "-n", namespace).stdout.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "WORKERS", "ACTIVE", "RESTARTS", "AGE"]
     wide = cluster.kubectl("get", "mdep", "iris", "-n", namespace, "-o", "wide").stdout
-    assert "file:///models/iris/v1" in wide and f"http://iris.{namespace}.svc:8080" in wide
+    assert "pvc://models/iris/v1" in wide and f"http://iris.{namespace}.svc:8080" in wide
 
     explain = cluster.kubectl("explain", "tj.spec.maxRestarts").stdout
     assert "Gang restarts" in explain
@@ -42,7 +42,7 @@ def test_examples_reach_their_state_and_read_well_in_kubectl(
     mdep = json.loads(cluster.kubectl("get", "mdep", "iris", "-n", namespace, "-o",
                                       "json").stdout)
     assert mdep["status"]["sourceTrainingJob"] == "iris-train"
-    assert mdep["status"]["activeModelUri"] == "file:///models/iris/v1"
+    assert mdep["status"]["activeModelUri"] == "pvc://models/iris/v1"
 
     for path in sorted(EXAMPLES.glob("*.yaml")):
         cluster.kubectl("delete", "-n", namespace, "-f", str(path), "--wait=true")
