@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, Protocol
 
-from kubeloop.api.common import GPU, ComputeResources, EnvVar
+from kubeloop.api.common import GPU, ComputeResources, EnvVar, Toleration
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubeloop"}
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -64,6 +64,30 @@ def resources(compute: ComputeResources | None, gpu: GPU | None) -> dict[str, An
     if limits:
         out["limits"] = limits
     return out
+
+
+class Placement(Protocol):
+    """The scheduling fields that TrainingJob and ModelDeployment share."""
+
+    priority_class_name: str | None
+    node_selector: dict[str, str]
+    tolerations: list[Toleration]
+
+
+def placement(gpu: GPU | None, sched: Placement | None) -> dict[str, Any]:
+    """Pod spec fields that place the pods: the GPU's node selector and toleration, then
+    the user's own (which win on a key both set), and the priority class."""
+    gpu_selector, gpu_tolerations = gpu_placement(gpu)
+    node_selector = {**gpu_selector, **(sched.node_selector if sched else {})}
+    tolerations = gpu_tolerations + [t.dump() for t in (sched.tolerations if sched else [])]
+    fields: dict[str, Any] = {}
+    if node_selector:
+        fields["nodeSelector"] = node_selector
+    if tolerations:
+        fields["tolerations"] = tolerations
+    if sched and sched.priority_class_name:
+        fields["priorityClassName"] = sched.priority_class_name
+    return fields
 
 
 def gpu_placement(gpu: GPU | None) -> tuple[dict[str, str], list[dict[str, Any]]]:

@@ -10,7 +10,7 @@ from kubeloop.render.common import (
     MANAGED_BY,
     container_security,
     env_list,
-    gpu_placement,
+    placement,
     pod_security,
     resources,
 )
@@ -105,10 +105,6 @@ def pod_template(
         "securityContext": {**container_security(), "readOnlyRootFilesystem": True},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
     }
-    gpu_selector, gpu_tolerations = gpu_placement(spec.gpu)
-    sched = spec.scheduling
-    node_selector = {**gpu_selector, **(sched.node_selector if sched else {})}
-    tolerations = gpu_tolerations + [t.dump() for t in (sched.tolerations if sched else [])]
     pod_spec: dict[str, Any] = {
         "enableServiceLinks": False,
         "securityContext": pod_security(),
@@ -120,12 +116,7 @@ def pod_template(
         pod_spec["serviceAccountName"] = spec.service_account_name
     else:
         pod_spec["automountServiceAccountToken"] = False
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
-    if sched and sched.priority_class_name:
-        pod_spec["priorityClassName"] = sched.priority_class_name
+    pod_spec.update(placement(spec.gpu, spec.scheduling))
     return {
         "metadata": {
             "labels": {**labels(name), TRACK_LABEL: track},

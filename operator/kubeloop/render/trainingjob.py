@@ -12,7 +12,7 @@ from kubeloop.render.common import (
     container_security,
     env_list,
     env_name,
-    gpu_placement,
+    placement,
     pod_security,
     resources,
     spec_hash,
@@ -119,10 +119,7 @@ def data_claims(spec: TrainingJobSpec) -> tuple[list[dict[str, Any]], list[dict[
 
 
 def pod_template(spec: TrainingJobSpec, name: str, namespace: str, attempt: int) -> dict[str, Any]:
-    gpu_selector, gpu_tolerations = gpu_placement(spec.gpu)
     sched = spec.scheduling
-    node_selector = {**gpu_selector, **(sched.node_selector if sched else {})}
-    tolerations = gpu_tolerations + [t.dump() for t in (sched.tolerations if sched else [])]
     container: dict[str, Any] = {
         "name": WORKER_CONTAINER,
         "image": spec.image,
@@ -156,12 +153,7 @@ def pod_template(spec: TrainingJobSpec, name: str, namespace: str, attempt: int)
         # Training code has no business with the Kubernetes API unless a service
         # account is asked for.
         pod_spec["automountServiceAccountToken"] = False
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
-    if sched and sched.priority_class_name:
-        pod_spec["priorityClassName"] = sched.priority_class_name
+    pod_spec.update(placement(spec.gpu, sched))
     if sched and sched.scheduler_name:
         pod_spec["schedulerName"] = sched.scheduler_name
     if spec.volumes or claim_volumes:
