@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -111,14 +112,29 @@ def network_down() -> None:
     rules = sh("iptables-save", "-t", "nat", check=False).stdout.splitlines()
     for rule in rules:
         if rule.startswith("-A POSTROUTING") and "CNI-" in rule:
-            sh("iptables", "-t", "nat", *rule.replace("-A", "-D", 1).split(), check=False)
+            sh("iptables", "-t", "nat", *shlex.split(rule.replace("-A", "-D", 1)), check=False)
     for rule in rules:
         if rule.startswith(":CNI-"):
             chain = rule[1:].split()[0]
             sh("iptables", "-t", "nat", "-F", chain, check=False)
             sh("iptables", "-t", "nat", "-X", chain, check=False)
-    Path("/var/lib/cni/networks/kubeloop").exists() and shutil.rmtree(
-        "/var/lib/cni/networks/kubeloop", ignore_errors=True)
+    shutil.rmtree("/var/lib/cni/networks/kubeloop", ignore_errors=True)
+    remove_kubelet_chains()
+
+
+def remove_kubelet_chains() -> None:
+    """The KUBE-* chains the kubelet makes (kube-proxy --cleanup removes only its own)."""
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            rules = sh(f"{tool}-save", "-t", table, check=False).stdout.splitlines()
+            for rule in rules:
+                if rule.startswith("-A ") and "-j KUBE-" in rule:
+                    sh(tool, "-t", table, *shlex.split(rule.replace("-A", "-D", 1)), check=False)
+            for rule in rules:
+                if rule.startswith(":KUBE-"):
+                    chain = rule[1:].split()[0]
+                    sh(tool, "-t", table, "-F", chain, check=False)
+                    sh(tool, "-t", table, "-X", chain, check=False)
 
 
 # Configuration files -------------------------------------------------------------------
