@@ -107,17 +107,29 @@ k logs -n "$ns" -l kubeloop.io/training-job=iris-v1 --tail=1
 k wait -n "$ns" --for=condition=Ready --timeout=300s mdep/iris-live >/dev/null
 k get pods -n "$ns" -l kubeloop.io/model-deployment=iris-live -o wide
 url="http://$(k get svc iris-live -n "$ns" -o jsonpath='{.spec.clusterIP}'):8080"
+# The monitor counts from its first scrape of the pods on: wait for that baseline (or
+# for a new one, on a new model's reference) before sending traffic.
+window_of() { k get dm iris-live-drift -n "$ns" -o jsonpath='{.status.window.reference}'; }
+wait_window() {  # wait_window [OLD_REFERENCE]
+  for _ in $(seq 120); do
+    w="$(window_of)"; [[ -n "$w" && "$w" != "${1:-}" ]] && return 0; sleep 1
+  done
+  echo "no baseline from the monitor in 120s" >&2; return 1
+}
 show_dm() {
   k get dm iris-live-drift -n "$ns" -o jsonpath='{.status.phase}: {.status.message}{"\n"}{range .status.features[*]}  {.name}: {.score} drifted={.drifted}{"\n"}{end}'
 }
+wait_window
 echo; echo "Traffic like the training data, through the Service at $url:"
 .venv/bin/python hack/demo_traffic.py "$url" iris-live 300 0
 k wait -n "$ns" --for=jsonpath='{.status.phase}'=Healthy --timeout=120s dm/iris-live-drift >/dev/null
 show_dm
+first_window="$(window_of)"
 echo; echo "The world changes: the pipeline writes data shifted by 2 standard deviations,"
 echo "and traffic moves with it:"
 .venv/bin/python examples/train/make_data.py "$models/data/iris.csv" --shift 2
 chown -R 10001:10001 "$models"
+old_pods="$(k get pods -n "$ns" -l kubeloop.io/model-deployment=iris-live -o name)"
 shifted=$(date +%s)
 .venv/bin/python hack/demo_traffic.py "$url" iris-live 300 2
 k wait -n "$ns" --for=jsonpath='{.status.drifted}'=true --timeout=120s dm/iris-live-drift >/dev/null
@@ -130,10 +142,13 @@ k wait -n "$ns" --for=jsonpath='{.status.lastRetrain.result}'=Promoted --timeout
 echo; echo "Retrained and promoted: the ModelDeployment now serves"
 k get mdep iris-live -n "$ns" -o jsonpath='  spec.model.uri = {.spec.model.uri}{"\n"}'
 k rollout status -n "$ns" deployment/iris-live --timeout=300s >/dev/null
+# shellcheck disable=SC2086
+k wait -n "$ns" --for=delete --timeout=120s $old_pods >/dev/null 2>&1 || true
 k wait -n "$ns" --for=condition=Ready --timeout=300s mdep/iris-live >/dev/null
-echo "Rolled out $(( $(date +%s) - shifted ))s after the first shifted request:"
+echo "The old model's pods are gone $(( $(date +%s) - shifted ))s after the first shifted request:"
 k get pods -n "$ns" -l kubeloop.io/model-deployment=iris-live \
-  -o custom-columns=POD:.metadata.name,MODEL:.metadata.annotations.kubeloop\.io/model-uri,PHASE:.status.phase
+  -o 'custom-columns=POD:.metadata.name,MODEL:.metadata.annotations.kubeloop\.io/model-uri,PHASE:.status.phase'
+wait_window "$first_window"
 echo; echo "The same shifted traffic against the new model and its own reference:"
 .venv/bin/python hack/demo_traffic.py "$url" iris-live 300 2
 k wait -n "$ns" --for=jsonpath='{.status.phase}'=Healthy --timeout=120s dm/iris-live-drift >/dev/null
