@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import requests
+import urllib3
 from pydantic import ValidationError
 
 from kubeloop.drift.profile import Profile
@@ -49,9 +50,10 @@ def profile_from_server(base_url: str, model: str, timeout: float = 5.0) -> Prof
     the reference of a model whose storage only its pods can read (`pvc://`)."""
     url = f"{base_url.rstrip('/')}/v2/models/{model}/profile"
     try:
-        response = requests.get(url, timeout=timeout, stream=True)
-        data = response.raw.read(MAX_PROFILE_BYTES + 1, decode_content=True)
-    except requests.RequestException as err:
+        with requests.get(url, timeout=timeout, stream=True) as response:
+            data = response.raw.read(MAX_PROFILE_BYTES + 1, decode_content=True)
+    # A body read on the raw stream raises urllib3's and socket errors, not requests'.
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
         raise ReferenceNotServed(f"cannot read the reference profile at {url}: {err}") from err
     if response.status_code != 200:
         raise ReferenceInvalid(f"{url}: HTTP {response.status_code}: {data[:200]!r}")
