@@ -142,10 +142,24 @@ class ModelVolume:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def status_writes(pod: dict[str, Any]) -> float:
+    """The operator pod's own count of status writes (its /metrics, on its pod IP)."""
+    text = requests.get(f"http://{pod['status']['podIP']}:8080/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("kubeloop_status_writes_total{"))
+
+
 @pytest.fixture(scope="module")
 def namespace(cluster: Cluster, operator_pod: dict[str, Any]) -> Iterator[str]:
+    """A namespace for one module; the operator pod, and nothing else, must have done
+    the work in it: no other `kubeloop run` on this machine, and the pod's own status
+    write counter grew."""
+    others = subprocess.run(["pgrep", "-f", "kubeloop run"], capture_output=True, text=True)
+    assert others.returncode == 1, f"another operator runs here: {others.stdout}"
+    before = status_writes(operator_pod)
     name = cluster.new_namespace()
     yield name
+    assert status_writes(operator_pod) > before, "the operator pod wrote no status"
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 

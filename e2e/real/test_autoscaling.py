@@ -62,7 +62,12 @@ def test_hpa_scales_up_under_load_and_back_down(
         deadline = time.monotonic() + LOAD_SECONDS_MAX
         with requests.Session() as session:
             while not stop.is_set() and time.monotonic() < deadline:
-                response = session.post(f"{url}/v2/models/busy/infer", json=body, timeout=10)
+                try:
+                    response = session.post(f"{url}/v2/models/busy/infer", json=body,
+                                            timeout=10)
+                except requests.RequestException as exc:
+                    errors.append(repr(exc))
+                    continue
                 if response.status_code != 200:
                     errors.append(response.text[:200])
 
@@ -73,6 +78,10 @@ def test_hpa_scales_up_under_load_and_back_down(
     try:
         wait_for(lambda: hpa_current() > 1, LOAD_SECONDS_MAX, "the HPA scaling up")
         record("hpa_scale_up_seconds", round(time.monotonic() - started, 1))
+        hpa = cluster.autoscaling.read_namespaced_horizontal_pod_autoscaler("busy", namespace)
+        usage = [m.resource.current.average_utilization for m in hpa.status.current_metrics
+                 if m.resource]
+        assert usage and usage[0] > 50, f"scaled up without CPU above target: {usage}"
         deployment = cluster.apps.read_namespaced_deployment("busy", namespace)
         assert deployment.spec.replicas > 1
     finally:

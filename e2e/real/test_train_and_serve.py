@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import requests
 
 from e2e.real.conftest import (
     IMAGE,
@@ -100,6 +101,9 @@ def test_model_deployment_serves_the_trained_model(
     local = load_model(volume.path / "iris" / "v1")
     expected = local.estimator.predict(np.asarray(ROWS)).tolist()
     url = service_url(cluster, namespace, "iris")
+    # The served model is the one the job wrote: its version is model.joblib's digest.
+    served = requests.get(f"{url}/v2/models/iris", timeout=10).json()
+    assert served["versions"] == [local.metadata.version]
     answers = [infer(url, "iris", ROWS) for _ in range(6)]
     for answer in answers:
         assert answer["outputs"][0]["data"] == expected
