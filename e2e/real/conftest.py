@@ -142,6 +142,24 @@ class ModelVolume:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def host_operators() -> list[str]:
+    """`kubeloop run` processes of this machine, outside containers (the pod's own runs
+    in its own PID namespace)."""
+    own = os.readlink("/proc/self/ns/pid")
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            same_ns = os.readlink(proc / "ns" / "pid") == own
+        except OSError:
+            continue
+        if same_ns and b"kubeloop" in b" ".join(argv) and b"run" in argv:
+            found.append(f"{proc.name}: {b' '.join(argv).decode(errors='replace')[:120]}")
+    return found
+
+
 def status_writes(pod: dict[str, Any]) -> float:
     """The operator pod's own count of status writes (its /metrics, on its pod IP)."""
     text = requests.get(f"http://{pod['status']['podIP']}:8080/metrics", timeout=10).text
@@ -154,8 +172,7 @@ def namespace(cluster: Cluster, operator_pod: dict[str, Any]) -> Iterator[str]:
     """A namespace for one module; the operator pod, and nothing else, must have done
     the work in it: no other `kubeloop run` on this machine, and the pod's own status
     write counter grew."""
-    others = subprocess.run(["pgrep", "-f", "kubeloop run"], capture_output=True, text=True)
-    assert others.returncode == 1, f"another operator runs here: {others.stdout}"
+    assert not host_operators(), f"another operator runs on this machine: {host_operators()}"
     before = status_writes(operator_pod)
     name = cluster.new_namespace()
     yield name
