@@ -198,6 +198,18 @@ def service_url(cluster: Cluster, namespace: str, name: str, port: int = 8080) -
     return f"http://{svc.spec.cluster_ip}:{port}"
 
 
+def reachable(url: str, model: str, timeout: float = 30.0) -> None:
+    """Wait until the Service answers for `model`: Ready counts the pods' readiness,
+    and kube-proxy learns the new endpoints a moment later."""
+    def answers() -> bool:
+        try:
+            return requests.get(f"{url}/v2/models/{model}/ready", timeout=5).ok
+        except requests.ConnectionError:
+            return False
+
+    wait_for(answers, timeout, f"the Service {url} answering for {model}")
+
+
 def infer(url: str, model: str, rows: list[list[float]]) -> dict[str, Any]:
     """Open Inference Protocol v2: one FP64 tensor of shape [rows, features]."""
     body = {"inputs": [{"name": "input-0", "datatype": "FP64",
@@ -208,4 +220,4 @@ def infer(url: str, model: str, rows: list[list[float]]) -> dict[str, Any]:
 
 
 __all__ = ["IMAGE", "ON_REAL_NODE", "REAL_NODE", "TRAIN_COMMAND", "ModelVolume", "helm",
-           "infer", "pods_of", "record", "service_url", "wait_for", "write_iris_csv"]
+           "infer", "pods_of", "reachable", "record", "service_url", "wait_for", "write_iris_csv"]

@@ -9,7 +9,15 @@ import time
 import pytest
 import requests
 
-from e2e.real.conftest import IMAGE, ON_REAL_NODE, TRAIN_COMMAND, ModelVolume, record, service_url
+from e2e.real.conftest import (
+    IMAGE,
+    ON_REAL_NODE,
+    TRAIN_COMMAND,
+    ModelVolume,
+    reachable,
+    record,
+    service_url,
+)
 from tests.kubetest import Cluster, wait_for
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]] * 20
@@ -53,6 +61,7 @@ def test_hpa_scales_up_under_load_and_back_down(
     assert hpa_current() == 1
 
     url = service_url(cluster, namespace, "busy")
+    reachable(url, "busy")
     body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [len(ROWS), 4],
                         "data": ROWS}]}
     stop = threading.Event()

@@ -18,6 +18,7 @@ from e2e.real.conftest import (
     ModelVolume,
     infer,
     pods_of,
+    reachable,
     record,
     service_url,
     write_iris_csv,
@@ -83,6 +84,7 @@ def test_drift_retrain_promote_rollout(
 
     wait_for(md_ready, 240, "ModelDeployment iris-live Ready")
     url = service_url(cluster, namespace, "iris-live")
+    reachable(url, "iris-live")
     old_pods = {p["metadata"]["name"] for p in
                 pods_of(cluster, namespace, "kubeloop.io/model-deployment=iris-live")}
 

@@ -19,6 +19,7 @@ from e2e.real.conftest import (
     ModelVolume,
     infer,
     pods_of,
+    reachable,
     service_url,
 )
 from kubeloop.serving.fetch import write_manifest
@@ -92,6 +93,7 @@ def test_a_broken_canary_is_rolled_back_and_the_stable_keeps_serving(
 
     wait_for(ready, 240, "ModelDeployment guarded Ready")
     url = service_url(cluster, namespace, "guarded")
+    reachable(url, "guarded")
     good_model = load_model(volume.path / "good")
     expected = good_model.estimator.predict(np.asarray(ROWS)).tolist()
     assert infer(url, "guarded", ROWS)["outputs"][0]["data"] == expected

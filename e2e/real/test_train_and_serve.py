@@ -19,6 +19,7 @@ from e2e.real.conftest import (
     ModelVolume,
     infer,
     pods_of,
+    reachable,
     record,
     service_url,
 )
@@ -101,6 +102,7 @@ def test_model_deployment_serves_the_trained_model(
     local = load_model(volume.path / "iris" / "v1")
     expected = local.estimator.predict(np.asarray(ROWS)).tolist()
     url = service_url(cluster, namespace, "iris")
+    reachable(url, "iris")
     # The served model is the one the job wrote: its version is model.joblib's digest.
     served = requests.get(f"{url}/v2/models/iris", timeout=10).json()
     assert served["versions"] == [local.metadata.version]

@@ -24,6 +24,9 @@ SERVER_CONTAINER = "server"
 FETCH_CONTAINER = "fetch-model"
 RPS_METRIC = "kubeloop_model_requests_per_second"
 DEFAULT_CPU_TARGET = 80
+# How long a stopping server keeps answering after its pod leaves the Service's
+# endpoints: kube-proxy and other clients take a moment to stop sending to it.
+DRAIN_SECONDS = 5
 
 
 def deployment_name(name: str, track: str) -> str:
@@ -92,6 +95,9 @@ def pod_template(
         },
         "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR, "readOnly": True}],
         "securityContext": {**container_security(), "readOnlyRootFilesystem": True},
+        # A pod scaled away (a canary taking its share, the HPA scaling down) keeps
+        # serving while the endpoint removal reaches every node, then gets SIGTERM.
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
     }
     res = resources(spec.resources, spec.gpu)
     if res:
