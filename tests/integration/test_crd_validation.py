@@ -83,6 +83,14 @@ INVALID = [
         "spec.canary.trafficPercent in body should be less than or equal to 100",
     ),
     (
+        "md-autoscaled-canary-at-100",
+        "ModelDeployment",
+        {"model": {"uri": "s3://m/1"}, "autoscaling": {"maxReplicas": 3},
+         "canary": {"model": {"uri": "s3://m/2"}, "trafficPercent": 100}},
+        "spec.canary.trafficPercent: Invalid value: canary.trafficPercent 100 needs fixed "
+        "replicas",
+    ),
+    (
         "md-canary-both-sources",
         "ModelDeployment",
         {"model": {"uri": "s3://m/1"},

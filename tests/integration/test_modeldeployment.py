@@ -94,6 +94,44 @@ def test_canary_split_by_replica_ratio_and_promotion(cluster: Cluster, namespace
     assert status["observedGeneration"] >= 2
 
 
+def test_canary_share_is_what_the_replicas_give(cluster: Cluster, namespace: str) -> None:
+    # 10% of 3 replicas: the nearest share with a pod on each side is 1 of 3.
+    cluster.create(MD, namespace, "third", {
+        "model": {"uri": "s3://m/v1"}, "replicas": 3,
+        "canary": {"model": {"uri": "s3://m/v2"}, "trafficPercent": 10}})
+    canary = wait_for(lambda: (c := cluster.status(MD, namespace, "third").get("canary"))
+                      and c.get("state") == "Available" and c, 30, "canary available")
+    assert (canary["trafficPercent"], canary["actualTrafficPercent"]) == (10, 33)
+    assert (cluster.apps.read_namespaced_deployment("third", namespace).spec.replicas,
+            cluster.apps.read_namespaced_deployment("third-canary", namespace).spec.replicas
+            ) == (2, 1)
+    cond = cluster.condition(MD, namespace, "third", "CanaryAvailable")
+    assert cond and "serves 33% of traffic (1 of 3 ready pods)" in cond["message"]
+    assert "10% requested" in cond["message"]
+
+    # 100: every replica moves to the canary, and the resource is Ready, not stuck.
+    cluster.patch_spec(MD, namespace, "third", {"canary": {"trafficPercent": 100}})
+    status = wait_for(
+        lambda: (s := cluster.status(MD, namespace, "third")).get("phase") == "Ready"
+        and (s.get("canary") or {}).get("actualTrafficPercent") == 100 and s,
+        30, "all traffic on the canary, Ready")
+    assert cluster.apps.read_namespaced_deployment("third", namespace).spec.replicas == 0
+    assert cluster.apps.read_namespaced_deployment(
+        "third-canary", namespace).spec.replicas == 3
+    assert not [c for c in status["conditions"] if c["type"] in ("Reconciling", "Stalled")]
+
+    # 0: the canary is kept at zero, the stable serves everything, Ready.
+    cluster.patch_spec(MD, namespace, "third", {"canary": {"trafficPercent": 0}})
+    status = wait_for(
+        lambda: (s := cluster.status(MD, namespace, "third")).get("phase") == "Ready"
+        and (s.get("canary") or {}).get("state") == "Idle" and s, 30, "canary idle, Ready")
+    assert cluster.apps.read_namespaced_deployment("third", namespace).spec.replicas == 3
+    assert cluster.apps.read_namespaced_deployment(
+        "third-canary", namespace).spec.replicas == 0
+    cond = cluster.condition(MD, namespace, "third", "CanaryAvailable")
+    assert cond and cond["reason"] == "NoTraffic" and "kept at zero" in cond["message"]
+
+
 def test_failing_canary_is_rolled_back_and_stable_keeps_serving(
     cluster: Cluster, namespace: str
 ) -> None:

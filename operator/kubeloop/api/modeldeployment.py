@@ -90,7 +90,11 @@ class Canary(KubeModel):
         default=10,
         ge=0,
         le=100,
-        description="Share of traffic for the canary, split by replica ratio (approximate).",
+        description="Share of requests for the canary, in percent (default 10, 0..100). "
+        "The Service spreads requests evenly over ready pods, so the share is realised by "
+        "replica ratio in steps of 100/replicas percent (`status.canary.actualTrafficPercent`"
+        " says what it is). 0 keeps the canary at zero replicas; 100 moves every replica to "
+        "the canary (not with autoscaling).",
     )
     progress_deadline_seconds: int = Field(
         default=600,
@@ -117,6 +121,20 @@ class ServingScheduling(KubeModel):
 
 
 class ModelDeploymentSpec(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.autoscaling) || !has(self.canary) || "
+                    "!has(self.canary.trafficPercent) || self.canary.trafficPercent < 100",
+                    "canary.trafficPercent 100 needs fixed replicas: the HPA keeps the stable "
+                    "at minReplicas or more; to move to the canary's model, set spec.model",
+                    ".canary.trafficPercent",
+                ),
+            ]
+        }
+    )
+
     model: ModelSource = Field(description="The model to serve.")
     runtime: Runtime | None = Field(default=None, description="The model server.")
     resources: ComputeResources | None = Field(
@@ -139,11 +157,17 @@ class ModelDeploymentSpec(KubeModel):
 
 class CanaryStatus(KubeModel):
     model_uri: str | None = Field(default=None, description="The canary's resolved model.")
-    traffic_percent: int | None = Field(default=None, description="Requested share.")
+    traffic_percent: int | None = Field(default=None, description="Requested share, percent.")
+    actual_traffic_percent: int | None = Field(
+        default=None,
+        description="The canary's share of requests now: its share of the ready pods "
+        "behind the Service, percent.",
+    )
     replicas: int | None = Field(default=None, description="Canary replicas desired.")
     ready_replicas: int | None = Field(default=None, description="Canary replicas ready.")
     state: str | None = Field(
-        default=None, description="Waiting, Progressing, Available or RolledBack."
+        default=None,
+        description="Waiting, Progressing, Available, Idle (no traffic) or RolledBack.",
     )
     start_time: str | None = Field(
         default=None, description="When this canary model started rolling out."

@@ -36,12 +36,14 @@ from kubeloop.render.modeldeployment import (
     MODEL_URI_ANNOTATION,
     SERVER_CONTAINER,
     STABLE,
+    canary_beside,
     deployment_name,
     render_deployment,
     render_hpa,
     render_service,
     service_url,
     split_replicas,
+    traffic_share,
 )
 
 KIND = "ModelDeployment"
@@ -51,6 +53,7 @@ HPA = "ModelDeployment/HPA"
 POD = "ModelDeployment/Pod"
 TRAINING_JOB = "TrainingJob"
 ROLLED_BACK = "RolledBack"
+IDLE = "Idle"
 
 
 @dataclass
@@ -243,7 +246,7 @@ def plan(
     if spec.autoscaling is not None:
         current = int(((observed.stable or {}).get("spec") or {}).get("replicas") or 0)
         current = max(current, spec.autoscaling.min_replicas)
-        _, canary_replicas = split_replicas(current + 1, canary_pct) if canary_pct else (0, 0)
+        canary_replicas = canary_beside(current, canary_pct)
         stable_replicas: int | None = None
         status.replicas = current
     else:
@@ -251,10 +254,23 @@ def plan(
         status.replicas = stable_replicas
 
     # Canary deadline, from its own start time (kept in status across restarts).
-    if canary_status is not None and canary_pct:
+    if canary_status is not None and spec.canary is not None and canary_pct == 0:
+        canary_status.state = IDLE
+        canary_status.replicas = 0
+        canary_status.actual_traffic_percent = 0
+        canary_cond = c.Cond(
+            c.CANARY_AVAILABLE,
+            False,
+            c.CANARY_NO_TRAFFIC,
+            f"trafficPercent is 0: canary {canary_uri} is kept at zero replicas",
+        )
+    elif canary_status is not None and canary_pct:
         canary_ready = _dep_ready(observed.canary)
         canary_status.replicas = canary_replicas
         canary_status.ready_replicas = canary_ready
+        canary_status.actual_traffic_percent = traffic_share(
+            _dep_ready(observed.stable), canary_ready
+        )
         started = parse_time(canary_status.start_time) or now
         deadline = spec.canary.progress_deadline_seconds if spec.canary else 600
         elapsed = (now - started).total_seconds()
@@ -264,7 +280,7 @@ def plan(
                 c.CANARY_AVAILABLE,
                 True,
                 c.CANARY_AVAILABLE_REASON,
-                f"canary {canary_uri} serves ~{canary_pct}% of traffic",
+                _share_message(canary_uri, canary_pct, observed),
             )
         elif elapsed >= deadline:
             why = crash_message(observed.pods, CANARY) or (
@@ -329,19 +345,19 @@ def plan(
     elif observed.hpa is not None:
         result.delete.append(("autoscaling/v2", "HorizontalPodAutoscaler", name))
 
-    # Availability of the stable track.
+    # Availability: the stable track, and the canary while it takes traffic.
     status.ready_replicas = _dep_ready(observed.stable)
     crashing = crash_message(observed.pods, STABLE)
+    serving = _dep_available(observed.stable) + (
+        _dep_available(observed.canary) if canary_pct else 0
+    )
     if observed.stable is None:
         available = c.Cond(c.AVAILABLE, False, c.MINIMUM_REPLICAS_UNAVAILABLE, "no Deployment yet")
-    elif crashing and _dep_available(observed.stable) == 0:
+    elif crashing and serving == 0:
         available = c.Cond(c.AVAILABLE, False, c.PODS_CRASHING, crashing)
-    elif _dep_available(observed.stable) >= 1:
+    elif serving >= 1:
         available = c.Cond(
-            c.AVAILABLE,
-            True,
-            c.MINIMUM_REPLICAS_AVAILABLE,
-            f"{_dep_available(observed.stable)} replicas available",
+            c.AVAILABLE, True, c.MINIMUM_REPLICAS_AVAILABLE, f"{serving} replicas available"
         )
     else:
         available = c.Cond(
@@ -424,6 +440,15 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
             decided.status.message or "",
         )
     return Result(requeue_after=decided.requeue_after)
+
+
+def _share_message(uri: str | None, requested: int, observed: Observed) -> str:
+    stable, canary = _dep_ready(observed.stable), _dep_ready(observed.canary)
+    actual = traffic_share(stable, canary) or 0
+    message = f"canary {uri} serves {actual}% of traffic ({canary} of {stable + canary} ready pods)"
+    if actual != requested:
+        message += f"; {requested}% requested, the nearest share these replica counts allow"
+    return message
 
 
 def _store_kind(kind: str) -> str:

@@ -41,19 +41,39 @@ def service_url(name: str, namespace: str, port: int) -> str:
     return f"http://{name}.{namespace}.svc:{port}"
 
 
+def _nearest(x: float) -> int:
+    return int(x + 0.5)
+
+
 def split_replicas(total: int, canary_percent: int | None) -> tuple[int, int]:
-    """(stable, canary) replicas for a share of traffic by replica ratio.
+    """(stable, canary) replicas out of `total` whose ratio is the nearest to the share.
 
     The Service spreads requests evenly over ready pods, so the canary's share is
-    canary / (stable + canary): approximate, and only as fine as the replica count.
-    A canary asking for any traffic gets at least one replica; the stable keeps one.
+    canary / (stable + canary), in steps of 100 / total percent. 0 keeps the canary at
+    zero; 100 moves every replica to the canary. Between them each track keeps at
+    least one replica, so a total below 2 is raised to 2.
     """
-    if not canary_percent or total <= 0:
-        return max(total, 0), 0
+    total = max(total, 0)
+    if not canary_percent or total == 0:
+        return total, 0
     if canary_percent >= 100:
         return 0, total
-    canary = max(round(total * canary_percent / 100), 1)
-    return max(total - canary, 1), canary
+    total = max(total, 2)
+    canary = min(max(_nearest(total * canary_percent / 100), 1), total - 1)
+    return total - canary, canary
+
+
+def canary_beside(stable: int, canary_percent: int | None) -> int:
+    """Canary replicas beside `stable` replicas that the HPA owns (0 < share < 100)."""
+    if not canary_percent or stable <= 0:
+        return 0
+    return max(_nearest(stable * canary_percent / (100 - min(canary_percent, 99))), 1)
+
+
+def traffic_share(stable: int, canary: int) -> int | None:
+    """The canary's share of requests, in percent, with this many pods ready on each side."""
+    total = stable + canary
+    return _nearest(100 * canary / total) if total else None
 
 
 def pod_template(
