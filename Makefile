@@ -45,13 +45,19 @@ images: venv
 tools:
 	bash hack/install-tools.sh >/dev/null
 
+# The real kstatus library (sigs.k8s.io/cli-utils), which tests/unit checks
+# operator/kubeloop/health.py against: built once per version, cached like the control plane.
+.PHONY: kstatus
+kstatus:
+	bash hack/build-kstatus.sh >/dev/null
+
 deps: venv controlplane tools
 
 lint: venv
 	$(BIN)/ruff check operator tests e2e examples bench hack
 	$(BIN)/mypy
 
-unit: venv
+unit: venv kstatus
 	$(BIN)/python -m pytest tests/unit -q
 
 integration: deps
