@@ -146,10 +146,17 @@ def test_hanging_garbage_and_huge_sources_end_in_time_with_a_reason(
     ns = namespace
     cluster.create(MD, ns, "iris", {"model": {"uri": f"file://{trained_model}"}})
     poll(lambda: cluster.status(MD, ns, "iris").get("activeModelUri"), 60, "the target's model")
+    # The reference from a ConfigMap: no pod of `iris` serves on the simulated nodes.
+    cluster.core.create_namespaced_config_map(ns, {
+        "metadata": {"name": "ref"},
+        "data": {"profile.json": (trained_model / "profile.json").read_text()},
+    })  # fmt: skip
+    ref = {"configMap": {"name": "ref"}}
     # A first check against a closed port loads the reference and starts the check
     # threads, so that the baseline below counts what the bad sources cost, not that.
     cluster.create(DM, ns, "dm-warm-up", {
         "modelDeployment": "iris", "source": {"url": "http://127.0.0.1:9/metrics"},
+        "reference": ref,
         "interval": "1h", "minSamples": 10,
     })  # fmt: skip
     poll(lambda: _source_condition(cluster, ns, "dm-warm-up"), 30, "the warm-up check", 0.2)
@@ -166,6 +173,7 @@ def test_hanging_garbage_and_huge_sources_end_in_time_with_a_reason(
         cluster.create(DM, ns, name, {
             "modelDeployment": "iris",
             "source": {"url": f"{bad_sources.url}{path}"},
+            "reference": ref,
             "interval": f"{INTERVAL_S}s",
             "minSamples": 10,
         })  # fmt: skip

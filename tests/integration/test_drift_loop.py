@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.kubetest import Cluster, wait_for
+from tests.kubetest import Cluster, stays, wait_for
 from tests.modelserver import ModelServer, free_port, shifted_rows, train
 
 DM, MD, TJ = "DriftMonitor", "ModelDeployment", "TrainingJob"
@@ -34,6 +34,10 @@ def monitor_spec(server: ModelServer, out_dir: Path, **extra: Any) -> dict[str, 
     spec: dict[str, Any] = {
         "modelDeployment": "iris",
         "source": {"url": f"{server.url}/metrics"},
+        # The server's own profile route: no pod of the ModelDeployment runs a server
+        # on the simulated nodes, so the monitor reads the reference where it reads
+        # the metrics.
+        "reference": {"url": f"{server.url}/v2/models/iris/profile"},
         "method": "psi",
         "interval": "1s",
         "minSamples": 200,
@@ -227,3 +231,61 @@ def test_url_outside_the_allowlist_is_refused(
         "SourceNotAllowed",
     )
     assert "driftSourceAllowlist" in cond["message"]
+
+
+def test_waiting_is_not_stalled_and_says_so_in_events(
+    cluster: Cluster, namespace: str, model_v1: Path, tmp_path: Path
+) -> None:
+    # Applied before its ModelDeployment: a wait, with its own reason and an Event.
+    spec = monitor_spec(ModelServer(model_v1, 1), tmp_path)
+    del spec["reference"]  # the default: from a ready serving pod
+    cluster.create(DM, namespace, "early", spec)
+
+    def reason(wanted: str) -> dict[str, Any] | None:
+        cond = cluster.condition(DM, namespace, "early", "Ready")
+        return cond if cond and cond["reason"] == wanted else None
+
+    wait_for(lambda: reason("TargetNotFound"), 20, "TargetNotFound")
+    assert not cluster.condition(DM, namespace, "early", "Stalled")
+    # The ModelDeployment comes: its pods are simulated and serve nothing, so the
+    # reference is on its way for as long as they do. Waiting, never Stalled.
+    cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{model_v1}"}})
+    # (kwok marks the pods ready at loopback addresses where nothing listens.)
+    wait_for(lambda: (p := reason("ReferencePending"))
+             and "/v2/models/iris/profile" in p["message"], 20,
+             "ReferencePending on the serving pods' profile route")
+    reconciling = cluster.condition(DM, namespace, "early", "Reconciling")
+    assert reconciling and reconciling["status"] == "True"
+    assert not cluster.condition(DM, namespace, "early", "Stalled")
+    assert cluster.status(DM, namespace, "early")["phase"] == "Pending"
+    events = wait_for(
+        lambda: (e := {ev.reason: ev for ev in cluster.events_for(namespace, "early")})
+        and "ReferencePending" in e and e,
+        20, "a ReferencePending Event")
+    assert "TargetNotFound" in events
+    assert events["ReferencePending"].type == "Normal"
+    # A wait writes its status once, not at every retry.
+    version = cluster.get(DM, namespace, "early")["metadata"]["resourceVersion"]
+    stays(lambda: cluster.get(DM, namespace, "early")["metadata"]["resourceVersion"] == version,
+          5, "the pending status unchanged")
+
+
+def test_a_stalled_monitor_writes_its_status_once(
+    cluster: Cluster, namespace: str, model_v1: Path, tmp_path: Path
+) -> None:
+    cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{model_v1}"}})
+    spec = monitor_spec(ModelServer(model_v1, 1), tmp_path)  # interval 1s
+    spec["reference"] = {"url": "http://10.0.0.1/profile.json"}  # not allowed
+    cluster.create(DM, namespace, "refused", spec)
+    stalled = wait_for(lambda: cluster.condition(DM, namespace, "refused", "Stalled"), 20,
+                       "Stalled")
+    assert stalled["reason"] == "SourceNotAllowed" and "reference.url" in stalled["message"]
+    events = [e for e in cluster.events_for(namespace, "refused") if e.reason == "SourceNotAllowed"]
+    assert events and events[0].type == "Warning"
+    version = cluster.get(DM, namespace, "refused")["metadata"]["resourceVersion"]
+    stays(lambda: cluster.get(DM, namespace, "refused")["metadata"]["resourceVersion"] == version,
+          6, "the stalled status unchanged over six intervals")
+    # A change of spec is looked at at once.
+    cluster.patch_spec(DM, namespace, "refused", {"reference": {"url": None}})
+    wait_for(lambda: (c := cluster.condition(DM, namespace, "refused", "Ready"))
+             and c["reason"] == "ReferencePending", 20, "the new spec checked")

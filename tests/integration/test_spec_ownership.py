@@ -45,6 +45,7 @@ def test_operator_writes_only_status_of_users_objects(
         cluster.create("ModelDeployment", ns, "live", {"model": {"uri": f"file://{model}"}})
         cluster.create("DriftMonitor", ns, "d", {
             "modelDeployment": "live", "source": {"url": f"{server.url}/metrics"},
+            "reference": {"url": f"{server.url}/v2/models/live/profile"},
             "interval": "1s", "minSamples": 100,
             "onDrift": {"promote": True, "retrain": {"template": {
                 "image": "t:1", "output": {"uri": f"file://{tmp_path}/{{trainingJob}}"}}}}})

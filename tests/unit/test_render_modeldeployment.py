@@ -31,7 +31,9 @@ from kubeloop.render.modeldeployment import (
         (0, 50, (0, 0)),  # scaled to zero stays at zero
     ],
 )
-def test_split_is_the_nearest_share(total: int, percent: int | None, split: tuple[int, int]) -> None:
+def test_split_is_the_nearest_share(
+    total: int, percent: int | None, split: tuple[int, int]
+) -> None:
     assert split_replicas(total, percent) == split
 
 

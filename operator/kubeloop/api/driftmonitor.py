@@ -66,10 +66,31 @@ class ConfigMapKey(KubeModel):
 
 
 class Reference(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.configMap) && has(self.url))",
+                    "reference: set configMap or url, not both",
+                ),
+            ]
+        }
+    )
+
     config_map: ConfigMapKey | None = Field(
         default=None,
         description="A reference profile (JSON, as written by `kubeloop profile`) in a "
-        "ConfigMap. Default: the `profile.json` of the served model.",
+        "ConfigMap of this namespace.",
+    )
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        max_length=2048,
+        description="An http(s) URL that answers with a reference profile, read again at "
+        "every check (for example a model server's `/v2/models/NAME/profile`); must be "
+        "allowed by the operator's `driftSourceAllowlist`. Default (neither set): the "
+        "profile that a ready pod of the ModelDeployment loaded with the active model, "
+        "read from that pod's `/v2/models/NAME/profile`.",
     )
 
 

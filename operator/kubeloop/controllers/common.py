@@ -163,6 +163,24 @@ async def write_status(ctx: Ctx, body: dict[str, Any], status: dict[str, Any]) -
     return True
 
 
+# Condition reasons that say only "in progress" or "done": an Event names the phase then.
+_GENERIC_REASONS = frozenset({c.PROGRESSING, c.RECONCILED})
+
+
+def transition_event(phase: str | None, message: str, conds: list[c.Cond]) -> tuple[str, str, str]:
+    """The Event for a move into `phase`: its reason is the condition's reason (what
+    `kubectl get -o wide` shows), a Warning when the resource is Stalled or not Ready
+    for a reason that is not a wait."""
+    by_type = {cd.type: cd for cd in conds}
+    stalled, ready = by_type.get(c.STALLED), by_type.get(c.READY)
+    cause = stalled or ready
+    reason = cause.reason if cause is not None else ""
+    if not reason or reason in _GENERIC_REASONS:
+        reason = phase or "Reconciled"
+    warning = stalled is not None or phase in (c.FAILED, c.RESTARTING, c.DEGRADED)
+    return ("Warning" if warning else "Normal", reason, message)
+
+
 async def record_event(
     ctx: Ctx, body: dict[str, Any], event_type: str, reason: str, message: str
 ) -> None:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ from kubeloop.controllers.common import (
     parse_time,
     record_event,
     rfc3339,
+    transition_event,
     write_status,
 )
 from kubeloop.controllers.runtime import Key, Result
@@ -49,11 +51,10 @@ from kubeloop.drift.reference import (
     ReferenceInvalid,
     ReferenceNotServed,
     parse_profile,
-    profile_from_model,
     profile_from_server,
+    profile_from_url,
 )
 from kubeloop.kube import KubeError
-from kubeloop.render import storage
 from kubeloop.render.common import MANAGED_BY
 from kubeloop.render.modeldeployment import MODEL_URI_ANNOTATION
 
@@ -88,6 +89,8 @@ def forget(namespace: str, name: str) -> None:
                 )
     with contextlib.suppress(KeyError):
         metrics.DRIFT_DETECTED.remove(namespace, name)
+    for key in [k for k in reconcile._holds if k[1:] == (namespace, name)]:
+        del reconcile._holds[key]
 
 
 def retrain_name(monitor: str, number: int) -> str:
@@ -96,6 +99,21 @@ def retrain_name(monitor: str, number: int) -> str:
 
 def url_allowed(url: str, allowlist: list[str]) -> bool:
     return any(url.startswith(prefix) for prefix in allowlist if prefix)
+
+
+def refused_url(spec: DriftMonitorSpec, allowlist: list[str]) -> str | None:
+    """Why a URL the monitor names may not be read by the operator, or None. The
+    operator reads only the addresses its administrator allowed (no SSRF through it)."""
+    prom = spec.source.prometheus if spec.source.type == "prometheus" else None
+    named = [
+        ("source.prometheus.url", prom.url if prom else None),
+        ("source.url", spec.source.url if prom is None else None),
+        ("reference.url", spec.reference.url),
+    ]
+    for field_name, url in named:
+        if url and not url_allowed(url, allowlist):
+            return f"{field_name} {url} is not allowed by the operator's driftSourceAllowlist"
+    return None
 
 
 @dataclass
@@ -218,7 +236,7 @@ def reference_pending(status: DriftMonitorStatus, why: str) -> list[c.Cond]:
 def broken(
     status: DriftMonitorStatus, reason: str, message: str, stalled: bool = False
 ) -> list[c.Cond]:
-    status.phase = "Degraded"
+    status.phase = c.DEGRADED
     status.message = message
     conds = [
         c.Cond(c.READY, False, reason, message),
@@ -364,38 +382,66 @@ def judge(
     )
 
 
+# Phases that are the verdict of a check that ran, carried until the next interval.
+CHECKED_PHASES = frozenset({c.COLLECTING, "Healthy", "Drifted"})
+
+
+@dataclass
+class Hold:
+    """A monitor that waits or is stalled: when to look again, and how often it did."""
+
+    generation: int | None
+    until: float
+    tries: int
+
+
 class Reconciler:
     """Holds the per-monitor reference cache between checks."""
 
     def __init__(self) -> None:
         self._profiles: dict[str, Profile] = {}
+        self._holds: dict[Key, Hold] = {}
 
     async def reference(
         self, ctx: Ctx, spec: DriftMonitorSpec, namespace: str, target: dict[str, Any]
     ) -> Profile:
-        ref = spec.reference.config_map
-        if ref is not None:
-            cm = await ctx.kube.get("v1", "ConfigMap", namespace, ref.name)
+        ref = spec.reference
+        if ref.config_map is not None:
+            cm = await ctx.kube.get("v1", "ConfigMap", namespace, ref.config_map.name)
             if cm is None:
-                raise ReferenceInvalid(f"ConfigMap {namespace}/{ref.name} does not exist")
-            text = (cm.get("data") or {}).get(ref.key)
+                raise ReferenceNotServed(
+                    f"waiting for ConfigMap {namespace}/{ref.config_map.name} with the "
+                    "reference profile"
+                )
+            key = ref.config_map.key
+            text = (cm.get("data") or {}).get(key)
             if text is None:
-                raise ReferenceInvalid(f"ConfigMap {namespace}/{ref.name} has no key {ref.key!r}")
-            profile = parse_profile(text, f"ConfigMap {ref.name} key {ref.key}")
+                raise ReferenceInvalid(
+                    f"ConfigMap {namespace}/{ref.config_map.name} has no key {key!r}"
+                )
+            profile = parse_profile(text, f"ConfigMap {ref.config_map.name} key {key}")
+        elif ref.url is not None:
+            # Read again at every check (the profile may change with the model); while
+            # the server cannot answer, the last profile it gave stands.
+            try:
+                profile = await asyncio.to_thread(profile_from_url, ref.url)
+            except ReferenceNotServed:
+                if ref.url not in self._profiles:
+                    raise
+                profile = self._profiles[ref.url]
+            self._profiles[ref.url] = profile
         else:
             uri = (target.get("status") or {}).get("activeModelUri")
             if not uri:
-                raise ReferenceInvalid(
-                    f"ModelDeployment {target['metadata']['name']} has no active model yet"
+                raise ReferenceNotServed(
+                    f"waiting for ModelDeployment {target['metadata']['name']} to have an "
+                    "active model: the reference profile is read from its serving pods"
                 )
             if uri not in self._profiles:
-                if storage.parse(uri) is not None:
-                    base = self._server_of(ctx, namespace, target, uri)
-                    self._profiles[uri] = await asyncio.to_thread(
-                        profile_from_server, base, target["metadata"]["name"]
-                    )
-                else:
-                    self._profiles[uri] = await asyncio.to_thread(profile_from_model, uri)
+                base = self._server_of(ctx, namespace, target, uri)
+                self._profiles[uri] = await asyncio.to_thread(
+                    profile_from_server, base, target["metadata"]["name"]
+                )
             profile = self._profiles[uri]
         if spec.features:
             try:
@@ -427,11 +473,6 @@ class Reconciler:
         self, ctx: Ctx, spec: DriftMonitorSpec, namespace: str, target: dict[str, Any]
     ) -> list[str]:
         if spec.source.url:
-            if not url_allowed(spec.source.url, ctx.config.drift_source_allowlist):
-                raise PermissionError(
-                    f"source.url {spec.source.url} is not allowed by the operator's "
-                    "driftSourceAllowlist"
-                )
             return [spec.source.url]
         md_spec = ModelDeploymentSpec.model_validate(target.get("spec") or {})
         port = md_spec.runtime.port if md_spec.runtime else 8080
@@ -461,23 +502,48 @@ class Reconciler:
 
         target = ctx.store.get(MODEL_DEPLOYMENT, namespace, spec.model_deployment)
         last = parse_time(prev.last_check_time)
+        generation = body["metadata"].get("generation")
         due = last is None or (now - last).total_seconds() >= interval - 0.05
+        hold = self._holds.get(key)
         conds: list[c.Cond]
         if target is None:
             conds = target_missing(status, spec, namespace)
             requeue = interval
-        elif not due and prev.observed_generation == body["metadata"].get("generation"):
+        elif hold is not None and hold.generation == generation and time.monotonic() < hold.until:
+            # A wait or a stalled check retries on its backoff, not on every event.
+            conds = _carried(prev)
+            requeue = hold.until - time.monotonic()
+        elif (
+            not due
+            and hold is None
+            and prev.observed_generation == generation
+            and prev.phase in CHECKED_PHASES
+        ):
+            # Only the verdict of a check is carried to the next interval: a wait
+            # (a missing target, a reference on its way) is looked at again now.
             assert last is not None
-            conds = [
-                c.Cond(cd.type, _status_bool(cd.status), cd.reason, cd.message)
-                for cd in prev.conditions
-            ]
+            conds = _carried(prev)
             requeue = interval - (now - last).total_seconds()
         else:
             conds = await self._check(ctx, spec, body, target, status, events, now)
             requeue = interval
+            waiting = any(cd.type == c.RECONCILING for cd in conds)
+            if waiting or any(cd.type == c.STALLED for cd in conds):
+                # No new check time for a check that did not run: the status stays
+                # what it was, so a wait or a stalled monitor writes nothing again.
+                status.last_check_time = prev.last_check_time
+                tries = hold.tries + 1 if hold is not None and hold.generation == generation else 0
+                requeue = min(2.0**tries, interval) if waiting else min(interval * 2**tries, 3600)
+                self._holds[key] = Hold(generation, time.monotonic() + requeue, tries)
+            else:
+                self._holds.pop(key, None)
         new_status = finish_status(body, status, conds, stamp)
-        await write_status(ctx, body, new_status)
+        written = await write_status(ctx, body, new_status)
+        if written and not events:
+            event = transition_event(status.phase, status.message or "", conds)
+            before = transition_event(prev.phase, "", _carried(prev))
+            if (status.phase, event[1]) != (prev.phase, before[1]):
+                events.append(event)
         for event in events:
             await record_event(ctx, body, *event)
         return Result(requeue_after=max(requeue, 0.5))
@@ -496,6 +562,9 @@ class Reconciler:
         stamp = rfc3339(now)
         status.last_check_time = stamp
         model = spec.model_deployment
+        refused = refused_url(spec, ctx.config.drift_source_allowlist)
+        if refused:
+            return broken(status, c.SOURCE_NOT_ALLOWED, refused, stalled=True)
         try:
             profile = await self.reference(ctx, spec, namespace, target)
         except ReferenceNotServed as err:
@@ -506,14 +575,6 @@ class Reconciler:
             if spec.source.type == "prometheus":
                 prom = spec.source.prometheus
                 assert prom is not None
-                if not url_allowed(prom.url, ctx.config.drift_source_allowlist):
-                    return broken(
-                        status,
-                        c.SOURCE_NOT_ALLOWED,
-                        f"source.prometheus.url {prom.url} is not allowed by the operator's "
-                        "driftSourceAllowlist",
-                        stalled=True,
-                    )
                 scrape = await asyncio.to_thread(
                     _scrape_prometheus,
                     prom.url,
@@ -524,10 +585,7 @@ class Reconciler:
                     spec.interval,
                 )
             else:
-                try:
-                    urls = self.endpoints(ctx, spec, namespace, target)
-                except PermissionError as err:
-                    return broken(status, c.SOURCE_NOT_ALLOWED, str(err), stalled=True)
+                urls = self.endpoints(ctx, spec, namespace, target)
                 scrape = await asyncio.to_thread(_scrape_metrics, urls, profile, model)
         except sources.SourceUnavailable as err:
             return broken(status, c.SOURCE_UNAVAILABLE, str(err))
@@ -637,6 +695,12 @@ class Reconciler:
                         f"ModelDeployment {spec.model_deployment} now serves {uri} {where}",
                     )
                 )
+
+
+def _carried(prev: DriftMonitorStatus) -> list[c.Cond]:
+    return [
+        c.Cond(cd.type, _status_bool(cd.status), cd.reason, cd.message) for cd in prev.conditions
+    ]
 
 
 def _status_bool(value: str) -> bool | None:

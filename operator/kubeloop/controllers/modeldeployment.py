@@ -27,6 +27,7 @@ from kubeloop.controllers.common import (
     refused,
     report_refused_child,
     rfc3339,
+    transition_event,
     write_status,
 )
 from kubeloop.controllers.runtime import Key, Result
@@ -431,13 +432,10 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     if decided.event is not None and written:
         await record_event(ctx, body, *decided.event)
     elif written and decided.status.phase != prev_phase:
-        warn = decided.status.phase == "Failed"
         await record_event(
             ctx,
             body,
-            "Warning" if warn else "Normal",
-            decided.status.phase or "",
-            decided.status.message or "",
+            *transition_event(decided.status.phase, decided.status.message or "", decided.conds),
         )
     return Result(requeue_after=decided.requeue_after)
 

@@ -23,6 +23,7 @@ from kubeloop.controllers.common import (
     report_refused_child,
     rfc3339,
     status_wait,
+    transition_event,
     write_status,
 )
 from kubeloop.controllers.runtime import Key, Result
@@ -486,14 +487,11 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
         and not any(cd.type == c.STALLED for cd in decided.conds)
     )
     if written and decided.status.phase != prev_phase and not quiet_start:
-        warning = decided.status.phase in (c.FAILED, c.RESTARTING) or any(
-            cd.type == c.STALLED for cd in decided.conds
-        )
         await record_event(
             ctx,
             body,
-            "Warning" if warning else "Normal",
-            decided.status.phase or "",
-            decided.status.message or "",
+            *transition_event(
+                decided.status.phase, decided.status.message or "", decided.conds
+            ),
         )
     return Result(requeue_after=decided.requeue_after)
