@@ -43,7 +43,7 @@ INVALID = [
         "tj-bad-memory",
         "TrainingJob",
         {"image": "x", "resources": {"memory": "lots"}},
-        "spec.resources.memory in body should match",
+        'spec.resources.memory: Invalid value: "lots": must be a Kubernetes quantity',
     ),
     (
         "tj-zero-deadline",
@@ -89,6 +89,14 @@ INVALID = [
          "canary": {"model": {"uri": "s3://m/2"}, "trafficPercent": 100}},
         "spec.canary.trafficPercent: Invalid value: canary.trafficPercent 100 needs fixed "
         "replicas",
+    ),
+    (
+        "tj-memory-in-gigabytes",
+        "TrainingJob",
+        {"image": "x", "resources": {"memory": "4GB"}},
+        'spec.resources.memory: Invalid value: "4GB": must be a Kubernetes quantity: a number '
+        "with an optional suffix m, k, Ki, M, Mi, G, Gi, T, Ti, P, Pi, E or Ei, for example "
+        "500m, 2, 4Gi or 4G (4GB is not one)",
     ),
     (
         "md-canary-both-sources",
@@ -179,3 +187,5 @@ def test_explain_shows_the_field_descriptions(cluster: Cluster) -> None:
     assert "nvidia.com/gpu.product" in out
     out = cluster.kubectl("explain", "modeldeployment.spec.canary.trafficPercent").stdout
     assert "replica ratio" in out
+    # Defaults and bounds are in the text that explain shows.
+    assert "Default: 10. Range: 0 to 100." in " ".join(out.split())

@@ -102,6 +102,10 @@ def test_worker_that_can_never_fit_is_reported_unschedulable_at_once(
     assert "needs 16 nvidia.com/gpu, the largest node has 8" in status["message"]
     stalled = cluster.condition(TJ, namespace, "huge", "Stalled")
     assert stalled and stalled["status"] == "True"
+    # The Event's reason is the condition's, not the phase's (`Warning Unschedulable`).
+    events = wait_for(lambda: [e for e in cluster.events_for(namespace, "huge")
+                               if e.involved_object.kind == TJ], 10, "an Event")
+    assert [(e.type, e.reason) for e in events] == [("Warning", "Unschedulable")]
 
 
 def test_unknown_gpu_type_is_unschedulable(cluster: Cluster, namespace: str) -> None:
@@ -185,7 +189,8 @@ def test_failed_worker_restarts_the_gang_then_fails_after_max_restarts(
     reasons = [
         e.reason for e in cluster.events_for(namespace, "oom") if e.involved_object.kind == TJ
     ]
-    assert reasons.count("Restarting") == 2 and "Failed" in reasons
+    # Each Event names the condition's reason: why it failed, not only that it did.
+    assert reasons.count("Restarting") == 2 and "BackoffLimitExceeded" in reasons
 
 
 def test_active_deadline_fails_the_run_and_frees_the_gpus(cluster: Cluster, namespace: str) -> None:

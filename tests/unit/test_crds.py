@@ -22,9 +22,11 @@ def test_committed_crds_are_up_to_date() -> None:
 
 def test_helm_chart_carries_the_same_crds() -> None:
     chart = ROOT / "charts" / "kubeloop" / "crds"
-    for kind in KINDS:
-        name = f"kubeloop.io_{kind.plural}.yaml"
-        assert (chart / name).read_text() == (ROOT / "crds" / name).read_text()
+    top = {p.name for p in (ROOT / "crds").glob("*.yaml")}
+    assert top == {p.name for p in chart.glob("*.yaml")}, "crds/ and the chart's crds/ differ"
+    assert "kopf.dev_peerings.yaml" in top  # what `replicas` > 1 needs for peering
+    for name in top:
+        assert (chart / name).read_text() == (ROOT / "crds" / name).read_text(), name
 
 
 def _walk(node: object, path: str = "") -> list[tuple[str, dict]]:
@@ -66,6 +68,8 @@ def test_names_columns_and_categories() -> None:
         assert version["subresources"] == {"status": {}}
         columns = [c["name"] for c in version["additionalPrinterColumns"]]
         assert columns[0] == "Phase" and columns[-1] == "Age"
+        # `kubectl get` says why, `-o wide` says what was seen.
+        assert "Reason" in columns and "Message" in columns, kind.kind
     assert shorts == {"TrainingJob": ["tj"], "ModelDeployment": ["mdep"], "DriftMonitor": ["dm"]}
 
 
@@ -76,6 +80,37 @@ def test_every_spec_field_has_a_description() -> None:
         for path, node in _walk(spec):
             for name, prop in (node.get("properties") or {}).items():
                 assert prop.get("description"), f"{kind.kind}{path}.{name} has no description"
+
+
+def test_explain_states_defaults_and_bounds() -> None:
+    for kind in KINDS:
+        spec = crd_for(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+            "spec"]
+        for path, node in _walk(spec):
+            for name, prop in (node.get("properties") or {}).items():
+                where = f"{kind.kind}{path}.{name}"
+                if "default" in prop and prop["default"] not in ({}, []):
+                    assert f"Default: {json.dumps(prop['default'])}" in prop["description"], where
+                for bound in ("minimum", "maximum"):
+                    if bound in prop:
+                        assert str(prop[bound]).rstrip("0").rstrip(".") in prop["description"], (
+                            where
+                        )
+
+
+def test_no_description_is_copied_onto_another_field() -> None:
+    seen: dict[str, str] = {}
+    for kind in KINDS:
+        spec = crd_for(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+            "spec"]
+        for path, node in _walk(spec):
+            for name, prop in (node.get("properties") or {}).items():
+                text, where = prop.get("description", ""), f"{kind.kind}{path}.{name}"
+                if len(text) < 25:
+                    continue
+                other = seen.setdefault(text, where)
+                # One model used in two places is one field; two names with one text is a slip.
+                assert other.rsplit(".", 1)[-1] == name, f"{where} repeats {other}: {text!r}"
 
 
 def test_cel_rules_are_present() -> None:

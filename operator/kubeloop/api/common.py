@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 GROUP = "kubeloop.io"
@@ -16,6 +17,10 @@ API_VERSION = f"{GROUP}/{VERSION}"
 PRESERVE: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+QUANTITY_HINT = (
+    "must be a Kubernetes quantity: a number with an optional suffix m, k, Ki, M, Mi, G, "
+    "Gi, T, Ti, P, Pi, E or Ei, for example 500m, 2, 4Gi or 4G (4GB is not one)"
+)
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -51,15 +56,31 @@ class EnvVar(KubeModel):
     )
 
 
+def _quantity(value: str) -> str:
+    if not re.fullmatch(QUANTITY_PATTERN, value):
+        raise ValueError(QUANTITY_HINT)
+    return value
+
+
+# The API server checks it with CEL, whose message names the fix; a pattern's error
+# would show only the regular expression.
+Quantity = Annotated[
+    str,
+    AfterValidator(_quantity),
+    Field(
+        max_length=64,
+        json_schema_extra={"x-kubernetes-validations": [cel("isQuantity(self)", QUANTITY_HINT)]},
+    ),
+]
+
+
 class ComputeResources(KubeModel):
-    cpu: str | None = Field(
+    cpu: Quantity | None = Field(
         default=None,
-        pattern=QUANTITY_PATTERN,
         description="CPU request per pod, e.g. `500m` or `2`. No CPU limit is set.",
     )
-    memory: str | None = Field(
+    memory: Quantity | None = Field(
         default=None,
-        pattern=QUANTITY_PATTERN,
         description="Memory per pod, e.g. `4Gi`; used as both request and limit.",
     )
 

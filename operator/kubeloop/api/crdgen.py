@@ -11,6 +11,7 @@ defaults and descriptions; this module only makes it structural: `$ref`s inlined
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,12 @@ def _col(name: str, path: str, typ: str = "string", priority: int = 0, desc: str
 
 _AGE = _col("Age", ".metadata.creationTimestamp", "date")
 _READY = _col("Ready", '.status.conditions[?(@.type=="Ready")].status', desc="Ready condition")
+_REASON = _col(
+    "Reason",
+    '.status.conditions[?(@.type=="Ready")].reason',
+    desc="Why the resource is or is not Ready (docs/troubleshooting.md)",
+)
+_MESSAGE = _col("Message", ".status.message", priority=1, desc="What the operator last saw")
 
 KINDS: list[Kind] = [
     Kind(
@@ -68,11 +75,12 @@ KINDS: list[Kind] = [
         "A training run: an Indexed Job of GPU workers with a rendezvous Service.",
         [
             _col("Phase", ".status.phase"),
+            _REASON,
             _col("Workers", ".spec.workers", "integer"),
             _col("Active", ".status.workers.active", "integer"),
             _col("Restarts", ".status.restarts", "integer"),
             _col("Model", ".status.modelUri", priority=1),
-            _col("Message", ".status.message", priority=1),
+            _MESSAGE,
             _AGE,
         ],
     ),
@@ -86,10 +94,19 @@ KINDS: list[Kind] = [
         [
             _col("Phase", ".status.phase"),
             _READY,
+            _REASON,
             _col("Replicas", ".status.readyReplicas", "integer"),
             _col("Canary", ".status.canary.state"),
+            _col(
+                "Canary %",
+                ".status.canary.actualTrafficPercent",
+                "integer",
+                priority=1,
+                desc="The canary's share of requests now",
+            ),
             _col("Model", ".status.activeModelUri", priority=1),
             _col("URL", ".status.url", priority=1),
+            _MESSAGE,
             _AGE,
         ],
     ),
@@ -102,11 +119,13 @@ KINDS: list[Kind] = [
         "Watches a ModelDeployment for drift; retrains and rolls out on drift.",
         [
             _col("Phase", ".status.phase"),
+            _REASON,
             _col("Target", ".spec.modelDeployment"),
             _col("Drifted", ".status.drifted", "boolean"),
             _col("Score", ".status.score", "number"),
             _col("Retrains", ".status.retrains", "integer"),
             _col("Last Check", ".status.lastCheckTime", "date", priority=1),
+            _MESSAGE,
             _AGE,
         ],
     ),
@@ -155,6 +174,8 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         out["enum"] = [out.pop("const")]
     if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
         out["type"] = "object"
+    if out.get("description"):
+        out["description"] = _with_facts(out["description"], out)
     if (
         out.get("type") == "object"
         and "properties" not in out
@@ -162,6 +183,34 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     ):
         out["x-kubernetes-preserve-unknown-fields"] = True
     return out
+
+
+def _number(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _with_facts(description: str, node: dict[str, Any]) -> str:
+    """The description with what the schema enforces, for `kubectl explain`, which
+    shows descriptions but not defaults or bounds."""
+    facts = []
+    if "default" in node and node["default"] not in ({}, []):
+        facts.append(f"Default: {json.dumps(node['default'])}.")
+    low, high = node.get("minimum"), node.get("maximum")
+    open_low = " (exclusive)" if node.get("exclusiveMinimum") is True else ""
+    open_high = " (exclusive)" if node.get("exclusiveMaximum") is True else ""
+    if low is not None and high is not None:
+        facts.append(f"Range: {_number(low)}{open_low} to {_number(high)}{open_high}.")
+    elif low is not None:
+        facts.append(f"Minimum: {_number(low)}{open_low}.")
+    elif high is not None:
+        facts.append(f"Maximum: {_number(high)}{open_high}.")
+    if node.get("enum"):
+        facts.append("One of: " + ", ".join(str(v) for v in node["enum"]) + ".")
+    if not facts:
+        return description
+    return description.rstrip() + ("" if description.rstrip().endswith(".") else ".") + (
+        " " + " ".join(facts)
+    )
 
 
 def schema_for(model: type[BaseModel]) -> dict[str, Any]:

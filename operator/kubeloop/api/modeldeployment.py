@@ -90,7 +90,7 @@ class Canary(KubeModel):
         default=10,
         ge=0,
         le=100,
-        description="Share of requests for the canary, in percent (default 10, 0..100). "
+        description="Share of requests for the canary, in percent. "
         "The Service spreads requests evenly over ready pods, so the share is realised by "
         "replica ratio in steps of 100/replicas percent (`status.canary.actualTrafficPercent`"
         " says what it is). 0 keeps the canary at zero replicas; 100 moves every replica to "
