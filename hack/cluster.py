@@ -301,6 +301,26 @@ def apiserver_cmd(bins: dict[str, Path], cfg: dict[str, object], pki: Path) -> l
     ]
 
 
+SIMULATED_POD_CIDR = "198.18.0.0/16"
+
+
+def blackhole(add: bool) -> None:
+    """An `unreachable` route for the simulated pods' addresses (root only)."""
+    verb = "replace" if add else "del"
+    result = subprocess.run(
+        ["ip", "route", verb, "unreachable", SIMULATED_POD_CIDR],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if add and result.returncode != 0:
+        print(
+            f"warning: cannot route {SIMULATED_POD_CIDR} nowhere ({result.stderr.strip()}); "
+            "connections to simulated pods will time out instead of failing at once",
+            file=sys.stderr,
+        )
+
+
 def up() -> None:
     bins = binaries()
     pids = read_pids()
@@ -401,6 +421,7 @@ def up() -> None:
             "--v=1",
         ],
     )
+    blackhole(add=True)
     pids["kwok"] = start(
         "kwok",
         [
@@ -410,9 +431,10 @@ def up() -> None:
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--node-lease-duration-seconds=40",
-            # Pod and node IPs on loopback: whatever dials a simulated pod stays on this
-            # machine (connection refused) and never reaches a private network.
-            "--cidr=127.2.0.1/16",
+            # Pod IPs in a benchmarking range (RFC 2544) that this machine routes
+            # nowhere: whatever dials a simulated pod fails at once (no route to host)
+            # and never reaches a network. Not loopback, which Endpoints refuse.
+            f"--cidr={SIMULATED_POD_CIDR.replace('.0/', '.1/')}",
             "--node-ip=127.0.0.1",
             f"--server-address=127.0.0.1:{cfg['kwok_port']}",
         ],
@@ -484,6 +506,7 @@ def down(quiet: bool = False) -> None:
                 os.killpg(pid, signal.SIGKILL)
     (STATE / "pids.json").unlink(missing_ok=True)
     realnode.cleanup(STATE, CACHE, versions())
+    blackhole(add=False)
     import shutil
 
     shutil.rmtree(STATE / "etcd", ignore_errors=True)

@@ -130,6 +130,11 @@ def test_canary_share_is_what_the_replicas_give(cluster: Cluster, namespace: str
         "third-canary", namespace).spec.replicas == 0
     cond = cluster.condition(MD, namespace, "third", "CanaryAvailable")
     assert cond and cond["reason"] == "NoTraffic" and "kept at zero" in cond["message"]
+    # The local cluster itself warns about nothing (simulated pods' addresses are
+    # valid endpoints): every Warning in the namespace would be a finding.
+    warnings = [(e.reason, e.message) for e in cluster.core.list_namespaced_event(namespace).items
+                if e.type == "Warning"]
+    assert not warnings
 
 
 def test_failing_canary_is_rolled_back_and_stable_keeps_serving(
