@@ -147,6 +147,8 @@ EXPECTED = {
     "DriftMonitor Drifted (retraining)": "Healthy",
     # kstatus: InProgress (no Stalled: retried every interval); Argo CD shows the phase.
     "DriftMonitor Degraded (SourceUnavailable, retried every interval)": "Degraded",
+    "DriftMonitor Pending (ReferencePending: no pod serves the model yet)": "Progressing",
+    "DriftMonitor Degraded (SourceInvalid, retried every interval)": "Degraded",
     "DriftMonitor Degraded (ReferenceInvalid)": "Degraded",
     "DriftMonitor Degraded (SourceNotAllowed)": "Degraded",
     "DriftMonitor Invalid (spec.method: bogus)": "Degraded",
@@ -158,6 +160,7 @@ KSTATUS_EXCEPTIONS = {
     "TrainingJob Suspended",
     "TrainingJob no status yet (just created)",
     "DriftMonitor Degraded (SourceUnavailable, retried every interval)",
+    "DriftMonitor Degraded (SourceInvalid, retried every interval)",
 }
 
 

@@ -491,8 +491,18 @@ def driftmonitor_samples(mds: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
         "Degraded (SourceUnavailable, retried every interval)": degraded(
             "SourceUnavailable", f"{PROMETHEUS}/api/v1/query: connection refused", False
         ),
+        "Pending (ReferencePending: no pod serves the model yet)": dm_status(
+            monitor,
+            pending := DriftMonitorStatus(),
+            dm.reference_pending(
+                pending, "waiting for a ready pod of ModelDeployment churn that serves s3://m/1"
+            ),
+        ),
+        "Degraded (SourceInvalid, retried every interval)": degraded(
+            "SourceInvalid", f"{PROMETHEUS}/api/v1/query: not a Prometheus answer", False
+        ),
         "Degraded (ReferenceInvalid)": degraded(
-            "ReferenceInvalid", "ConfigMap ml/churn-reference does not exist", True
+            "ReferenceInvalid", "ConfigMap ml/churn-reference has no key 'profile.json'", True
         ),
         "Degraded (SourceNotAllowed)": degraded(
             "SourceNotAllowed", f"source.prometheus.url {PROMETHEUS} is not allowed", True
@@ -549,6 +559,8 @@ EXPECTED: dict[str, dict[str, tuple[health.Status, str | None]]] = {
         "Drifted (retraining)": (CUR, "Reconciled"),
         # Ready=False without Stalled: kstatus keeps waiting (Flux until spec.timeout).
         "Degraded (SourceUnavailable, retried every interval)": (IP, "SourceUnavailable"),
+        "Pending (ReferencePending: no pod serves the model yet)": (IP, "ReferencePending"),
+        "Degraded (SourceInvalid, retried every interval)": (IP, "SourceInvalid"),
         "Degraded (ReferenceInvalid)": (FAIL, "ReferenceInvalid"),
         "Degraded (SourceNotAllowed)": (FAIL, "SourceNotAllowed"),
         "Invalid (spec.method: bogus)": (FAIL, "InvalidSpec"),

@@ -159,3 +159,55 @@ def test_the_library_gives_the_same_messages() -> None:
     names = [n for n in CASES if ours(n).status != health.Status.UNKNOWN]
     assert len(names) > 10
     check(names, same_result)
+
+
+TROUBLESHOOTING = ROOT / "docs" / "troubleshooting.md"
+MAPPING_HEADING = "## What Flux, `kubectl wait` and Argo CD see"
+
+
+def settled(name: str) -> bool:
+    """A status the operator writes and keeps (not mid-edit, mid-delete or unwritten)."""
+    return not any(word in name for word in ("spec edited", "being deleted", "no status yet"))
+
+
+def mapping_rows() -> set[tuple[str, str, str, str, str]]:
+    """(kind, phase, Ready reason, kstatus from the library, Argo CD health) per sample."""
+    import test_health_argocd as argo  # pytest puts tests/unit on sys.path
+
+    verdicts = library_verdicts()
+    rows = set()
+    for sample in kstatus_samples.SAMPLES:
+        if not settled(sample.id):
+            continue
+        status = sample.obj.get("status") or {}
+        reason = next(
+            c["reason"] for c in status.get("conditions", []) if c["type"] == "Ready"
+        )
+        rows.add((sample.kind, status.get("phase", ""), reason, verdicts[sample.id].status,
+                  argo.EXPECTED[sample.id]))
+    return rows
+
+
+def documented_rows() -> set[tuple[str, ...]]:
+    text = TROUBLESHOOTING.read_text()
+    assert MAPPING_HEADING in text, f"{TROUBLESHOOTING} has no section {MAPPING_HEADING!r}"
+    section = text.split(MAPPING_HEADING, 1)[1].split("\n## ", 1)[0]
+    rows = set()
+    for line in section.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 5 and cells[0] not in ("Kind", "---"):
+            rows.add(tuple(cells))
+    return rows
+
+
+def test_troubleshooting_maps_every_reason_as_the_library_does() -> None:
+    """docs/troubleshooting.md's table is what the real kstatus library (and Argo CD's
+    health script) say for every settled status the operator writes, row for row."""
+    want, have = mapping_rows(), documented_rows()
+    assert len(want) > 20
+    missing = "\n".join(
+        "| " + " | ".join(f"`{c}`" if i in (1, 2, 3, 4) else c for i, c in enumerate(r)) + " |"
+        for r in sorted(want - have)
+    )
+    assert not want - have, f"rows missing from {TROUBLESHOOTING.name}:\n{missing}"
+    assert not have - want, f"rows no sample backs: {sorted(have - want)}"
