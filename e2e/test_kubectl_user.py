@@ -13,15 +13,17 @@ EXAMPLES = ROOT / "examples"
 def test_examples_reach_their_state_and_read_well_in_kubectl(
     cluster: Cluster, namespace: str
 ) -> None:
-    storage = (ROOT / "hack" / "demo-storage.yaml").read_text().replace(
-        "kubeloop-demo-models", f"models-{namespace}").replace(
-        "namespace: kubeloop-demo", f"namespace: {namespace}")
-    cluster.kubectl("apply", "-f", "-", input=storage)
+    # The volume for examples/storage.yaml's claim, reserved for this namespace's.
+    pv = (EXAMPLES / "local" / "models-pv.yaml").read_text().replace(
+        "name: kubeloop-example-models", f"name: models-{namespace}").replace(
+        "  capacity:", f"  claimRef: {{namespace: {namespace}, name: models}}\n  capacity:")
+    cluster.kubectl("apply", "-f", "-", input=pv)
     for path in sorted(EXAMPLES.glob("*.yaml")):
         cluster.kubectl("apply", "-n", namespace, "-f", str(path))
 
     cluster.kubectl("wait", "-n", namespace, "--for=jsonpath={.status.phase}=Succeeded",
-                    "--timeout=60s", "tj/iris-train", "tj/pretrain-2x8", "tj/finetune-1gpu")
+                    "--timeout=60s", "tj/iris-train", "tj/iris-train-v2", "tj/pretrain-2x8",
+                    "tj/finetune-1gpu")
     cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=60s",
                     "mdep/iris", "mdep/iris-static", "mdep/iris-canary")
 
@@ -30,7 +32,7 @@ def test_examples_reach_their_state_and_read_well_in_kubectl(
     assert "modeldeployment.kubeloop.io/iris" in table
     assert "driftmonitor.kubeloop.io/iris-drift" in table
     header = cluster.kubectl("get", "tj", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "WORKERS", "ACTIVE", "RESTARTS", "AGE"]
+    assert header == ["NAME", "PHASE", "REASON", "WORKERS", "ACTIVE", "RESTARTS", "AGE"]
     wide = cluster.kubectl("get", "mdep", "iris", "-n", namespace, "-o", "wide").stdout
     assert "pvc://models/iris/v1" in wide and f"http://iris.{namespace}.svc:8080" in wide
 
@@ -45,7 +47,9 @@ def test_examples_reach_their_state_and_read_well_in_kubectl(
     assert mdep["status"]["activeModelUri"] == "pvc://models/iris/v1"
 
     for path in sorted(EXAMPLES.glob("*.yaml")):
-        cluster.kubectl("delete", "-n", namespace, "-f", str(path), "--wait=true")
+        # The claim goes when no pod uses it any more (pvc-protection): do not wait on it.
+        wait = "--wait=false" if path.name == "storage.yaml" else "--wait=true"
+        cluster.kubectl("delete", "-n", namespace, "-f", str(path), wait)
 
     def nothing_left() -> bool:
         left = cluster.kubectl("get", "deploy,svc,hpa,jobs", "-n", namespace,
