@@ -101,10 +101,10 @@ def test_overreach_is_refused_at_apply_time(
 def test_a_job_runs_with_the_templates_settings_and_keeps_them(
     cluster: Cluster, namespace: str, template: str
 ) -> None:
-    before = wait_for(lambda: (s := template_status(cluster, template)).get("fitsMax") and s,
-                      40, "the template's counts")
-    assert before["fitsMax"] == 2  # kwok's two 8-GPU nodes, one pod each
-    assert before["fitsNow"] == 2 and before["inUse"] == 0
+    # kwok's two 8-GPU nodes, one pod each (once other tests' runs have ended).
+    before = wait_for(lambda: (s := template_status(cluster, template)).get("fitsNow") == 2
+                      and s, 60, "the template's counts")
+    assert before["fitsMax"] == 2 and before["inUse"] == 0
 
     cluster.create(TJ, namespace, "big", tj(
         template, workers=2,
