@@ -83,8 +83,9 @@ cluster-down:
 	$(PYTHON) hack/cluster.py down
 
 crds: venv
-	$(BIN)/kubeloop crds --output crds --docs docs/reference
+	$(BIN)/kubeloop crds --output crds --docs docs/reference --admission admission
 	cp crds/*.yaml charts/kubeloop/crds/
+	mkdir -p charts/kubeloop/files && cp admission/*.yaml charts/kubeloop/files/
 
 docs: crds
 

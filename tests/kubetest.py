@@ -23,6 +23,7 @@ PLURALS = {
     "TrainingJob": "trainingjobs",
     "ModelDeployment": "modeldeployments",
     "DriftMonitor": "driftmonitors",
+    "ComputeTemplate": "computetemplates",
 }
 T = TypeVar("T")
 # How often wait_for and stays look again: the waits are bounded by their deadlines.
@@ -114,6 +115,8 @@ class Cluster:
             self.kubectl(
                 "wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.{GROUP}"
             )
+        # The ComputeTemplate admission policies, as the chart installs them.
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "admission"))
         # Discovery may lag behind Established by a moment.
         wait_for(
             lambda: self.kubectl("get", "kubeloop", "-A", check=False).returncode == 0,

@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from kubeloop import __version__
 
@@ -24,10 +25,14 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 
         for path in write_reference(args.docs):
             print(f"wrote {path}", file=sys.stderr)
+    if args.admission:
+        from kubeloop.api import admission
+
+        print(f"wrote {admission.write(Path(args.admission))}", file=sys.stderr)
     if args.output:
         for path in write_crds(args.output):
             print(f"wrote {path}", file=sys.stderr)
-    elif args.docs:
+    elif args.docs or args.admission:
         return 0
     else:
         sys.stdout.write("---\n".join(render_yaml(kind) for kind in KINDS))
@@ -75,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crds", help="print or write the CustomResourceDefinitions")
     p.add_argument("--output", "-o", help="directory: one YAML file per kind")
     p.add_argument("--docs", help="directory: also write one Markdown reference per kind")
+    p.add_argument(
+        "--admission", help="directory: also write the ComputeTemplate admission policies"
+    )
     p.set_defaults(func=_cmd_crds)
 
     p = sub.add_parser("run", help="run the operator")

@@ -19,6 +19,7 @@ SCHEDULED = "Scheduled"
 MODEL_RESOLVED = "ModelResolved"
 AVAILABLE = "Available"
 CANARY_AVAILABLE = "CanaryAvailable"
+COMPUTE_TEMPLATE = "ComputeTemplate"
 DRIFTED = "Drifted"
 SOURCE_READY = "SourceReady"
 
@@ -59,6 +60,12 @@ COLLECTING = "Collecting"
 DRIFT_DETECTED = "DriftDetected"
 NO_DRIFT = "NoDrift"
 DRIFT_RESET = "DriftReset"
+
+COMPUTE_TEMPLATE_NOT_FOUND = "ComputeTemplateNotFound"
+COMPUTE_TEMPLATE_CONFLICT = "ComputeTemplateConflict"
+COMPUTE_TEMPLATE_CHANGED = "TemplateChanged"
+COMPUTE_TEMPLATE_APPLIED = "Applied"
+COUNTED = "Counted"
 
 MAX_MESSAGE = 1024
 

@@ -46,6 +46,7 @@ RESOURCES: dict[tuple[str, str], Resource] = {
     ("kubeloop.io/v1alpha1", "TrainingJob"): Resource("trainingjobs"),
     ("kubeloop.io/v1alpha1", "ModelDeployment"): Resource("modeldeployments"),
     ("kubeloop.io/v1alpha1", "DriftMonitor"): Resource("driftmonitors"),
+    ("kubeloop.io/v1alpha1", "ComputeTemplate"): Resource("computetemplates", namespaced=False),
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 
 from kubeloop.api.common import GROUP, VERSION
-from kubeloop.controllers import driftmonitor, modeldeployment, trainingjob
+from kubeloop.controllers import computetemplate, driftmonitor, modeldeployment, trainingjob
 from kubeloop.controllers.common import Ctx, OperatorConfig
 from kubeloop.controllers.runtime import Key, Result, Store, WorkQueue
 from kubeloop.kube import Kube
@@ -154,6 +154,12 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
                     seen_views[key] = view
                     for dependent in dependents(ctx, kind, meta["namespace"], meta["name"]):
                         ctx.queue.add(dependent)
+                    # A run that starts or ends changes what fits of its template.
+                    used = (status.get("compute") or {}).get("name") or (
+                        obj.get("spec") or {}
+                    ).get("compute")
+                    if used:
+                        ctx.queue.add((computetemplate.KIND, "", used), delay=1.0)
 
             return on_resource
 
@@ -214,6 +220,28 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
             )
         )
 
+    @kopf.on.event(GROUP, VERSION, "computetemplates", registry=registry)
+    async def on_template(*, event: Any, memo: Any, **_: Any) -> None:
+        ctx = ctx_of(memo)
+        obj = event["object"]
+        name = obj["metadata"]["name"]
+        key: Key = (computetemplate.KIND, "", name)
+        before = ctx.store.get(computetemplate.KIND, "", name)
+        if event.get("type") == "DELETED":
+            ctx.store.remove(computetemplate.KIND, "", name)
+            ctx.queue.forget(key)
+        else:
+            ctx.store.put(computetemplate.KIND, obj)
+            ctx.queue.add(key)
+        # What the resources read of a template is its spec: a status write wakes none.
+        if (
+            before is None
+            or event.get("type") == "DELETED"
+            or before.get("spec") != obj.get("spec")
+        ):
+            for dependent in computetemplate.dependents(ctx, name):
+                ctx.queue.add(dependent)
+
     @kopf.on.event("", "v1", "nodes", registry=registry)
     async def on_node(*, event: Any, memo: Any, **_: Any) -> None:
         ctx = ctx_of(memo)
@@ -231,7 +259,9 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
             if slim == before:
                 return  # a heartbeat: nothing that decides a fit has changed
             ctx.store.put("Node", slim)
-        # Capacity changed: jobs waiting for a fit get a fresh look.
+        # Capacity changed: templates count again, jobs waiting for a fit get a look.
+        for template in ctx.store.all(computetemplate.KIND):
+            ctx.queue.add((computetemplate.KIND, "", template["metadata"]["name"]), delay=1.0)
         for tj in ctx.store.all(trainingjob.KIND):
             if (tj.get("status") or {}).get("phase") in ("Pending", None):
                 ctx.queue.add(
@@ -291,8 +321,16 @@ def make_context(config: OperatorConfig, kube: Kube | None = None) -> Ctx:
     async def run_dm(key: Key) -> Result | None:
         return await driftmonitor.reconcile(holder["ctx"], key)
 
+    async def run_ct(key: Key) -> Result | None:
+        return await computetemplate.reconcile(holder["ctx"], key)
+
     queue = WorkQueue(
-        {trainingjob.KIND: run_tj, modeldeployment.KIND: run_md, driftmonitor.KIND: run_dm},
+        {
+            trainingjob.KIND: run_tj,
+            modeldeployment.KIND: run_md,
+            driftmonitor.KIND: run_dm,
+            computetemplate.KIND: run_ct,
+        },
         workers=config.workers,
     )
     ctx = Ctx(kube=kube, store=store, queue=queue, config=config)

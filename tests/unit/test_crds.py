@@ -67,10 +67,19 @@ def test_names_columns_and_categories() -> None:
         version = crd["spec"]["versions"][0]
         assert version["subresources"] == {"status": {}}
         columns = [c["name"] for c in version["additionalPrinterColumns"]]
-        assert columns[0] == "Phase" and columns[-1] == "Age"
+        assert columns[-1] == "Age"
+        if kind.kind == "ComputeTemplate":
+            # A menu: what a pod gets, and how many fit.
+            assert columns[:4] == ["GPU", "GPU Type", "CPU", "Memory"]
+            assert {"Fits Now", "In Use"} <= set(columns)
+            assert crd["spec"]["scope"] == "Cluster"
+            continue
+        assert crd["spec"]["scope"] == "Namespaced"
+        assert columns[0] == "Phase"
         # `kubectl get` says why, `-o wide` says what was seen.
         assert "Reason" in columns and "Message" in columns, kind.kind
-    assert shorts == {"TrainingJob": ["tj"], "ModelDeployment": ["mdep"], "DriftMonitor": ["dm"]}
+    assert shorts == {"TrainingJob": ["tj"], "ModelDeployment": ["mdep"], "DriftMonitor": ["dm"],
+                      "ComputeTemplate": ["ct"]}
 
 
 def test_every_spec_field_has_a_description() -> None:
@@ -143,3 +152,15 @@ def test_every_condition_reason_is_explained_in_troubleshooting() -> None:
     }
     missing = sorted(r for r in reasons if f"`{r}`" not in text)
     assert not missing, f"docs/troubleshooting.md does not explain: {missing}"
+
+
+def test_admission_policies_are_up_to_date_and_in_the_chart() -> None:
+    from kubeloop.api import admission
+
+    committed = ROOT / "admission" / admission.FILE
+    assert committed.read_text() == admission.render_yaml(), "run `make crds`"
+    chart = ROOT / "charts" / "kubeloop" / "files" / admission.FILE
+    assert chart.read_text() == committed.read_text()
+    kinds = [d["kind"] for d in yaml.safe_load_all(committed.read_text())]
+    assert kinds.count("ValidatingAdmissionPolicy") == 3
+    assert kinds.count("ValidatingAdmissionPolicyBinding") == 3

@@ -16,6 +16,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # pass through to pods unchanged, such as volumes).
 PRESERVE: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
 
+INT32_MAX = 2**31 - 1
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 QUANTITY_HINT = (
     "must be a Kubernetes quantity: a number with an optional suffix m, k, Ki, M, Mi, G, "

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel
 
 from kubeloop.api.common import GROUP, VERSION
+from kubeloop.api.computetemplate import ComputeTemplateSpec, ComputeTemplateStatus
 from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus
 from kubeloop.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus
@@ -37,6 +38,7 @@ class Kind:
     status: type[BaseModel]
     description: str
     columns: list[dict[str, Any]] = field(default_factory=list)
+    scope: str = "Namespaced"
 
     @property
     def singular(self) -> str:
@@ -130,6 +132,31 @@ KINDS: list[Kind] = [
         ],
     ),
 ]
+
+KINDS.append(
+    Kind(
+        "ComputeTemplate",
+        "computetemplates",
+        "ct",
+        ComputeTemplateSpec,
+        ComputeTemplateStatus,
+        "A machine shape an administrator offers: CPU, memory, GPUs, placement, queue and "
+        "limits that TrainingJobs and ModelDeployments pick by name (`spec.compute`).",
+        [
+            _col("GPU", ".spec.gpu.count", "integer"),
+            _col("GPU Type", ".spec.gpu.type", priority=1),
+            _col("CPU", ".spec.cpu"),
+            _col("Memory", ".spec.memory"),
+            _col("Fits Now", ".status.fitsNow", "integer", desc="Pods of this shape that fit now"),
+            _col("Fits Max", ".status.fitsMax", "integer", priority=1),
+            _col("In Use", ".status.inUse", "integer"),
+            _col("Default", ".spec.default", "boolean", priority=1),
+            _col("Description", ".spec.description", priority=1),
+            _AGE,
+        ],
+        scope="Cluster",
+    )
+)
 
 KIND_BY_NAME = {k.kind: k for k in KINDS}
 
@@ -236,7 +263,7 @@ def crd_for(kind: Kind) -> dict[str, Any]:
         },
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": kind.scope,
             "names": {
                 "kind": kind.kind,
                 "listKind": f"{kind.kind}List",

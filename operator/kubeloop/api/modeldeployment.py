@@ -136,6 +136,12 @@ class ModelDeploymentSpec(KubeModel):
     )
 
     model: ModelSource = Field(description="The model to serve.")
+    compute: str | None = Field(
+        default=None,
+        max_length=253,
+        description="A ComputeTemplate by name: its CPU, memory, GPUs and placement apply "
+        "to every replica; what it sets cannot be overridden here.",
+    )
     runtime: Runtime | None = Field(default=None, description="The model server.")
     resources: ComputeResources | None = Field(
         default=None, description="CPU and memory per replica."

@@ -9,6 +9,7 @@ from pydantic import Field
 from kubeloop.api.common import (
     DNS_LABEL_PATTERN,
     GPU,
+    INT32_MAX,
     PRESERVE,
     CommonStatus,
     ComputeResources,
@@ -17,6 +18,7 @@ from kubeloop.api.common import (
     PodMetadata,
     Toleration,
 )
+from kubeloop.api.computetemplate import AppliedTemplate
 
 
 class DataLocation(KubeModel):
@@ -48,11 +50,16 @@ class Scheduling(KubeModel):
     )
 
 
-INT32_MAX = 2**31 - 1
 
 
 class TrainingJobSpec(KubeModel):
     image: str = Field(min_length=1, description="Container image of every worker.")
+    compute: str | None = Field(
+        default=None,
+        max_length=253,
+        description="A ComputeTemplate by name: its CPU, memory, GPUs, placement, queue "
+        "and limits apply to every worker; what it sets cannot be overridden here.",
+    )
     command: list[str] = Field(default_factory=list, description="Entrypoint override.")
     args: list[str] = Field(default_factory=list, description="Arguments to the entrypoint.")
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
@@ -147,6 +154,9 @@ class WorkerCounts(KubeModel):
 
 
 class TrainingJobStatus(CommonStatus):
+    compute: AppliedTemplate | None = Field(
+        default=None, description="The ComputeTemplate the run uses, as it was at the start."
+    )
     workers: WorkerCounts | None = Field(default=None, description="Worker pod counts.")
     restarts: int = Field(default=0, description="Gang restarts so far.")
     attempt: int | None = Field(default=None, description="Current attempt (from 0).")

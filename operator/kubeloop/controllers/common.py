@@ -136,14 +136,13 @@ async def write_status(ctx: Ctx, body: dict[str, Any], status: dict[str, Any]) -
     """Apply the whole status when it differs from what the API server has."""
     if (body.get("status") or {}) == status:
         return False
-    ctx.status_written_at[
-        (body["kind"], body["metadata"]["namespace"], body["metadata"]["name"])
-    ] = time.monotonic()
     meta = body["metadata"]
+    namespace = meta.get("namespace", "")  # "" for a cluster-scoped kind
+    ctx.status_written_at[(body["kind"], namespace, meta["name"])] = time.monotonic()
     obj = {
         "apiVersion": body.get("apiVersion", API_VERSION),
         "kind": body["kind"],
-        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "metadata": {"name": meta["name"], **({"namespace": namespace} if namespace else {})},
         "status": status,
     }
     updated = await ctx.kube.apply(obj, status=True)
@@ -151,7 +150,7 @@ async def write_status(ctx: Ctx, body: dict[str, Any], status: dict[str, Any]) -
     log.debug(
         "Wrote status of %s %s/%s: %s %s",
         body["kind"],
-        meta["namespace"],
+        namespace,
         meta["name"],
         status.get("phase"),
         _shape(status)[2],

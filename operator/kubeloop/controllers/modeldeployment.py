@@ -17,6 +17,7 @@ from kubeloop.api.modeldeployment import (
     ModelDeploymentStatus,
     ModelSource,
 )
+from kubeloop.controllers import computetemplate
 from kubeloop.controllers.common import (
     Ctx,
     begin,
@@ -398,6 +399,10 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     if started is None:
         return None
     body, spec, now = started
+    template = computetemplate.for_serving(ctx, spec)
+    if template.blocked is not None:
+        return await computetemplate.hold(ctx, body, template, ModelDeploymentStatus)
+    spec = template.spec
     tjs = {
         job: tj
         for job in referenced_jobs(body)
@@ -413,6 +418,9 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
         training_jobs=tjs,
     )
     decided = plan(spec, body, observed, ctx.config.image, now)
+    template_cond = computetemplate.condition(template)
+    if template_cond is not None:
+        decided.conds.append(template_cond)
     for obj in decided.apply:
         if _unchanged(ctx, obj):
             continue

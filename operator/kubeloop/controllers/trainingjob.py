@@ -12,6 +12,7 @@ from typing import Any
 
 from kubeloop import conditions as c
 from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus, WorkerCounts
+from kubeloop.controllers import computetemplate
 from kubeloop.controllers.common import (
     Ctx,
     begin,
@@ -422,6 +423,11 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     if started is None:
         return None
     body, spec, now = started
+    recorded = TrainingJobStatus.model_validate(body.get("status") or {}).compute
+    applied = computetemplate.for_training(ctx, spec, recorded)
+    if applied.blocked is not None:
+        return await computetemplate.hold(ctx, body, applied, TrainingJobStatus)
+    spec = applied.spec
 
     observed = Observed(
         jobs=ctx.store.owned("Job", namespace, name),
@@ -430,6 +436,10 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
         service_exists=ctx.store.get(SERVICE, namespace, service_name(name)) is not None,
     )
     decided = plan(spec, body, observed, now)
+    decided.status.compute = applied.template
+    template_cond = computetemplate.condition(applied)
+    if template_cond is not None:
+        decided.conds.append(template_cond)
     new_status = finish_status(body, decided.status, decided.conds, rfc3339(now))
     owner = owner_reference(body)
     prev_phase = (body.get("status") or {}).get("phase")

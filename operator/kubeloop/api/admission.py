@@ -1,0 +1,180 @@
+"""ValidatingAdmissionPolicies that hold TrainingJobs, ModelDeployments and DriftMonitor
+retrain templates to the ComputeTemplate they name: a request for more (workers, run
+time, another GPU type, a changed node selector) is refused at `kubectl apply` time,
+with a message that names the field and the template's limit. No webhook runs: the API
+server evaluates the CEL itself, with each ComputeTemplate as the policy's parameter
+(the binding selects all of them; only the one a resource names applies to it). The
+operator checks the same rules again (kubeloop/compute.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubeloop.api.common import GROUP, VERSION
+
+FILE = "kubeloop-compute-templates.yaml"
+
+
+def _rule(expression: str, message: str) -> dict[str, Any]:
+    return {"expression": expression, "messageExpression": message, "reason": "Invalid"}
+
+
+def _unset(root: str, path: str) -> str:
+    """True when `root.path` or any step on the way is unset (CEL's has() needs the
+    parent to exist)."""
+    parts = path.split(".")
+    steps = [".".join(parts[: i + 1]) for i in range(len(parts))]
+    return "(" + " || ".join(f"!has({root}.{step})" for step in steps) + ")"
+
+
+def _has(path: str) -> str:
+    return _unset("variables.s", path)
+
+
+def _fixed(
+    field: str, path: str, template_path: str, compare: str | None = None
+) -> dict[str, Any]:
+    """`path` of the checked spec `s` must be unset or equal the template's value."""
+    have, fixed = f"variables.s.{path}", f"variables.t.{template_path}"
+    return _rule(
+        f"!variables.applies || {_unset('variables.t', template_path)} || {_has(path)} || "
+        f"{compare or f'{have} == {fixed}'}",
+        f"'{field} is ' + string({have}) + ', but ComputeTemplate ' + params.metadata.name + "
+        f"' fixes it at ' + string({fixed})",
+    )
+
+
+def _checks(prefix: str, training: bool) -> list[dict[str, Any]]:
+    rules = [
+        _fixed(f"{prefix}.resources.cpu", "resources.cpu", "cpu"),
+        _fixed(f"{prefix}.resources.memory", "resources.memory", "memory"),
+        _fixed(f"{prefix}.gpu.count", "gpu.count", "gpu.count"),
+        _rule(
+            f"!variables.applies || !has(variables.t.gpu) || {_has('gpu.type')} || "
+            "(has(variables.t.gpu.type) && variables.s.gpu.type == variables.t.gpu.type)",
+            f"'{prefix}.gpu.type is ' + variables.s.gpu.type + ', but ComputeTemplate ' + "
+            "params.metadata.name + ' fixes the GPU at ' + (has(variables.t.gpu.type) ? "
+            "variables.t.gpu.type : 'any type')",
+        ),
+        _fixed(
+            f"{prefix}.scheduling.priorityClassName",
+            "scheduling.priorityClassName",
+            "priorityClassName",
+        ),
+        _rule(
+            "!variables.applies || !has(variables.t.nodeSelector) || "
+            f"{_has('scheduling.nodeSelector')} || variables.t.nodeSelector.all(k, "
+            "!(k in variables.s.scheduling.nodeSelector) || "
+            "variables.s.scheduling.nodeSelector[k] == variables.t.nodeSelector[k])",
+            f"'{prefix}.scheduling.nodeSelector changes a label that ComputeTemplate ' + "
+            "params.metadata.name + ' fixes: ' + variables.t.nodeSelector.filter(k, "
+            "k in variables.s.scheduling.nodeSelector && "
+            "variables.s.scheduling.nodeSelector[k] != variables.t.nodeSelector[k])"
+            ".map(k, k + '=' + variables.t.nodeSelector[k]).join(', ')",
+        ),
+    ]
+    if training:
+        rules += [
+            _fixed(f"{prefix}.scheduling.queueName", "scheduling.queueName", "queueName"),
+            _rule(
+                "!variables.applies || !has(variables.t.maxWorkers) || !has(variables.s.workers)"
+                " || variables.s.workers <= variables.t.maxWorkers",
+                f"'{prefix}.workers is ' + string(variables.s.workers) + ', more than "
+                "ComputeTemplate ' + params.metadata.name + ' allows (maxWorkers ' + "
+                "string(variables.t.maxWorkers) + ')'",
+            ),
+            _rule(
+                "!variables.applies || !has(variables.t.maxRunSeconds) || "
+                "!has(variables.s.activeDeadlineSeconds) || "
+                "variables.s.activeDeadlineSeconds <= variables.t.maxRunSeconds",
+                f"'{prefix}.activeDeadlineSeconds is ' + "
+                "string(variables.s.activeDeadlineSeconds) + ', longer than ComputeTemplate ' "
+                "+ params.metadata.name + ' allows (maxRunSeconds ' + "
+                "string(variables.t.maxRunSeconds) + ')'",
+            ),
+        ]
+    return rules
+
+
+# (resource plural, CEL of the spec to check, whether it exists, field prefix, training?)
+TARGETS = [
+    ("trainingjobs", "object.spec", "true", "spec", True),
+    ("modeldeployments", "object.spec", "true", "spec", False),
+    (
+        "driftmonitors",
+        "object.spec.onDrift.retrain.template",
+        "has(object.spec.onDrift) && has(object.spec.onDrift.retrain)",
+        "spec.onDrift.retrain.template",
+        True,
+    ),
+]
+
+
+def policies() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for plural, spec, exists, prefix, training in TARGETS:
+        name = f"kubeloop-compute-template-{plural}"
+        labels = {"app.kubernetes.io/name": "kubeloop", "app.kubernetes.io/part-of": "kubeloop"}
+        docs.append(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {
+                    "failurePolicy": "Fail",
+                    "paramKind": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ComputeTemplate"},
+                    "matchConstraints": {
+                        "resourceRules": [
+                            {
+                                "apiGroups": [GROUP],
+                                "apiVersions": [VERSION],
+                                "operations": ["CREATE", "UPDATE"],
+                                "resources": [plural],
+                            }
+                        ]
+                    },
+                    # Variables are evaluated when first used: `s` only once `applies`.
+                    "variables": [
+                        {
+                            "name": "applies",
+                            "expression": f"{exists} && has({spec}.compute) && "
+                            f"{spec}.compute == params.metadata.name",
+                        },
+                        {"name": "s", "expression": spec},
+                        {"name": "t", "expression": "params.spec"},
+                    ],
+                    "validations": _checks(prefix, training),
+                },
+            }
+        )
+        docs.append(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {
+                    "policyName": name,
+                    "validationActions": ["Deny"],
+                    # Every template is a parameter; the rules skip all but the named one.
+                    "paramRef": {"selector": {}, "parameterNotFoundAction": "Allow"},
+                },
+            }
+        )
+    return docs
+
+
+def render_yaml() -> str:
+    head = (
+        "# Generated by `kubeloop crds` from operator/kubeloop/api/admission.py; do not edit.\n"
+    )
+    return head + "---\n".join(yaml.safe_dump(d, sort_keys=False, width=100) for d in policies())
+
+
+def write(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / FILE
+    path.write_text(render_yaml())
+    return path

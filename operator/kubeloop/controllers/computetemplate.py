@@ -1,0 +1,209 @@
+"""ComputeTemplates: applying one to the resource that names it (or the default), and
+the template's own status: how many pods of its shape fit on the cluster now and at
+most, and which resources use it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kubeloop import compute
+from kubeloop import conditions as c
+from kubeloop.api.common import CommonStatus
+from kubeloop.api.computetemplate import (
+    AppliedTemplate,
+    ComputeTemplateSpec,
+    ComputeTemplateStatus,
+    TemplateUser,
+)
+from kubeloop.api.modeldeployment import ModelDeploymentSpec
+from kubeloop.api.trainingjob import TrainingJobSpec
+from kubeloop.controllers.common import Ctx, finish_status, record_event, rfc3339, write_status
+from kubeloop.controllers.runtime import Key, Result
+from kubeloop.kube import KubeError
+
+log = logging.getLogger("kubeloop.computetemplate")
+
+KIND = compute.KIND
+REFRESH_SECONDS = 30.0
+MAX_USERS_LISTED = 20
+ENDED = ("Succeeded", "Failed")
+
+
+@dataclass
+class Applied:
+    """A resource's spec with its template applied, or why it cannot be."""
+
+    spec: Any
+    template: AppliedTemplate | None = None
+    blocked: c.Cond | None = None  # Ready False with the reason, when it cannot run
+    stalled: bool = False
+    changed: bool = False  # the live template differs from the one recorded
+
+
+def templates(ctx: Ctx) -> dict[str, dict[str, Any]]:
+    return {t["metadata"]["name"]: t for t in ctx.store.all(KIND)}
+
+
+def _missing(name: str) -> c.Cond:
+    return c.Cond(
+        c.READY,
+        False,
+        c.COMPUTE_TEMPLATE_NOT_FOUND,
+        f"ComputeTemplate {name} does not exist (yet): nothing runs until it does",
+    )
+
+
+def for_training(ctx: Ctx, spec: TrainingJobSpec, recorded: AppliedTemplate | None) -> Applied:
+    """A run keeps the template it recorded at its start; a new one takes the named
+    template (or the default) as it is now."""
+    name, obj = compute.choose(spec.compute, templates(ctx))
+    if recorded is not None and spec.compute in (None, recorded.name):
+        name, obj = recorded.name, templates(ctx).get(recorded.name)
+        live = ComputeTemplateSpec.model_validate((obj or {}).get("spec") or {})
+        template, changed = recorded, obj is None or live != recorded.spec
+    elif name is None:
+        return Applied(spec)
+    elif obj is None:
+        return Applied(spec, blocked=_missing(name))
+    else:
+        template = AppliedTemplate(
+            name=name, spec=ComputeTemplateSpec.model_validate(obj.get("spec") or {})
+        )
+        changed = False
+    merged, errors = compute.for_training(spec, name, template.spec)
+    if errors:
+        return Applied(spec, blocked=_conflict(errors), stalled=True)
+    return Applied(merged, template, changed=changed)
+
+
+def for_serving(ctx: Ctx, spec: ModelDeploymentSpec) -> Applied:
+    """Replicas follow the template as it is now (a change rolls them out)."""
+    name, obj = compute.choose(spec.compute, templates(ctx))
+    if name is None:
+        return Applied(spec)
+    if obj is None:
+        return Applied(spec, blocked=_missing(name))
+    template = ComputeTemplateSpec.model_validate(obj.get("spec") or {})
+    merged, errors = compute.for_serving(spec, name, template)
+    if errors:
+        return Applied(spec, blocked=_conflict(errors), stalled=True)
+    return Applied(merged, AppliedTemplate(name=name, spec=template))
+
+
+def _conflict(errors: list[str]) -> c.Cond:
+    return c.Cond(c.READY, False, c.COMPUTE_TEMPLATE_CONFLICT, "; ".join(errors))
+
+
+def condition(applied: Applied) -> c.Cond | None:
+    """The `ComputeTemplate` condition of a resource that uses one."""
+    if applied.template is None:
+        return None
+    name = applied.template.name
+    if applied.changed:
+        return c.Cond(
+            c.COMPUTE_TEMPLATE,
+            False,
+            c.COMPUTE_TEMPLATE_CHANGED,
+            f"ComputeTemplate {name} changed (or was deleted) after this run started; the "
+            "run keeps the settings it started with (status.compute)",
+        )
+    return c.Cond(c.COMPUTE_TEMPLATE, True, c.COMPUTE_TEMPLATE_APPLIED, f"uses {name}")
+
+
+async def hold(
+    ctx: Ctx, body: dict[str, Any], applied: Applied, status_model: type[CommonStatus]
+) -> Result | None:
+    """Report why a resource cannot use its template, and do nothing else: a missing
+    template is a wait (it may come), a conflict needs a change (Stalled). What the
+    status held stays (a run that started keeps its counts)."""
+    assert applied.blocked is not None
+    cond = applied.blocked
+    extra = c.STALLED if applied.stalled else c.RECONCILING
+    prev = body.get("status") or {}
+    status = status_model.model_validate(prev)
+    status.phase = prev.get("phase") or c.PENDING
+    status.message = cond.message
+    conds = [cond, c.Cond(extra, True, cond.reason, cond.message)]
+    new = finish_status(body, status, conds, rfc3339(ctx.clock()))
+    if await write_status(ctx, body, new):
+        before = next(
+            (x.get("reason") for x in prev.get("conditions", []) if x["type"] == "Ready"), None
+        )
+        if before != cond.reason:
+            kind = "Warning" if applied.stalled else "Normal"
+            await record_event(ctx, body, kind, cond.reason, cond.message)
+    return None
+
+
+# --- The template's own status --------------------------------------------------------
+
+
+def users(ctx: Ctx, name: str) -> list[TemplateUser]:
+    """Active TrainingJobs (not ended) and ModelDeployments whose template is `name`."""
+    found = []
+    all_templates = templates(ctx)
+    for kind in ("TrainingJob", "ModelDeployment"):
+        for obj in ctx.store.all(kind):
+            status = obj.get("status") or {}
+            if kind == "TrainingJob" and status.get("phase") in ENDED:
+                continue
+            uses = (status.get("compute") or {}).get("name") or compute.choose(
+                (obj.get("spec") or {}).get("compute"), all_templates
+            )[0]
+            if uses == name:
+                meta = obj["metadata"]
+                user = TemplateUser(kind=kind, namespace=meta["namespace"], name=meta["name"])
+                found.append(user)
+    return sorted(found, key=lambda u: (u.namespace, u.kind, u.name))
+
+
+async def reconcile(ctx: Ctx, key: Key) -> Result | None:
+    _, _, name = key
+    body = ctx.store.get(KIND, "", name)
+    if body is None:
+        return None
+    spec = ComputeTemplateSpec.model_validate(body.get("spec") or {})
+    now = ctx.clock()
+    status = ComputeTemplateStatus(observed_generation=body["metadata"].get("generation"))
+    nodes = ctx.store.all("Node")
+    try:
+        # Every pod that holds node resources, whoever made it: what is left now.
+        pods = await ctx.kube.list("v1", "Pod")
+    except KubeError as exc:
+        log.warning("Cannot list pods to count what fits: %s", exc)
+        pods = None
+    fit = compute.count_fit(spec, nodes, compute.requested_per_node(pods or []))
+    status.fits_max = fit.max
+    status.fits_now = fit.now if pods is not None else None
+    using = users(ctx, name)
+    status.in_use = len(using)
+    status.used_by = using[:MAX_USERS_LISTED]
+    message = f"{fit.now if pods is not None else '?'} of {fit.max} fit now; {len(using)} in use"
+    status.phase, status.message = "Ready", message
+    prev = body.get("status") or {}
+    status.last_update_time = prev.get("lastUpdateTime")
+    new = finish_status(body, status, [c.Cond(c.READY, True, c.COUNTED, message)], rfc3339(now))
+    if _counts(new) != _counts(prev):
+        new["lastUpdateTime"] = rfc3339(now)
+        await write_status(ctx, body, new)
+    return Result(requeue_after=REFRESH_SECONDS)
+
+
+def _counts(status: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(
+        status.get(k) for k in ("observedGeneration", "fitsNow", "fitsMax", "inUse", "usedBy")
+    )
+
+
+def dependents(ctx: Ctx, name: str) -> list[Key]:
+    """Resources to look at again when template `name` changes: those naming it, and
+    those naming none (the default may have changed)."""
+    keys: list[Key] = []
+    for kind in ("TrainingJob", "ModelDeployment"):
+        for obj in ctx.store.all(kind):
+            named = (obj.get("spec") or {}).get("compute")
+            if named in (name, None) and (obj.get("status") or {}).get("phase") not in ENDED:
+                keys.append((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
+    return keys

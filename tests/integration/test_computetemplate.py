@@ -1,0 +1,185 @@
+"""ComputeTemplates on the local control plane: the admission policy refuses overreach
+at apply time, each kind takes the template's settings, a missing template is a wait,
+a running job keeps the template it started with, and the template counts what fits
+on kwok's GPU nodes as jobs start and finish."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.kubetest import GROUP, VERSION, Cluster, stays, wait_for
+
+TJ, MD, DM, CT = "TrainingJob", "ModelDeployment", "DriftMonitor", "ComputeTemplate"
+H100 = "NVIDIA-H100-80GB-HBM3"
+
+
+@pytest.fixture
+def template(cluster: Cluster, namespace: str) -> Iterator[str]:
+    """A whole 8-GPU node per pod, at most 2 workers and an hour; cluster-scoped, so
+    named after the test's namespace."""
+    name = f"gpu8-{namespace}"
+    create_template(cluster, name, {
+        "description": "a whole H100 node", "cpu": "32", "memory": "256Gi",
+        "gpu": {"count": 8, "type": H100}, "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+        "queueName": None, "maxWorkers": 2, "maxRunSeconds": 3600,
+    })
+    yield name
+    cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "computetemplates", name)
+
+
+def create_template(cluster: Cluster, name: str, spec: dict[str, Any]) -> None:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": CT, "metadata": {"name": name},
+            "spec": {k: v for k, v in spec.items() if v is not None}}
+    cluster.custom.create_cluster_custom_object(GROUP, VERSION, "computetemplates", body)
+
+
+def template_status(cluster: Cluster, name: str) -> dict[str, Any]:
+    obj = cluster.custom.get_cluster_custom_object(GROUP, VERSION, "computetemplates", name)
+    return dict(obj.get("status") or {})
+
+
+def apply(cluster: Cluster, namespace: str, kind: str, name: str, spec: dict[str, Any]
+          ) -> Any:
+    manifest = json.dumps({"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
+                           "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+    return cluster.kubectl("apply", "-f", "-", input=manifest, check=False)
+
+
+def tj(template: str, **extra: Any) -> dict[str, Any]:
+    return {"image": "registry.local/train:1", "compute": template, **extra}
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "message"),
+    [
+        (TJ, {"workers": 3}, "spec.workers is 3, more than ComputeTemplate {t} allows "
+                             "(maxWorkers 2)"),
+        (TJ, {"activeDeadlineSeconds": 7200},
+         "spec.activeDeadlineSeconds is 7200, longer than ComputeTemplate {t} allows "
+         "(maxRunSeconds 3600)"),
+        (TJ, {"gpu": {"count": 8, "type": "NVIDIA-A100"}},
+         "spec.gpu.type is NVIDIA-A100, but ComputeTemplate {t} fixes the GPU at " + H100),
+        (TJ, {"gpu": {"count": 16}}, "spec.gpu.count is 16, but ComputeTemplate {t} fixes it "
+                                     "at 8"),
+        (TJ, {"resources": {"memory": "1Ti"}}, "spec.resources.memory is 1Ti, but "
+                                               "ComputeTemplate {t} fixes it at 256Gi"),
+        (TJ, {"scheduling": {"nodeSelector": {"kubernetes.io/os": "windows"}}},
+         "spec.scheduling.nodeSelector changes a label that ComputeTemplate {t} fixes: "
+         "kubernetes.io/os=linux"),
+        (MD, {"resources": {"cpu": "2"}}, "spec.resources.cpu is 2, but ComputeTemplate {t} "
+                                          "fixes it at 32"),
+        (DM, {"workers": 4}, "spec.onDrift.retrain.template.workers is 4, more than "
+                             "ComputeTemplate {t} allows (maxWorkers 2)"),
+    ],
+)
+def test_overreach_is_refused_at_apply_time(
+    cluster: Cluster, namespace: str, template: str, kind: str, spec: dict[str, Any],
+    message: str,
+) -> None:
+    if kind == TJ:
+        body = tj(template, **spec)
+    elif kind == MD:
+        body = {"model": {"uri": "s3://m/1"}, "compute": template, **spec}
+    else:
+        body = {"modelDeployment": "m", "onDrift": {"retrain": {"template": tj(template, **spec)}}}
+    result = apply(cluster, namespace, kind, "greedy", body)
+    assert result.returncode != 0, f"{kind} {spec} was accepted"
+    assert "ValidatingAdmissionPolicy 'kubeloop-compute-template-" in result.stderr
+    assert message.format(t=template) in result.stderr, result.stderr
+    # Within the limits, or without a template, the same kinds are accepted.
+    within = apply(cluster, namespace, TJ, "modest", tj(template, workers=2))
+    assert within.returncode == 0, within.stderr
+    free = apply(cluster, namespace, TJ, "free", {"image": "t:1", "workers": 3})
+    assert free.returncode == 0, free.stderr
+
+
+def test_a_job_runs_with_the_templates_settings_and_keeps_them(
+    cluster: Cluster, namespace: str, template: str
+) -> None:
+    # kwok's two 8-GPU nodes, one pod each (once other tests' runs have ended).
+    before = wait_for(lambda: (s := template_status(cluster, template)).get("fitsNow") == 2
+                      and s, 60, "the template's counts")
+    assert before["fitsMax"] == 2 and before["inUse"] == 0
+
+    cluster.create(TJ, namespace, "big", tj(
+        template, workers=2,
+        podMetadata={"annotations": {"kubeloop.io/fake-duration": "8s"}}))
+    cluster.wait_phase(TJ, namespace, "big", "Running", 30)
+    job = cluster.batch.list_namespaced_job(
+        namespace, label_selector="kubeloop.io/training-job=big").items[0]
+    pod = job.spec.template.spec
+    (worker,) = pod.containers
+    assert worker.resources.limits["nvidia.com/gpu"] == "8"
+    assert worker.resources.requests["cpu"] == "32"
+    assert worker.resources.limits["memory"] == "256Gi"
+    assert pod.node_selector["nvidia.com/gpu.product"] == H100
+    assert pod.node_selector["kubernetes.io/os"] == "linux"
+    assert "dedicated" in [t.key for t in pod.tolerations]
+    assert job.spec.active_deadline_seconds is None or job.spec.active_deadline_seconds <= 3600
+    status = cluster.status(TJ, namespace, "big")
+    assert status["compute"]["name"] == template and status["compute"]["spec"]["maxWorkers"] == 2
+    cond = cluster.condition(TJ, namespace, "big", "ComputeTemplate")
+    assert cond and cond["status"] == "True"
+
+    # Both GPU nodes are taken: nothing fits now; the template lists its user.
+    busy = wait_for(lambda: (s := template_status(cluster, template)).get("fitsNow") == 0 and s,
+                    20, "fitsNow 0 while the job runs")
+    assert busy["inUse"] == 1
+    assert busy["usedBy"] == [{"kind": TJ, "namespace": namespace, "name": "big"}]
+
+    # The administrator changes the template: the running job keeps what it started with.
+    cluster.custom.patch_cluster_custom_object(
+        GROUP, VERSION, "computetemplates", template, {"spec": {"maxWorkers": 1}})
+    changed = wait_for(lambda: (c := cluster.condition(TJ, namespace, "big", "ComputeTemplate"))
+                       and c["status"] == "False" and c, 20, "TemplateChanged")
+    assert changed["reason"] == "TemplateChanged"
+    assert cluster.status(TJ, namespace, "big")["compute"]["spec"]["maxWorkers"] == 2
+
+    cluster.wait_phase(TJ, namespace, "big", "Succeeded", 60)
+    after = wait_for(lambda: (s := template_status(cluster, template)).get("fitsNow") == 2
+                     and s, 20, "fitsNow back to 2 after the job")
+    assert after["inUse"] == 0
+
+
+def test_a_missing_template_is_a_wait_until_it_exists(
+    cluster: Cluster, namespace: str
+) -> None:
+    name = f"later-{namespace}"
+    cluster.create(TJ, namespace, "early", tj(name))
+    cond = wait_for(lambda: (c := cluster.condition(TJ, namespace, "early", "Ready"))
+                    and c["reason"] == "ComputeTemplateNotFound" and c, 20, "NotFound")
+    assert name in cond["message"]
+    reconciling = cluster.condition(TJ, namespace, "early", "Reconciling")
+    assert reconciling and reconciling["status"] == "True"
+    assert not cluster.condition(TJ, namespace, "early", "Stalled")
+    stays(lambda: not cluster.batch.list_namespaced_job(namespace).items, 2, "no Job created")
+
+    create_template(cluster, name, {"cpu": "1", "queueName": "team-a"})
+    try:
+        cluster.wait_phase(TJ, namespace, "early", "Queued", 30)
+        # The template's Kueue queue reaches the Job, created suspended for Kueue.
+        job = wait_for(lambda: cluster.batch.list_namespaced_job(namespace).items, 10, "Job")[0]
+        assert job.metadata.labels["kueue.x-k8s.io/queue-name"] == "team-a"
+        assert job.spec.suspend is True
+        assert job.spec.template.spec.containers[0].resources.requests["cpu"] == "1"
+    finally:
+        cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "computetemplates", name)
+
+
+def test_a_model_deployment_takes_the_template(
+    cluster: Cluster, namespace: str, template: str
+) -> None:
+    cluster.create(MD, namespace, "served", {"model": {"uri": "s3://m/1"}, "compute": template})
+    cluster.wait_phase(MD, namespace, "served", "Ready", 30)
+    dep = cluster.apps.read_namespaced_deployment("served", namespace)
+    (server,) = dep.spec.template.spec.containers
+    assert server.resources.limits["nvidia.com/gpu"] == "8"
+    assert server.resources.requests["cpu"] == "32"
+    assert dep.spec.template.spec.node_selector["nvidia.com/gpu.product"] == H100
+    users = wait_for(lambda: template_status(cluster, template).get("usedBy"), 40, "usedBy")
+    assert {"kind": MD, "namespace": namespace, "name": "served"} in users
