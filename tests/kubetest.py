@@ -115,8 +115,6 @@ class Cluster:
             self.kubectl(
                 "wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.{GROUP}"
             )
-        # The ComputeTemplate admission policies, as the chart installs them.
-        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "admission"))
         # Discovery may lag behind Established by a moment.
         wait_for(
             lambda: self.kubectl("get", "kubeloop", "-A", check=False).returncode == 0,

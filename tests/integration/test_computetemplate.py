@@ -11,10 +11,35 @@ from typing import Any
 
 import pytest
 
-from tests.kubetest import GROUP, VERSION, Cluster, stays, wait_for
+from tests.kubetest import GROUP, ROOT, VERSION, Cluster, stays, wait_for
 
 TJ, MD, DM, CT = "TrainingJob", "ModelDeployment", "DriftMonitor", "ComputeTemplate"
 H100 = "NVIDIA-H100-80GB-HBM3"
+
+
+POLICIES = ROOT / "admission" / "kubeloop-compute-templates.yaml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def admission_policies(cluster: Cluster) -> Iterator[str]:
+    """The policies as the chart installs them, under this module's own names."""
+    text = POLICIES.read_text().replace("kubeloop-compute-template-", "itest-compute-template-")
+    cluster.kubectl("apply", "-f", "-", input=text)
+    # The API server enforces a new policy a moment after it is created: wait until a
+    # probe template's limit is refused (a server-side dry run creates nothing).
+    probe = "itest-probe"
+    create_template(cluster, probe, {"maxWorkers": 1})
+    manifest = json.dumps({"apiVersion": f"{GROUP}/{VERSION}", "kind": TJ,
+                           "metadata": {"name": "probe", "namespace": "default"},
+                           "spec": {"image": "t:1", "compute": probe, "workers": 2}})
+    try:
+        wait_for(lambda: cluster.kubectl("apply", "--dry-run=server", "-f", "-",
+                                         input=manifest, check=False).returncode != 0,
+                 30, "the admission policy enforced")
+    finally:
+        cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "computetemplates", probe)
+    yield "itest-compute-template-"
+    cluster.kubectl("delete", "-f", "-", input=text, check=False)
 
 
 @pytest.fixture
@@ -89,7 +114,7 @@ def test_overreach_is_refused_at_apply_time(
         body = {"modelDeployment": "m", "onDrift": {"retrain": {"template": tj(template, **spec)}}}
     result = apply(cluster, namespace, kind, "greedy", body)
     assert result.returncode != 0, f"{kind} {spec} was accepted"
-    assert "ValidatingAdmissionPolicy 'kubeloop-compute-template-" in result.stderr
+    assert "ValidatingAdmissionPolicy 'itest-compute-template-" in result.stderr
     assert message.format(t=template) in result.stderr, result.stderr
     # Within the limits, or without a template, the same kinds are accepted.
     within = apply(cluster, namespace, TJ, "modest", tj(template, workers=2))
