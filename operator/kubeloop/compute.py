@@ -104,14 +104,23 @@ def _placement(sched: Sched, t: ComputeTemplateSpec, name: str, errors: list[str
     return sched
 
 
+Spec = TypeVar("Spec", TrainingJobSpec, ModelDeploymentSpec)
+
+
+def _pod_shape(spec: Spec, t: ComputeTemplateSpec, name: str, errors: list[str]) -> Spec:
+    """A copy of the spec with the template's resources and GPUs, for either kind."""
+    out = spec.model_copy(deep=True)
+    out.resources = _resources(out.resources, t, name, errors)
+    out.gpu = _gpu(out.gpu, t, name, errors)
+    return out
+
+
 def for_training(
     spec: TrainingJobSpec, name: str, t: ComputeTemplateSpec
 ) -> tuple[TrainingJobSpec, list[str]]:
     """The spec with the template applied, and every field that overrides it."""
     errors: list[str] = []
-    out = spec.model_copy(deep=True)
-    out.resources = _resources(out.resources, t, name, errors)
-    out.gpu = _gpu(out.gpu, t, name, errors)
+    out = _pod_shape(spec, t, name, errors)
     sched = _placement(out.scheduling or Scheduling(), t, name, errors)
     if t.queue_name is not None:
         _fixed(errors, "spec.scheduling.queueName", sched.queue_name, t.queue_name, name)
@@ -138,9 +147,7 @@ def for_serving(
     spec: ModelDeploymentSpec, name: str, t: ComputeTemplateSpec
 ) -> tuple[ModelDeploymentSpec, list[str]]:
     errors: list[str] = []
-    out = spec.model_copy(deep=True)
-    out.resources = _resources(out.resources, t, name, errors)
-    out.gpu = _gpu(out.gpu, t, name, errors)
+    out = _pod_shape(spec, t, name, errors)
     sched = _placement(out.scheduling or ServingScheduling(), t, name, errors)
     if sched != ServingScheduling():
         out.scheduling = sched
