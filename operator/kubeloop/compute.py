@@ -53,7 +53,8 @@ def choose(
 
 def _fixed(errors: list[str], field: str, have: Any, fixed: Any, name: str) -> None:
     if have is not None and have != fixed:
-        errors.append(f"{field} is {have}, but ComputeTemplate {name} fixes it at {fixed}")
+        at = f"fixes it at {fixed}" if fixed is not None else f"leaves {field} unset"
+        errors.append(f"{field} is {have}, but ComputeTemplate {name} {at}")
 
 
 def _resources(

@@ -63,7 +63,8 @@ class OperatorProcess:
         self.pids: list[int] = []
 
     def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        # As the chart's Deployment runs it (charts/kubeloop/templates/deployment.yaml).
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "MALLOC_ARENA_MAX": "2"}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [

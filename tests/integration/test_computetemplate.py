@@ -26,16 +26,27 @@ def admission_policies(cluster: Cluster) -> Iterator[str]:
     text = POLICIES.read_text().replace("kubeloop-compute-template-", "itest-compute-template-")
     cluster.kubectl("apply", "-f", "-", input=text)
     # The API server enforces a new policy a moment after it is created: wait until a
-    # probe template's limit is refused (a server-side dry run creates nothing).
+    # probe template's limits are refused for each kind (a server-side dry run creates
+    # nothing).
     probe = "itest-probe"
-    create_template(cluster, probe, {"maxWorkers": 1})
-    manifest = json.dumps({"apiVersion": f"{GROUP}/{VERSION}", "kind": TJ,
-                           "metadata": {"name": "probe", "namespace": "default"},
-                           "spec": {"image": "t:1", "compute": probe, "workers": 2}})
+    create_template(cluster, probe, {"maxWorkers": 1, "cpu": "1"})
+    over = {"image": "t:1", "compute": probe, "workers": 2}
+    probes = [
+        (TJ, over),
+        (MD, {"model": {"uri": "s3://m/1"}, "compute": probe, "resources": {"cpu": "2"}}),
+        (DM, {"modelDeployment": "m", "onDrift": {"retrain": {"template": over}}}),
+    ]
+
+    def refused(kind: str, spec: dict[str, Any]) -> bool:
+        manifest = json.dumps({"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
+                               "metadata": {"name": "probe", "namespace": "default"},
+                               "spec": spec})
+        return cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest,
+                               check=False).returncode != 0
+
     try:
-        wait_for(lambda: cluster.kubectl("apply", "--dry-run=server", "-f", "-",
-                                         input=manifest, check=False).returncode != 0,
-                 30, "the admission policy enforced")
+        for kind, spec in probes:
+            wait_for(lambda k=kind, s=spec: refused(k, s), 30, f"the {kind} policy enforced")
     finally:
         cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "computetemplates", probe)
     yield "itest-compute-template-"
@@ -88,7 +99,10 @@ def tj(template: str, **extra: Any) -> dict[str, Any]:
          "spec.activeDeadlineSeconds is 7200, longer than ComputeTemplate {t} allows "
          "(maxRunSeconds 3600)"),
         (TJ, {"gpu": {"count": 8, "type": "NVIDIA-A100"}},
-         "spec.gpu.type is NVIDIA-A100, but ComputeTemplate {t} fixes the GPU at " + H100),
+         "spec.gpu.type is NVIDIA-A100, but ComputeTemplate {t} fixes it at " + H100),
+        (TJ, {"gpu": {"count": 8, "resourceName": "amd.com/gpu"}},
+         "spec.gpu.resourceName is amd.com/gpu, but ComputeTemplate {t} fixes it at "
+         "nvidia.com/gpu"),
         (TJ, {"gpu": {"count": 16}}, "spec.gpu.count is 16, but ComputeTemplate {t} fixes it "
                                      "at 8"),
         (TJ, {"resources": {"memory": "1Ti"}}, "spec.resources.memory is 1Ti, but "
@@ -145,7 +159,7 @@ def test_a_job_runs_with_the_templates_settings_and_keeps_them(
     assert pod.node_selector["nvidia.com/gpu.product"] == H100
     assert pod.node_selector["kubernetes.io/os"] == "linux"
     assert "dedicated" in [t.key for t in pod.tolerations]
-    assert job.spec.active_deadline_seconds is None or job.spec.active_deadline_seconds <= 3600
+    assert job.spec.active_deadline_seconds == 3600  # maxRunSeconds, the run set none
     status = cluster.status(TJ, namespace, "big")
     assert status["compute"]["name"] == template and status["compute"]["spec"]["maxWorkers"] == 2
     cond = cluster.condition(TJ, namespace, "big", "ComputeTemplate")

@@ -250,7 +250,7 @@ def test_waiting_is_not_stalled_and_says_so_in_events(
     # The ModelDeployment comes: its pods are simulated and serve nothing, so the
     # reference is on its way for as long as they do. Waiting, never Stalled.
     cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{model_v1}"}})
-    # (kwok marks the pods ready at loopback addresses where nothing listens.)
+    # (kwok marks the pods ready at addresses this machine routes nowhere.)
     wait_for(lambda: (p := reason("ReferencePending"))
              and "/v2/models/iris/profile" in p["message"], 20,
              "ReferencePending on the serving pods' profile route")
@@ -289,3 +289,23 @@ def test_a_stalled_monitor_writes_its_status_once(
     cluster.patch_spec(DM, namespace, "refused", {"reference": {"url": None}})
     wait_for(lambda: (c := cluster.condition(DM, namespace, "refused", "Ready"))
              and c["reason"] == "ReferencePending", 20, "the new spec checked")
+
+
+def test_an_unavailable_source_is_checked_once_an_interval(
+    cluster: Cluster, namespace: str, server: ModelServer, model_v1: Path, tmp_path: Path
+) -> None:
+    cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{model_v1}"}})
+    spec = monitor_spec(server, tmp_path, interval="4s")
+    spec["source"] = {"url": "http://127.0.0.1:9/metrics"}  # nothing listens
+    cluster.create(DM, namespace, "down", spec)
+    wait_for(lambda: (c := cluster.condition(DM, namespace, "down", "Ready"))
+             and c["reason"] == "SourceUnavailable", 20, "SourceUnavailable")
+    # Each check writes its time; a status write must not trigger the next check.
+    seen: set[str] = set()
+
+    def record() -> bool:
+        seen.add(cluster.status(DM, namespace, "down").get("lastCheckTime", ""))
+        return True
+
+    stays(record, 10, "polling the check times")
+    assert 2 <= len(seen) <= 4, sorted(seen)  # 10 s at one check per 4 s

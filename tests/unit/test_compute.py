@@ -101,6 +101,13 @@ def test_what_the_template_leaves_open_may_be_set(spec: dict[str, Any]) -> None:
         assert names == ["dedicated", "spot"]
     if spec.get("activeDeadlineSeconds"):
         assert out.active_deadline_seconds == spec["activeDeadlineSeconds"]
+    # What the template leaves open survives the merge as the user wrote it.
+    if "schedulerName" in spec.get("scheduling", {}):
+        assert out.scheduling.scheduler_name == "volcano"
+    if "env" in spec:
+        assert [e.name for e in out.env] == ["A"]
+    if "workers" in spec:
+        assert out.workers == spec["workers"]
 
 
 def test_a_model_deployment_gets_resources_gpus_and_placement_only() -> None:
@@ -116,6 +123,13 @@ def test_a_model_deployment_gets_resources_gpus_and_placement_only() -> None:
 
 def template(name: str, default: bool = False) -> dict[str, Any]:
     return {"metadata": {"name": name}, "spec": {"default": default}}
+
+
+def test_a_template_without_a_gpu_type_says_so() -> None:
+    untyped = ComputeTemplateSpec.model_validate({"gpu": {"count": 1}})
+    _, errors = compute.for_training(tj(gpu={"count": 1, "type": H100}), "any", untyped)
+    assert errors == [f"spec.gpu.type is {H100}, but ComputeTemplate any leaves spec.gpu.type "
+                      "unset"]
 
 
 def test_choose_the_named_then_the_one_default() -> None:

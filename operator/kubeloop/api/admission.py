@@ -52,12 +52,13 @@ def _checks(prefix: str, training: bool) -> list[dict[str, Any]]:
         _fixed(f"{prefix}.resources.cpu", "resources.cpu", "cpu"),
         _fixed(f"{prefix}.resources.memory", "resources.memory", "memory"),
         _fixed(f"{prefix}.gpu.count", "gpu.count", "gpu.count"),
+        _fixed(f"{prefix}.gpu.resourceName", "gpu.resourceName", "gpu.resourceName"),
         _rule(
             f"!variables.applies || !has(variables.t.gpu) || {_has('gpu.type')} || "
             "(has(variables.t.gpu.type) && variables.s.gpu.type == variables.t.gpu.type)",
             f"'{prefix}.gpu.type is ' + variables.s.gpu.type + ', but ComputeTemplate ' + "
-            "params.metadata.name + ' fixes the GPU at ' + (has(variables.t.gpu.type) ? "
-            "variables.t.gpu.type : 'any type')",
+            "params.metadata.name + (has(variables.t.gpu.type) ? ' fixes it at ' + "
+            "variables.t.gpu.type : ' leaves gpu.type unset')",
         ),
         _fixed(
             f"{prefix}.scheduling.priorityClassName",

@@ -29,6 +29,8 @@ KIND = compute.KIND
 REFRESH_SECONDS = 30.0
 MAX_USERS_LISTED = 20
 ENDED = ("Succeeded", "Failed")
+# Set once listing pods is refused (the chart's countAllPods off): not asked again.
+_pods_forbidden: list[bool] = []
 
 
 @dataclass
@@ -55,9 +57,14 @@ def _missing(name: str) -> c.Cond:
     )
 
 
-def for_training(ctx: Ctx, spec: TrainingJobSpec, recorded: AppliedTemplate | None) -> Applied:
+def for_training(
+    ctx: Ctx, spec: TrainingJobSpec, recorded: AppliedTemplate | None, started: bool
+) -> Applied:
     """A run keeps the template it recorded at its start; a new one takes the named
-    template (or the default) as it is now."""
+    template (or the default) as it is now. A run that started with no template keeps
+    running without one (a default added later is for new runs)."""
+    if started and recorded is None:
+        return Applied(spec)
     name, obj = compute.choose(spec.compute, templates(ctx))
     if recorded is not None and spec.compute in (None, recorded.name):
         name, obj = recorded.name, templates(ctx).get(recorded.name)
@@ -123,7 +130,10 @@ async def hold(
     extra = c.STALLED if applied.stalled else c.RECONCILING
     prev = body.get("status") or {}
     status = status_model.model_validate(prev)
-    status.phase = prev.get("phase") or c.PENDING
+    # A run that started keeps its phase (its Job is left alone); anything else says
+    # it waits, or failed when a change of spec is needed.
+    started = bool(prev.get("jobName"))
+    status.phase = prev.get("phase") if started else (c.FAILED if applied.stalled else c.PENDING)
     status.message = cond.message
     conds = [cond, c.Cond(extra, True, cond.reason, cond.message)]
     new = finish_status(body, status, conds, rfc3339(ctx.clock()))
@@ -168,12 +178,16 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     now = ctx.clock()
     status = ComputeTemplateStatus(observed_generation=body["metadata"].get("generation"))
     nodes = ctx.store.all("Node")
-    try:
-        # Every pod that holds node resources, whoever made it: what is left now.
-        pods = await ctx.kube.list("v1", "Pod")
-    except KubeError as exc:
-        log.warning("Cannot list pods to count what fits: %s", exc)
-        pods = None
+    pods = None
+    if not _pods_forbidden:
+        try:
+            # Every pod that holds node resources, whoever made it: what is left now.
+            pods = await ctx.kube.list("v1", "Pod")
+        except KubeError as exc:
+            if exc.status == 403:
+                # computeTemplates.countAllPods is off: count fitsMax only, from now on.
+                _pods_forbidden.append(True)
+            log.warning("Cannot list pods to count what fits now: %s", exc)
     fit = compute.count_fit(spec, nodes, compute.requested_per_node(pods or []))
     status.fits_max = fit.max
     status.fits_now = fit.now if pods is not None else None

@@ -383,7 +383,8 @@ def judge(
 
 
 # Phases that are the verdict of a check that ran, carried until the next interval.
-CHECKED_PHASES = frozenset({c.COLLECTING, "Healthy", "Drifted"})
+CHECKED_PHASES = frozenset({c.COLLECTING, "Healthy", "Drifted", c.DEGRADED})
+MAX_BACKOFF_STEPS = 12
 
 
 @dataclass
@@ -393,13 +394,17 @@ class Hold:
     generation: int | None
     until: float
     tries: int
+    target_model: str | None  # a new model of the target is looked at at once
+    stalled: bool
 
 
 class Reconciler:
     """Holds the per-monitor reference cache between checks."""
 
     def __init__(self) -> None:
-        self._profiles: dict[str, Profile] = {}
+        # (namespace, model URI or reference URL) -> profile: a claim's name means
+        # something else in another namespace.
+        self._profiles: dict[tuple[str, str], Profile] = {}
         self._holds: dict[Key, Hold] = {}
 
     async def reference(
@@ -414,22 +419,36 @@ class Reconciler:
                     "reference profile"
                 )
             key = ref.config_map.key
-            text = (cm.get("data") or {}).get(key)
-            if text is None:
-                raise ReferenceInvalid(
-                    f"ConfigMap {namespace}/{ref.config_map.name} has no key {key!r}"
-                )
-            profile = parse_profile(text, f"ConfigMap {ref.config_map.name} key {key}")
+            # Parsed once per version of the ConfigMap, not at every check.
+            version = (
+                f"configmap/{ref.config_map.name}/{key}@{cm['metadata'].get('resourceVersion')}"
+            )
+            cached = self._profiles.get((namespace, version))
+            if cached is not None:
+                profile = cached
+            else:
+                text = (cm.get("data") or {}).get(key)
+                if text is None:
+                    raise ReferenceInvalid(
+                        f"ConfigMap {namespace}/{ref.config_map.name} has no key {key!r}"
+                    )
+                profile = parse_profile(text, f"ConfigMap {ref.config_map.name} key {key}")
+                self._profiles = {
+                    k: v
+                    for k, v in self._profiles.items()
+                    if not (k[0] == namespace and k[1].startswith(version.split("@")[0] + "@"))
+                }
+                self._profiles[(namespace, version)] = profile
         elif ref.url is not None:
             # Read again at every check (the profile may change with the model); while
             # the server cannot answer, the last profile it gave stands.
             try:
                 profile = await asyncio.to_thread(profile_from_url, ref.url)
             except ReferenceNotServed:
-                if ref.url not in self._profiles:
+                if (namespace, ref.url) not in self._profiles:
                     raise
-                profile = self._profiles[ref.url]
-            self._profiles[ref.url] = profile
+                profile = self._profiles[(namespace, ref.url)]
+            self._profiles[(namespace, ref.url)] = profile
         else:
             uri = (target.get("status") or {}).get("activeModelUri")
             if not uri:
@@ -437,12 +456,12 @@ class Reconciler:
                     f"waiting for ModelDeployment {target['metadata']['name']} to have an "
                     "active model: the reference profile is read from its serving pods"
                 )
-            if uri not in self._profiles:
+            if (namespace, uri) not in self._profiles:
                 base = self._server_of(ctx, namespace, target, uri)
-                self._profiles[uri] = await asyncio.to_thread(
+                self._profiles[(namespace, uri)] = await asyncio.to_thread(
                     profile_from_server, base, target["metadata"]["name"]
                 )
-            profile = self._profiles[uri]
+            profile = self._profiles[(namespace, uri)]
         if spec.features:
             try:
                 profile = profile.select(spec.features)
@@ -505,11 +524,16 @@ class Reconciler:
         generation = body["metadata"].get("generation")
         due = last is None or (now - last).total_seconds() >= interval - 0.05
         hold = self._holds.get(key)
+        target_model = ((target or {}).get("status") or {}).get("activeModelUri")
         conds: list[c.Cond]
         if target is None:
             conds = target_missing(status, spec, namespace)
             requeue = interval
-        elif hold is not None and hold.generation == generation and time.monotonic() < hold.until:
+        elif (
+            hold is not None
+            and (hold.generation, hold.target_model) == (generation, target_model)
+            and time.monotonic() < hold.until
+        ):
             # A wait or a stalled check retries on its backoff, not on every event.
             conds = _carried(prev)
             requeue = hold.until - time.monotonic()
@@ -532,9 +556,13 @@ class Reconciler:
                 # No new check time for a check that did not run: the status stays
                 # what it was, so a wait or a stalled monitor writes nothing again.
                 status.last_check_time = prev.last_check_time
-                tries = hold.tries + 1 if hold is not None and hold.generation == generation else 0
+                stalled = not waiting
+                same = hold is not None and (hold.generation, hold.stalled) == (generation, stalled)
+                tries = min(hold.tries + 1, MAX_BACKOFF_STEPS) if same and hold else 0
                 requeue = min(2.0**tries, interval) if waiting else min(interval * 2**tries, 3600)
-                self._holds[key] = Hold(generation, time.monotonic() + requeue, tries)
+                self._holds[key] = Hold(
+                    generation, time.monotonic() + requeue, tries, target_model, stalled
+                )
             else:
                 self._holds.pop(key, None)
         new_status = finish_status(body, status, conds, stamp)

@@ -423,8 +423,10 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     if started is None:
         return None
     body, spec, now = started
-    recorded = TrainingJobStatus.model_validate(body.get("status") or {}).compute
-    applied = computetemplate.for_training(ctx, spec, recorded)
+    prev_status = TrainingJobStatus.model_validate(body.get("status") or {})
+    applied = computetemplate.for_training(
+        ctx, spec, prev_status.compute, started=prev_status.job_name is not None
+    )
     if applied.blocked is not None:
         return await computetemplate.hold(ctx, body, applied, TrainingJobStatus)
     spec = applied.spec
