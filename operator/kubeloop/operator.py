@@ -18,11 +18,19 @@ from typing import Any
 import kopf
 
 from kubeloop.api.common import GROUP, VERSION
-from kubeloop.controllers import computetemplate, driftmonitor, modeldeployment, trainingjob
+from kubeloop.controllers import (
+    computetemplate,
+    driftmonitor,
+    modeldeployment,
+    retrain,
+    trainingjob,
+    trainingprogress,
+)
 from kubeloop.controllers.common import Ctx, OperatorConfig
 from kubeloop.controllers.runtime import Key, Result, Store, WorkQueue
 from kubeloop.kube import Kube
 from kubeloop.render.common import MANAGED_BY
+from kubeloop.render.evaluation import EVALUATION_LABEL
 from kubeloop.render.modeldeployment import MODEL_DEPLOYMENT_LABEL
 from kubeloop.render.trainingjob import TRAINING_JOB_LABEL
 
@@ -140,6 +148,7 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
                         driftmonitor.forget(meta["namespace"], meta["name"])
                     if kind == trainingjob.KIND:
                         trainingjob.forget_gone_jobs(ctx, meta["namespace"], meta["name"])
+                        trainingprogress.forget(key)
                     return
                 ctx.store.put(kind, obj)
                 # A new or changed spec goes before status follow-ups of other resources.
@@ -155,9 +164,9 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
                     for dependent in dependents(ctx, kind, meta["namespace"], meta["name"]):
                         ctx.queue.add(dependent)
                     # A run that starts or ends changes what fits of its template.
-                    used = (status.get("compute") or {}).get("name") or (
-                        obj.get("spec") or {}
-                    ).get("compute")
+                    used = (status.get("compute") or {}).get("name") or (obj.get("spec") or {}).get(
+                        "compute"
+                    )
                     if used:
                         ctx.queue.add((computetemplate.KIND, "", used), delay=1.0)
 
@@ -204,6 +213,13 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
     )
     kopf.on.event("", "v1", "services", registry=registry)(
         child(trainingjob.SERVICE, trainingjob.KIND, TRAINING_JOB_LABEL)
+    )
+    # The evaluation Jobs of DriftMonitors, and their pods (which carry the verdict).
+    kopf.on.event("batch", "v1", "jobs", registry=registry)(
+        child(retrain.EVAL_JOB, driftmonitor.KIND, EVALUATION_LABEL)
+    )
+    kopf.on.event("", "v1", "pods", registry=registry)(
+        child(retrain.EVAL_POD, driftmonitor.KIND, EVALUATION_LABEL, _slim_pod)
     )
     for group, version, plural, store_kind in (
         ("apps", "v1", "deployments", modeldeployment.DEPLOYMENT),

@@ -81,6 +81,8 @@ KINDS: list[Kind] = [
             _col("Workers", ".spec.workers", "integer"),
             _col("Active", ".status.workers.active", "integer"),
             _col("Restarts", ".status.restarts", "integer"),
+            _col("Progress", ".status.progress.percent", "number", desc="Percent of steps done"),
+            _col("Metric", ".status.metric", desc="The first metric the run reported"),
             _col("Model", ".status.modelUri", priority=1),
             _MESSAGE,
             _AGE,
@@ -125,7 +127,8 @@ KINDS: list[Kind] = [
             _col("Target", ".spec.modelDeployment"),
             _col("Drifted", ".status.drifted", "boolean"),
             _col("Score", ".status.score", "number"),
-            _col("Retrains", ".status.retrains", "integer"),
+            _col("Retrains", ".status.retrainCount", "integer"),
+            _col("Last Retrain", ".status.lastRetrain.result", priority=1),
             _col("Last Check", ".status.lastCheckTime", "date", priority=1),
             _MESSAGE,
             _AGE,
@@ -235,8 +238,10 @@ def _with_facts(description: str, node: dict[str, Any]) -> str:
         facts.append("One of: " + ", ".join(str(v) for v in node["enum"]) + ".")
     if not facts:
         return description
-    return description.rstrip() + ("" if description.rstrip().endswith(".") else ".") + (
-        " " + " ".join(facts)
+    return (
+        description.rstrip()
+        + ("" if description.rstrip().endswith(".") else ".")
+        + (" " + " ".join(facts))
     )
 
 

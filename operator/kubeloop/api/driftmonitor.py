@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from kubeloop.api.common import (
     DURATION_PATTERN,
     CommonStatus,
+    ComputeResources,
     KubeModel,
     cel,
 )
-from kubeloop.api.trainingjob import TrainingJobSpec
+from kubeloop.api.trainingjob import DataLocation, Scheduling, TrainingJobSpec
 
 DriftMethod = Literal["psi", "ks", "wasserstein", "jensenshannon", "chi2"]
 
@@ -107,11 +108,60 @@ class Retrain(KubeModel):
     )
 
 
+EvaluationMetric = Literal["accuracy", "f1", "log_loss", "roc_auc", "rmse", "mae", "r2"]
+
+
+class Evaluate(KubeModel):
+    data: DataLocation = Field(
+        description="Labelled holdout data (CSV, or Parquet when the image has pyarrow) "
+        "that both models are scored on. A `pvc://` location is mounted read-only."
+    )
+    metric: EvaluationMetric = Field(
+        description="accuracy, f1 (macro), log_loss, roc_auc (one-vs-rest macro) for "
+        "classifiers; rmse, mae, r2 for regressors. Lower is better for log_loss, rmse "
+        "and mae, higher for the others."
+    )
+    label_column: str | None = Field(
+        default=None,
+        max_length=253,
+        description="The label column of the data. Default: the `label_column` the model's "
+        "model.json names.",
+    )
+    min_improvement: float = Field(
+        default=0.0,
+        ge=0,
+        description="How much better (absolute, in the metric's direction) the challenger "
+        "must score than the champion. 0: at least as good.",
+    )
+    floor: float | None = Field(
+        default=None,
+        description="An absolute bar the challenger must reach as well (a ceiling for "
+        "metrics where lower is better).",
+    )
+    active_deadline_seconds: int = Field(
+        default=600, ge=10, le=86400, description="Time limit of the evaluation Job."
+    )
+    resources: ComputeResources | None = Field(
+        default=None,
+        description="Requests and limits of the evaluation pod. Default: requests cpu 100m, "
+        "memory 256Mi; limits cpu 1, memory 1Gi.",
+    )
+    scheduling: Scheduling | None = Field(
+        default=None,
+        description="Placement of the evaluation pod (nodeSelector, tolerations, priority "
+        "class). Default: the retrain template's, where its storage is reachable.",
+    )
+
+
 class OnDrift(KubeModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel("!self.promote || has(self.retrain)", "onDrift.promote needs onDrift.retrain"),
+                cel(
+                    "!has(self.evaluate) || has(self.retrain)",
+                    "onDrift.evaluate needs onDrift.retrain",
+                ),
             ]
         }
     )
@@ -119,8 +169,16 @@ class OnDrift(KubeModel):
     retrain: Retrain | None = Field(default=None, description="Retrain when drift is found.")
     promote: bool = Field(
         default=False,
-        description="When the retrained model succeeds, point the ModelDeployment at it "
-        "(as a canary when the deployment has canary settings).",
+        description="When the retrained model succeeds (and passes `evaluate`, when set), "
+        "point the ModelDeployment at it (as a canary when the deployment has canary "
+        "settings).",
+    )
+    evaluate: Evaluate | None = Field(
+        default=None,
+        description="The gate before promotion: after the retrain succeeds, a Job scores "
+        "the serving model (champion) and the retrained one (challenger) on the same "
+        "labelled data; only a challenger that passes is promoted "
+        "(docs/safe-retraining.md).",
     )
 
 
@@ -156,11 +214,34 @@ class FeatureScore(KubeModel):
     drifted: bool = Field(description="Whether this feature crossed the threshold.")
 
 
+class Evaluation(KubeModel):
+    job: str = Field(description="The evaluation Job.")
+    metric: str = Field(description="The metric both models were scored on.")
+    champion_uri: str | None = Field(
+        default=None, description="The model served when the evaluation started."
+    )
+    champion: float | None = Field(default=None, description="The champion's score.")
+    challenger: float | None = Field(default=None, description="The retrained model's score.")
+    passed: bool | None = Field(default=None, description="The verdict; absent until known.")
+    reason: str | None = Field(
+        default=None, description="Improved, NoChampion, NotBetter, BelowFloor, or an error."
+    )
+    message: str | None = Field(default=None, description="The verdict in words.")
+
+
 class RetrainRecord(KubeModel):
     training_job: str = Field(description="Name of the TrainingJob created.")
     time: str = Field(description="When it was created.")
-    result: str = Field(default="Running", description="Running, Succeeded, Failed, Promoted.")
+    result: str = Field(
+        default="Running",
+        description="Running, Evaluating, Succeeded (not promoted), Failed, Promoted, "
+        "Rejected (the evaluation gate said no), EvaluationFailed.",
+    )
     model_uri: str | None = Field(default=None, description="Its model, once succeeded.")
+    finish_time: str | None = Field(default=None, description="When the result was final.")
+    evaluation: Evaluation | None = Field(
+        default=None, description="The evaluation gate's scores, when `evaluate` is set."
+    )
 
 
 class Window(KubeModel):
@@ -179,8 +260,21 @@ class DriftMonitorStatus(CommonStatus):
     drifted: bool | None = Field(default=None, description="The last verdict.")
     score: float | None = Field(default=None, description="Worst feature score of the last check.")
     features: list[FeatureScore] = Field(default_factory=list, description="Per-feature scores.")
-    retrains: int = Field(default=0, description="TrainingJobs created so far.")
+    retrain_count: int = Field(default=0, description="TrainingJobs created so far.")
     last_retrain: RetrainRecord | None = Field(default=None, description="The latest retrain.")
+    retrains: list[RetrainRecord] = Field(
+        default_factory=list,
+        description="The last 10 retrains that ended, newest first, with their results and "
+        "scores: the audit trail of the loop.",
+    )
     window: Window | None = Field(
         default=None, description="Baseline of the current window (kept across restarts)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_moved(cls, data: Any) -> Any:
+        """Before 0.2 `retrains` was the count: read such a status as the count."""
+        if isinstance(data, dict) and isinstance(data.get("retrains"), int):
+            data = {**data, "retrainCount": data["retrains"], "retrains": []}
+        return data

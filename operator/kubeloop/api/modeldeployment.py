@@ -181,6 +181,30 @@ class CanaryStatus(KubeModel):
     message: str | None = Field(default=None, description="Why the canary is in its state.")
 
 
+class Scores(KubeModel):
+    metric: str = Field(description="The metric of the evaluation gate.")
+    champion: float | None = Field(default=None, description="The model it replaced.")
+    challenger: float | None = Field(default=None, description="This model.")
+
+
+class HistoryEntry(KubeModel):
+    uri: str = Field(description="The model served.")
+    manifest_sha256: str | None = Field(
+        default=None,
+        description="sha256 of its manifest.json as a serving pod fetched it: which files, "
+        "byte for byte.",
+    )
+    from_: str = Field(alias="from", description="When it became the stable model.")
+    to: str | None = Field(default=None, description="When another model replaced it.")
+    changed_by: str = Field(
+        description="`user`, or `DriftMonitor/NAME` for a promotion by the loop."
+    )
+    training_job: str | None = Field(default=None, description="The run that produced it.")
+    evaluation: Scores | None = Field(
+        default=None, description="The evaluation gate's scores, when a gate passed it."
+    )
+
+
 class ModelDeploymentStatus(CommonStatus):
     url: str | None = Field(default=None, description="In-cluster URL of the Service.")
     replicas: int | None = Field(default=None, description="Stable replicas desired.")
@@ -190,3 +214,8 @@ class ModelDeploymentStatus(CommonStatus):
         default=None, description="Lineage: the TrainingJob that produced the active model."
     )
     canary: CanaryStatus | None = Field(default=None, description="The canary, when set.")
+    history: list[HistoryEntry] = Field(
+        default_factory=list,
+        description="The last 10 stable models, newest first: what served when, and who "
+        "changed it.",
+    )

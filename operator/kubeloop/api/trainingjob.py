@@ -50,8 +50,6 @@ class Scheduling(KubeModel):
     )
 
 
-
-
 class TrainingJobSpec(KubeModel):
     image: str = Field(min_length=1, description="Container image of every worker.")
     compute: str | None = Field(
@@ -92,6 +90,15 @@ class TrainingJobSpec(KubeModel):
     )
     master_port: int = Field(
         default=29500, ge=1, le=65535, description="Rendezvous port on worker 0."
+    )
+    progress_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port on worker 0 where the run reports progress and metrics "
+        "(Prometheus text, as `kubeloop.train.report()` serves it; exposed to the script "
+        "as `KUBELOOP_PROGRESS_PORT`). Read by the operator at most every 10 s while the "
+        "run is Running. 0: not read.",
     )
     backoff_limit: int = Field(
         default=0,
@@ -153,6 +160,19 @@ class WorkerCounts(KubeModel):
     failed: int = Field(default=0, description="Workers that failed in the current attempt.")
 
 
+class Progress(KubeModel):
+    percent: float | None = Field(default=None, description="step / totalSteps, in percent.")
+    step: int | None = Field(default=None, description="The last step the run reported.")
+    total_steps: int | None = Field(default=None, description="The steps the run will take.")
+    estimated_remaining_seconds: int | None = Field(
+        default=None,
+        description="From the rate of steps since the first report; absent until known.",
+    )
+    last_update_time: str | None = Field(
+        default=None, description="When the run last reported (its own clock)."
+    )
+
+
 class TrainingJobStatus(CommonStatus):
     compute: AppliedTemplate | None = Field(
         default=None, description="The ComputeTemplate the run uses, as it was at the start."
@@ -164,3 +184,15 @@ class TrainingJobStatus(CommonStatus):
     start_time: str | None = Field(default=None, description="When the first attempt started.")
     completion_time: str | None = Field(default=None, description="When the run ended.")
     model_uri: str | None = Field(default=None, description="The artifact, set on success.")
+    progress: Progress | None = Field(
+        default=None, description="Progress reported by worker 0 (docs/training-progress.md)."
+    )
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Metrics reported by worker 0: live while running, final from its "
+        "termination message at the end. At most 16, names of at most 63 characters.",
+        json_schema_extra={"additionalProperties": {"type": "number"}, "maxProperties": 16},
+    )
+    metric: str | None = Field(
+        default=None, description="The first metric the run reported, as `name=value`."
+    )

@@ -3,9 +3,8 @@
 Every `interval` the monitor reads the live histograms of its target (the model
 server pods' `/metrics`, an allowed URL, or Prometheus), compares the window since the
 last judgement with the reference profile, and writes per-feature scores. On drift,
-outside the cooldown, it creates one TrainingJob from its template (name derived from
-a counter kept in status, so a restart never creates two); when that job succeeds and
-`promote` is set, it points the ModelDeployment at the new model.
+outside the cooldown, it starts the loop of `controllers/retrain.py`: retrain, evaluate
+when the monitor has a gate, promote.
 """
 
 from __future__ import annotations
@@ -29,15 +28,14 @@ from kubeloop.api.driftmonitor import (
     DriftMonitorSpec,
     DriftMonitorStatus,
     FeatureScore,
-    RetrainRecord,
     Window,
 )
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
+from kubeloop.controllers import retrain
 from kubeloop.controllers.common import (
     Ctx,
     begin,
     finish_status,
-    owner_reference,
     parse_time,
     record_event,
     rfc3339,
@@ -54,19 +52,16 @@ from kubeloop.drift.reference import (
     profile_from_server,
     profile_from_url,
 )
-from kubeloop.kube import KubeError
-from kubeloop.render.common import MANAGED_BY
 from kubeloop.render.modeldeployment import MODEL_URI_ANNOTATION
 
 log = logging.getLogger("kubeloop.driftmonitor")
 
-KIND = "DriftMonitor"
-MODEL_DEPLOYMENT = "ModelDeployment"
-TRAINING_JOB = "TrainingJob"
+KIND = retrain.KIND
+MODEL_DEPLOYMENT = retrain.MODEL_DEPLOYMENT
+TRAINING_JOB = retrain.TRAINING_JOB
 MD_POD = "ModelDeployment/Pod"
-MONITOR_LABEL = "kubeloop.io/drift-monitor"
-# The one writer of a user's spec: promotion of a retrained model (onDrift.promote).
-PROMOTER = "kubeloop-promoter"
+MONITOR_LABEL = retrain.MONITOR_LABEL
+PROMOTER = retrain.PROMOTER
 MAX_PODS_SCRAPED = 20
 SCRAPE_TIMEOUT = 5.0
 
@@ -91,10 +86,6 @@ def forget(namespace: str, name: str) -> None:
         metrics.DRIFT_DETECTED.remove(namespace, name)
     for key in [k for k in reconcile._holds if k[1:] == (namespace, name)]:
         del reconcile._holds[key]
-
-
-def retrain_name(monitor: str, number: int) -> str:
-    return f"{monitor}-retrain-{number}"
 
 
 def url_allowed(url: str, allowlist: list[str]) -> bool:
@@ -184,34 +175,6 @@ def _window_from(counts: np.ndarray, profile: Profile, now: str) -> Window:
     )
 
 
-def _render_retrain(spec: DriftMonitorSpec, body: dict[str, Any], name: str) -> dict[str, Any]:
-    assert spec.on_drift.retrain is not None
-    template = spec.on_drift.retrain.template.dump()
-    output = template.get("output") or {}
-    if "uri" in output:
-        output["uri"] = output["uri"].replace("{trainingJob}", name)
-    meta = body["metadata"]
-    return {
-        "apiVersion": "kubeloop.io/v1alpha1",
-        "kind": TRAINING_JOB,
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": {**MANAGED_BY, MONITOR_LABEL: meta["name"]},
-            "ownerReferences": [owner_reference(body)],
-        },
-        "spec": template,
-    }
-
-
-def _promotion_patch(target: dict[str, Any], uri: str) -> dict[str, Any]:
-    """Canary first when the deployment has canary settings, else the model itself."""
-    spec = target.get("spec") or {}
-    if spec.get("canary"):
-        return {"spec": {"canary": {"model": {"uri": uri, "fromTrainingJob": None}}}}
-    return {"spec": {"model": {"uri": uri, "fromTrainingJob": None}}}
-
-
 def collecting(status: DriftMonitorStatus, spec: DriftMonitorSpec, why: str) -> list[c.Cond]:
     message = f"collecting: {why}, need {spec.min_samples}"
     status.phase = c.COLLECTING
@@ -265,25 +228,6 @@ def target_missing(
         c.Cond(c.READY, False, c.TARGET_NOT_FOUND, message),
         c.Cond(c.RECONCILING, True, c.TARGET_NOT_FOUND, message),
     ]
-
-
-def retrain_blocked(
-    spec: DriftMonitorSpec, status: DriftMonitorStatus, now: dt.datetime
-) -> str | None:
-    """None when a retrain should start now; else what holds it back, for the message."""
-    retrain = spec.on_drift.retrain
-    if retrain is None:
-        return ""
-    last = status.last_retrain
-    if last is not None and last.result == "Running":
-        return f"; retraining in {last.training_job}"
-    if last is not None:
-        since = (now - (parse_time(last.time) or now)).total_seconds()
-        cooldown = parse_duration(retrain.cooldown)
-        if since < cooldown:
-            until = now + dt.timedelta(seconds=cooldown - since)
-            return f"; retrain cooldown until {rfc3339(until)}"
-    return None
 
 
 def judge(
@@ -361,7 +305,8 @@ def judge(
         if not was:
             events.append(("Warning", c.DRIFT_DETECTED, message))
         drifted_cond = c.Cond(c.DRIFTED, True, c.DRIFT_DETECTED, message)
-        blocked = retrain_blocked(spec, status, now)
+        cooldown = parse_duration(spec.on_drift.retrain.cooldown) if spec.on_drift.retrain else 0
+        blocked = retrain.retrain_blocked(spec, status, now, cooldown)
         wants_retrain = blocked is None
         message += blocked or ""
     else:
@@ -516,8 +461,8 @@ class Reconciler:
         interval = max(parse_duration(spec.interval), 1.0)
         events: list[tuple[str, str, str]] = []
 
-        # The loop first: follow the retrain we started, promote its model.
-        await self._follow_retrain(ctx, spec, body, status, events, now)
+        # The loop first: follow the retrain we started, evaluate and promote its model.
+        verdict_due = await retrain.follow(ctx, spec, body, status, events, now)
 
         target = ctx.store.get(MODEL_DEPLOYMENT, namespace, spec.model_deployment)
         last = parse_time(prev.last_check_time)
@@ -565,6 +510,12 @@ class Reconciler:
                 )
             else:
                 self._holds.pop(key, None)
+        conds = [cd for cd in conds if cd.type != retrain.RETRAIN_ACCEPTED]
+        accepted = retrain.accepted_condition(status)
+        if accepted is not None:
+            conds.append(accepted)
+        if verdict_due is not None:
+            requeue = min(requeue, verdict_due)
         new_status = finish_status(body, status, conds, stamp)
         written = await write_status(ctx, body, new_status)
         if written and not events:
@@ -626,103 +577,10 @@ class Reconciler:
         if status.drifted is not None:
             metrics.DRIFT_DETECTED.labels(namespace, name).set(1 if status.drifted else 0)
         if verdict.wants_retrain:
-            status.message = (status.message or "") + await self._start_retrain(
+            status.message = (status.message or "") + await retrain.start(
                 ctx, spec, body, status, events, now
             )
         return verdict.conds
-
-    async def _start_retrain(
-        self,
-        ctx: Ctx,
-        spec: DriftMonitorSpec,
-        body: dict[str, Any],
-        status: DriftMonitorStatus,
-        events: list[tuple[str, str, str]],
-        now: dt.datetime,
-    ) -> str:
-        number = status.retrains + 1
-        job = retrain_name(body["metadata"]["name"], number)
-        # Count it in status first: a crash before the create re-creates the same name.
-        status.retrains = number
-        status.last_retrain = RetrainRecord(training_job=job, time=rfc3339(now), result="Running")
-        await write_status(
-            ctx,
-            body,
-            finish_status(
-                body,
-                status,
-                [
-                    c.Cond(c.READY, True, c.RECONCILED, "retraining"),
-                    c.Cond(c.DRIFTED, True, c.DRIFT_DETECTED, "retraining"),
-                ],
-                rfc3339(now),
-            ),
-        )
-        body = ctx.store.get(KIND, body["metadata"]["namespace"], body["metadata"]["name"]) or body
-        await ctx.kube.apply(_render_retrain(spec, body, job))
-        metrics.RETRAINS.labels(body["metadata"]["namespace"], body["metadata"]["name"]).inc()
-        events.append(("Normal", "RetrainStarted", f"created TrainingJob {job}"))
-        return f"; retraining in {job}"
-
-    async def _follow_retrain(
-        self,
-        ctx: Ctx,
-        spec: DriftMonitorSpec,
-        body: dict[str, Any],
-        status: DriftMonitorStatus,
-        events: list[tuple[str, str, str]],
-        now: dt.datetime,
-    ) -> None:
-        last = status.last_retrain
-        if last is None or last.result != "Running":
-            return
-        namespace = body["metadata"]["namespace"]
-        tj = ctx.store.get(TRAINING_JOB, namespace, last.training_job)
-        if tj is None:
-            if spec.on_drift.retrain is not None:
-                # Counted but not created (a crash in between): create it now.
-                await ctx.kube.apply(_render_retrain(spec, body, last.training_job))
-            return
-        tj_status = tj.get("status") or {}
-        phase = tj_status.get("phase")
-        if phase == "Failed":
-            last.result = "Failed"
-            events.append(
-                (
-                    "Warning",
-                    "RetrainFailed",
-                    f"TrainingJob {last.training_job} failed: "
-                    f"{tj_status.get('message', '')}; not promoted",
-                )
-            )
-        elif phase == "Succeeded":
-            uri = tj_status.get("modelUri")
-            last.model_uri = uri
-            last.result = "Succeeded"
-            target = ctx.store.get(MODEL_DEPLOYMENT, namespace, spec.model_deployment)
-            if spec.on_drift.promote and uri and target is not None:
-                patch = _promotion_patch(target, uri)
-                try:
-                    await ctx.kube.merge_patch(
-                        "kubeloop.io/v1alpha1",
-                        MODEL_DEPLOYMENT,
-                        namespace,
-                        spec.model_deployment,
-                        patch,
-                        field_manager=PROMOTER,
-                    )
-                except KubeError as err:
-                    events.append(("Warning", "PromotionFailed", str(err)))
-                    return
-                last.result = "Promoted"
-                where = "as canary" if "canary" in patch["spec"] else "as the model"
-                events.append(
-                    (
-                        "Normal",
-                        "Promoted",
-                        f"ModelDeployment {spec.model_deployment} now serves {uri} {where}",
-                    )
-                )
 
 
 def _carried(prev: DriftMonitorStatus) -> list[c.Cond]:

@@ -17,7 +17,7 @@ from kubeloop.api.modeldeployment import (
     ModelDeploymentStatus,
     ModelSource,
 )
-from kubeloop.controllers import computetemplate
+from kubeloop.controllers import computetemplate, history
 from kubeloop.controllers.common import (
     Ctx,
     begin,
@@ -323,6 +323,14 @@ def plan(
             )
         )
         status.active_model_uri = stable_uri
+    status.history = history.update(
+        prev.history,
+        status.active_model_uri,
+        rfc3339(now),
+        meta.get("annotations") or {},
+        stable_res.training_job,
+        observed.pods,
+    )
     if spec.canary is not None and canary_uri and canary_status is not None:
         if canary_status.state == ROLLED_BACK and observed.canary is None:
             pass

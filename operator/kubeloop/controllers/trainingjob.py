@@ -12,7 +12,7 @@ from typing import Any
 
 from kubeloop import conditions as c
 from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus, WorkerCounts
-from kubeloop.controllers import computetemplate
+from kubeloop.controllers import computetemplate, trainingprogress
 from kubeloop.controllers.common import (
     Ctx,
     begin,
@@ -439,6 +439,11 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     )
     decided = plan(spec, body, observed, now)
     decided.status.compute = applied.template
+    next_read = await trainingprogress.observe(
+        key, spec, decided.status, prev_status, observed.pods
+    )
+    if next_read is not None:
+        decided.requeue_after = min(decided.requeue_after or next_read, next_read)
     template_cond = computetemplate.condition(applied)
     if template_cond is not None:
         decided.conds.append(template_cond)
@@ -502,8 +507,6 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
         await record_event(
             ctx,
             body,
-            *transition_event(
-                decided.status.phase, decided.status.message or "", decided.conds
-            ),
+            *transition_event(decided.status.phase, decided.status.message or "", decided.conds),
         )
     return Result(requeue_after=decided.requeue_after)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubeloop import progress
 from kubeloop.api.trainingjob import TrainingJobSpec
 from kubeloop.render import storage
 from kubeloop.render.common import (
@@ -86,6 +87,10 @@ def worker_env(
     env = rendezvous_env(spec, name, namespace, attempt)
     env += [{"name": "KUBELOOP_TRAINING_JOB", "value": name}]
     env += [{"name": "KUBELOOP_ATTEMPT", "value": str(attempt)}]
+    if spec.progress_port != progress.DEFAULT_PORT:
+        # Only when not the default: the pod template (and its hash) of every job that
+        # keeps the default stays as it was before progress reporting existed.
+        env.append({"name": progress.PORT_ENV, "value": str(spec.progress_port)})
     if spec.dataset is not None:
         env.append({"name": "KUBELOOP_DATASET_URI", "value": storage.local_uri(spec.dataset.uri)})
     if spec.output is not None:

@@ -108,4 +108,24 @@ def run_fetch(args: argparse.Namespace) -> int:
         args.uri,
         args.dest,
     )
+    _report_manifest(args.dest)
     return 0
+
+
+def _report_manifest(dest: Path) -> None:
+    """The sha256 of the manifest, in the container's termination message: the operator
+    records it in the ModelDeployment's history (which model, byte for byte)."""
+    import hashlib
+    import json
+
+    from kubeloop.progress import DEFAULT_TERMINATION_LOG, TERMINATION_LOG_ENV
+    from kubeloop.serving.fetch import MANIFEST_FILE
+
+    path = os.environ.get(TERMINATION_LOG_ENV) or DEFAULT_TERMINATION_LOG
+    if TERMINATION_LOG_ENV not in os.environ and not Path(path).exists():
+        return  # not in a container: nothing to tell
+    digest = hashlib.sha256((dest / MANIFEST_FILE).read_bytes()).hexdigest()
+    try:
+        Path(path).write_text(json.dumps({"manifestSha256": digest}))
+    except OSError as exc:
+        log.warning("Cannot write the termination message %s: %s", path, exc)

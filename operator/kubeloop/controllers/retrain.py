@@ -1,0 +1,479 @@
+"""The closed loop of a DriftMonitor: retrain, evaluate, promote.
+
+On drift the monitor creates one TrainingJob from its template (its name comes from a
+counter kept in status, so a restart never creates two). When the run succeeds:
+
+- without `onDrift.evaluate`, its model is promoted when `promote` is set;
+- with it, an evaluation Job scores the serving model (the champion) and the new one
+  (the challenger) on the same labelled data and writes its verdict to its termination
+  message; only a challenger that passes is promoted. A worse one is `Rejected`, an
+  evaluation that cannot run is `EvaluationFailed`; in both cases the champion keeps
+  serving and the cooldown still applies.
+
+Each retrain that ends is kept, newest first, in `status.retrains` (the last 10).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from typing import Any
+
+from kubeloop import conditions as c
+from kubeloop import metrics
+from kubeloop.api.driftmonitor import (
+    DriftMonitorSpec,
+    DriftMonitorStatus,
+    Evaluation,
+    RetrainRecord,
+)
+from kubeloop.controllers.common import (
+    Ctx,
+    finish_status,
+    owner_reference,
+    parse_time,
+    rfc3339,
+    write_status,
+)
+from kubeloop.kube import KubeError
+from kubeloop.progress import MAX_MESSAGE_BYTES
+from kubeloop.render import evaluation as render_eval
+from kubeloop.render.common import MANAGED_BY
+
+KIND = "DriftMonitor"
+MODEL_DEPLOYMENT = "ModelDeployment"
+TRAINING_JOB = "TrainingJob"
+EVAL_JOB = "DriftMonitor/Job"
+EVAL_POD = "DriftMonitor/Pod"
+MONITOR_LABEL = "kubeloop.io/drift-monitor"
+# Says who put a model on a ModelDeployment, for its history (`status.history`).
+PROMOTION_ANNOTATION = "kubeloop.io/promotion"
+# The one writer of a user's spec: promotion of a retrained model (onDrift.promote).
+PROMOTER = "kubeloop-promoter"
+MAX_RETRAINS_KEPT = 10
+# How long a finished evaluation Job's verdict may take to reach us with its pod.
+VERDICT_GRACE = 10.0
+
+RUNNING = "Running"
+EVALUATING = "Evaluating"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+PROMOTED = "Promoted"
+REJECTED = "Rejected"
+EVALUATION_FAILED = "EvaluationFailed"
+IN_FLIGHT = frozenset({RUNNING, EVALUATING})
+
+RETRAIN_ACCEPTED = "RetrainAccepted"
+
+Events = list[tuple[str, str, str]]
+
+
+def retrain_name(monitor: str, number: int) -> str:
+    return f"{monitor}-retrain-{number}"
+
+
+def render_retrain(spec: DriftMonitorSpec, body: dict[str, Any], name: str) -> dict[str, Any]:
+    assert spec.on_drift.retrain is not None
+    template = spec.on_drift.retrain.template.dump()
+    output = template.get("output") or {}
+    if "uri" in output:
+        output["uri"] = output["uri"].replace("{trainingJob}", name)
+    meta = body["metadata"]
+    return {
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": TRAINING_JOB,
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {**MANAGED_BY, MONITOR_LABEL: meta["name"]},
+            "ownerReferences": [owner_reference(body)],
+        },
+        "spec": template,
+    }
+
+
+def promotion_patch(
+    target: dict[str, Any], uri: str, monitor: str, record: RetrainRecord
+) -> dict[str, Any]:
+    """Canary first when the deployment has canary settings, else the model itself; the
+    annotation tells the deployment's history who made the change and on what scores."""
+    spec = target.get("spec") or {}
+    who: dict[str, Any] = {
+        "uri": uri,
+        "by": f"{KIND}/{monitor}",
+        "trainingJob": record.training_job,
+    }
+    ev = record.evaluation
+    if ev is not None and ev.passed:
+        who["evaluation"] = {
+            "metric": ev.metric,
+            "champion": ev.champion,
+            "challenger": ev.challenger,
+        }
+    model = {"uri": uri, "fromTrainingJob": None}
+    patch: dict[str, Any] = {
+        "metadata": {"annotations": {PROMOTION_ANNOTATION: json.dumps(who, sort_keys=True)}}
+    }
+    patch["spec"] = {"canary": {"model": model}} if spec.get("canary") else {"model": model}
+    return patch
+
+
+def retrain_blocked(
+    spec: DriftMonitorSpec, status: DriftMonitorStatus, now: dt.datetime, cooldown: float
+) -> str | None:
+    """None when a retrain should start now; else what holds it back, for the message."""
+    if spec.on_drift.retrain is None:
+        return ""
+    last = status.last_retrain
+    if last is not None and last.result == RUNNING:
+        return f"; retraining in {last.training_job}"
+    if last is not None and last.result == EVALUATING and last.evaluation is not None:
+        return f"; evaluating {last.training_job} in Job {last.evaluation.job}"
+    if last is not None:
+        since = (now - (parse_time(last.time) or now)).total_seconds()
+        if since < cooldown:
+            until = now + dt.timedelta(seconds=cooldown - since)
+            return f"; retrain cooldown until {rfc3339(until)}"
+    return None
+
+
+async def start(
+    ctx: Ctx,
+    spec: DriftMonitorSpec,
+    body: dict[str, Any],
+    status: DriftMonitorStatus,
+    events: Events,
+    now: dt.datetime,
+) -> str:
+    """Create the next retrain; returns the words for the monitor's message."""
+    number = status.retrain_count + 1
+    job = retrain_name(body["metadata"]["name"], number)
+    # Count it in status first: a crash before the create re-creates the same name.
+    status.retrain_count = number
+    status.last_retrain = RetrainRecord(training_job=job, time=rfc3339(now), result=RUNNING)
+    await write_status(
+        ctx,
+        body,
+        finish_status(
+            body,
+            status,
+            [
+                c.Cond(c.READY, True, c.RECONCILED, "retraining"),
+                c.Cond(c.DRIFTED, True, c.DRIFT_DETECTED, "retraining"),
+            ],
+            rfc3339(now),
+        ),
+    )
+    body = ctx.store.get(KIND, body["metadata"]["namespace"], body["metadata"]["name"]) or body
+    await ctx.kube.apply(render_retrain(spec, body, job))
+    metrics.RETRAINS.labels(body["metadata"]["namespace"], body["metadata"]["name"]).inc()
+    events.append(("Normal", "RetrainStarted", f"created TrainingJob {job}"))
+    return f"; retraining in {job}"
+
+
+async def follow(
+    ctx: Ctx,
+    spec: DriftMonitorSpec,
+    body: dict[str, Any],
+    status: DriftMonitorStatus,
+    events: Events,
+    now: dt.datetime,
+) -> float | None:
+    """Move the latest retrain on (run → evaluation → promotion); returns when to look
+    again if a verdict is on its way, else None."""
+    last = status.last_retrain
+    if last is None or last.result not in IN_FLIGHT:
+        return None
+    if last.result == RUNNING:
+        await _follow_training(ctx, spec, body, status, last, events, now)
+    if last.result == EVALUATING:
+        return await _follow_evaluation(ctx, spec, body, status, last, events, now)
+    return None
+
+
+async def _follow_training(
+    ctx: Ctx,
+    spec: DriftMonitorSpec,
+    body: dict[str, Any],
+    status: DriftMonitorStatus,
+    last: RetrainRecord,
+    events: Events,
+    now: dt.datetime,
+) -> None:
+    namespace = body["metadata"]["namespace"]
+    tj = ctx.store.get(TRAINING_JOB, namespace, last.training_job)
+    if tj is None:
+        if spec.on_drift.retrain is not None:
+            # Counted but not created (a crash in between): create it now.
+            await ctx.kube.apply(render_retrain(spec, body, last.training_job))
+        return
+    tj_status = tj.get("status") or {}
+    phase = tj_status.get("phase")
+    if phase == "Failed":
+        events.append(
+            (
+                "Warning",
+                "RetrainFailed",
+                f"TrainingJob {last.training_job} failed: "
+                f"{tj_status.get('message', '')}; not promoted",
+            )
+        )
+        _conclude(status, last, FAILED, now)
+    elif phase == "Succeeded":
+        last.model_uri = tj_status.get("modelUri")
+        if spec.on_drift.evaluate is not None and last.model_uri:
+            await _start_evaluation(ctx, spec, body, last, events)
+        else:
+            await _promote(ctx, spec, body, status, last, events, now)
+
+
+async def _start_evaluation(
+    ctx: Ctx,
+    spec: DriftMonitorSpec,
+    body: dict[str, Any],
+    last: RetrainRecord,
+    events: Events,
+) -> None:
+    evaluate = spec.on_drift.evaluate
+    assert evaluate is not None and last.model_uri is not None
+    namespace = body["metadata"]["namespace"]
+    target = ctx.store.get(MODEL_DEPLOYMENT, namespace, spec.model_deployment)
+    champion = ((target or {}).get("status") or {}).get("activeModelUri")
+    name = render_eval.job_name(last.training_job)
+    last.result = EVALUATING
+    last.evaluation = Evaluation(job=name, metric=evaluate.metric, champion_uri=champion)
+    await _create_evaluation(ctx, spec, body, last)
+    against = f"the champion {champion}" if champion else "no champion (only the floor)"
+    events.append(
+        (
+            "Normal",
+            "EvaluationStarted",
+            f"Job {name} scores {last.model_uri} against {against} on {evaluate.metric}",
+        )
+    )
+
+
+async def _create_evaluation(
+    ctx: Ctx, spec: DriftMonitorSpec, body: dict[str, Any], last: RetrainRecord
+) -> None:
+    """Create the Job unless it exists: the same name is created again after a crash."""
+    evaluate, ev = spec.on_drift.evaluate, last.evaluation
+    assert evaluate is not None and ev is not None and last.model_uri is not None
+    namespace = body["metadata"]["namespace"]
+    if ctx.store.get(EVAL_JOB, namespace, ev.job) is not None:
+        return
+    retrain = spec.on_drift.retrain
+    job = render_eval.render_job(
+        evaluate,
+        name=ev.job,
+        namespace=namespace,
+        monitor=body["metadata"]["name"],
+        champion=ev.champion_uri,
+        challenger=last.model_uri,
+        image=ctx.config.image,
+        owner=owner_reference(body, controller=False),
+        fallback_scheduling=retrain.template.scheduling if retrain else None,
+    )
+    created = await ctx.kube.apply(job)
+    ctx.store.put(EVAL_JOB, created, owner=body["metadata"]["name"])
+
+
+async def _follow_evaluation(
+    ctx: Ctx,
+    spec: DriftMonitorSpec,
+    body: dict[str, Any],
+    status: DriftMonitorStatus,
+    last: RetrainRecord,
+    events: Events,
+    now: dt.datetime,
+) -> float | None:
+    ev = last.evaluation
+    assert ev is not None
+    namespace = body["metadata"]["namespace"]
+    if spec.on_drift.evaluate is None:
+        # The gate was taken out of the spec meanwhile: the spec decides, as without it.
+        await _promote(ctx, spec, body, status, last, events, now)
+        return None
+    job = ctx.store.get(EVAL_JOB, namespace, ev.job)
+    if job is None:
+        await _create_evaluation(ctx, spec, body, last)  # lost (a crash, or its TTL)
+        return None
+    done = _job_condition(job, "Complete") or _job_condition(job, "Failed")
+    if done is None:
+        return None
+    pod = _latest_pod(ctx, namespace, body["metadata"]["name"], ev.job)
+    verdict = parse_verdict(_termination_message(pod))
+    since = parse_time(done.get("lastTransitionTime")) or now
+    if verdict is None and pod is None and (now - since).total_seconds() < VERDICT_GRACE:
+        return 1.0  # its pod, with the verdict, has not reached us yet
+    if verdict is None or "error" in verdict:
+        why = (verdict or {}).get("error") or _no_verdict(job, done, pod)
+        ev.passed, ev.reason, ev.message = False, EVALUATION_FAILED, str(why)
+        events.append(
+            (
+                "Warning",
+                EVALUATION_FAILED,
+                f"evaluation Job {ev.job} gave no verdict: {why}; {last.model_uri} is not promoted",
+            )
+        )
+        _conclude(status, last, EVALUATION_FAILED, now)
+        return None
+    ev.champion, ev.challenger = verdict.get("champion"), verdict.get("challenger")
+    ev.passed, ev.reason = bool(verdict["passed"]), str(verdict.get("reason") or "")
+    ev.message = str(verdict.get("message") or "")
+    if ev.passed:
+        events.append(("Normal", "EvaluationPassed", f"{last.model_uri}: {ev.message}"))
+        await _promote(ctx, spec, body, status, last, events, now)
+        return None
+    keeps = f"; {ev.champion_uri} keeps serving" if ev.champion_uri else ""
+    events.append(
+        (
+            "Warning",
+            REJECTED,
+            f"{last.model_uri} rejected by the evaluation gate: {ev.message}{keeps}",
+        )
+    )
+    _conclude(status, last, REJECTED, now)
+    return None
+
+
+async def _promote(
+    ctx: Ctx,
+    spec: DriftMonitorSpec,
+    body: dict[str, Any],
+    status: DriftMonitorStatus,
+    last: RetrainRecord,
+    events: Events,
+    now: dt.datetime,
+) -> None:
+    """Point the ModelDeployment at the new model when `promote` is set."""
+    namespace, monitor = body["metadata"]["namespace"], body["metadata"]["name"]
+    target = ctx.store.get(MODEL_DEPLOYMENT, namespace, spec.model_deployment)
+    uri = last.model_uri
+    if not (spec.on_drift.promote and uri and target is not None):
+        _conclude(status, last, SUCCEEDED, now)
+        return
+    patch = promotion_patch(target, uri, monitor, last)
+    try:
+        await ctx.kube.merge_patch(
+            "kubeloop.io/v1alpha1",
+            MODEL_DEPLOYMENT,
+            namespace,
+            spec.model_deployment,
+            patch,
+            field_manager=PROMOTER,
+        )
+    except KubeError as err:
+        events.append(("Warning", "PromotionFailed", str(err)))
+        _conclude(status, last, SUCCEEDED, now)
+        return
+    where = "as canary" if "canary" in patch["spec"] else "as the model"
+    events.append(
+        ("Normal", PROMOTED, f"ModelDeployment {spec.model_deployment} now serves {uri} {where}")
+    )
+    _conclude(status, last, PROMOTED, now)
+
+
+def _conclude(
+    status: DriftMonitorStatus, last: RetrainRecord, result: str, now: dt.datetime
+) -> None:
+    """The retrain's final result, and its entry in the history (newest first)."""
+    last.result = result
+    last.finish_time = rfc3339(now)
+    kept = [r for r in status.retrains if r.training_job != last.training_job]
+    status.retrains = [last.model_copy(deep=True), *kept][:MAX_RETRAINS_KEPT]
+
+
+def accepted_condition(status: DriftMonitorStatus) -> c.Cond | None:
+    """`RetrainAccepted`: the evaluation gate's word on the latest retrain."""
+    last = status.last_retrain
+    ev = last.evaluation if last is not None else None
+    if last is None or ev is None:
+        return None
+    if last.result == EVALUATING:
+        return c.Cond(
+            RETRAIN_ACCEPTED, None, EVALUATING, f"evaluating {last.model_uri} in Job {ev.job}"
+        )
+    if ev.passed is None:
+        return None
+    message = ev.message or ""
+    if ev.reason != EVALUATION_FAILED:
+        message = f"{ev.metric}: challenger {ev.challenger}, champion {ev.champion}; {message}"
+    return c.Cond(RETRAIN_ACCEPTED, ev.passed, ev.reason or EVALUATION_FAILED, message)
+
+
+def parse_verdict(text: str | None) -> dict[str, Any] | None:
+    """The evaluation's termination message: a verdict with numeric scores, or an
+    error. Anything else (empty, oversized, not JSON, missing fields) is None."""
+    if not text or len(text.encode()) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("error"), str):
+        return {"error": data["error"][:512]}
+    challenger, champion = data.get("challenger"), data.get("champion")
+    if not isinstance(challenger, int | float) or not _finite(challenger):
+        return None
+    if not (champion is None or _finite(champion)):
+        return None
+    if not isinstance(data.get("passed"), bool):
+        return None
+    return {
+        "champion": None if champion is None else float(champion),
+        "challenger": float(challenger),
+        "passed": data["passed"],
+        "reason": str(data.get("reason") or "")[:64],
+        "message": str(data.get("message") or "")[:512],
+    }
+
+
+def _finite(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+def _job_condition(job: dict[str, Any], ctype: str) -> dict[str, Any] | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def _latest_pod(ctx: Ctx, namespace: str, monitor: str, job: str) -> dict[str, Any] | None:
+    pods = [
+        p
+        for p in ctx.store.owned(EVAL_POD, namespace, monitor)
+        if (p["metadata"].get("labels") or {}).get("job-name") == job
+    ]
+    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    return pods[-1] if pods else None
+
+
+def _terminated(pod: dict[str, Any] | None) -> dict[str, Any]:
+    for cs in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == render_eval.CONTAINER:
+            return dict((cs.get("state") or {}).get("terminated") or {})
+    return {}
+
+
+def _termination_message(pod: dict[str, Any] | None) -> str | None:
+    message = _terminated(pod).get("message")
+    return str(message) if message else None
+
+
+def _no_verdict(job: dict[str, Any], done: dict[str, Any], pod: dict[str, Any] | None) -> str:
+    """Why a finished evaluation gave nothing to read, in the cluster's own words."""
+    term = _terminated(pod)
+    if done.get("type") == "Complete":
+        return "the evaluation Job completed without a verdict in its termination message"
+    if term:
+        return f"exit code {term.get('exitCode')} ({term.get('reason', '')})"
+    return f"{done.get('reason', 'Failed')}: {done.get('message', 'the Job failed')}"
