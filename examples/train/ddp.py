@@ -6,7 +6,9 @@ Run it under torchrun, which reads the PET_* variables of a TrainingJob worker
 starts one process per GPU; each process then joins the group through MASTER_ADDR and
 MASTER_PORT (torchrun sets RANK, WORLD_SIZE and LOCAL_RANK for it). Without GPUs it
 uses the gloo backend on CPU. Hyperparameters come as HP_<NAME> variables or flags;
-rank 0 writes the model and a summary to KUBELOOP_OUTPUT_URI (a path or file:// URI).
+rank 0 writes the model and a summary to KUBELOOP_OUTPUT_URI (a path or file:// URI),
+and reports its progress and loss with kubeloop.train where kubeloop is installed
+(docs/training-progress.md).
 
     torchrun examples/train/ddp.py --steps 100
 """
@@ -23,6 +25,11 @@ from urllib.parse import urlsplit
 import torch
 import torch.distributed as dist
 from torch import nn
+
+try:  # progress reporting, where the image has kubeloop (it need not: the image is yours)
+    import kubeloop.train as progress
+except ImportError:
+    progress = None  # type: ignore[assignment]
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,6 +76,8 @@ def main() -> int:
         if step == 0:
             first_loss = loss.item()
         last_loss = loss.item()
+        if rank == 0 and progress is not None:
+            progress.report(step=step + 1, total_steps=args.steps, metrics={"loss": last_loss})
 
     # Gradients were averaged by all-reduce, so every rank must hold the same weights.
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -95,6 +104,8 @@ def main() -> int:
         out.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), out / "model.pt")
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if rank == 0 and progress is not None:
+        progress.finish({"loss": last_loss})
     dist.destroy_process_group()
     return 0 if summary["weights_equal_across_ranks"] and last_loss < first_loss else 1
 

@@ -16,6 +16,10 @@ hyperparameter ``NAME`` from ``HP_NAME`` (``HP_N_ESTIMATORS``, ``HP_SEED``, ...)
 the output directory from ``KUBELOOP_OUTPUT_URI`` (a ``file://`` URI or a path). Flags
 win over the environment.
 
+Progress goes to Kubeloop through ``kubeloop.train`` (docs/training-progress.md): once
+fitted, the held-out accuracy of each boosting stage as one step each, and the final
+accuracy as the pod's termination message at the end.
+
 ``--shift F`` moves every feature by F of its standard deviations before training:
 a stand-in for "the world changed", so that the demo can retrain on drifted data.
 """
@@ -42,6 +46,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
+import kubeloop.train
 from kubeloop.drift.profile import build_profile, save_profile
 from kubeloop.serving.fetch import write_manifest
 from kubeloop.serving.model import (
@@ -149,6 +154,22 @@ def make_estimator(args: argparse.Namespace) -> Any:
     return GradientBoostingClassifier(n_estimators=args.n_estimators, random_state=args.seed)
 
 
+def report_progress(estimator: Any, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Report held-out accuracy per step to Kubeloop (docs/training-progress.md) and
+    return the final one: one step per boosting stage, or a single step for a model
+    fitted in one go."""
+    if isinstance(estimator, GradientBoostingClassifier):
+        total = estimator.n_estimators_
+        accuracy = 0.0
+        for stage, predicted in enumerate(estimator.staged_predict(x_test), start=1):
+            accuracy = float(np.mean(predicted == y_test))
+            kubeloop.train.report(step=stage, total_steps=total, metrics={"accuracy": accuracy})
+        return accuracy
+    accuracy = float(estimator.score(x_test, y_test))
+    kubeloop.train.report(step=1, total_steps=1, metrics={"accuracy": accuracy})
+    return accuracy
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.n_estimators < 1:
@@ -161,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         data, target, test_size=0.25, random_state=args.seed, stratify=target
     )
     estimator = make_estimator(args).fit(x_train, y_train)
-    accuracy = float(estimator.score(x_test, y_test))
+    accuracy = report_progress(estimator, x_test, y_test)
 
     output.mkdir(parents=True, exist_ok=True)
     joblib.dump(estimator, output / MODEL_FILE)
@@ -190,10 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         },
         metrics={"accuracy": accuracy},
         training_rows=len(x_train),
+        label_column="species",  # the class column of a CSV dataset (`kubeloop evaluate`)
     )
     (output / METADATA_FILE).write_text(metadata.model_dump_json(indent=1) + "\n")
     # Last: a manifest marks the directory complete.
     write_manifest(output)
+    # The result, as the TrainingJob's status shows it (the pod's termination message).
+    kubeloop.train.finish({"accuracy": accuracy})
 
     json.dump(
         {"output": str(output), "version": metadata.version, "accuracy": accuracy},

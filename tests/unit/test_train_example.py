@@ -15,6 +15,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from kubeloop.drift.profile import load_profile
+from kubeloop.progress import parse_final
 from kubeloop.serving.fetch import fetch_model
 from kubeloop.serving.model import load_model, read_metadata
 
@@ -28,6 +29,7 @@ FEATURES = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width
 
 def train(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("HP_", "KUBELOOP_"))}
+    environ["KUBELOOP_PROGRESS_PORT"] = "0"  # no progress server: tests run side by side
     environ.update(env)
     environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO / "operator"), os.environ.get("PYTHONPATH")) if p
@@ -72,6 +74,7 @@ def test_metadata_describes_the_model(trained: Path) -> None:
     assert extra["hyperparameters"]["n_estimators"] == 20
     assert extra["hyperparameters"]["seed"] == 3
     assert extra["metrics"]["accuracy"] > 0.85
+    assert extra["label_column"] == "species"
 
 
 def test_profile_covers_the_training_features(trained: Path) -> None:
@@ -133,8 +136,10 @@ def test_trains_on_the_dataset_it_is_given(tmp_path: Path) -> None:
     """KUBELOOP_DATASET_URI, as a TrainingJob passes `spec.dataset.uri`: the profile is the
     given data's, not the bundled iris."""
     write_iris_csv(tmp_path / "shifted.csv", shift=3.0)
-    done = train(KUBELOOP_DATASET_URI=f"file://{tmp_path}/shifted.csv",
-                 KUBELOOP_OUTPUT_URI=str(tmp_path / "model"))
+    done = train(
+        KUBELOOP_DATASET_URI=f"file://{tmp_path}/shifted.csv",
+        KUBELOOP_OUTPUT_URI=str(tmp_path / "model"),
+    )
     assert done.returncode == 0, done.stderr
     profile = load_profile(tmp_path / "model" / "profile.json")
     iris_min = load_iris().data.min(axis=0)
@@ -144,3 +149,22 @@ def test_trains_on_the_dataset_it_is_given(tmp_path: Path) -> None:
     bad.write_text("a,b,label\n1,2,x\n")
     refused = train("--data", str(bad), "--output", str(tmp_path / "m2"))
     assert refused.returncode != 0 and "species" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "steps"),
+    [(("--n-estimators", "6"), 6), (("--estimator", "logistic-regression"), 1)],
+)
+def test_termination_log_holds_the_final_accuracy(
+    tmp_path: Path, args: tuple[str, ...], steps: int
+) -> None:
+    """What the TrainingJob's status shows at the end: the pod's termination message."""
+    log = tmp_path / "termination-log"
+    done = train("--output", str(tmp_path / "model"), *args, KUBELOOP_TERMINATION_LOG=str(log))
+    assert done.returncode == 0, done.stderr
+    final = parse_final(log.read_text())
+    assert final is not None
+    assert (final.step, final.total_steps) == (steps, steps)
+    accuracy = json.loads(done.stdout)["accuracy"]
+    assert final.metrics == {"accuracy": accuracy}
+    assert read_metadata(tmp_path / "model").model_extra["metrics"] == {"accuracy": accuracy}  # type: ignore[index]
