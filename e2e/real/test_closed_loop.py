@@ -164,4 +164,4 @@ def test_drift_retrain_promote_rollout(
         return status if status and status.get("lastCheckTime") != before else None
 
     final = wait_for(healthy_again, 90, "Healthy against the new reference")
-    assert final["phase"] == "Healthy" and final["retrains"] == 1
+    assert final["phase"] == "Healthy" and final["retrainCount"] == 1

@@ -70,6 +70,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """Exit 0 with a verdict (Passed or Rejected), 2 when none could be reached."""
+    from kubeloop.evaluation import EvaluationError
+    from kubeloop.evaluation.command import (
+        error_message,
+        evaluate,
+        format_table,
+        termination_message,
+        to_json,
+        write_termination_log,
+    )
+
+    try:
+        result = evaluate(
+            champion=args.champion or None,
+            challenger=args.challenger,
+            data=args.data,
+            metric=args.metric,
+            label_column=args.label_column or None,
+            min_improvement=args.min_improvement,
+            floor=args.floor,
+        )
+        if args.termination_log:
+            write_termination_log(args.termination_log, termination_message(result))
+    except EvaluationError as exc:
+        print(f"kubeloop evaluate: {exc}", file=sys.stderr)
+        if args.termination_log:
+            try:
+                write_termination_log(args.termination_log, error_message(str(exc)))
+            except EvaluationError as log_exc:
+                print(f"kubeloop evaluate: {log_exc}", file=sys.stderr)
+        return 2
+    print(to_json(result) if args.json else format_table(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubeloop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +159,53 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("KUBELOOP_LOG_FORMAT", "json"),
     )
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score a champion and a challenger model on labelled data and gate",
+        description="Score the challenger (and the champion, when given) on the same "
+        "labelled CSV or Parquet data with one metric, and decide whether the challenger "
+        "passes: it must reach --floor and beat the champion by --min-improvement. "
+        "Exit 0 with a verdict (Passed or Rejected), 2 when none could be reached. "
+        "model.joblib is unpickled: evaluate only models from a trusted source.",
+    )
+    p.add_argument("--champion", metavar="URI", help="the model in service (path or file://)")
+    p.add_argument(
+        "--challenger", metavar="URI", required=True, help="the candidate (path or file://)"
+    )
+    p.add_argument(
+        "--data", metavar="URI", required=True, help="labelled .csv or .parquet (path or file://)"
+    )
+    p.add_argument(
+        "--metric",
+        required=True,
+        metavar="NAME",
+        help="accuracy, f1, roc_auc, r2 (higher is better); log_loss, rmse, mae (lower)",
+    )
+    p.add_argument(
+        "--label-column", help="the column of true labels (default: model.json's label_column)"
+    )
+    p.add_argument(
+        "--min-improvement",
+        type=float,
+        default=0.0,
+        help="how much better than the champion the challenger must score (default 0: "
+        "at least as good)",
+    )
+    p.add_argument(
+        "--floor",
+        type=float,
+        help="the score the challenger must reach (a ceiling for lower-is-better metrics)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument(
+        "--termination-log",
+        metavar="PATH",
+        default=os.environ.get("KUBELOOP_TERMINATION_LOG") or None,
+        help="also write the result (or the error) as compact JSON here, at most 4096 "
+        "bytes (env KUBELOOP_TERMINATION_LOG)",
+    )
+    p.set_defaults(func=_cmd_evaluate)
 
     from kubeloop.drift.cli import add_commands as add_drift
     from kubeloop.serving.cli import add_commands as add_serving

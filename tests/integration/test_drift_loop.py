@@ -140,7 +140,17 @@ def test_drift_retrains_once_and_promotes(
         "kubeloop.io", "v1alpha1", namespace, "trainingjobs"
     )["items"]
     assert [j["metadata"]["name"] for j in jobs] == ["watch-retrain-1"]
-    assert again["retrains"] == 1
+    assert again["retrainCount"] == 1
+    # The audit trail: the monitor's retrains, and who changed the deployment's model.
+    assert [(r["trainingJob"], r["result"]) for r in again["retrains"]] == [
+        ("watch-retrain-1", "Promoted")
+    ]
+    served = cluster.status(MD, namespace, "iris")["history"]
+    assert [(h["uri"], h["changedBy"]) for h in served] == [
+        (new_uri, "DriftMonitor/watch"),
+        (f"file://{model_v1}", "user"),
+    ]
+    assert served[1]["to"] == served[0]["from"] and "to" not in served[0]
     reasons = [e.reason for e in cluster.events_for(namespace, "watch")]
     assert {"DriftDetected", "RetrainStarted", "Promoted", "DriftReset"} <= set(reasons)
 
@@ -309,3 +319,77 @@ def test_an_unavailable_source_is_checked_once_an_interval(
 
     stays(record, 10, "polling the check times")
     assert 2 <= len(seen) <= 4, sorted(seen)  # 10 s at one check per 4 s
+
+
+def test_evaluation_without_a_verdict_is_never_a_promotion(
+    cluster: Cluster, namespace: str, server: ModelServer, model_v1: Path, tmp_path: Path
+) -> None:
+    """With a gate, a succeeded retrain is scored by an evaluation Job first. On the
+    simulated nodes that Job's pod runs nothing and so leaves no verdict: the operator
+    must say so and keep the champion, never promote on a verdict it did not read."""
+    train(tmp_path / "gated-retrain-1", shift=2.0)
+    champion = f"file://{model_v1}"
+    cluster.create(MD, namespace, "iris", {"model": {"uri": champion}})
+    cluster.wait_phase(MD, namespace, "iris", "Ready", 30)
+    spec = monitor_spec(server, tmp_path)
+    spec["onDrift"]["evaluate"] = {
+        "data": {"uri": "pvc://holdout/iris.csv"},
+        "metric": "accuracy",
+        "minImprovement": 0.01,
+    }
+    cluster.create(DM, namespace, "gated", spec)
+    wait_for(lambda: cluster.status(DM, namespace, "gated").get("window"), 20, "baseline")
+    server.send(shifted_rows(300, shift=2.0))
+
+    job = wait_for(
+        lambda: _job(cluster, namespace, "gated-retrain-1-eval"), 40, "the evaluation Job"
+    )
+    pod = job.spec.template.spec
+    (container,) = pod.containers
+    args = container.args
+    assert args[args.index("--champion") + 1] == champion
+    assert args[args.index("--challenger") + 1] == f"file://{tmp_path}/gated-retrain-1"
+    assert args[args.index("--data") + 1] == "file:///mnt/pvc/holdout/iris.csv"
+    assert args[args.index("--metric") + 1] == "accuracy"
+    assert pod.automount_service_account_token is False
+    assert container.security_context.run_as_non_root is True
+    assert job.metadata.owner_references[0].kind == DM
+
+    record = wait_for(
+        lambda: (
+            (r := cluster.status(DM, namespace, "gated").get("lastRetrain"))
+            and r["result"] == "EvaluationFailed"
+            and r
+        ),
+        60,
+        "the evaluation reported as failed",
+    )
+    assert record["evaluation"]["passed"] is False
+    assert "without a verdict" in record["evaluation"]["message"]
+    accepted = cluster.condition(DM, namespace, "gated", "RetrainAccepted")
+    assert accepted and accepted["status"] == "False"
+    assert accepted["reason"] == "EvaluationFailed"
+    status = cluster.status(DM, namespace, "gated")
+    assert [(r["trainingJob"], r["result"]) for r in status["retrains"]] == [
+        ("gated-retrain-1", "EvaluationFailed")
+    ]
+    reasons = [e.reason for e in cluster.events_for(namespace, "gated")]
+    assert {"EvaluationStarted", "EvaluationFailed"} <= set(reasons)
+    assert "Promoted" not in reasons
+    stays(
+        lambda: cluster.get(MD, namespace, "iris")["spec"]["model"] == {"uri": champion},
+        5,
+        "the champion kept",
+    )
+    assert cluster.status(MD, namespace, "iris")["activeModelUri"] == champion
+
+
+def _job(cluster: Cluster, namespace: str, name: str) -> Any:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return cluster.batch.read_namespaced_job(name, namespace)
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise

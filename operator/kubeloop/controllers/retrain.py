@@ -475,5 +475,7 @@ def _no_verdict(job: dict[str, Any], done: dict[str, Any], pod: dict[str, Any] |
     if done.get("type") == "Complete":
         return "the evaluation Job completed without a verdict in its termination message"
     if term:
-        return f"exit code {term.get('exitCode')} ({term.get('reason', '')})"
+        tail = str(term.get("message") or "").strip().splitlines()[-1:]
+        said = f": {tail[0][:300]}" if tail else ""
+        return f"exit code {term.get('exitCode')} ({term.get('reason', '')}){said}"
     return f"{done.get('reason', 'Failed')}: {done.get('message', 'the Job failed')}"

@@ -93,7 +93,8 @@ def render_job(
         "resources": _resources(evaluate.resources),
         "securityContext": {**container_security(), "readOnlyRootFilesystem": True},
         "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "File",
+        # A crash before the verdict leaves the end of its log as the message instead.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
     }
     pod_spec: dict[str, Any] = {

@@ -1,0 +1,208 @@
+"""``kubeloop evaluate``: score a champion and a challenger model directory on the same
+labelled data and decide with :func:`kubeloop.evaluation.gate.decide`.
+
+The result is one JSON-able object (:func:`evaluate`); the CLI prints it and writes it,
+compact, to the container's termination log, where the operator reads the verdict.
+Kubernetes keeps at most 4096 bytes of a termination message, so
+:func:`termination_message` and :func:`error_message` always fit in that.
+
+Security: ``model.joblib`` is a pickle; evaluate only model directories from a source
+you trust as much as the image that runs this. The manifest check proves that the
+files are whole, not who wrote them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubeloop.evaluation import EvaluationError
+from kubeloop.evaluation.data import (
+    declared_label_column,
+    local_path,
+    read_table,
+    resolve_label_column,
+    select,
+)
+from kubeloop.evaluation.gate import decide
+from kubeloop.evaluation.metrics import get_metric, score
+from kubeloop.serving.fetch import MANIFEST_FILE, Manifest
+from kubeloop.serving.model import LoadedModel, ModelLoadError, load_model
+
+TERMINATION_MESSAGE_LIMIT = 4096
+"""Bytes of a termination message that Kubernetes keeps."""
+CHUNK_BYTES = 1 << 20
+
+
+def evaluate(
+    champion: str | None,
+    challenger: str,
+    data: str,
+    metric: str,
+    label_column: str | None,
+    min_improvement: float,
+    floor: float | None,
+) -> dict[str, Any]:
+    """Score both models on ``data`` with ``metric`` and decide; the result is
+    described in docs/evaluation.md. Raises :class:`EvaluationError` when no verdict
+    can be reached (bad input, a model that does not load or cannot be scored)."""
+    spec = get_metric(metric)
+    models = {"challenger": load_side("challenger", challenger)}
+    if champion:
+        models["champion"] = load_side("champion", champion)
+    table = read_table(data)
+    declared = [_declared(side, model) for side, model in models.items()]
+    label = resolve_label_column(table, label_column, declared)
+    scores: dict[str, float] = {}
+    for side, model in models.items():
+        try:
+            selected = select(table, model, label)
+            scores[side] = score(model, spec.name, selected.features, selected.labels)
+        except EvaluationError as exc:
+            raise EvaluationError(f"{side} model: {exc}") from exc
+    verdict = decide(
+        spec.name, scores.get("champion"), scores["challenger"], min_improvement, floor
+    )
+    return {
+        "metric": spec.name,
+        "direction": spec.direction,
+        "champion": _finite(scores.get("champion")),
+        "challenger": _finite(scores["challenger"]),
+        "improvement": _finite(verdict.improvement),
+        "minImprovement": min_improvement,
+        "floor": floor,
+        "passed": verdict.passed,
+        "verdict": "Passed" if verdict.passed else "Rejected",
+        "reason": verdict.reason,
+        "message": verdict.message,
+        "rows": table.rows,
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    """A score for JSON, which has no NaN: null instead (the message says NaN)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _declared(side: str, model: LoadedModel) -> str | None:
+    try:
+        return declared_label_column(model)
+    except EvaluationError as exc:
+        raise EvaluationError(f"{side} model: {exc}") from exc
+
+
+def load_side(side: str, uri: str) -> LoadedModel:
+    """Verify the model directory at ``uri`` against its manifest (when it has one)
+    and load it; errors name the side (champion or challenger)."""
+    try:
+        model_dir = local_path(uri)
+        if not model_dir.is_dir():
+            raise EvaluationError(f"{model_dir}: no such directory")
+        verify_manifest(model_dir)
+        return load_model(model_dir)
+    except (EvaluationError, ModelLoadError) as exc:
+        raise EvaluationError(f"{side} model: {exc}") from exc
+
+
+def verify_manifest(model_dir: Path) -> None:
+    """Check every file ``manifest.json`` lists for size and sha256; a directory
+    without a manifest passes (nothing to check against)."""
+    manifest_path = model_dir / MANIFEST_FILE
+    if not manifest_path.exists():
+        return
+    try:
+        manifest = Manifest.model_validate_json(manifest_path.read_bytes())
+    except OSError as exc:
+        raise EvaluationError(f"{manifest_path}: {exc.strerror or exc}") from exc
+    except ValidationError as exc:
+        raise EvaluationError(f"{manifest_path}: invalid manifest: {exc}") from exc
+    root = model_dir.resolve()
+    for entry in manifest.files:
+        path = model_dir / entry.path
+        if not path.resolve().is_relative_to(root):
+            raise EvaluationError(f"{path}: resolves outside {model_dir}")
+        if not path.is_file():
+            raise EvaluationError(f"{path}: listed in {MANIFEST_FILE} but missing")
+        size = path.stat().st_size
+        if size != entry.size:
+            raise EvaluationError(f"{path}: {size} bytes, {MANIFEST_FILE} says {entry.size}")
+        digest = _sha256(path)
+        if digest != entry.sha256:
+            raise EvaluationError(
+                f"{path}: sha256 {digest} does not match {MANIFEST_FILE}'s {entry.sha256}"
+            )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                digest.update(chunk)
+    except OSError as exc:
+        raise EvaluationError(f"{path}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+def to_json(result: dict[str, Any], indent: int | None = None) -> str:
+    """Strict JSON (no NaN): compact without ``indent``."""
+    separators = (",", ":") if indent is None else None
+    return json.dumps(result, indent=indent, separators=separators, allow_nan=False)
+
+
+def termination_message(result: dict[str, Any]) -> str:
+    """``result`` as compact JSON within the termination-message limit: without
+    ``message`` if it would not fit (the other fields are short)."""
+    text = to_json(result)
+    if _fits(text):
+        return text
+    return to_json({k: v for k, v in result.items() if k != "message"})
+
+
+def error_message(error: str) -> str:
+    """``{"error": ...}`` within the termination-message limit, the error cut short
+    (and ending in ``...``) if need be."""
+    text = to_json({"error": error})
+    while not _fits(text):
+        excess = len(text.encode()) - TERMINATION_MESSAGE_LIMIT
+        # JSON writes each character as at least one byte: cutting `excess` characters
+        # (and 3 for the ellipsis) makes it fit or shrinks it for the next round.
+        error = error[: max(0, len(error) - excess - 4)] + "..."
+        text = to_json({"error": error})
+    return text
+
+
+def _fits(text: str) -> bool:
+    return len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
+
+
+def write_termination_log(path: str, text: str) -> None:
+    """Write the termination message (the kubelet reads it when the container ends)."""
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise EvaluationError(
+            f"cannot write the termination log {path}: {exc.strerror or exc}"
+        ) from exc
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A short human-readable summary of :func:`evaluate`'s result."""
+
+    def show(value: float | None) -> str:
+        return "-" if value is None else f"{value:.6g}"
+
+    rows = [
+        ("metric", f"{result['metric']} ({result['direction']} is better)"),
+        ("champion", show(result["champion"])),
+        ("challenger", show(result["challenger"])),
+        ("verdict", f"{result['verdict']} ({result['reason']})"),
+        ("message", result["message"]),
+        ("rows", str(result["rows"])),
+    ]
+    return "\n".join(f"{name:<12}{value}" for name, value in rows)
