@@ -56,15 +56,15 @@ MAX_RETRAINS_KEPT = 10
 VERDICT_GRACE = 10.0
 
 RUNNING = "Running"
-EVALUATING = "Evaluating"
+EVALUATING = c.EVALUATING
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 PROMOTED = "Promoted"
 REJECTED = "Rejected"
-EVALUATION_FAILED = "EvaluationFailed"
+EVALUATION_FAILED = c.EVALUATION_FAILED
 IN_FLIGHT = frozenset({RUNNING, EVALUATING})
 
-RETRAIN_ACCEPTED = "RetrainAccepted"
+RETRAIN_ACCEPTED = c.RETRAIN_ACCEPTED
 
 Events = list[tuple[str, str, str]]
 

@@ -21,13 +21,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from kubeloop import conditions
 from kubeloop.evaluation import EvaluationError
 from kubeloop.evaluation.metrics import direction
 
-IMPROVED = "Improved"
-NO_CHAMPION = "NoChampion"
-NOT_BETTER = "NotBetter"
-BELOW_FLOOR = "BelowFloor"
+# The reasons are also those of the DriftMonitor's RetrainAccepted condition.
+IMPROVED = conditions.IMPROVED
+NO_CHAMPION = conditions.NO_CHAMPION
+NOT_BETTER = conditions.NOT_BETTER
+BELOW_FLOOR = conditions.BELOW_FLOOR
 REL_TOLERANCE = 1e-9
 ABS_TOLERANCE = 1e-12
 

@@ -1,0 +1,235 @@
+"""Safe retraining, for real: a training run reports its progress and metrics onto the
+TrainingJob while its pod runs; a retrain that is no better than the serving model is
+rejected by the evaluation gate (an evaluation Job in a real pod) and the champion keeps
+serving; a retrain on the new data beats it and is promoted, and the deployment's
+history says who changed the model and on what scores."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from kubernetes import watch
+from sklearn.datasets import load_iris
+
+from e2e.real.conftest import (
+    IMAGE,
+    ON_REAL_NODE,
+    TRAIN_COMMAND,
+    ModelVolume,
+    infer,
+    reachable,
+    record,
+    service_url,
+    write_iris_csv,
+)
+from tests.kubetest import Cluster, stays, wait_for
+
+SHIFT = 2.0
+TJ, MD, DM = "TrainingJob", "ModelDeployment", "DriftMonitor"
+
+
+class StatusLog:
+    """Every status the API server stores for one TrainingJob, from a watch."""
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        self.seen: list[tuple[float, dict[str, Any]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(cluster, namespace, name), daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, cluster: Cluster, namespace: str, name: str) -> None:
+        w = watch.Watch()
+        last = None
+        for event in w.stream(
+            cluster.custom.list_namespaced_custom_object,
+            "kubeloop.io",
+            "v1alpha1",
+            namespace,
+            "trainingjobs",
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=600,
+        ):
+            status = event["object"].get("status") or {}
+            if status != last:
+                self.seen.append((time.monotonic(), status))
+                last = status
+            if self._stop.is_set():
+                w.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@pytest.mark.timeout(600)
+def test_progress_and_metrics_of_a_running_job(
+    cluster: Cluster, namespace: str, volume: ModelVolume
+) -> None:
+    write_iris_csv(volume.path / "data" / "iris.csv", shift=0.0)
+    log = StatusLog(cluster, namespace, "long-run")
+    cluster.create(TJ, namespace, "long-run", {
+        "image": IMAGE, "command": TRAIN_COMMAND,
+        "dataset": {"uri": "pvc://models/data/iris.csv"},
+        "output": {"uri": "pvc://models/long-run"},
+        # About 20 s of boosting on one core: long enough to be read while it runs.
+        "hyperparameters": {"N_ESTIMATORS": "6000"},
+        "scheduling": ON_REAL_NODE,
+    })
+
+    def live() -> dict[str, Any] | None:
+        status = cluster.status(TJ, namespace, "long-run")
+        step = (status.get("progress") or {}).get("step")
+        if status.get("phase") not in (None, "Pending", "Running"):
+            raise AssertionError(f"the run ended before its progress was read: {status}")
+        return status if status.get("phase") == "Running" and step else None
+
+    running = wait_for(live, 240, "progress read from worker 0 while it runs")
+    progress = running["progress"]
+    assert 0 < progress["step"] < 6000 and progress["totalSteps"] == 6000
+    assert 0 < progress["percent"] < 100
+    assert progress["lastUpdateTime"]
+    assert 0.0 <= running["metrics"]["accuracy"] <= 1.0
+    assert running["metric"].startswith("accuracy=")
+
+    done = cluster.wait_phase(TJ, namespace, "long-run", "Succeeded", 300)
+    log.stop()
+    # The final metrics come from the container's termination message.
+    assert done["progress"]["percent"] == 100 and done["progress"]["step"] == 6000
+    assert done["metrics"]["accuracy"] >= 0.9, done["metrics"]
+
+    # Progress is written at most every 10 s: count the statuses stored while Running.
+    running_statuses = [(t, s) for t, s in log.seen if s.get("phase") == "Running"]
+    steps = [s.get("progress", {}).get("step") for _, s in running_statuses]
+    assert len({x for x in steps if x}) >= 1
+    span = running_statuses[-1][0] - running_statuses[0][0] if running_statuses else 0.0
+    assert len(running_statuses) <= span / 10 + 3, (len(running_statuses), span)
+    record("progress_statuses_while_running", len(running_statuses))
+
+
+def iris_rows(count: int, shift: float, seed: int) -> list[list[float]]:
+    data = load_iris().data
+    rng = np.random.default_rng(seed)
+    return (data[rng.integers(0, len(data), count)] + shift * data.std(axis=0)).tolist()
+
+
+def monitor(name: str, data: str, min_improvement: float) -> dict[str, Any]:
+    return {
+        "modelDeployment": "gated",
+        "method": "psi",
+        "interval": "3s",
+        "minSamples": 200,
+        "onDrift": {
+            "promote": True,
+            "retrain": {"cooldown": "1h", "template": {
+                "image": IMAGE, "command": TRAIN_COMMAND,
+                "dataset": {"uri": f"pvc://models/data/{data}"},
+                "output": {"uri": "pvc://models/{trainingJob}"},
+                "scheduling": ON_REAL_NODE,
+            }},
+            "evaluate": {
+                "data": {"uri": "pvc://models/data/holdout.csv"},
+                "metric": "accuracy",
+                "minImprovement": min_improvement,
+            },
+        },
+    }
+
+
+def drift(cluster: Cluster, namespace: str, name: str, url: str, seed: int) -> None:
+    """Shifted traffic through the Service, once the monitor has its baseline."""
+    wait_for(lambda: cluster.status(DM, namespace, name).get("window"), 120, "a baseline")
+    rows = iris_rows(300, SHIFT, seed)
+    for start in range(0, len(rows), 50):
+        infer(url, "gated", rows[start:start + 50])
+
+
+def final_result(cluster: Cluster, namespace: str, name: str, timeout: float) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        last = cluster.status(DM, namespace, name).get("lastRetrain") or {}
+        return last if last.get("result") not in (None, "Running", "Evaluating") else None
+
+    return wait_for(ended, timeout, f"the retrain of {name} decided")
+
+
+@pytest.mark.timeout(900)
+def test_gate_rejects_a_worse_model_and_promotes_a_better_one(
+    cluster: Cluster, namespace: str, volume: ModelVolume
+) -> None:
+    data = volume.path / "data"
+    write_iris_csv(data / "same.csv", shift=0.0)
+    write_iris_csv(data / "shifted.csv", shift=SHIFT)
+    # The labelled holdout: recent data, after the world moved.
+    write_iris_csv(data / "holdout.csv", shift=SHIFT)
+    cluster.create(TJ, namespace, "champion", {
+        "image": IMAGE, "command": TRAIN_COMMAND,
+        "dataset": {"uri": "pvc://models/data/same.csv"},
+        "output": {"uri": "pvc://models/champion"},
+        "scheduling": ON_REAL_NODE,
+    })
+    cluster.wait_phase(TJ, namespace, "champion", "Succeeded", 240)
+    champion = "pvc://models/champion"
+    cluster.create(MD, namespace, "gated", {
+        "model": {"uri": champion},
+        "resources": {"cpu": "100m", "memory": "256Mi"},
+        "scheduling": ON_REAL_NODE,
+    })
+    cluster.wait_phase(MD, namespace, "gated", "Ready", 240)
+    url = service_url(cluster, namespace, "gated")
+    reachable(url, "gated")
+
+    # A retrain on the same old data is no better on the new holdout: Rejected.
+    started = time.monotonic()
+    cluster.create(DM, namespace, "same-data", monitor("same-data", "same.csv", 0.01))
+    drift(cluster, namespace, "same-data", url, seed=1)
+    rejected = final_result(cluster, namespace, "same-data", 300)
+    record("gate_reject_seconds", round(time.monotonic() - started, 1))
+    ev = rejected["evaluation"]
+    assert rejected["result"] == "Rejected", rejected
+    assert ev["passed"] is False and ev["reason"] == "NotBetter"
+    assert ev["championUri"] == champion
+    assert ev["challenger"] <= ev["champion"] + 0.01
+    accepted = cluster.condition(DM, namespace, "same-data", "RetrainAccepted")
+    assert accepted and (accepted["status"], accepted["reason"]) == ("False", "NotBetter")
+    reasons = {e.reason for e in cluster.events_for(namespace, "same-data")}
+    assert "Rejected" in reasons and "Promoted" not in reasons
+    stays(
+        lambda: cluster.get(MD, namespace, "gated")["spec"]["model"] == {"uri": champion},
+        5,
+        "the champion kept after the rejection",
+    )
+    cluster.delete(DM, namespace, "same-data")
+
+    # A retrain on the new data beats the champion on the holdout: promoted.
+    started = time.monotonic()
+    cluster.create(DM, namespace, "new-data", monitor("new-data", "shifted.csv", 0.01))
+    drift(cluster, namespace, "new-data", url, seed=2)
+    promoted = final_result(cluster, namespace, "new-data", 300)
+    record("gate_promote_seconds", round(time.monotonic() - started, 1))
+    ev = promoted["evaluation"]
+    assert promoted["result"] == "Promoted", promoted
+    assert ev["passed"] is True and ev["challenger"] >= ev["champion"] + 0.01
+    new_uri = promoted["modelUri"]
+    assert new_uri == "pvc://models/new-data-retrain-1"
+    record("gate_scores", {"rejected": [rejected["evaluation"]["champion"],
+                                        rejected["evaluation"]["challenger"]],
+                           "promoted": [ev["champion"], ev["challenger"]]})
+
+    def history() -> list[dict[str, Any]] | None:
+        entries = cluster.status(MD, namespace, "gated").get("history") or []
+        if entries and entries[0]["uri"] == new_uri and entries[0].get("manifestSha256"):
+            return entries
+        return None
+
+    entries = wait_for(history, 240, "the new model in the deployment's history, fetched")
+    assert [(h["uri"], h["changedBy"]) for h in entries] == [
+        (new_uri, "DriftMonitor/new-data"),
+        (champion, "user"),
+    ]
+    assert entries[0]["evaluation"] == {
+        "metric": "accuracy", "champion": ev["champion"], "challenger": ev["challenger"]}
+    assert entries[1]["manifestSha256"] and entries[1]["to"]
