@@ -142,6 +142,41 @@ INVALID = [
         "onDrift.promote needs onDrift.retrain",
     ),
     (
+        "dm-evaluate-without-retrain",
+        "DriftMonitor",
+        {"modelDeployment": "m", "onDrift": {"evaluate": {
+            "data": {"uri": "pvc://d/holdout.csv"}, "metric": "accuracy"}}},
+        "onDrift.evaluate needs onDrift.retrain",
+    ),
+    (
+        "dm-evaluate-unknown-metric",
+        "DriftMonitor",
+        {"modelDeployment": "m", "onDrift": {"retrain": {"template": {"image": "x"}},
+            "evaluate": {"data": {"uri": "pvc://d/h.csv"}, "metric": "precision"}}},
+        'spec.onDrift.evaluate.metric: Unsupported value: "precision"',
+    ),
+    (
+        "dm-evaluate-remote-data",
+        "DriftMonitor",
+        {"modelDeployment": "m", "onDrift": {"retrain": {"template": {"image": "x"}},
+            "evaluate": {"data": {"uri": "s3://bucket/h.csv"}, "metric": "accuracy"}}},
+        "onDrift.evaluate.data.uri must be pvc://CLAIM/PATH, file:// or a path",
+    ),
+    (
+        "dm-evaluate-negative-improvement",
+        "DriftMonitor",
+        {"modelDeployment": "m", "onDrift": {"retrain": {"template": {"image": "x"}},
+            "evaluate": {"data": {"uri": "pvc://d/h.csv"}, "metric": "accuracy",
+                         "minImprovement": -0.1}}},
+        "spec.onDrift.evaluate.minImprovement in body should be greater than or equal to 0",
+    ),
+    (
+        "tj-negative-progress-port",
+        "TrainingJob",
+        {"image": "x", "progressPort": -1},
+        "spec.progressPort in body should be greater than or equal to 0",
+    ),
+    (
         "dm-missing-target",
         "DriftMonitor",
         {"method": "psi"},
@@ -179,6 +214,7 @@ def test_valid_manifests_are_accepted_and_defaulted(cluster: Cluster) -> None:
     assert applied["workers"] == 1
     assert applied["maxRestarts"] == 3
     assert applied["masterPort"] == 29500
+    assert applied["progressPort"] == 9464
     assert applied["suspend"] is False
 
 

@@ -659,3 +659,41 @@ def test_termination_messages_fit_in_4096_bytes() -> None:
         assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
         assert json.loads(text)["error"].endswith("...")
     assert json.loads(error_message("short")) == {"error": "short"}
+
+
+def test_a_model_over_http_is_fetched_and_checked(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A challenger at an http:// URI (as a TrainingJob may write to object storage) is
+    fetched against its manifest and scored like a local one; a file that does not
+    match the manifest is an error naming the side, never a score."""
+    import functools
+    import shutil
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    served = tmp_path / "served"
+    shutil.copytree(trained["good"], served / "good")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/good"
+    try:
+        code, out, _ = run(
+            capsys, "--champion", str(trained["shifted"]), "--challenger", url,
+            *common(trained), "--json",
+        )
+        assert code == 0 and json.loads(out)["passed"] is True
+        local = run(
+            capsys, "--champion", str(trained["shifted"]), "--challenger",
+            str(trained["good"]), *common(trained), "--json",
+        )
+        assert json.loads(out)["challenger"] == json.loads(local[1])["challenger"]
+        (served / "good" / "model.joblib").write_bytes(b"not the model")
+        code, _, err = run(
+            capsys, "--champion", str(trained["shifted"]), "--challenger", url,
+            *common(trained), "--json",
+        )
+        assert code == 2 and "challenger model" in err
+    finally:
+        server.shutdown()

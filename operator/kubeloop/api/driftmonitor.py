@@ -112,6 +112,19 @@ EvaluationMetric = Literal["accuracy", "f1", "log_loss", "roc_auc", "rmse", "mae
 
 
 class Evaluate(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.data.uri.startsWith('pvc://') || self.data.uri.startsWith('file://')"
+                    " || self.data.uri.startsWith('/')",
+                    "onDrift.evaluate.data.uri must be pvc://CLAIM/PATH, file:// or a path: "
+                    "the evaluation pod reads the data from a mounted volume",
+                ),
+            ]
+        }
+    )
+
     data: DataLocation = Field(
         description="Labelled holdout data (CSV, or Parquet when the image has pyarrow) "
         "that both models are scored on. A `pvc://` location is mounted read-only."

@@ -96,9 +96,16 @@ def _declared(side: str, model: LoadedModel) -> str | None:
         raise EvaluationError(f"{side} model: {exc}") from exc
 
 
+REMOTE_SCHEMES = ("http://", "https://", "s3://")
+
+
 def load_side(side: str, uri: str) -> LoadedModel:
     """Verify the model directory at ``uri`` against its manifest (when it has one)
-    and load it; errors name the side (champion or challenger)."""
+    and load it; errors name the side (champion or challenger). A remote model
+    (``http(s)://``, ``s3://``) is fetched first, as the model server does, into a
+    temporary directory, which checks every file against the manifest on the way."""
+    if uri.startswith(REMOTE_SCHEMES):
+        return _fetched(side, uri)
     try:
         model_dir = local_path(uri)
         if not model_dir.is_dir():
@@ -107,6 +114,20 @@ def load_side(side: str, uri: str) -> LoadedModel:
         return load_model(model_dir)
     except (EvaluationError, ModelLoadError) as exc:
         raise EvaluationError(f"{side} model: {exc}") from exc
+
+
+def _fetched(side: str, uri: str) -> LoadedModel:
+    import tempfile
+
+    from kubeloop.serving.fetch import FetchError, fetch_model
+
+    with tempfile.TemporaryDirectory(prefix=f"kubeloop-{side}-") as tmp:
+        try:
+            fetch_model(uri, tmp)
+            # Loaded into memory: the files may go with the directory.
+            return load_model(tmp)
+        except (FetchError, ModelLoadError) as exc:
+            raise EvaluationError(f"{side} model: {exc}") from exc
 
 
 def verify_manifest(model_dir: Path) -> None:
