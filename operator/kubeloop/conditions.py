@@ -68,6 +68,8 @@ IMPROVED = "Improved"
 NO_CHAMPION = "NoChampion"
 NOT_BETTER = "NotBetter"
 BELOW_FLOOR = "BelowFloor"
+CHAMPION_CHANGED = "ChampionChanged"
+EVALUATION_CANCELLED = "EvaluationCancelled"
 
 COMPUTE_TEMPLATE_NOT_FOUND = "ComputeTemplateNotFound"
 COMPUTE_TEMPLATE_CONFLICT = "ComputeTemplateConflict"

@@ -286,13 +286,14 @@ class Kube:
         name: str,
         patch: dict[str, Any],
         field_manager: str | None = None,
+        subresource: str | None = None,
     ) -> dict[str, Any]:
         """A JSON merge patch, recorded in managedFields under `field_manager`."""
         return await self.request(
             "PATCH",
-            path_for(api_version, kind, namespace, name),
+            path_for(api_version, kind, namespace, name, subresource),
             query={"fieldManager": field_manager or self.field_manager},
             body=patch,
             content_type="application/merge-patch+json",
-            resource=kind,
+            resource=kind + (f"/{subresource}" if subresource else ""),
         )

@@ -175,6 +175,14 @@ class OnDrift(KubeModel):
                     "!has(self.evaluate) || has(self.retrain)",
                     "onDrift.evaluate needs onDrift.retrain",
                 ),
+                cel(
+                    "!has(self.evaluate) || !has(self.retrain) || "
+                    "!has(self.retrain.template.output) || "
+                    "self.retrain.template.output.uri.contains('{trainingJob}')",
+                    "onDrift.evaluate needs {trainingJob} in retrain.template.output.uri: "
+                    "each retrain writes its own model, never over the one it is scored "
+                    "against",
+                ),
             ]
         }
     )

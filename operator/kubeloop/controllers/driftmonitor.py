@@ -451,6 +451,8 @@ class Reconciler:
 
     async def __call__(self, ctx: Ctx, key: Key) -> Result | None:
         namespace = key[1]
+        if await _migrate_count(ctx, key):
+            return Result(requeue_after=0.5)
         started = await begin(ctx, key, DriftMonitorSpec, DriftMonitorStatus())
         if started is None:
             return None
@@ -581,6 +583,26 @@ class Reconciler:
                 ctx, spec, body, status, events, now
             )
         return verdict.conds
+
+
+async def _migrate_count(ctx: Ctx, key: Key) -> bool:
+    """Before 0.2 `status.retrains` was a count; now it is the list of retrains. An
+    apply cannot convert such a stored status (the schema says list), so the count is
+    moved to `retrainCount` by one merge patch, once. True when it patched."""
+    body = ctx.store.get(*key)
+    count = ((body or {}).get("status") or {}).get("retrains")
+    if body is None or not isinstance(count, int):
+        return False
+    patched = await ctx.kube.merge_patch(
+        "kubeloop.io/v1alpha1",
+        KIND,
+        key[1],
+        key[2],
+        {"status": {"retrains": None, "retrainCount": count}},
+        subresource="status",
+    )
+    ctx.store.put(KIND, patched)
+    return True
 
 
 def _carried(prev: DriftMonitorStatus) -> list[c.Cond]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import time
 from typing import Any
 
 from kubeloop import conditions as c
@@ -33,6 +34,7 @@ from kubeloop.controllers.common import (
     finish_status,
     owner_reference,
     parse_time,
+    refused,
     rfc3339,
     write_status,
 )
@@ -65,6 +67,9 @@ EVALUATION_FAILED = c.EVALUATION_FAILED
 IN_FLIGHT = frozenset({RUNNING, EVALUATING})
 
 RETRAIN_ACCEPTED = c.RETRAIN_ACCEPTED
+
+# When this process first saw an evaluation Job finished, for the verdict's grace.
+_done_seen: dict[tuple[str, str], float] = {}
 
 Events = list[tuple[str, str, str]]
 
@@ -131,7 +136,8 @@ def retrain_blocked(
     if last is not None and last.result == EVALUATING and last.evaluation is not None:
         return f"; evaluating {last.training_job} in Job {last.evaluation.job}"
     if last is not None:
-        since = (now - (parse_time(last.time) or now)).total_seconds()
+        # From the end of the last retrain: a long run or evaluation does not eat it.
+        since = (now - (parse_time(last.finish_time or last.time) or now)).total_seconds()
         if since < cooldown:
             until = now + dt.timedelta(seconds=cooldown - since)
             return f"; retrain cooldown until {rfc3339(until)}"
@@ -166,7 +172,8 @@ async def start(
         ),
     )
     body = ctx.store.get(KIND, body["metadata"]["namespace"], body["metadata"]["name"]) or body
-    await ctx.kube.apply(render_retrain(spec, body, job))
+    if not await _create_retrain(ctx, spec, body, status, status.last_retrain, events, now):
+        return f"; retrain {job} refused by the API server"
     metrics.RETRAINS.labels(body["metadata"]["namespace"], body["metadata"]["name"]).inc()
     events.append(("Normal", "RetrainStarted", f"created TrainingJob {job}"))
     return f"; retraining in {job}"
@@ -206,7 +213,7 @@ async def _follow_training(
     if tj is None:
         if spec.on_drift.retrain is not None:
             # Counted but not created (a crash in between): create it now.
-            await ctx.kube.apply(render_retrain(spec, body, last.training_job))
+            await _create_retrain(ctx, spec, body, status, last, events, now)
         return
     tj_status = tj.get("status") or {}
     phase = tj_status.get("phase")
@@ -223,17 +230,41 @@ async def _follow_training(
     elif phase == "Succeeded":
         last.model_uri = tj_status.get("modelUri")
         if spec.on_drift.evaluate is not None and last.model_uri:
-            await _start_evaluation(ctx, spec, body, last, events)
+            await _start_evaluation(ctx, spec, body, status, last, events, now)
         else:
             await _promote(ctx, spec, body, status, last, events, now)
+
+
+async def _create_retrain(
+    ctx: Ctx,
+    spec: DriftMonitorSpec,
+    body: dict[str, Any],
+    status: DriftMonitorStatus,
+    last: RetrainRecord,
+    events: Events,
+    now: dt.datetime,
+) -> bool:
+    """Apply the retrain's TrainingJob; a refusal (a quota, an invalid template) ends the
+    retrain as Failed with the API server's words instead of retrying it forever."""
+    try:
+        await ctx.kube.apply(render_retrain(spec, body, last.training_job))
+    except KubeError as err:
+        if not (refused(err) or err.status == 403):
+            raise
+        events.append(("Warning", "RetrainFailed", f"TrainingJob {last.training_job}: {err}"))
+        _conclude(status, last, FAILED, now)
+        return False
+    return True
 
 
 async def _start_evaluation(
     ctx: Ctx,
     spec: DriftMonitorSpec,
     body: dict[str, Any],
+    status: DriftMonitorStatus,
     last: RetrainRecord,
     events: Events,
+    now: dt.datetime,
 ) -> None:
     evaluate = spec.on_drift.evaluate
     assert evaluate is not None and last.model_uri is not None
@@ -241,9 +272,25 @@ async def _start_evaluation(
     target = ctx.store.get(MODEL_DEPLOYMENT, namespace, spec.model_deployment)
     champion = ((target or {}).get("status") or {}).get("activeModelUri")
     name = render_eval.job_name(last.training_job)
+    existing = ctx.store.get(EVAL_JOB, namespace, name)
+    if existing is not None:
+        # Created before a restart that lost the status write: its champion stands.
+        annotations = existing["metadata"].get("annotations") or {}
+        champion = annotations.get(render_eval.CHAMPION_ANNOTATION) or None
     last.result = EVALUATING
     last.evaluation = Evaluation(job=name, metric=evaluate.metric, champion_uri=champion)
-    await _create_evaluation(ctx, spec, body, last)
+    if champion is not None and champion == last.model_uri:
+        message = (
+            f"the retrain wrote its model to {champion}, where the serving model is: put "
+            "{trainingJob} in the template's output.uri so that each retrain has its own"
+        )
+        last.evaluation.passed, last.evaluation.reason = False, EVALUATION_FAILED
+        last.evaluation.message = message
+        events.append(("Warning", EVALUATION_FAILED, message))
+        _conclude(status, last, EVALUATION_FAILED, now)
+        return
+    if not await _create_evaluation(ctx, spec, body, status, last, events, now):
+        return
     against = f"the champion {champion}" if champion else "no champion (only the floor)"
     events.append(
         (
@@ -255,14 +302,21 @@ async def _start_evaluation(
 
 
 async def _create_evaluation(
-    ctx: Ctx, spec: DriftMonitorSpec, body: dict[str, Any], last: RetrainRecord
-) -> None:
-    """Create the Job unless it exists: the same name is created again after a crash."""
+    ctx: Ctx,
+    spec: DriftMonitorSpec,
+    body: dict[str, Any],
+    status: DriftMonitorStatus,
+    last: RetrainRecord,
+    events: Events,
+    now: dt.datetime,
+) -> bool:
+    """Create the Job unless it exists: the same name is created again after a crash.
+    A refusal by the API server (a quota, a policy) ends the evaluation as failed."""
     evaluate, ev = spec.on_drift.evaluate, last.evaluation
     assert evaluate is not None and ev is not None and last.model_uri is not None
     namespace = body["metadata"]["namespace"]
     if ctx.store.get(EVAL_JOB, namespace, ev.job) is not None:
-        return
+        return True
     retrain = spec.on_drift.retrain
     job = render_eval.render_job(
         evaluate,
@@ -275,8 +329,17 @@ async def _create_evaluation(
         owner=owner_reference(body, controller=False),
         fallback_scheduling=retrain.template.scheduling if retrain else None,
     )
-    created = await ctx.kube.apply(job)
+    try:
+        created = await ctx.kube.apply(job)
+    except KubeError as err:
+        if not (refused(err) or err.status == 403):
+            raise
+        ev.passed, ev.reason, ev.message = False, EVALUATION_FAILED, str(err)
+        events.append(("Warning", EVALUATION_FAILED, f"evaluation Job {ev.job}: {err}"))
+        _conclude(status, last, EVALUATION_FAILED, now)
+        return False
     ctx.store.put(EVAL_JOB, created, owner=body["metadata"]["name"])
+    return True
 
 
 async def _follow_evaluation(
@@ -292,21 +355,32 @@ async def _follow_evaluation(
     assert ev is not None
     namespace = body["metadata"]["namespace"]
     if spec.on_drift.evaluate is None:
-        # The gate was taken out of the spec meanwhile: the spec decides, as without it.
-        await _promote(ctx, spec, body, status, last, events, now)
+        # The gate was taken out of the spec meanwhile: no verdict, so no promotion.
+        message = "onDrift.evaluate was removed during the evaluation; not promoted"
+        ev.passed, ev.reason, ev.message = False, c.EVALUATION_CANCELLED, message
+        events.append(("Warning", c.EVALUATION_CANCELLED, f"{last.model_uri}: {message}"))
+        _conclude(status, last, SUCCEEDED, now)
         return None
     job = ctx.store.get(EVAL_JOB, namespace, ev.job)
     if job is None:
-        await _create_evaluation(ctx, spec, body, last)  # lost (a crash, or its TTL)
+        # Lost (a crash, or its TTL): the same Job again.
+        await _create_evaluation(ctx, spec, body, status, last, events, now)
         return None
     done = _job_condition(job, "Complete") or _job_condition(job, "Failed")
     if done is None:
         return None
-    pod = _latest_pod(ctx, namespace, body["metadata"]["name"], ev.job)
+    monitor = body["metadata"]["name"]
+    pod = _latest_pod(ctx.store.owned(EVAL_POD, namespace, monitor), ev.job)
+    if not _terminated(pod):
+        # The pod's last state may not have reached the store yet (the watches of Jobs
+        # and pods are separate streams): ask the API server.
+        live = await ctx.kube.list("v1", "Pod", namespace, f"job-name={ev.job}")
+        pod = _latest_pod(live, ev.job) or pod
     verdict = parse_verdict(_termination_message(pod))
-    since = parse_time(done.get("lastTransitionTime")) or now
-    if verdict is None and pod is None and (now - since).total_seconds() < VERDICT_GRACE:
-        return 1.0  # its pod, with the verdict, has not reached us yet
+    seen = _done_seen.setdefault((namespace, ev.job), time.monotonic())
+    if verdict is None and not _terminated(pod) and time.monotonic() - seen < VERDICT_GRACE:
+        return 1.0  # its pod, with the verdict, has not been seen ended yet
+    _done_seen.pop((namespace, ev.job), None)
     if verdict is None or "error" in verdict:
         why = (verdict or {}).get("error") or _no_verdict(job, done, pod)
         ev.passed, ev.reason, ev.message = False, EVALUATION_FAILED, str(why)
@@ -314,7 +388,8 @@ async def _follow_evaluation(
             (
                 "Warning",
                 EVALUATION_FAILED,
-                f"evaluation Job {ev.job} gave no verdict: {why}; {last.model_uri} is not promoted",
+                f"evaluation Job {ev.job} gave no verdict: {why}; "
+                f"{last.model_uri} is not promoted",
             )
         )
         _conclude(status, last, EVALUATION_FAILED, now)
@@ -323,6 +398,18 @@ async def _follow_evaluation(
     ev.passed, ev.reason = bool(verdict["passed"]), str(verdict.get("reason") or "")
     ev.message = str(verdict.get("message") or "")
     if ev.passed:
+        target = ctx.store.get(MODEL_DEPLOYMENT, namespace, spec.model_deployment)
+        serving = ((target or {}).get("status") or {}).get("activeModelUri")
+        if serving != ev.champion_uri:
+            # The verdict is about a model that no longer serves: it does not apply.
+            ev.passed, ev.reason = False, c.CHAMPION_CHANGED
+            ev.message = (
+                f"{ev.message}; but the deployment now serves {serving}, not the champion "
+                f"{ev.champion_uri} it was scored against: not promoted"
+            )
+            events.append(("Warning", c.CHAMPION_CHANGED, f"{last.model_uri}: {ev.message}"))
+            _conclude(status, last, SUCCEEDED, now)
+            return None
         events.append(("Normal", "EvaluationPassed", f"{last.model_uri}: {ev.message}"))
         await _promote(ctx, spec, body, status, last, events, now)
         return None
@@ -398,7 +485,7 @@ def accepted_condition(status: DriftMonitorStatus) -> c.Cond | None:
     if ev.passed is None:
         return None
     message = ev.message or ""
-    if ev.reason != EVALUATION_FAILED:
+    if ev.reason not in (EVALUATION_FAILED, c.EVALUATION_CANCELLED):
         message = f"{ev.metric}: challenger {ev.challenger}, champion {ev.champion}; {message}"
     return c.Cond(RETRAIN_ACCEPTED, ev.passed, ev.reason or EVALUATION_FAILED, message)
 
@@ -447,12 +534,8 @@ def _job_condition(job: dict[str, Any], ctype: str) -> dict[str, Any] | None:
     return None
 
 
-def _latest_pod(ctx: Ctx, namespace: str, monitor: str, job: str) -> dict[str, Any] | None:
-    pods = [
-        p
-        for p in ctx.store.owned(EVAL_POD, namespace, monitor)
-        if (p["metadata"].get("labels") or {}).get("job-name") == job
-    ]
+def _latest_pod(pods: list[dict[str, Any]], job: str) -> dict[str, Any] | None:
+    pods = [p for p in pods if (p["metadata"].get("labels") or {}).get("job-name") == job]
     pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
     return pods[-1] if pods else None
 

@@ -28,6 +28,7 @@ from kubeloop.render.trainingjob import COMPLETION_INDEX_ANNOTATION, WORKER_CONT
 READ_INTERVAL = 10.0
 MAX_BACKOFF = 120.0
 READ_TIMEOUT = 2.0
+READ_DEADLINE = 5.0
 MAX_BODY = 64 * 1024
 
 
@@ -35,6 +36,9 @@ MAX_BODY = 64 * 1024
 class Schedule:
     next_read: float
     failures: int
+    # The last report read: applied at every pass, so that a read whose status write
+    # was held back by the 10 s throttle is written with the next one, not lost.
+    report: Report | None = None
 
 
 _schedules: dict[Key, Schedule] = {}
@@ -95,7 +99,8 @@ def progress_of(report: Report, total_known: int | None = None) -> Progress:
 
 
 def headline(metrics: dict[str, float]) -> str | None:
-    """`name=value` of the first metric, for the METRIC column."""
+    """`name=value` of the first metric the run reported, for the METRIC column (the
+    report's own order: the API server hands maps back sorted by key)."""
     for name, value in metrics.items():
         return f"{name}={value:.6g}"
     return None
@@ -103,11 +108,16 @@ def headline(metrics: dict[str, float]) -> str | None:
 
 def _apply(status: TrainingJobStatus, report: Report) -> None:
     total = status.progress.total_steps if status.progress else None
-    status.progress = progress_of(report, total)
+    if report.step is not None or report.total_steps is not None:
+        before = status.progress
+        status.progress = progress_of(report, total)
+        if status.progress.last_update_time is None and before is not None:
+            # A final message has no clock of its own: the last live one stands.
+            status.progress.last_update_time = before.last_update_time
     if report.metrics:
-        status.metrics = {**status.metrics, **report.metrics}
-        status.metrics = dict(list(status.metrics.items())[:16])
-        status.metric = headline(status.metrics)
+        merged = {**status.metrics, **report.metrics}
+        status.metrics = dict(list(merged.items())[:16])
+        status.metric = headline(report.metrics)
 
 
 async def observe(
@@ -123,7 +133,9 @@ async def observe(
     pod = worker_zero(pods, status.job_name)
     if status.phase in (c.SUCCEEDED, c.FAILED):
         forget(key)
-        if prev.phase != status.phase and pod is not None:
+        # Read whenever worker 0 is still there (idempotent): a pod that reached the
+        # store only after the phase changed (a restart) still gives its final words.
+        if pod is not None:
             final = parse_final(_termination_message(pod))
             if final is not None:
                 _apply(status, final)
@@ -142,9 +154,16 @@ async def observe(
     if schedule is None:
         # The first read waits one interval: a short run is over before it matters.
         schedule = _schedules[key] = Schedule(now + READ_INTERVAL, 0)
+    if schedule.report is not None:
+        _apply(status, schedule.report)
     if now < schedule.next_read:
         return schedule.next_read - now
-    text = await asyncio.to_thread(_read, f"http://{ip}:{spec.progress_port}/metrics")
+    url = f"http://{ip}:{spec.progress_port}/metrics"
+    try:
+        # A whole-read deadline: a worker that trickles bytes holds no reconcile.
+        text = await asyncio.wait_for(asyncio.to_thread(_read, url), READ_DEADLINE)
+    except TimeoutError:
+        text = None
     report = parse_text(text) if text is not None else None
     if report is None:
         schedule.failures += 1
@@ -152,8 +171,9 @@ async def observe(
     else:
         schedule.failures = 0
         wait = READ_INTERVAL
+        schedule.report = report
         _apply(status, report)
-    schedule.next_read = now + wait
+    schedule.next_read = time.monotonic() + wait
     return wait
 
 

@@ -19,6 +19,8 @@ from kubeloop.render.common import MANAGED_BY, container_security, placement, po
 
 # Labels the pod and the Job with the monitor it belongs to (the operator's watch key).
 EVALUATION_LABEL = "kubeloop.io/evaluation-of"
+# The champion the Job scores, as the cluster names it (its args hold the pod's path).
+CHAMPION_ANNOTATION = "kubeloop.io/champion"
 CONTAINER = "evaluate"
 TERMINATION_LOG = "/dev/termination-log"
 TTL_SECONDS = 86400
@@ -113,6 +115,7 @@ def render_job(
             "name": name,
             "namespace": namespace,
             "labels": labels,
+            "annotations": {CHAMPION_ANNOTATION: champion or ""},
             "ownerReferences": [owner],
         },
         "spec": {
