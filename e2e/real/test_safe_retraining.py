@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from kubernetes import watch
+from urllib3.exceptions import ProtocolError
 from sklearn.datasets import load_iris
 
 from e2e.real.conftest import (
@@ -44,6 +45,12 @@ class StatusLog:
         self._thread.start()
 
     def _run(self, cluster: Cluster, namespace: str, name: str) -> None:
+        try:
+            self._watch(cluster, namespace, name)
+        except ProtocolError:
+            pass  # the API server ended the watch (the cluster going down after the test)
+
+    def _watch(self, cluster: Cluster, namespace: str, name: str) -> None:
         w = watch.Watch()
         last = None
         for event in w.stream(
@@ -78,6 +85,7 @@ def test_progress_and_metrics_of_a_running_job(
         "output": {"uri": "pvc://models/long-run"},
         # About 20 s of boosting on one core: long enough to be read while it runs.
         "hyperparameters": {"N_ESTIMATORS": "6000"},
+        "passHyperparametersAsArgs": False,
         "scheduling": ON_REAL_NODE,
     })
 
