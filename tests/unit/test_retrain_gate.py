@@ -187,6 +187,9 @@ def test_promotion_note_becomes_the_history_entry() -> None:
     # A later change by the user to another model is the user's, whatever the note says.
     again = history.update(got, "pvc://m/c", "t2", annotations, None, [])
     assert again[0].changed_by == "user" and again[0].evaluation is None
+    # Back to the loop's model by hand: that promotion is already in the history.
+    back = history.update(again, "pvc://m/b", "t3", annotations, None, [])
+    assert back[0].changed_by == "user" and back[0].evaluation is None
     # The canary gets the model when the deployment has canary settings.
     target = {"spec": {"canary": {"trafficPercent": 10}}}
     canary = retrain.promotion_patch(target, "pvc://m/b", "mon", record)
@@ -225,6 +228,7 @@ def test_a_note_for_another_model_is_not_trusted() -> None:
     note = json.dumps({"uri": "pvc://m/other", "by": "DriftMonitor/x"})
     assert history.promoted_by({retrain.PROMOTION_ANNOTATION: note}, "pvc://m/b") == (
         "user",
+        None,
         None,
     )
     assert history.promoted_by({retrain.PROMOTION_ANNOTATION: "{oops"}, "pvc://m/b")[0] == "user"

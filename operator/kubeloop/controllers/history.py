@@ -37,9 +37,12 @@ def update(
     if not history or history[0].uri != uri:
         if history and history[0].to is None:
             history[0].to = now
-        by, scores = promoted_by(annotations, uri)
+        by, run, scores = promoted_by(annotations, uri)
+        if by != USER and any(e.changed_by == by and e.training_job == run for e in history):
+            # That promotion is already recorded: the model came back by another hand.
+            by, run, scores = USER, None, None
         entry = HistoryEntry.model_validate(
-            {"uri": uri, "from": now, "changedBy": by, "trainingJob": training_job}
+            {"uri": uri, "from": now, "changedBy": by, "trainingJob": run or training_job}
         )
         entry.evaluation = scores
         history.insert(0, entry)
@@ -48,18 +51,18 @@ def update(
     return history[:MAX_ENTRIES]
 
 
-def promoted_by(annotations: dict[str, str], uri: str) -> tuple[str, Scores | None]:
-    """`DriftMonitor/NAME` and its scores when the loop's annotation names this model;
-    else the change is the user's."""
+def promoted_by(annotations: dict[str, str], uri: str) -> tuple[str, str | None, Scores | None]:
+    """`DriftMonitor/NAME`, its retrain and its scores when the loop's annotation names
+    this model; else the change is the user's."""
     raw = annotations.get(PROMOTION_ANNOTATION)
     if not raw:
-        return USER, None
+        return USER, None, None
     try:
         note = json.loads(raw)
     except ValueError:
-        return USER, None
+        return USER, None, None
     if not isinstance(note, dict) or note.get("uri") != uri or not isinstance(note.get("by"), str):
-        return USER, None
+        return USER, None, None
     scores = None
     ev = note.get("evaluation")
     if isinstance(ev, dict) and isinstance(ev.get("metric"), str):
@@ -67,7 +70,8 @@ def promoted_by(annotations: dict[str, str], uri: str) -> tuple[str, Scores | No
             scores = Scores.model_validate(ev)
         except ValueError:
             scores = None
-    return note["by"][:128], scores
+    run = note.get("trainingJob")
+    return note["by"][:128], run[:253] if isinstance(run, str) else None, scores
 
 
 def manifest_sha256(pods: list[dict[str, Any]], uri: str) -> str | None:
