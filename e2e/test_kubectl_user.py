@@ -32,7 +32,8 @@ def test_examples_reach_their_state_and_read_well_in_kubectl(
     assert "modeldeployment.kubeloop.io/iris" in table
     assert "driftmonitor.kubeloop.io/iris-drift" in table
     header = cluster.kubectl("get", "tj", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "REASON", "WORKERS", "ACTIVE", "RESTARTS", "AGE"]
+    assert header == ["NAME", "PHASE", "REASON", "WORKERS", "ACTIVE", "RESTARTS", "PROGRESS",
+                      "METRIC", "AGE"]
     wide = cluster.kubectl("get", "mdep", "iris", "-n", namespace, "-o", "wide").stdout
     assert "pvc://models/iris/v1" in wide and f"http://iris.{namespace}.svc:8080" in wide
 
@@ -45,6 +46,8 @@ def test_examples_reach_their_state_and_read_well_in_kubectl(
                                       "json").stdout)
     assert mdep["status"]["sourceTrainingJob"] == "iris-train"
     assert mdep["status"]["activeModelUri"] == "pvc://models/iris/v1"
+    assert [(h["uri"], h["changedBy"], h["trainingJob"]) for h in mdep["status"]["history"]] == [
+        ("pvc://models/iris/v1", "user", "iris-train")]
 
     for path in sorted(EXAMPLES.glob("*.yaml")):
         # The claim goes when no pod uses it any more (pvc-protection): do not wait on it.
