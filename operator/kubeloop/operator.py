@@ -12,6 +12,7 @@ import asyncio
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from kubeloop.controllers import (
 )
 from kubeloop.controllers.common import Ctx, OperatorConfig
 from kubeloop.controllers.runtime import Key, Result, Store, WorkQueue
-from kubeloop.kube import Kube
+from kubeloop.kube import Kube, KubeError
 from kubeloop.render.common import MANAGED_BY
 from kubeloop.render.evaluation import EVALUATION_LABEL
 from kubeloop.render.modeldeployment import MODEL_DEPLOYMENT_LABEL
@@ -123,9 +124,38 @@ def dependents(ctx: Ctx, kind: str, namespace: str, name: str) -> list[Key]:
     return found
 
 
-def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
+Handler = Callable[..., Awaitable[None]]
+# What a watch lists: apiVersion, kind, cluster-scoped, label selector.
+Feed = tuple[str, str, bool, str | None]
+
+
+def build_registry(
+    ctx_holder: dict[str, Ctx], namespaces: Sequence[str] = ()
+) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     seen_views: dict[Key, tuple[Any, ...] | None] = {}
+    feeds: dict[Feed, list[Handler]] = {}
+
+    def watch(
+        group: str,
+        version: str,
+        plural: str,
+        kind: str,
+        *,
+        cluster_scoped: bool = False,
+        managed: bool = False,
+    ) -> Callable[[Handler], Handler]:
+        """Register a Kopf event handler, and remember what it lists for the store's
+        initial fill (`prime`)."""
+
+        def register(handler: Handler) -> Handler:
+            kopf.on.event(group, version, plural, registry=registry)(handler)
+            api_version = f"{group}/{version}" if group else version
+            feed = (api_version, kind, cluster_scoped, MANAGED_SELECTOR if managed else None)
+            feeds.setdefault(feed, []).append(handler)
+            return handler
+
+        return register
 
     def ctx_of(memo: Any) -> Ctx:
         ctx: Ctx = memo.ctx
@@ -172,7 +202,7 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
 
             return on_resource
 
-        kopf.on.event(GROUP, VERSION, plural, registry=registry)(make(kind))
+        watch(GROUP, VERSION, plural, kind)(make(kind))
 
     def child(
         store_kind: str,
@@ -205,29 +235,30 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
 
         return on_child
 
-    kopf.on.event("batch", "v1", "jobs", registry=registry)(
+    watch("batch", "v1", "jobs", "Job", managed=True)(
         child("Job", trainingjob.KIND, TRAINING_JOB_LABEL)
     )
-    kopf.on.event("", "v1", "pods", registry=registry)(
+    watch("", "v1", "pods", "Pod", managed=True)(
         child("Pod", trainingjob.KIND, TRAINING_JOB_LABEL, _slim_pod)
     )
-    kopf.on.event("", "v1", "services", registry=registry)(
+    watch("", "v1", "services", "Service", managed=True)(
         child(trainingjob.SERVICE, trainingjob.KIND, TRAINING_JOB_LABEL)
     )
     # The evaluation Jobs of DriftMonitors, and their pods (which carry the verdict).
-    kopf.on.event("batch", "v1", "jobs", registry=registry)(
+    watch("batch", "v1", "jobs", "Job", managed=True)(
         child(retrain.EVAL_JOB, driftmonitor.KIND, EVALUATION_LABEL)
     )
-    kopf.on.event("", "v1", "pods", registry=registry)(
+    watch("", "v1", "pods", "Pod", managed=True)(
         child(retrain.EVAL_POD, driftmonitor.KIND, EVALUATION_LABEL, _slim_pod)
     )
-    for group, version, plural, store_kind in (
-        ("apps", "v1", "deployments", modeldeployment.DEPLOYMENT),
-        ("", "v1", "services", modeldeployment.SERVICE),
-        ("autoscaling", "v2", "horizontalpodautoscalers", modeldeployment.HPA),
-        ("", "v1", "pods", modeldeployment.POD),
+    for group, version, plural, kind, store_kind in (
+        ("apps", "v1", "deployments", "Deployment", modeldeployment.DEPLOYMENT),
+        ("", "v1", "services", "Service", modeldeployment.SERVICE),
+        ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler",
+         modeldeployment.HPA),
+        ("", "v1", "pods", "Pod", modeldeployment.POD),
     ):
-        kopf.on.event(group, version, plural, registry=registry)(
+        watch(group, version, plural, kind, managed=True)(
             child(
                 store_kind,
                 modeldeployment.KIND,
@@ -236,7 +267,7 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
             )
         )
 
-    @kopf.on.event(GROUP, VERSION, "computetemplates", registry=registry)
+    @watch(GROUP, VERSION, "computetemplates", computetemplate.KIND, cluster_scoped=True)
     async def on_template(*, event: Any, memo: Any, **_: Any) -> None:
         ctx = ctx_of(memo)
         obj = event["object"]
@@ -258,7 +289,7 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
             for dependent in computetemplate.dependents(ctx, name):
                 ctx.queue.add(dependent)
 
-    @kopf.on.event("", "v1", "nodes", registry=registry)
+    @watch("", "v1", "nodes", "Node", cluster_scoped=True)
     async def on_node(*, event: Any, memo: Any, **_: Any) -> None:
         ctx = ctx_of(memo)
         node = event["object"]
@@ -293,8 +324,11 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
     async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         configure(settings)
         ctx = ctx_holder["ctx"]
-        ctx.queue.start()
         memo.ctx = ctx
+        # No reconcile before every watched kind is in the store: a reconcile that ran
+        # on half a store would write what is not true (a target "not found").
+        await prime(ctx, memo, feeds, namespaces)
+        ctx.queue.start()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(*, memo: Any, **_: Any) -> None:
@@ -303,6 +337,38 @@ def build_registry(ctx_holder: dict[str, Ctx]) -> kopf.OperatorRegistry:
         await ctx.kube.close()
 
     return registry
+
+
+async def prime(
+    ctx: Ctx, memo: Any, feeds: dict[Feed, list[Handler]], namespaces: Sequence[str]
+) -> None:
+    """Fill the store from one list of every watched kind, through the same handlers
+    as the watch events (controller-runtime's "wait for cache sync"). Kopf's watches
+    then list again and stream on; the store takes the newer versions."""
+    started = time.monotonic()
+    count = 0
+    for (api_version, kind, cluster_scoped, selector), handlers in feeds.items():
+        scopes: list[str | None] = (
+            [None] if cluster_scoped or not namespaces else list(namespaces)
+        )
+        for namespace in scopes:
+            try:
+                items = await ctx.kube.list(api_version, kind, namespace, selector)
+            except KubeError as err:
+                # Not allowed (a narrower RBAC) or not served: the watch still fills it.
+                log.warning("Initial list of %s failed, the watch fills it: %s", kind, err)
+                continue
+            for obj in items:
+                obj.setdefault("apiVersion", api_version)
+                obj.setdefault("kind", kind)
+                for handler in handlers:
+                    await handler(event={"type": None, "object": obj}, memo=memo)
+                count += 1
+    log.info(
+        "Store filled from the initial lists: %d objects in %.2fs",
+        count,
+        time.monotonic() - started,
+    )
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -365,7 +431,7 @@ async def run_operator(
     peering: bool = False,
 ) -> None:
     ctx = make_context(config, kube)
-    registry = build_registry({"ctx": ctx})
+    registry = build_registry({"ctx": ctx}, namespaces)
     await kopf.operator(
         registry=registry,
         clusterwide=not namespaces,

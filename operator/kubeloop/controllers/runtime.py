@@ -111,7 +111,8 @@ class WorkQueue:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def add(self, key: Key, delay: float = 0.0, urgent: bool = False) -> None:
-        if delay > 0:
+        # Before start (the store's initial fill) nothing runs yet: a delay means nothing.
+        if delay > 0 and self._loop is not None:
             self._add_later(key, delay)
             return
         timer = self._timers.pop(key, None)
