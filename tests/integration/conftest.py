@@ -26,9 +26,13 @@ def operator(cluster: Cluster) -> Iterator[InProcessOperator]:
 
 @pytest.fixture
 def namespace(cluster: Cluster, operator: InProcessOperator) -> Iterator[str]:
-    """A fresh namespace per test, with the operator running; removed afterwards."""
-    if not operator.alive:
-        operator.start()
+    """A fresh namespace per test, with the operator running; removed afterwards. An
+    operator that died during the test fails that test (it is started again for the
+    next one, never quietly)."""
+    assert operator.alive, "the in-process operator is not running"
     name = cluster.new_namespace()
     yield name
     cluster.delete_namespace(name)
+    if not operator.alive:
+        operator.start()
+        pytest.fail("the in-process operator died during this test")

@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from tests.kubetest import Cluster, wait_for
 
 MD, TJ = "ModelDeployment", "TrainingJob"
 
 
 def deployment(cluster: Cluster, ns: str, name: str) -> Any:
+    """The Deployment, or None when the API server says it does not exist; any other
+    answer (403, 500, a lost connection) fails the test instead of passing for "gone"."""
     try:
         return cluster.apps.read_namespaced_deployment(name, ns)
-    except Exception:
-        return None
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
 
 
 def test_children_are_created_owned_and_ready(cluster: Cluster, namespace: str) -> None:

@@ -14,6 +14,8 @@ from tests.kubetest import Cluster, wait_for
 from tests.modelserver import ModelServer, free_port, shifted_rows, train
 
 PROMOTER = "kubeloop-promoter"
+# What the API server records for the test's own writes (the Python client's agent).
+USER_MANAGERS = {"OpenAPI-Generator"}
 
 
 def managers(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -65,9 +67,15 @@ def test_operator_writes_only_status_of_users_objects(
                 assert set(json.loads(json.dumps(entry["fieldsV1"]))) == {"f:status"}
             elif entry["manager"] == PROMOTER:
                 assert (kind, name) == ("ModelDeployment", "live"), entry
+                assert set(entry["fieldsV1"]) == {"f:spec", "f:metadata"}, entry
                 assert set(entry["fieldsV1"]["f:spec"]) <= {"f:model", "f:canary"}, entry
+                # The promotion note for the deployment's history, and nothing else.
+                assert entry["fieldsV1"]["f:metadata"] == {
+                    "f:annotations": {".": {}, "f:kubeloop.io/promotion": {}}}, entry
             else:
-                # Whatever else wrote the object is the test itself, acting as the user.
+                # The only other writer is the test itself, acting as the user, through
+                # the Python client: an unknown manager is a writer nobody accounts for.
+                assert entry["manager"] in USER_MANAGERS, (kind, name, entry)
                 assert entry.get("subresource") != "status", (kind, name, entry)
     # The TrainingJob the monitor created is the operator's own object: it may own all.
     retrain = cluster.get("TrainingJob", ns, "d-retrain-1")
