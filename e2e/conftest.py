@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -41,17 +42,27 @@ def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path)
 
 
 class OperatorProcess:
-    """`kubeloop run` in its own process, as the chart's ServiceAccount."""
+    """`kubeloop run` in its own process, as the chart's ServiceAccount, writing under
+    its own field manager: managedFields then say which process made an object."""
 
-    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
-        self.log = log
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-        with open(log, "wb") as out:
+    running: list[OperatorProcess] = []
+
+    def __init__(self, kubeconfig: Path, log: Path, *args: str,
+                 field_manager: str = "kubeloop") -> None:
+        self.log, self.kubeconfig, self.args = log, kubeconfig, args
+        self.field_manager = field_manager
+        self.start(mode="wb")
+
+    def start(self, mode: str = "ab") -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        with open(self.log, mode) as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "kubeloop", "run", "--metrics-port", "0",
                  "--health-port", "0", "--log-format", "json",
-                 "--drift-source-allow", "http://127.0.0.1:", *args],
+                 "--field-manager", self.field_manager,
+                 "--drift-source-allow", "http://127.0.0.1:", *self.args],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        OperatorProcess.running.append(self)
 
     def forbidden(self) -> list[str]:
         """Every line where the API server refused the operator something."""
@@ -66,6 +77,27 @@ class OperatorProcess:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        if self in OperatorProcess.running:
+            OperatorProcess.running.remove(self)
+
+
+@pytest.fixture
+def alone() -> Iterator[None]:
+    """No other operator runs during the test (the session's is stopped, then started
+    again): what happens in the cluster is the work of the one the test starts."""
+    others = list(OperatorProcess.running)
+    for op in others:
+        op.stop()
+    yield
+    for op in others:
+        op.start()
+
+
+def managers(obj: Any) -> set[str]:
+    """The field managers recorded on an object (a client model or a dict)."""
+    meta = obj["metadata"] if isinstance(obj, dict) else obj.metadata.to_dict()
+    return {entry["manager"] for entry in meta.get("managed_fields") or
+            meta.get("managedFields") or []}
 
 
 @pytest.fixture(scope="session")
@@ -106,4 +138,4 @@ def namespace(cluster: Cluster, operator_process: OperatorProcess) -> Iterator[s
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-__all__ = ["OperatorProcess", "helm", "token_kubeconfig", "wait_for"]
+__all__ = ["OperatorProcess", "helm", "managers", "token_kubeconfig", "wait_for"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from e2e.conftest import SYSTEM_NS, OperatorProcess, helm, token_kubeconfig
-from tests.kubetest import ROOT, Cluster, wait_for
+from e2e.conftest import SYSTEM_NS, OperatorProcess, helm, managers, token_kubeconfig
+from tests.kubetest import ROOT, Cluster, stays, wait_for
 from tests.modelserver import ModelServer, free_port, shifted_rows, train
 
 
@@ -77,11 +77,16 @@ def test_service_account_without_binding_is_refused(cluster: Cluster, namespace:
     assert "forbidden" in result.stderr.lower()
 
 
-def test_watch_namespaces_confines_the_operator(cluster: Cluster, tmp_path: Path) -> None:
+def test_watch_namespaces_confines_the_operator(
+    cluster: Cluster, tmp_path: Path, alone: None
+) -> None:
+    """With no other operator running: the scoped one does the work inside (its own
+    field manager is on the Job), and nothing at all happens outside."""
     inside, outside = cluster.new_namespace(), cluster.new_namespace()
     release = "scoped"
     helm(cluster, "install", release, str(ROOT / "charts" / "kubeloop"), "--namespace",
-         SYSTEM_NS, "--set", f"watchNamespaces={{{inside}}}", "--set", "replicas=1",
+         SYSTEM_NS, "--create-namespace", "--set", f"watchNamespaces={{{inside}}}",
+         "--set", "replicas=1",
          "--wait", "--timeout", "120s")
     op = None
     try:
@@ -95,11 +100,20 @@ def test_watch_namespaces_confines_the_operator(cluster: Cluster, tmp_path: Path
         assert (can, cannot) == ("yes", "no")
         assert cluster.kubectl("auth", "can-i", "get", "secrets", "-n", inside, "--as", sa,
                                check=False).stdout.strip() == "no"
-        op = OperatorProcess(kubeconfig, tmp_path / "op.log", "--namespace", inside)
-        # The session's cluster-wide operator would reconcile `outside`: stop it from
-        # seeing this pair by using names only this test uses and checking the Job owner.
+        op = OperatorProcess(kubeconfig, tmp_path / "op.log", "--namespace", inside,
+                             field_manager="kubeloop-scoped")
+        cluster.create("TrainingJob", outside, "out", {"image": "t:1"})
         cluster.create("TrainingJob", inside, "in", {"image": "t:1"})
         cluster.wait_phase("TrainingJob", inside, "in", "Succeeded", 60)
+        job = cluster.batch.read_namespaced_job("in-r0", inside)
+        assert "kubeloop-scoped" in managers(job), managers(job)
+        assert "kubeloop-scoped" in managers(cluster.get("TrainingJob", inside, "in"))
+
+        def untouched() -> bool:
+            return (not cluster.status("TrainingJob", outside, "out")
+                    and not cluster.batch.list_namespaced_job(outside).items)
+
+        stays(untouched, 10, f"nothing done in {outside}")
         assert not op.forbidden(), op.forbidden()[:10]
     finally:
         if op is not None:

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from e2e.conftest import SYSTEM_NS, OperatorProcess, helm, token_kubeconfig
+from e2e.conftest import SYSTEM_NS, OperatorProcess, helm, managers, token_kubeconfig
 from tests.kubetest import ROOT, Cluster, wait_for
 
 PAUSED = "Pausing operations in favour of"
 RESUMED = "Resuming operations after the pause"
 
 
-def test_two_replicas_exactly_one_active_then_failover(cluster: Cluster, tmp_path: Path) -> None:
+def test_two_replicas_exactly_one_active_then_failover(
+    cluster: Cluster, tmp_path: Path, alone: None
+) -> None:
+    """With no other operator running, each replica writing under its own field
+    manager: the active one makes the Job, the standby none; after the failover the
+    standby makes the next."""
     watched = cluster.new_namespace()
     release = "peers"
     # CRDs first, as for any chart whose templates use them (Helm's discovery would not
@@ -22,7 +27,8 @@ def test_two_replicas_exactly_one_active_then_failover(cluster: Cluster, tmp_pat
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                     "crd/kopfpeerings.kopf.dev", "crd/clusterkopfpeerings.kopf.dev")
     helm(cluster, "install", release, str(ROOT / "charts" / "kubeloop"), "--namespace",
-         SYSTEM_NS, "--set", "replicas=2", "--set", f"watchNamespaces={{{watched}}}",
+         SYSTEM_NS, "--create-namespace", "--set", "replicas=2",
+         "--set", f"watchNamespaces={{{watched}}}",
          "--wait", "--timeout", "120s")
     ops: list[OperatorProcess] = []
     try:
@@ -30,7 +36,7 @@ def test_two_replicas_exactly_one_active_then_failover(cluster: Cluster, tmp_pat
                                       tmp_path / "kubeconfig")
         for i in range(2):
             ops.append(OperatorProcess(kubeconfig, tmp_path / f"op{i}.log", "--namespace",
-                                       watched, "--peering"))
+                                       watched, "--peering", field_manager=f"kubeloop-{i}"))
 
         def paused() -> list[int]:
             return [i for i, op in enumerate(ops) if PAUSED in op.log.read_text()]
@@ -40,11 +46,17 @@ def test_two_replicas_exactly_one_active_then_failover(cluster: Cluster, tmp_pat
         standby, active = ops[which[0]], ops[1 - which[0]]
         assert PAUSED not in active.log.read_text()
         assert not active.forbidden() and not standby.forbidden()
+        cluster.create("TrainingJob", watched, "before-failover", {"image": "t:1"})
+        cluster.wait_phase("TrainingJob", watched, "before-failover", "Succeeded", 60)
+        made = managers(cluster.batch.read_namespaced_job("before-failover-r0", watched))
+        assert active.field_manager in made and standby.field_manager not in made, made
 
         active.stop()  # a clean exit withdraws it from the peering at once
         wait_for(lambda: RESUMED in standby.log.read_text(), 60, "the standby taking over")
         cluster.create("TrainingJob", watched, "after-failover", {"image": "t:1"})
         cluster.wait_phase("TrainingJob", watched, "after-failover", "Succeeded", 60)
+        made = managers(cluster.batch.read_namespaced_job("after-failover-r0", watched))
+        assert standby.field_manager in made and active.field_manager not in made, made
     finally:
         for op in ops:
             op.stop()

@@ -6,6 +6,7 @@ history says who changed the model and on what scores."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -13,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 from kubernetes import watch
-from urllib3.exceptions import ProtocolError
 from sklearn.datasets import load_iris
+from urllib3.exceptions import ProtocolError
 
 from e2e.real.conftest import (
     IMAGE,
@@ -45,10 +46,9 @@ class StatusLog:
         self._thread.start()
 
     def _run(self, cluster: Cluster, namespace: str, name: str) -> None:
-        try:
+        # The API server may end the watch (the cluster going down after the test).
+        with contextlib.suppress(ProtocolError):
             self._watch(cluster, namespace, name)
-        except ProtocolError:
-            pass  # the API server ended the watch (the cluster going down after the test)
 
     def _watch(self, cluster: Cluster, namespace: str, name: str) -> None:
         w = watch.Watch()

@@ -57,9 +57,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     env_ns = os.environ.get("KUBELOOP_WATCH_NAMESPACES", "")
     if not args.all_namespaces and not namespaces and env_ns:
         namespaces = [n.strip() for n in env_ns.split(",") if n.strip()]
+    from kubeloop.kube import Kube
+
+    kube = Kube.from_environment()
+    kube.field_manager = args.field_manager
     asyncio.run(
         run_operator(
             config,
+            kube=kube,
             namespaces=namespaces,
             liveness_endpoint=f"http://{args.health_addr}:{args.health_port}/healthz"
             if args.health_port
@@ -151,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--peering",
         action="store_true",
         help="run with Kopf peering: several replicas, exactly one active",
+    )
+    p.add_argument(
+        "--field-manager",
+        default=os.environ.get("KUBELOOP_FIELD_MANAGER", "kubeloop"),
+        help="the name the API server records in managedFields for the operator's writes "
+        "(env KUBELOOP_FIELD_MANAGER; default kubeloop): tells two installations apart",
     )
     p.add_argument("--log-level", default=os.environ.get("KUBELOOP_LOG_LEVEL", "INFO"))
     p.add_argument(
