@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from kubeloop import conditions as c
@@ -72,6 +73,24 @@ RETRAIN_ACCEPTED = c.RETRAIN_ACCEPTED
 _done_seen: dict[tuple[str, str], float] = {}
 
 Events = list[tuple[str, str, str]]
+
+
+@dataclass
+class Loop:
+    """What one reconcile of a monitor's loop reads and changes: the status (changed in
+    place, written once by the caller) and the Events it collects."""
+
+    ctx: Ctx
+    spec: DriftMonitorSpec
+    body: dict[str, Any]
+    status: DriftMonitorStatus
+    events: Events
+    now: dt.datetime
+
+    def parts(
+        self,
+    ) -> tuple[Ctx, DriftMonitorSpec, dict[str, Any], DriftMonitorStatus, Events, dt.datetime]:
+        return self.ctx, self.spec, self.body, self.status, self.events, self.now
 
 
 def retrain_name(monitor: str, number: int) -> str:
@@ -153,6 +172,7 @@ async def start(
     now: dt.datetime,
 ) -> str:
     """Create the next retrain; returns the words for the monitor's message."""
+    loop = Loop(ctx, spec, body, status, events, now)
     number = status.retrain_count + 1
     job = retrain_name(body["metadata"]["name"], number)
     # Count it in status first: a crash before the create re-creates the same name.
@@ -172,7 +192,7 @@ async def start(
         ),
     )
     body = ctx.store.get(KIND, body["metadata"]["namespace"], body["metadata"]["name"]) or body
-    if not await _create_retrain(ctx, spec, body, status, status.last_retrain, events, now):
+    if not await _create_retrain(loop, status.last_retrain):
         return f"; retrain {job} refused by the API server"
     metrics.RETRAINS.labels(body["metadata"]["namespace"], body["metadata"]["name"]).inc()
     events.append(("Normal", "RetrainStarted", f"created TrainingJob {job}"))
@@ -189,31 +209,28 @@ async def follow(
 ) -> float | None:
     """Move the latest retrain on (run → evaluation → promotion); returns when to look
     again if a verdict is on its way, else None."""
+    loop = Loop(ctx, spec, body, status, events, now)
     last = status.last_retrain
     if last is None or last.result not in IN_FLIGHT:
         return None
     if last.result == RUNNING:
-        await _follow_training(ctx, spec, body, status, last, events, now)
+        await _follow_training(loop, last)
     if last.result == EVALUATING:
-        return await _follow_evaluation(ctx, spec, body, status, last, events, now)
+        return await _follow_evaluation(loop, last)
     return None
 
 
 async def _follow_training(
-    ctx: Ctx,
-    spec: DriftMonitorSpec,
-    body: dict[str, Any],
-    status: DriftMonitorStatus,
+    loop: Loop,
     last: RetrainRecord,
-    events: Events,
-    now: dt.datetime,
 ) -> None:
+    ctx, spec, body, status, events, now = loop.parts()
     namespace = body["metadata"]["namespace"]
     tj = ctx.store.get(TRAINING_JOB, namespace, last.training_job)
     if tj is None:
         if spec.on_drift.retrain is not None:
             # Counted but not created (a crash in between): create it now.
-            await _create_retrain(ctx, spec, body, status, last, events, now)
+            await _create_retrain(loop, last)
         return
     tj_status = tj.get("status") or {}
     phase = tj_status.get("phase")
@@ -230,22 +247,18 @@ async def _follow_training(
     elif phase == "Succeeded":
         last.model_uri = tj_status.get("modelUri")
         if spec.on_drift.evaluate is not None and last.model_uri:
-            await _start_evaluation(ctx, spec, body, status, last, events, now)
+            await _start_evaluation(loop, last)
         else:
-            await _promote(ctx, spec, body, status, last, events, now)
+            await _promote(loop, last)
 
 
 async def _create_retrain(
-    ctx: Ctx,
-    spec: DriftMonitorSpec,
-    body: dict[str, Any],
-    status: DriftMonitorStatus,
+    loop: Loop,
     last: RetrainRecord,
-    events: Events,
-    now: dt.datetime,
 ) -> bool:
     """Apply the retrain's TrainingJob; a refusal (a quota, an invalid template) ends the
     retrain as Failed with the API server's words instead of retrying it forever."""
+    ctx, spec, body, status, events, now = loop.parts()
     try:
         await ctx.kube.apply(render_retrain(spec, body, last.training_job))
     except KubeError as err:
@@ -258,14 +271,10 @@ async def _create_retrain(
 
 
 async def _start_evaluation(
-    ctx: Ctx,
-    spec: DriftMonitorSpec,
-    body: dict[str, Any],
-    status: DriftMonitorStatus,
+    loop: Loop,
     last: RetrainRecord,
-    events: Events,
-    now: dt.datetime,
 ) -> None:
+    ctx, spec, body, status, events, now = loop.parts()
     evaluate = spec.on_drift.evaluate
     assert evaluate is not None and last.model_uri is not None
     namespace = body["metadata"]["namespace"]
@@ -289,7 +298,7 @@ async def _start_evaluation(
         events.append(("Warning", EVALUATION_FAILED, message))
         _conclude(status, last, EVALUATION_FAILED, now)
         return
-    if not await _create_evaluation(ctx, spec, body, status, last, events, now):
+    if not await _create_evaluation(loop, last):
         return
     against = f"the champion {champion}" if champion else "no champion (only the floor)"
     events.append(
@@ -302,16 +311,12 @@ async def _start_evaluation(
 
 
 async def _create_evaluation(
-    ctx: Ctx,
-    spec: DriftMonitorSpec,
-    body: dict[str, Any],
-    status: DriftMonitorStatus,
+    loop: Loop,
     last: RetrainRecord,
-    events: Events,
-    now: dt.datetime,
 ) -> bool:
     """Create the Job unless it exists: the same name is created again after a crash.
     A refusal by the API server (a quota, a policy) ends the evaluation as failed."""
+    ctx, spec, body, status, events, now = loop.parts()
     evaluate, ev = spec.on_drift.evaluate, last.evaluation
     assert evaluate is not None and ev is not None and last.model_uri is not None
     namespace = body["metadata"]["namespace"]
@@ -343,14 +348,10 @@ async def _create_evaluation(
 
 
 async def _follow_evaluation(
-    ctx: Ctx,
-    spec: DriftMonitorSpec,
-    body: dict[str, Any],
-    status: DriftMonitorStatus,
+    loop: Loop,
     last: RetrainRecord,
-    events: Events,
-    now: dt.datetime,
 ) -> float | None:
+    ctx, spec, body, status, events, now = loop.parts()
     ev = last.evaluation
     assert ev is not None
     namespace = body["metadata"]["namespace"]
@@ -364,7 +365,7 @@ async def _follow_evaluation(
     job = ctx.store.get(EVAL_JOB, namespace, ev.job)
     if job is None:
         # Lost (a crash, or its TTL): the same Job again.
-        await _create_evaluation(ctx, spec, body, status, last, events, now)
+        await _create_evaluation(loop, last)
         return None
     done = _job_condition(job, "Complete") or _job_condition(job, "Failed")
     if done is None:
@@ -411,7 +412,7 @@ async def _follow_evaluation(
             _conclude(status, last, SUCCEEDED, now)
             return None
         events.append(("Normal", "EvaluationPassed", f"{last.model_uri}: {ev.message}"))
-        await _promote(ctx, spec, body, status, last, events, now)
+        await _promote(loop, last)
         return None
     keeps = f"; {ev.champion_uri} keeps serving" if ev.champion_uri else ""
     events.append(
@@ -426,15 +427,11 @@ async def _follow_evaluation(
 
 
 async def _promote(
-    ctx: Ctx,
-    spec: DriftMonitorSpec,
-    body: dict[str, Any],
-    status: DriftMonitorStatus,
+    loop: Loop,
     last: RetrainRecord,
-    events: Events,
-    now: dt.datetime,
 ) -> None:
     """Point the ModelDeployment at the new model when `promote` is set."""
+    ctx, spec, body, status, events, now = loop.parts()
     namespace, monitor = body["metadata"]["namespace"], body["metadata"]["name"]
     target = ctx.store.get(MODEL_DEPLOYMENT, namespace, spec.model_deployment)
     uri = last.model_uri
