@@ -63,6 +63,7 @@ def _slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
                 "creationTimestamp",
                 "deletionTimestamp",
                 "uid",
+                "resourceVersion",
             )
             if meta.get(k) is not None
         },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from kubeloop.controllers.runtime import Key, Result, Store, WorkQueue
 
@@ -113,3 +114,26 @@ def test_store_drops_managed_fields_without_touching_the_event() -> None:
     stored = store.get("Job", "ns", "a")
     assert stored is not None and "managedFields" not in stored["metadata"]
     assert event_object["metadata"]["managedFields"] == [{"m": 1}]
+
+
+def test_store_keeps_the_newer_version_of_an_object() -> None:
+    """A list fetched before the operator's own status write (the watch's first list,
+    after the initial fill) must not put the older object back: a reconcile on it would
+    write, and announce, the same transition again."""
+    store = Store()
+
+    def obj(rv: str, phase: str, uid: str = "u1") -> dict[str, Any]:
+        return {"metadata": {"name": "t", "namespace": "ns", "uid": uid,
+                             "resourceVersion": rv}, "status": {"phase": phase}}
+
+    store.put("TrainingJob", obj("120", "Succeeded"))
+    store.put("TrainingJob", obj("99", "Running"))
+    assert store.get("TrainingJob", "ns", "t")["status"]["phase"] == "Succeeded"
+    store.put("TrainingJob", obj("121", "Succeeded"))
+    assert store.get("TrainingJob", "ns", "t")["metadata"]["resourceVersion"] == "121"
+    # Another object of the same name (deleted and created again): always taken.
+    store.put("TrainingJob", obj("5", "Pending", uid="u2"))
+    assert store.get("TrainingJob", "ns", "t")["status"]["phase"] == "Pending"
+    # Versions that are not integers are not compared.
+    store.put("TrainingJob", obj("a", "Running", uid="u2"))
+    assert store.get("TrainingJob", "ns", "t")["status"]["phase"] == "Running"

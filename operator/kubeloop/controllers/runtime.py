@@ -54,6 +54,10 @@ class Store:
             meta = {k: v for k, v in meta.items() if k != "managedFields"}
             obj = {**obj, "metadata": meta}
         key = (meta.get("namespace", ""), meta["name"])
+        if _older(meta, self._objects[kind].get(key)):
+            # A list fetched before our own write (the initial fill and the watch's own
+            # first list overlap): the store keeps the newer object it already has.
+            return
         self._objects[kind][key] = obj
         if owner is not None:
             self._by_owner[kind][(key[0], owner)].add(key[1])
@@ -80,6 +84,20 @@ class Store:
 
     def count(self, kind: str) -> int:
         return len(self._objects[kind])
+
+
+def _older(meta: dict[str, Any], have: dict[str, Any] | None) -> bool:
+    """Whether `meta` is an older version of the same object than `have`. Versions are
+    compared only where both are the integers the API server's storage hands out."""
+    if have is None:
+        return False
+    old = have.get("metadata", {})
+    new_rv, old_rv = meta.get("resourceVersion"), old.get("resourceVersion")
+    if meta.get("uid") != old.get("uid") or not (
+        isinstance(new_rv, str) and isinstance(old_rv, str)
+    ):
+        return False
+    return new_rv.isdigit() and old_rv.isdigit() and int(new_rv) < int(old_rv)
 
 
 class WorkQueue:
