@@ -290,8 +290,10 @@ def test_a_stalled_monitor_writes_its_status_once(
     stalled = wait_for(lambda: cluster.condition(DM, namespace, "refused", "Stalled"), 20,
                        "Stalled")
     assert stalled["reason"] == "SourceNotAllowed" and "reference.url" in stalled["message"]
-    events = [e for e in cluster.events_for(namespace, "refused") if e.reason == "SourceNotAllowed"]
-    assert events and events[0].type == "Warning"
+    # The Event follows the status write: wait for it, do not expect it at once.
+    events = wait_for(lambda: [e for e in cluster.events_for(namespace, "refused")
+                               if e.reason == "SourceNotAllowed"], 10, "the Warning Event")
+    assert events[0].type == "Warning"
     version = cluster.get(DM, namespace, "refused")["metadata"]["resourceVersion"]
     stays(lambda: cluster.get(DM, namespace, "refused")["metadata"]["resourceVersion"] == version,
           6, "the stalled status unchanged over six intervals")
