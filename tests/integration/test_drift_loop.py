@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from tests.kubetest import Cluster, stays, wait_for
 from tests.modelserver import ModelServer, free_port, shifted_rows, train
@@ -387,11 +388,49 @@ def test_evaluation_without_a_verdict_is_never_a_promotion(
 
 
 def _job(cluster: Cluster, namespace: str, name: str) -> Any:
-    from kubernetes.client.exceptions import ApiException
-
     try:
         return cluster.batch.read_namespaced_job(name, namespace)
     except ApiException as err:
         if err.status == 404:
             return None
         raise
+
+
+def test_a_deleted_retrain_is_failed_not_created_again(
+    cluster: Cluster, namespace: str, server: ModelServer, model_v1: Path, tmp_path: Path
+) -> None:
+    """Deleting the retrain's TrainingJob stops the retrain: the monitor records it as
+    Failed and does not create it again (a crash before the create, by contrast, is
+    followed by the create)."""
+    cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{model_v1}"}})
+    spec = monitor_spec(server, tmp_path)
+    template = spec["onDrift"]["retrain"]["template"]
+    template["podMetadata"]["annotations"]["kubeloop.io/fake-duration"] = "120s"
+    cluster.create(DM, namespace, "stop", spec)
+    wait_for(lambda: cluster.status(DM, namespace, "stop").get("window"), 20, "baseline")
+    server.send(shifted_rows(300, shift=2.0))
+    wait_for(lambda: cluster.get(TJ, namespace, "stop-retrain-1"), 30, "the retrain")
+    wait_for(lambda: (cluster.status(DM, namespace, "stop").get("lastRetrain") or {})
+             .get("created"), 20, "the creation recorded")
+    cluster.delete(TJ, namespace, "stop-retrain-1")
+    record = wait_for(
+        lambda: ((r := cluster.status(DM, namespace, "stop").get("lastRetrain"))
+                 and r["result"] == "Failed" and r),
+        30,
+        "the deleted retrain recorded as Failed",
+    )
+    assert record["finishTime"]
+    reasons = [e.message for e in cluster.events_for(namespace, "stop")
+               if e.reason == "RetrainFailed"]
+    assert any("was deleted before it ended" in m for m in reasons), reasons
+
+    def gone() -> bool:
+        try:
+            cluster.get(TJ, namespace, "stop-retrain-1")
+        except ApiException as err:
+            if err.status == 404:
+                return True
+            raise
+        return False
+
+    stays(gone, 5, "the deleted retrain not created again")

@@ -260,6 +260,11 @@ class RetrainRecord(KubeModel):
     )
     model_uri: str | None = Field(default=None, description="Its model, once succeeded.")
     finish_time: str | None = Field(default=None, description="When the result was final.")
+    created: bool | None = Field(
+        default=None,
+        description="The TrainingJob was created: if it is gone before it ended, it was "
+        "deleted (the retrain is then Failed, not created again).",
+    )
     evaluation: Evaluation | None = Field(
         default=None, description="The evaluation gate's scores, when `evaluate` is set."
     )

@@ -227,6 +227,20 @@ async def _follow_training(
     ctx, spec, body, status, events, now = loop.parts()
     namespace = body["metadata"]["namespace"]
     tj = ctx.store.get(TRAINING_JOB, namespace, last.training_job)
+    if tj is None and last.created:
+        tj = await ctx.kube.get("kubeloop.io/v1alpha1", TRAINING_JOB, namespace, last.training_job)
+        if tj is None:
+            # Created, and gone before it ended: someone deleted it to stop the retrain.
+            events.append(
+                (
+                    "Warning",
+                    "RetrainFailed",
+                    f"TrainingJob {last.training_job} was deleted before it ended; not "
+                    "created again, not promoted",
+                )
+            )
+            _conclude(status, last, FAILED, now)
+            return
     if tj is None:
         if spec.on_drift.retrain is not None:
             # Counted but not created (a crash in between): create it now.
@@ -260,13 +274,16 @@ async def _create_retrain(
     retrain as Failed with the API server's words instead of retrying it forever."""
     ctx, spec, body, status, events, now = loop.parts()
     try:
-        await ctx.kube.apply(render_retrain(spec, body, last.training_job))
+        created = await ctx.kube.apply(render_retrain(spec, body, last.training_job))
     except KubeError as err:
         if not (refused(err) or err.status == 403):
             raise
         events.append(("Warning", "RetrainFailed", f"TrainingJob {last.training_job}: {err}"))
         _conclude(status, last, FAILED, now)
         return False
+    # In the store at once: a reconcile before its watch event must not miss it.
+    ctx.store.put(TRAINING_JOB, created)
+    last.created = True
     return True
 
 
