@@ -98,8 +98,10 @@ def test_progress_and_metrics_of_a_running_job(
 
     running = wait_for(live, 240, "progress read from worker 0 while it runs")
     progress = running["progress"]
-    assert 0 < progress["step"] < 6000 and progress["totalSteps"] == 6000
-    assert 0 < progress["percent"] < 100
+    # Read while the pod runs; the last step may already be reported while the script
+    # still writes its model.
+    assert 0 < progress["step"] <= 6000 and progress["totalSteps"] == 6000
+    assert 0 < progress["percent"] <= 100
     assert progress["lastUpdateTime"]
     assert 0.0 <= running["metrics"]["accuracy"] <= 1.0
     assert running["metric"].startswith("accuracy=")
