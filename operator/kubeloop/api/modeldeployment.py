@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import ConfigDict, Field
 
 from kubeloop.api.common import (
+    DNS_LABEL_PATTERN,
+    DURATION_PATTERN,
     GPU,
+    INT32_MAX,
     CommonStatus,
     ComputeResources,
     EnvVar,
@@ -84,8 +89,99 @@ class Autoscaling(KubeModel):
     )
 
 
+class CanaryAnalysis(KubeModel):
+    interval: str = Field(
+        default="1m",
+        pattern=DURATION_PATTERN,
+        description="How long each step is measured before it is judged, e.g. `1m`; a "
+        "step that is held is judged again after another interval, over the longer window.",
+    )
+    min_requests: int = Field(
+        default=50,
+        ge=1,
+        le=INT32_MAX,
+        description="Inference requests the canary must answer within a step before it is "
+        "judged; with fewer the step is held (the canary keeps its share, nothing moves).",
+    )
+    max_error_percent: float | None = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="Largest share of the canary's inference requests answered with a "
+        "server error (HTTP 5xx), in percent. Client errors (4xx) are not counted.",
+    )
+    max_latency_p99_ms: float | None = Field(
+        default=None,
+        alias="maxLatencyP99Ms",
+        gt=0,
+        description="Largest 99th percentile of the canary's request latency, in "
+        "milliseconds, estimated from the server's histogram.",
+    )
+    max_latency_p99_ratio: float | None = Field(
+        default=None,
+        alias="maxLatencyP99Ratio",
+        gt=0,
+        description="Largest canary p99 latency relative to the stable's over the same "
+        "window, e.g. `1.5`: at most one and a half times the stable's.",
+    )
+    max_prediction_divergence: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Largest Jensen-Shannon distance (base 2, 0 to 1) between the "
+        "canary's and the stable's predicted classes over the window (classifiers only).",
+    )
+
+
 class Canary(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.steps) || size(self.steps) == 0 || self.steps.isSorted()",
+                    "canary.steps must rise strictly, e.g. [10, 25, 50, 100]",
+                    ".steps",
+                ),
+                cel(
+                    "!has(self.steps) || size(self.steps) == 0 || "
+                    "self.steps[size(self.steps) - 1] == 100",
+                    "canary.steps must end at 100: the last step promotes the canary's model "
+                    "to the stable",
+                    ".steps",
+                ),
+            ]
+        }
+    )
+
     model: ModelSource = Field(description="The candidate model.")
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=list,
+        max_length=20,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Progressive delivery: the canary's share of traffic, step by step, in "
+        "percent, rising strictly from 1 to a last step of 100, e.g. `[10, 25, 50, 100]`. "
+        "Each step is judged by `analysis` on the pods' live metrics: passed moves to the "
+        "next step, failed rolls back. Reaching 100 promotes: the stable Deployment rolls "
+        "to the canary's model and the canary goes to zero. Empty: the fixed "
+        "`trafficPercent`, promoted by hand.",
+    )
+    analysis: CanaryAnalysis | None = Field(
+        default=None,
+        description="How each step is judged. Default with `steps`: 1m intervals, at "
+        "least 50 requests, at most 1% server errors. Without `steps`, the canary at "
+        "`trafficPercent` is judged every interval and rolled back when it fails.",
+    )
+    paused: bool = Field(
+        default=False,
+        description="Hold the canary at its current step: no step is judged, nothing "
+        "moves. Setting it back to false resumes with a fresh measurement window.",
+    )
+    abort: bool = Field(
+        default=False,
+        description="Roll the canary back now: the stable model serves all traffic. It "
+        "stays rolled back while true; setting it back to false starts the analysis of "
+        "the same model again from the first step.",
+    )
     traffic_percent: int = Field(
         default=10,
         ge=0,
@@ -117,6 +213,38 @@ class ServingScheduling(KubeModel):
     )
     tolerations: list[Toleration] = Field(
         default_factory=list, description="Extra tolerations for the server pods."
+    )
+
+
+class GatewayRef(KubeModel):
+    name: str = Field(
+        min_length=1, max_length=253, description="A Gateway API `Gateway` by name."
+    )
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="Its namespace; default: the ModelDeployment's. The Gateway's listener "
+        "must allow routes from this namespace.",
+    )
+    section_name: str | None = Field(
+        default=None, max_length=253, description="One listener of the Gateway, by name."
+    )
+
+
+class Route(KubeModel):
+    gateway: GatewayRef = Field(description="The Gateway that takes the traffic in.")
+    hostnames: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Host names the route answers for; empty: the listener's.",
+    )
+    path: str = Field(
+        default="/",
+        min_length=1,
+        max_length=1024,
+        pattern=r"^/",
+        description="Path prefix the route matches.",
     )
 
 
@@ -155,10 +283,49 @@ class ModelDeploymentSpec(KubeModel):
     )
     canary: Canary | None = Field(default=None, description="A candidate model beside the stable.")
     monitoring: Monitoring | None = Field(default=None, description="Drift metrics export.")
+    route: Route | None = Field(
+        default=None,
+        description="Also expose the model through a Gateway API `HTTPRoute` on this "
+        "Gateway, with one Service per track whose weights carry the canary's exact share "
+        "(the Service's split by replica ratio is coarser).",
+    )
     service_account_name: str | None = Field(default=None, description="Pods' service account.")
     scheduling: ServingScheduling | None = Field(
         default=None, description="Where the model server pods may run."
     )
+
+
+class TrackFigures(KubeModel):
+    requests: int = Field(description="Inference requests answered in the window.")
+    error_percent: float | None = Field(
+        default=None, description="Share answered with HTTP 5xx, percent."
+    )
+    latency_p99_ms: float | None = Field(
+        default=None, alias="latencyP99Ms", description="99th percentile latency, ms."
+    )
+    pods: int = Field(default=0, description="Pods whose metrics were read.")
+
+
+class CanaryJudgement(KubeModel):
+    time: str = Field(description="When the step was judged.")
+    decision: str = Field(description="Pass, Hold or Fail.")
+    window_seconds: float | None = Field(default=None, description="The window measured.")
+    canary: TrackFigures | None = Field(default=None, description="The canary's figures.")
+    stable: TrackFigures | None = Field(default=None, description="The stable's figures.")
+    prediction_divergence: float | None = Field(
+        default=None,
+        description="Jensen-Shannon distance between the two tracks' predicted classes.",
+    )
+    message: str = Field(default="", description="The verdict with its numbers.")
+
+
+class Promotion(KubeModel):
+    uri: str = Field(description="The canary model the stable serves after passing its steps.")
+    replaces: str | None = Field(
+        default=None,
+        description="The `spec.model` it stands in for; a new `spec.model` ends it.",
+    )
+    time: str | None = Field(default=None, description="When the last step passed.")
 
 
 class CanaryStatus(KubeModel):
@@ -173,7 +340,16 @@ class CanaryStatus(KubeModel):
     ready_replicas: int | None = Field(default=None, description="Canary replicas ready.")
     state: str | None = Field(
         default=None,
-        description="Waiting, Progressing, Available, Idle (no traffic) or RolledBack.",
+        description="Waiting (model unresolved), Progressing (pods starting), Available "
+        "(fixed share), Idle (no traffic), Analyzing, Holding (too few requests or no "
+        "metrics), Paused, Promoting, Promoted, RolledBack or Aborted.",
+    )
+    step: int | None = Field(
+        default=None, description="The current step, counted from 1, of `spec.canary.steps`."
+    )
+    step_start_time: str | None = Field(default=None, description="When this step began.")
+    analysis: CanaryJudgement | None = Field(
+        default=None, description="The latest judgement of the canary on live metrics."
     )
     start_time: str | None = Field(
         default=None, description="When this canary model started rolling out."
@@ -214,6 +390,12 @@ class ModelDeploymentStatus(CommonStatus):
         default=None, description="Lineage: the TrainingJob that produced the active model."
     )
     canary: CanaryStatus | None = Field(default=None, description="The canary, when set.")
+    promotion: Promotion | None = Field(
+        default=None,
+        description="Set when a canary passed every step: the stable serves its model in "
+        "place of `spec.model` until `spec.model` changes. GitOps tools see no drift in "
+        "the spec; bring `spec.model` to this uri to make it the declared model.",
+    )
     history: list[HistoryEntry] = Field(
         default_factory=list,
         description="The last 10 stable models, newest first: what served when, and who "
