@@ -43,6 +43,7 @@ RESOURCES: dict[tuple[str, str], Resource] = {
     ("apps/v1", "Deployment"): Resource("deployments"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"): Resource("horizontalpodautoscalers"),
     ("discovery.k8s.io/v1", "EndpointSlice"): Resource("endpointslices"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): Resource("httproutes"),
     ("kubeloop.io/v1alpha1", "TrainingJob"): Resource("trainingjobs"),
     ("kubeloop.io/v1alpha1", "ModelDeployment"): Resource("modeldeployments"),
     ("kubeloop.io/v1alpha1", "DriftMonitor"): Resource("driftmonitors"),

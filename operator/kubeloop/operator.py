@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 
 from kubeloop.api.common import GROUP, VERSION
+from kubeloop.canary.measure import METER
 from kubeloop.controllers import (
     computetemplate,
     driftmonitor,
@@ -177,6 +178,8 @@ def build_registry(
                     seen_views.pop(key, None)
                     if kind == driftmonitor.KIND:
                         driftmonitor.forget(meta["namespace"], meta["name"])
+                    if kind == modeldeployment.KIND:
+                        METER.forget(key)
                     if kind == trainingjob.KIND:
                         trainingjob.forget_gone_jobs(ctx, meta["namespace"], meta["name"])
                         trainingprogress.forget(key)

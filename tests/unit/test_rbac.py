@@ -45,6 +45,12 @@ WRITES: dict[tuple[str, str, str], tuple[str, str]] = {
     ("apps", "deployments", "patch"): ("a rollout", "e2e/real/test_closed_loop.py"),
     ("apps", "deployments", "delete"): (
         "the canary's when it goes", "tests/integration/test_modeldeployment.py"),
+    ("gateway.networking.k8s.io", "httproutes", "create"): (
+        "the HTTPRoute of spec.route", "tests/integration/test_canary.py"),
+    ("gateway.networking.k8s.io", "httproutes", "patch"): (
+        "its weights as the canary moves", "tests/integration/test_canary.py"),
+    ("gateway.networking.k8s.io", "httproutes", "delete"): (
+        "when spec.route goes", "tests/integration/test_canary.py"),
     ("autoscaling", "horizontalpodautoscalers", "create"): (
         "the HPA", "e2e/real/test_autoscaling.py"),
     ("autoscaling", "horizontalpodautoscalers", "patch"): (

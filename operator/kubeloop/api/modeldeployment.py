@@ -234,7 +234,16 @@ class GatewayRef(KubeModel):
 
 class Route(KubeModel):
     gateway: GatewayRef = Field(description="The Gateway that takes the traffic in.")
-    hostnames: list[str] = Field(
+    hostnames: list[
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=253,
+                pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+            ),
+        ]
+    ] = Field(
         default_factory=list,
         max_length=16,
         description="Host names the route answers for; empty: the listener's.",
@@ -243,8 +252,16 @@ class Route(KubeModel):
         default="/",
         min_length=1,
         max_length=1024,
-        pattern=r"^/",
+        pattern=r"^/[A-Za-z0-9/\-._~%!$&'()*+,;=:@]*$",
         description="Path prefix the route matches.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.contains('//') && !self.contains('/./') && !self.contains('/../')",
+                    "route.path must not contain //, /./ or /../",
+                )
+            ]
+        },
     )
 
 

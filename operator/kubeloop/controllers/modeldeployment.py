@@ -17,13 +17,13 @@ from kubeloop.api.modeldeployment import (
     ModelDeploymentStatus,
     ModelSource,
 )
-from kubeloop.controllers import computetemplate, history
+from kubeloop.canary.measure import METER, Measured, serving_pods
+from kubeloop.controllers import canary, computetemplate, history
 from kubeloop.controllers.common import (
     Ctx,
     begin,
     finish_status,
     owner_reference,
-    parse_time,
     record_event,
     refused,
     report_refused_child,
@@ -47,15 +47,15 @@ from kubeloop.render.modeldeployment import (
     split_replicas,
     traffic_share,
 )
+from kubeloop.render.route import ROUTE_API_VERSION, render_route, render_track_service
 
 KIND = "ModelDeployment"
 DEPLOYMENT = "ModelDeployment/Deployment"
 SERVICE = "ModelDeployment/Service"
 HPA = "ModelDeployment/HPA"
 POD = "ModelDeployment/Pod"
+ROUTE = "ModelDeployment/HTTPRoute"
 TRAINING_JOB = "TrainingJob"
-ROLLED_BACK = "RolledBack"
-IDLE = "Idle"
 
 
 @dataclass
@@ -128,30 +128,9 @@ class Plan:
     conds: list[c.Cond]
     apply: list[dict[str, Any]] = field(default_factory=list)
     delete: list[tuple[str, str, str]] = field(default_factory=list)  # (apiVersion, kind, name)
-    event: tuple[str, str, str] | None = None
+    route: dict[str, Any] | None = None  # the HTTPRoute, applied apart: it may fail alone
+    events: list[tuple[str, str, str]] = field(default_factory=list)
     requeue_after: float | None = None
-
-
-def _dep_ready(dep: dict[str, Any] | None) -> int:
-    return int(((dep or {}).get("status") or {}).get("readyReplicas", 0) or 0)
-
-
-def _dep_available(dep: dict[str, Any] | None) -> int:
-    return int(((dep or {}).get("status") or {}).get("availableReplicas", 0) or 0)
-
-
-def _rolled_out(dep: dict[str, Any] | None) -> bool:
-    """The Deployment controller has seen the latest spec and every replica is updated."""
-    if dep is None:
-        return False
-    status = dep.get("status") or {}
-    want = dep.get("spec", {}).get("replicas", 1)
-    return (
-        status.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
-        and int(status.get("updatedReplicas", 0) or 0) >= want
-        and int(status.get("availableReplicas", 0) or 0) >= want
-        and int(status.get("replicas", 0) or 0) <= want
-    )
 
 
 def crash_message(pods: list[dict[str, Any]], track: str) -> str | None:
@@ -191,6 +170,8 @@ def plan(
     observed: Observed,
     image: str,
     now: dt.datetime,
+    measured: Measured | None = None,
+    due_in: float | None = None,
 ) -> Plan:
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
@@ -205,115 +186,83 @@ def plan(
     model_resolved = c.Cond(
         c.MODEL_RESOLVED, stable_res.uri is not None, stable_res.reason, stable_res.message
     )
+    # A canary that passed every step stands in for spec.model until spec.model changes.
+    promotion = canary.current_promotion(prev, stable_res.uri)
     # Without a resolved model, keep serving what runs now; never deploy a missing model.
-    stable_uri = stable_res.uri or (
+    stable_uri = (promotion.uri if promotion else stable_res.uri) or (
         (observed.stable or {}).get("metadata", {}).get("annotations", {}).get(MODEL_URI_ANNOTATION)
     )
-
-    # Canary: resolve, time its progress, roll it back when it misses its deadline.
-    canary_pct: int | None = None
-    canary_status: CanaryStatus | None = None
-    canary_uri: str | None = None
-    canary_cond: c.Cond | None = None
-    if spec.canary is not None:
-        canary_res = resolve(spec.canary.model, namespace, observed.training_jobs)
-        canary_uri = canary_res.uri
-        prev_canary = prev.canary or CanaryStatus()
-        canary_status = CanaryStatus(
-            model_uri=canary_uri,
-            traffic_percent=spec.canary.traffic_percent,
-            state="Progressing",
-            start_time=prev_canary.start_time,
-        )
-        if canary_uri is None:
-            canary_status.state = "Waiting"
-            canary_cond = c.Cond(c.CANARY_AVAILABLE, False, canary_res.reason, canary_res.message)
-        elif prev_canary.state == ROLLED_BACK and prev_canary.model_uri == canary_uri:
-            canary_status.state = ROLLED_BACK
-            canary_status.start_time = prev_canary.start_time
-            canary_status.message = prev_canary.message
-            canary_cond = c.Cond(
-                c.CANARY_AVAILABLE,
-                False,
-                c.CANARY_ROLLED_BACK,
-                prev_canary.message or "canary rolled back",
-            )
-        else:
-            if prev_canary.model_uri != canary_uri or not prev_canary.start_time:
-                canary_status.start_time = rfc3339(now)
-            canary_pct = spec.canary.traffic_percent
-    elif observed.canary is not None:
-        result.delete.append(("apps/v1", "Deployment", deployment_name(name, CANARY)))
-
+    current = 0
     if spec.autoscaling is not None:
         current = int(((observed.stable or {}).get("spec") or {}).get("replicas") or 0)
         current = max(current, spec.autoscaling.min_replicas)
-        canary_replicas = canary_beside(current, canary_pct)
+
+    def canary_replicas_for(share: int | None) -> int:
+        if spec.autoscaling is not None:
+            return canary_beside(current, share)
+        return split_replicas(spec.replicas, share)[1]
+
+    decision: canary.Decision | None = None
+    if spec.canary is not None:
+        canary_res = resolve(spec.canary.model, namespace, observed.training_jobs)
+        if canary_res.uri is None:
+            waiting = CanaryStatus(state=canary.WAITING, message=canary_res.message)
+            cond = c.Cond(c.CANARY_AVAILABLE, False, canary_res.reason, canary_res.message)
+            decision = canary.Decision(waiting, None, False, cond, promotion=promotion)
+        else:
+            decision = canary.decide(
+                canary.Inputs(
+                    canary=spec.canary,
+                    uri=canary_res.uri,
+                    prev=prev.canary or CanaryStatus(),
+                    stable_uri=stable_uri,
+                    model_uri=stable_res.uri,
+                    promotion=promotion,
+                    world=canary.World(
+                        observed.stable, observed.canary, crash_message(observed.pods, CANARY)
+                    ),
+                    measured=measured,
+                    due_in=due_in,
+                    replicas_for=canary_replicas_for,
+                    now=now,
+                )
+            )
+        promotion = decision.promotion
+        stable_uri = (promotion.uri if promotion else stable_res.uri) or stable_uri
+        result.events = decision.events
+        result.requeue_after = decision.requeue_after
+    elif observed.canary is not None:
+        result.delete.append(("apps/v1", "Deployment", deployment_name(name, CANARY)))
+    status.promotion = promotion
+    share = decision.share if decision is not None else None
+    canary_uri = decision.status.model_uri if decision and decision.status else None
+
+    canary_replicas = canary_replicas_for(share) if share else 0
+    if spec.autoscaling is not None:
         stable_replicas: int | None = None
         status.replicas = current
     else:
-        stable_replicas, canary_replicas = split_replicas(spec.replicas, canary_pct)
+        stable_replicas = split_replicas(spec.replicas, share)[0]
         status.replicas = stable_replicas
-
-    # Canary deadline, from its own start time (kept in status across restarts).
-    if canary_status is not None and spec.canary is not None and canary_pct == 0:
-        canary_status.state = IDLE
-        canary_status.replicas = 0
-        canary_status.actual_traffic_percent = 0
-        canary_cond = c.Cond(
-            c.CANARY_AVAILABLE,
-            False,
-            c.CANARY_NO_TRAFFIC,
-            f"trafficPercent is 0: canary {canary_uri} is kept at zero replicas",
-        )
-    elif canary_status is not None and canary_pct:
-        canary_ready = _dep_ready(observed.canary)
+    canary_status = decision.status if decision is not None else None
+    if canary_status is not None and share:
+        canary_ready = canary.ready(observed.canary)
         canary_status.replicas = canary_replicas
         canary_status.ready_replicas = canary_ready
         canary_status.actual_traffic_percent = traffic_share(
-            _dep_ready(observed.stable), canary_ready
+            canary.ready(observed.stable), canary_ready
         )
-        started = parse_time(canary_status.start_time) or now
-        deadline = spec.canary.progress_deadline_seconds if spec.canary else 600
-        elapsed = (now - started).total_seconds()
-        if canary_replicas and _dep_available(observed.canary) >= canary_replicas:
-            canary_status.state = "Available"
-            canary_cond = c.Cond(
+        if canary_status.state == canary.AVAILABLE and decision and decision.cond:
+            decision.cond = c.Cond(
                 c.CANARY_AVAILABLE,
                 True,
                 c.CANARY_AVAILABLE_REASON,
-                _share_message(canary_uri, canary_pct, observed),
+                _share_message(canary_uri, share, observed),
             )
-        elif elapsed >= deadline:
-            why = crash_message(observed.pods, CANARY) or (
-                f"{canary_ready} of {canary_replicas} canary replicas ready"
-            )
-            message = (
-                f"canary {canary_uri} not available within {deadline}s ({why}); "
-                "scaled to zero, the stable model keeps serving"
-            )
-            canary_status.state = ROLLED_BACK
-            canary_status.message = message
-            canary_cond = c.Cond(c.CANARY_AVAILABLE, False, c.CANARY_ROLLED_BACK, message)
-            result.event = ("Warning", c.CANARY_ROLLED_BACK, message)
-            canary_pct = None
-            canary_replicas = 0
-            if spec.autoscaling is None:
-                stable_replicas = spec.replicas
-                status.replicas = stable_replicas
-        else:
-            canary_cond = c.Cond(
-                c.CANARY_AVAILABLE,
-                False,
-                c.CANARY_PROGRESSING,
-                f"{canary_ready} of {canary_replicas} canary replicas ready",
-            )
-            result.requeue_after = deadline - elapsed
-    if canary_status is not None and canary_status.state == ROLLED_BACK:
-        canary_status.replicas = 0
-        canary_status.ready_replicas = _dep_ready(observed.canary)
-        canary_replicas = 0
+    elif canary_status is not None:
+        canary_status.ready_replicas = canary.ready(observed.canary)
     status.canary = canary_status
+    canary_cond = decision.cond if decision is not None else None
 
     # Children.
     if stable_uri:
@@ -331,24 +280,26 @@ def plan(
         stable_res.training_job,
         observed.pods,
     )
-    if spec.canary is not None and canary_uri and canary_status is not None:
-        if canary_status.state == ROLLED_BACK and observed.canary is None:
-            pass
-        else:
-            result.apply.append(
-                render_deployment(
-                    spec,
-                    name,
-                    namespace,
-                    CANARY,
-                    canary_uri,
-                    canary_replicas,
-                    image,
-                    owner,
-                    progress_deadline_seconds=spec.canary.progress_deadline_seconds,
-                )
+    if spec.canary is not None and canary_uri and (share or observed.canary is not None):
+        result.apply.append(
+            render_deployment(
+                spec,
+                name,
+                namespace,
+                CANARY,
+                canary_uri,
+                canary_replicas,
+                image,
+                owner,
+                progress_deadline_seconds=spec.canary.progress_deadline_seconds,
             )
+        )
     result.apply.append(render_service(spec, name, namespace, owner))
+    if spec.route is not None:
+        result.apply.append(render_track_service(spec, name, namespace, STABLE, owner))
+        if spec.canary is not None:
+            result.apply.append(render_track_service(spec, name, namespace, CANARY, owner))
+        result.route = render_route(spec, name, namespace, owner, share or None)
     hpa = render_hpa(spec, name, namespace, owner)
     if hpa is not None:
         result.apply.append(hpa)
@@ -356,10 +307,10 @@ def plan(
         result.delete.append(("autoscaling/v2", "HorizontalPodAutoscaler", name))
 
     # Availability: the stable track, and the canary while it takes traffic.
-    status.ready_replicas = _dep_ready(observed.stable)
+    status.ready_replicas = canary.ready(observed.stable)
     crashing = crash_message(observed.pods, STABLE)
-    serving = _dep_available(observed.stable) + (
-        _dep_available(observed.canary) if canary_pct else 0
+    serving = canary.available(observed.stable) + (
+        canary.available(observed.canary) if share else 0
     )
     if observed.stable is None:
         available = c.Cond(c.AVAILABLE, False, c.MINIMUM_REPLICAS_UNAVAILABLE, "no Deployment yet")
@@ -378,9 +329,13 @@ def plan(
     conds = [ready, model_resolved, available]
     if canary_cond is not None:
         conds.append(canary_cond)
-    rolled_out = _rolled_out(observed.stable) or stable_replicas == 0
+    rolled_out = canary.rolled_out(observed.stable) or stable_replicas == 0
     if ready.status and not rolled_out and crashing is None:
         conds.append(c.Cond(c.RECONCILING, True, c.PROGRESSING, "rolling out"))
+        phase = "Progressing"
+    elif ready.status and decision is not None and decision.under_way and canary_cond:
+        message = (canary_status.message if canary_status else None) or canary_cond.message
+        conds.append(c.Cond(c.RECONCILING, True, canary_cond.reason, f"canary: {message}"))
         phase = "Progressing"
     elif ready.status:
         phase = "Ready"
@@ -395,8 +350,8 @@ def plan(
         phase = "Pending" if not model_resolved.status else "Progressing"
     status.phase = phase
     status.message = ready.message
-    if canary_cond is not None and canary_cond.reason == c.CANARY_ROLLED_BACK:
-        status.message = canary_cond.message
+    if canary_cond is not None and canary_cond.reason in (c.CANARY_ROLLED_BACK, c.CANARY_ABORTED):
+        status.message = f"{canary_cond.reason}: {canary_cond.message}"
     result.conds = conds
     return result
 
@@ -425,7 +380,8 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
         pods=ctx.store.owned(POD, namespace, name),
         training_jobs=tjs,
     )
-    decided = plan(spec, body, observed, ctx.config.image, now)
+    measured, due_in = await _measure(key, spec, body, observed, now)
+    decided = plan(spec, body, observed, ctx.config.image, now, measured, due_in)
     template_cond = computetemplate.condition(template)
     if template_cond is not None:
         decided.conds.append(template_cond)
@@ -442,11 +398,15 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
         ctx.store.put(_store_kind(obj["kind"]), applied, owner=name)
     for api_version, kind, child in decided.delete:
         await ctx.kube.delete(api_version, kind, namespace, child)
+    route_cond = await _route(ctx, namespace, name, decided.route)
+    if route_cond is not None:
+        decided.conds.append(route_cond)
     new_status = finish_status(body, decided.status, decided.conds, rfc3339(now))
     prev_phase = (body.get("status") or {}).get("phase")
     written = await write_status(ctx, body, new_status)
-    if decided.event is not None and written:
-        await record_event(ctx, body, *decided.event)
+    if decided.events and written:
+        for event in decided.events:
+            await record_event(ctx, body, *event)
     elif written and decided.status.phase != prev_phase:
         await record_event(
             ctx,
@@ -456,17 +416,69 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     return Result(requeue_after=decided.requeue_after)
 
 
+async def _route(
+    ctx: Ctx, namespace: str, name: str, route: dict[str, Any] | None
+) -> c.Cond | None:
+    """Apply the HTTPRoute, or delete the one this operator applied when `route` went.
+
+    Routes are not watched (the Gateway API may not be installed): what was applied is
+    remembered in the store, and a route left over across a restart goes with its
+    ModelDeployment (owner reference)."""
+    if route is None:
+        if ctx.store.get(ROUTE, namespace, name) is not None:
+            await ctx.kube.delete(ROUTE_API_VERSION, "HTTPRoute", namespace, name)
+            ctx.store.remove(ROUTE, namespace, name, owner=name)
+        return None
+    if not _unchanged(ctx, route):
+        try:
+            applied = await ctx.kube.apply(route)
+        except KubeError as exc:
+            why = "the Gateway API is not installed" if exc.status == 404 else exc.message
+            return c.Cond(c.ROUTED, False, c.ROUTE_FAILED, f"HTTPRoute {name}: {why}")
+        ctx.store.put(ROUTE, applied, owner=name)
+    weights = [
+        f"{ref['name']} {ref['weight']}"
+        for rule in route["spec"]["rules"]
+        for ref in rule["backendRefs"]
+    ]
+    return c.Cond(c.ROUTED, True, c.ROUTE_APPLIED, f"HTTPRoute {name}: {', '.join(weights)}")
+
+
+async def _measure(
+    key: Key, spec: ModelDeploymentSpec, body: dict[str, Any], observed: Observed, now: dt.datetime
+) -> tuple[Measured | None, float | None]:
+    """Read both tracks' pods when the canary's window is open; judge it when it is due."""
+    prev = ModelDeploymentStatus.model_validate(body.get("status") or {})
+    analysis = canary.analysis_of(spec.canary) if spec.canary else None
+    if not canary.judging(spec.canary, prev.canary) or analysis is None or prev.canary is None:
+        METER.forget(key)
+        return None, None
+    uri = prev.canary.model_uri or ""
+    tracks = {CANARY: uri, STABLE: prev.active_model_uri or ""}
+    port = spec.runtime.port if spec.runtime else 8080
+    pods = serving_pods(observed.pods, port, tracks)
+    step = prev.canary.step if spec.canary and spec.canary.steps else None
+    return await METER.measure(key, analysis, body["metadata"]["name"], pods, uri, step, now)
+
+
 def _share_message(uri: str | None, requested: int, observed: Observed) -> str:
-    stable, canary = _dep_ready(observed.stable), _dep_ready(observed.canary)
-    actual = traffic_share(stable, canary) or 0
-    message = f"canary {uri} serves {actual}% of traffic ({canary} of {stable + canary} ready pods)"
+    stable, canaries = canary.ready(observed.stable), canary.ready(observed.canary)
+    actual = traffic_share(stable, canaries) or 0
+    message = (
+        f"canary {uri} serves {actual}% of traffic ({canaries} of {stable + canaries} ready pods)"
+    )
     if actual != requested:
         message += f"; {requested}% requested, the nearest share these replica counts allow"
     return message
 
 
 def _store_kind(kind: str) -> str:
-    return {"Deployment": DEPLOYMENT, "Service": SERVICE, "HorizontalPodAutoscaler": HPA}[kind]
+    return {
+        "Deployment": DEPLOYMENT,
+        "Service": SERVICE,
+        "HorizontalPodAutoscaler": HPA,
+        "HTTPRoute": ROUTE,
+    }[kind]
 
 
 def _unchanged(ctx: Ctx, obj: dict[str, Any]) -> bool:

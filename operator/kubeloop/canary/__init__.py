@@ -1,0 +1,1 @@
+"""Canary analysis: figures from the model servers' metrics, and the verdict on them."""

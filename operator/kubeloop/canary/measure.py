@@ -1,0 +1,216 @@
+"""Live figures of a canary and its stable, read from their pods' own `/metrics`.
+
+A window opens with a baseline read of every serving pod; when it is due, the pods are
+read again and the counters since the baseline are judged. The baselines live in the
+operator's memory only: after a restart a new window opens, nothing is written for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubeloop.api.modeldeployment import CanaryAnalysis
+from kubeloop.canary.figures import (
+    Figures,
+    FiguresInvalid,
+    Sample,
+    combine,
+    delta,
+    divergence,
+    parse_sample,
+)
+from kubeloop.canary.judge import HOLD, Verdict, judge
+from kubeloop.drift import sources
+
+log = logging.getLogger("kubeloop.canary")
+
+Key = tuple[str, str, str]
+SCRAPE_TIMEOUT = 5.0
+MAX_PODS_READ = 50
+TRACK_LABEL = "kubeloop.io/track"
+MODEL_URI_ANNOTATION = "kubeloop.io/model-uri"
+STABLE, CANARY = "stable", "canary"
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(duration: str) -> float:
+    """`1m30s` -> 90.0 (the schema has checked the pattern)."""
+    total = sum(int(n) * _DURATION_UNITS[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h)", duration))
+    return max(total, 1.0)
+
+
+@dataclass(frozen=True)
+class ServingPod:
+    uid: str
+    track: str
+    url: str
+    created: dt.datetime | None
+
+
+@dataclass
+class Window:
+    uri: str
+    step: int | None
+    opened: float
+    opened_at: dt.datetime
+    due: float
+    baselines: dict[str, Sample] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One judgement: the verdict and the figures it was made on."""
+
+    uri: str
+    step: int | None
+    verdict: Verdict
+    canary: Figures | None
+    stable: Figures | None
+    window_seconds: float
+    divergence: float | None
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conds = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+def _created(pod: dict[str, Any]) -> dt.datetime | None:
+    stamp = pod["metadata"].get("creationTimestamp")
+    if not stamp:
+        return None
+    try:
+        return dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def serving_pods(
+    pods: Sequence[dict[str, Any]], port: int, uris: dict[str, str]
+) -> list[ServingPod]:
+    """Ready pods of each track that serve that track's model, with their metrics URL."""
+    found = []
+    for pod in pods:
+        meta = pod["metadata"]
+        track = (meta.get("labels") or {}).get(TRACK_LABEL, "")
+        ip = (pod.get("status") or {}).get("podIP")
+        serves = (meta.get("annotations") or {}).get(MODEL_URI_ANNOTATION)
+        if (
+            track in uris
+            and serves == uris[track]
+            and ip
+            and _ready(pod)
+            and not meta.get("deletionTimestamp")
+        ):
+            found.append(
+                ServingPod(
+                    str(meta.get("uid")), track, f"http://{ip}:{port}/metrics", _created(pod)
+                )
+            )
+    return found[:MAX_PODS_READ]
+
+
+def _read(url: str, model: str) -> Sample:
+    text = sources.fetch_metrics(url, timeout=SCRAPE_TIMEOUT, retries=0)
+    return parse_sample(text, model)
+
+
+async def read_all(pods: Sequence[ServingPod], model: str) -> dict[str, Sample | None]:
+    """Every pod's sample, read at once; None for a pod that did not answer in time."""
+
+    async def one(pod: ServingPod) -> Sample | None:
+        try:
+            return await asyncio.to_thread(_read, pod.url, model)
+        except (sources.SourceUnavailable, sources.SourceInvalid, FiguresInvalid) as err:
+            log.info("Could not read %s: %s", pod.url, err)
+            return None
+
+    samples = await asyncio.gather(*(one(p) for p in pods))
+    return {pod.uid: sample for pod, sample in zip(pods, samples, strict=True)}
+
+
+def track_figures(
+    track: str,
+    pods: Sequence[ServingPod],
+    now: dict[str, Sample | None],
+    window: Window,
+) -> Figures | None:
+    """The track's counters since the window opened. None when a pod of the track did not
+    answer (for the canary, an unreadable pod may be the broken one) or none serves.
+
+    A pod that served before the window opened but was not read then (it was not ready,
+    or did not answer) counts from now on: this read becomes its baseline."""
+    parts = []
+    for pod in pods:
+        if pod.track != track:
+            continue
+        current = now.get(pod.uid)
+        if current is None:
+            return None
+        base = window.baselines.get(pod.uid)
+        if base is None and (pod.created is None or pod.created < window.opened_at):
+            window.baselines[pod.uid] = base = current
+        parts.append(delta(current, base))
+    if not parts:
+        return None
+    try:
+        return combine(parts)
+    except FiguresInvalid as err:  # pods with different histograms: not comparable
+        log.info("Cannot combine the %s pods' figures: %s", track, err)
+        return None
+
+
+class Meter:
+    """Open windows by ModelDeployment."""
+
+    def __init__(self) -> None:
+        self.windows: dict[Key, Window] = {}
+
+    def forget(self, key: Key) -> None:
+        self.windows.pop(key, None)
+
+    async def measure(
+        self,
+        key: Key,
+        analysis: CanaryAnalysis,
+        model: str,
+        pods: Sequence[ServingPod],
+        uri: str,
+        step: int | None,
+        now: dt.datetime,
+    ) -> tuple[Measured | None, float]:
+        """A judgement when the window is due, else None and the seconds until it is."""
+        interval = seconds(analysis.interval)
+        clock = time.monotonic()
+        window = self.windows.get(key)
+        if window is None or window.uri != uri or window.step != step:
+            read = await read_all(pods, model)
+            window = Window(uri, step, clock, now, clock + interval)
+            window.baselines = {uid: s for uid, s in read.items() if s is not None}
+            self.windows[key] = window
+            return None, interval
+        if clock < window.due:
+            return None, window.due - clock
+        read = await read_all(pods, model)
+        canary = track_figures(CANARY, pods, read, window)
+        stable = track_figures(STABLE, pods, read, window)
+        verdict = judge(analysis, canary, stable)
+        if verdict.decision == HOLD:
+            window.due = clock + interval
+        else:
+            self.forget(key)
+        spread = divergence(canary.predictions, stable.predictions) if canary and stable else None
+        measured = Measured(uri, step, verdict, canary, stable, clock - window.opened, spread)
+        return measured, interval
+
+
+# The operator's open windows.
+METER = Meter()

@@ -1,0 +1,428 @@
+"""The canary of a ModelDeployment: its share of traffic, its steps and its verdicts.
+
+Two modes. Without `steps` the canary keeps the fixed `trafficPercent` a user set; with
+`analysis` it is judged every interval and rolled back when it fails. With `steps` it
+moves from step to step while each passes on live metrics, and the last step (100)
+promotes: the stable Deployment rolls to the canary's model (`status.promotion`) and
+the canary goes to zero. A failed step, a missed deadline or `abort` rolls it back.
+
+`decide()` is pure: it reads the previous status, what the cluster shows and the
+latest judgement (`kubeloop.canary.measure`), and returns the new canary status.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubeloop import conditions as c
+from kubeloop.api.modeldeployment import (
+    Canary,
+    CanaryAnalysis,
+    CanaryJudgement,
+    CanaryStatus,
+    ModelDeploymentStatus,
+    Promotion,
+    TrackFigures,
+)
+from kubeloop.canary.figures import Figures
+from kubeloop.canary.judge import FAIL, HOLD, PASS
+from kubeloop.canary.measure import Measured
+from kubeloop.controllers.common import parse_time, rfc3339
+from kubeloop.render.modeldeployment import MODEL_URI_ANNOTATION
+
+# Canary states (status.canary.state).
+WAITING = "Waiting"
+PROGRESSING = "Progressing"
+AVAILABLE = "Available"
+IDLE = "Idle"
+ANALYZING = "Analyzing"
+HOLDING = "Holding"
+PAUSED = "Paused"
+PROMOTING = "Promoting"
+PROMOTED = "Promoted"
+ROLLED_BACK = "RolledBack"
+ABORTED = "Aborted"
+
+# States in which a window of live metrics is open and judged.
+JUDGED = frozenset({ANALYZING, HOLDING})
+# States in which the canary analysis is still under way (the resource is Reconciling).
+UNDER_WAY = frozenset({PROGRESSING, ANALYZING, HOLDING, PAUSED, PROMOTING})
+
+Event = tuple[str, str, str]
+
+
+@dataclass
+class World:
+    """What the cluster shows of the two tracks."""
+
+    stable: dict[str, Any] | None
+    canary: dict[str, Any] | None
+    crash: str | None  # why the canary's pods cannot serve, if they cannot
+
+
+@dataclass
+class Decision:
+    status: CanaryStatus | None
+    share: int | None = None  # the canary's share of traffic; None: no canary pods
+    render: bool = True  # keep a canary Deployment (at zero when share is None)
+    cond: c.Cond | None = None
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    promotion: Promotion | None = None
+    under_way: bool = False
+
+
+def ready(dep: dict[str, Any] | None) -> int:
+    return int(((dep or {}).get("status") or {}).get("readyReplicas", 0) or 0)
+
+
+def available(dep: dict[str, Any] | None) -> int:
+    return int(((dep or {}).get("status") or {}).get("availableReplicas", 0) or 0)
+
+
+def rolled_out(dep: dict[str, Any] | None) -> bool:
+    """The Deployment controller has seen the latest spec and every replica is updated."""
+    if dep is None:
+        return False
+    status = dep.get("status") or {}
+    want = dep.get("spec", {}).get("replicas", 1)
+    return (
+        status.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
+        and int(status.get("updatedReplicas", 0) or 0) >= want
+        and int(status.get("availableReplicas", 0) or 0) >= want
+        and int(status.get("replicas", 0) or 0) <= want
+    )
+
+
+def serves(dep: dict[str, Any] | None, uri: str) -> bool:
+    """The Deployment is rolled out with `uri`."""
+    annotations = ((dep or {}).get("metadata") or {}).get("annotations") or {}
+    return annotations.get(MODEL_URI_ANNOTATION) == uri and rolled_out(dep)
+
+
+def current_promotion(prev: ModelDeploymentStatus, model_uri: str | None) -> Promotion | None:
+    """The promotion that still stands: it ends when `spec.model` changes (the user's
+    word) or names the promoted model itself (nothing left to stand in for)."""
+    promotion = prev.promotion
+    if promotion is None or model_uri is None:
+        return promotion if model_uri is None else None
+    if promotion.replaces != model_uri or promotion.uri == model_uri:
+        return None
+    return promotion
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _track(figures: Figures | None) -> TrackFigures | None:
+    if figures is None:
+        return None
+    percent = figures.error_percent
+    return TrackFigures(
+        requests=int(figures.requests),
+        error_percent=None if percent is None else round(percent, 3),
+        latency_p99_ms=_ms(figures.p99_seconds),
+        pods=figures.pods,
+    )
+
+
+def judgement(measured: Measured, now: dt.datetime) -> CanaryJudgement:
+    return CanaryJudgement(
+        time=rfc3339(now),
+        decision=measured.verdict.decision,
+        window_seconds=round(measured.window_seconds, 1),
+        canary=_track(measured.canary),
+        stable=_track(measured.stable),
+        prediction_divergence=(
+            None if measured.divergence is None else round(measured.divergence, 4)
+        ),
+        message=measured.verdict.message,
+    )
+
+
+def _step_text(step: int, steps: list[int]) -> str:
+    return f"step {step} of {len(steps)} ({steps[step - 1]}% of traffic)"
+
+
+@dataclass
+class Inputs:
+    canary: Canary
+    uri: str
+    prev: CanaryStatus
+    stable_uri: str | None  # what the stable serves, promotion included
+    model_uri: str | None  # what spec.model resolves to
+    promotion: Promotion | None
+    world: World
+    measured: Measured | None
+    due_in: float | None
+    replicas_for: Callable[[int], int]
+    now: dt.datetime
+
+
+def decide(inp: Inputs) -> Decision:
+    """The canary's next state, for a resolved canary model."""
+    if inp.canary.steps:
+        return _progressive(inp)
+    out = _fixed(inp)
+    out.promotion = inp.promotion
+    return out
+
+
+def _base_status(inp: Inputs) -> CanaryStatus:
+    prev, same = inp.prev, inp.prev.model_uri == inp.uri
+    return CanaryStatus(
+        model_uri=inp.uri,
+        start_time=prev.start_time if same and prev.start_time else rfc3339(inp.now),
+        step=prev.step if same else None,
+        step_start_time=prev.step_start_time if same else None,
+        analysis=prev.analysis if same else None,
+    )
+
+
+def _stopped(status: CanaryStatus, state: str, message: str, reason: str) -> Decision:
+    status.state, status.message = state, message
+    status.replicas, status.traffic_percent, status.actual_traffic_percent = 0, 0, 0
+    return Decision(status, None, True, c.Cond(c.CANARY_AVAILABLE, False, reason, message))
+
+
+def _transition(inp: Inputs, state: str, event: Event) -> list[Event]:
+    """The event, when the canary enters `state` (not again on every pass)."""
+    same = inp.prev.model_uri == inp.uri
+    return [] if same and inp.prev.state == state else [event]
+
+
+def _abort(inp: Inputs, status: CanaryStatus) -> Decision:
+    message = (
+        f"canary {inp.uri} aborted by spec.canary.abort; the stable model "
+        f"{inp.stable_uri} serves all traffic"
+    )
+    out = _stopped(status, ABORTED, message, c.CANARY_ABORTED)
+    out.events = _transition(inp, ABORTED, ("Warning", c.CANARY_ABORTED, message))
+    return out
+
+
+def _kept_back(inp: Inputs, status: CanaryStatus) -> Decision | None:
+    """States that hold whatever else happens: rolled back, aborted, the stable's own."""
+    prev, same = inp.prev, inp.prev.model_uri == inp.uri
+    if same and prev.state == ROLLED_BACK:
+        return _stopped(
+            status, ROLLED_BACK, prev.message or "canary rolled back", c.CANARY_ROLLED_BACK
+        )
+    if inp.canary.abort:
+        return _abort(inp, status)
+    if inp.uri == inp.stable_uri:
+        message = f"the canary's model {inp.uri} is the stable's: nothing to compare"
+        return _stopped(status, IDLE, message, c.CANARY_NO_TRAFFIC)
+    return None
+
+
+def _rolled_back(inp: Inputs, status: CanaryStatus, why: str) -> Decision:
+    message = f"{why}; rolled back, the stable model {inp.stable_uri} serves all traffic"
+    out = _stopped(status, ROLLED_BACK, message, c.CANARY_ROLLED_BACK)
+    out.events = [("Warning", c.CANARY_ROLLED_BACK, message)]
+    return out
+
+
+def _deadline(inp: Inputs, status: CanaryStatus, share: int, since: str | None) -> Decision:
+    """Pods of this share are not available yet: wait, or roll back past the deadline."""
+    want = inp.replicas_for(share)
+    have = ready(inp.world.canary)
+    deadline = inp.canary.progress_deadline_seconds
+    elapsed = (inp.now - (parse_time(since) or inp.now)).total_seconds()
+    if elapsed >= deadline:
+        why = inp.world.crash or f"{have} of {want} canary replicas ready"
+        return _rolled_back(
+            inp, status, f"canary {inp.uri} not available within {deadline}s ({why})"
+        )
+    status.state = PROGRESSING
+    status.message = f"{have} of {want} canary replicas ready"
+    cond = c.Cond(c.CANARY_AVAILABLE, False, c.CANARY_PROGRESSING, status.message)
+    return Decision(status, share, True, cond, requeue_after=deadline - elapsed, under_way=True)
+
+
+def _fixed(inp: Inputs) -> Decision:
+    """A fixed share; rolled back on a failed judgement when `analysis` is set."""
+    status = _base_status(inp)
+    status.step = status.step_start_time = None
+    share = inp.canary.traffic_percent
+    status.traffic_percent = share
+    held = _kept_back(inp, status)
+    if held is not None:
+        return held
+    if share == 0:
+        message = f"trafficPercent is 0: canary {inp.uri} is kept at zero replicas"
+        return _stopped(status, IDLE, message, c.CANARY_NO_TRAFFIC)
+    if available(inp.world.canary) < inp.replicas_for(share):
+        return _deadline(inp, status, share, status.start_time)
+    status.state, status.message = AVAILABLE, ""
+    out = Decision(status, share, True, c.Cond(c.CANARY_AVAILABLE, True, c.CANARY_AVAILABLE_REASON))
+    analysis = inp.canary.analysis
+    if analysis is None or inp.canary.paused:
+        return out
+    measured = inp.measured
+    if measured is not None and measured.uri == inp.uri and measured.step is None:
+        status.analysis = judgement(measured, inp.now)
+        if measured.verdict.decision == FAIL:
+            return _rolled_back(inp, status, f"canary {inp.uri}: {measured.verdict.message}")
+    out.requeue_after = inp.due_in if inp.due_in is not None else 0.5
+    return out
+
+
+def _progressive(inp: Inputs) -> Decision:
+    steps, uri = inp.canary.steps, inp.uri
+    status = _base_status(inp)
+    promotion = inp.promotion
+    promoting = promotion is not None and promotion.uri == uri
+    if promoting and (serves(inp.world.stable, uri) or inp.prev.state == PROMOTED):
+        message = f"canary {uri} passed every step and is the stable model"
+        status.analysis = inp.prev.analysis
+        out = _stopped(status, PROMOTED, message, c.CANARY_PROMOTED)
+        out.events = _transition(inp, PROMOTED, ("Normal", c.CANARY_PROMOTED, message))
+        out.promotion = promotion
+        return out
+    if promoting and inp.canary.abort:
+        inp.stable_uri = inp.model_uri
+        return _abort(inp, status)
+    if promoting:
+        return _promoting(inp, status)
+    held = _kept_back(inp, status)
+    if held is not None:
+        held.promotion = promotion
+        return held
+    restart = (
+        inp.prev.model_uri != uri
+        or inp.prev.step is None
+        or inp.prev.state
+        in (
+            ABORTED,
+            IDLE,
+            WAITING,
+        )
+    )
+    events: list[Event] = []
+    if restart:
+        status.step, status.step_start_time, status.analysis = 1, rfc3339(inp.now), None
+        events.append(("Normal", c.CANARY_STARTED, f"canary {uri}: {_step_text(1, steps)}"))
+    step = min(status.step or 1, len(steps))
+    status.step = step
+    if steps[step - 1] >= 100:
+        return _promote(inp, status, events, f"canary {uri} reached the last step")
+    out = _at_step(inp, status, step)
+    out.events = events + out.events
+    out.promotion = promotion
+    return out
+
+
+def _at_step(inp: Inputs, status: CanaryStatus, step: int) -> Decision:
+    steps, uri = inp.canary.steps, inp.uri
+    share = steps[step - 1]
+    status.traffic_percent = share
+    if available(inp.world.canary) < inp.replicas_for(share):
+        return _deadline(inp, status, share, status.step_start_time)
+    where = _step_text(step, steps)
+    if inp.canary.paused:
+        status.state, status.message = PAUSED, f"paused at {where}"
+        out = Decision(
+            status, share, True, c.Cond(c.CANARY_AVAILABLE, True, c.CANARY_PAUSED, status.message)
+        )
+        out.events = _transition(
+            inp, PAUSED, ("Normal", c.CANARY_PAUSED, f"canary {uri} {status.message}")
+        )
+        out.under_way = True
+        return out
+    measured = inp.measured
+    judged_here = inp.prev.model_uri == uri and inp.prev.step == step and inp.prev.state in JUDGED
+    if not judged_here:
+        status.state, status.message = ANALYZING, f"measuring {where}"
+        out = Decision(
+            status,
+            share,
+            True,
+            c.Cond(c.CANARY_AVAILABLE, True, c.CANARY_ANALYZING, status.message),
+        )
+        if inp.prev.state == PAUSED and inp.prev.model_uri == uri:
+            out.events = [("Normal", c.CANARY_RESUMED, f"canary {uri} resumed at {where}")]
+        out.requeue_after, out.under_way = 0.5, True
+        return out
+    if measured is None or measured.uri != uri or measured.step != step:
+        status.state, status.message = inp.prev.state, inp.prev.message
+        reason = c.CANARY_HOLDING if inp.prev.state == HOLDING else c.CANARY_ANALYZING
+        out = Decision(
+            status, share, True, c.Cond(c.CANARY_AVAILABLE, True, reason, status.message or "")
+        )
+        out.requeue_after = inp.due_in if inp.due_in is not None else 0.5
+        out.under_way = True
+        return out
+    status.analysis = judgement(measured, inp.now)
+    verdict = measured.verdict
+    if verdict.decision == FAIL:
+        return _rolled_back(inp, status, f"canary {uri} failed {where}: {verdict.message}")
+    if verdict.decision == HOLD:
+        status.state, status.message = HOLDING, f"holding {where}: {verdict.message}"
+        out = Decision(
+            status, share, True, c.Cond(c.CANARY_AVAILABLE, True, c.CANARY_HOLDING, status.message)
+        )
+        out.events = _transition(
+            inp, HOLDING, ("Normal", c.CANARY_HOLDING, f"canary {uri} {status.message}")
+        )
+        out.requeue_after, out.under_way = inp.due_in, True
+        return out
+    assert verdict.decision == PASS
+    passed = f"{where} passed: {verdict.message}"
+    following = inp.canary.steps[step]
+    if following >= 100:
+        return _promote(inp, status, [], f"canary {uri} {passed}")
+    status.step, status.step_start_time = step + 1, rfc3339(inp.now)
+    status.state = PROGRESSING
+    status.traffic_percent = following
+    status.message = f"{passed}; now {_step_text(step + 1, inp.canary.steps)}"
+    out = Decision(
+        status,
+        following,
+        True,
+        c.Cond(c.CANARY_AVAILABLE, False, c.CANARY_PROGRESSING, status.message),
+    )
+    out.events = [("Normal", c.CANARY_STEP_PASSED, f"canary {uri} {status.message}")]
+    out.requeue_after, out.under_way = 0.5, True
+    return out
+
+
+def _promote(inp: Inputs, status: CanaryStatus, events: list[Event], why: str) -> Decision:
+    """The last step: the stable rolls to the canary's model."""
+    inp.promotion = Promotion(uri=inp.uri, replaces=inp.model_uri, time=rfc3339(inp.now))
+    out = _promoting(inp, status)
+    message = f"{why}; promoting: the stable Deployment rolls to {inp.uri}"
+    out.events = [*events, ("Normal", c.CANARY_PROMOTING, message)]
+    return out
+
+
+def _promoting(inp: Inputs, status: CanaryStatus) -> Decision:
+    """The stable rolls to the canary's model; the canary keeps its share meanwhile."""
+    steps = inp.canary.steps
+    below = [s for s in steps if s < 100]
+    share = below[-1] if below else None
+    status.step, status.traffic_percent = len(steps), share or 0
+    status.state = PROMOTING
+    status.message = f"the stable Deployment rolls to {inp.uri}"
+    cond = c.Cond(c.CANARY_AVAILABLE, True, c.CANARY_PROMOTING, status.message)
+    return Decision(status, share, True, cond, promotion=inp.promotion, under_way=True)
+
+
+def analysis_of(canary: Canary) -> CanaryAnalysis | None:
+    """How the canary is judged: its own analysis, or the default one with steps."""
+    if canary.analysis is not None:
+        return canary.analysis
+    return CanaryAnalysis() if canary.steps else None
+
+
+def judging(canary: Canary | None, prev: CanaryStatus | None) -> bool:
+    """Whether a window of live metrics should be open now."""
+    if canary is None or prev is None or canary.paused or canary.abort:
+        return False
+    if analysis_of(canary) is None or not prev.model_uri:
+        return False
+    return prev.state in JUDGED if canary.steps else prev.state == AVAILABLE

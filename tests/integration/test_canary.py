@@ -1,0 +1,316 @@
+"""Progressive delivery on the local control plane: a canary moves step by step, or is
+rolled back, on the live metrics of real model servers (tests/canarybed.py) that stand
+at its pods' addresses; the operator runs in-process and reads them as it would pods."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from kubeloop.serving.model import LoadedModel, load_model
+from tests.canarybed import Behaviour, Fleet
+from tests.integration.test_route_crds import gateway_crds  # noqa: F401  (a fixture)
+from tests.kubetest import Cluster, stays, wait_for
+from tests.modelserver import free_port, shifted_rows, train
+
+MD = "ModelDeployment"
+V1, V2, V3 = "s3://models/iris/v1", "s3://models/iris/v2", "s3://models/iris/v3"
+FAST = {"interval": "2s", "minRequests": 20, "maxErrorPercent": 1}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    return load_model(train(Path(tmp_path_factory.mktemp("iris"))))
+
+
+@pytest.fixture(scope="module")
+def rows() -> np.ndarray:
+    return shifted_rows(300, 0.0, seed=3)
+
+
+class Trace:
+    """Every distinct (state, step, trafficPercent) the canary's status went through."""
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        self.cluster, self.namespace, self.name = cluster, namespace, name
+        self.seen: list[tuple[Any, ...]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            canary = self.cluster.status(MD, self.namespace, self.name).get("canary") or {}
+            point = (canary.get("state"), canary.get("step"), canary.get("trafficPercent"))
+            if not self.seen or self.seen[-1] != point:
+                self.seen.append(point)
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> Trace:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def canary_in(cluster: Cluster, ns: str, name: str, state: str) -> dict[str, Any] | None:
+    status = cluster.status(MD, ns, name)
+    canary = status.get("canary") or {}
+    return status if canary.get("state") == state else None
+
+
+def replicas(cluster: Cluster, ns: str, name: str) -> int | None:
+    try:
+        return cluster.apps.read_namespaced_deployment(name, ns).spec.replicas
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+
+
+def reasons(cluster: Cluster, ns: str, name: str) -> set[str]:
+    """The canary Events on the ModelDeployment (not its Deployment of the same name)."""
+    return {
+        e.reason
+        for e in cluster.events_for(ns, name)
+        if e.involved_object.kind == MD and e.reason.startswith("Canary")
+    }
+
+
+@pytest.fixture
+def fleet(
+    cluster: Cluster, namespace: str, model: LoadedModel, rows: np.ndarray
+) -> Iterator[Fleet]:
+    with Fleet(cluster, namespace, "iris", free_port(), model, rows) as bed:
+        yield bed
+
+
+def stable_ready(cluster: Cluster, fleet: Fleet, spec: dict[str, Any]) -> None:
+    ns = fleet.namespace
+    cluster.create(
+        MD,
+        ns,
+        "iris",
+        {"model": {"uri": V1}, "replicas": 4, "runtime": {"port": fleet.port}, **spec},
+    )
+    wait_for(
+        lambda: (
+            cluster.status(MD, ns, "iris").get("phase") == "Ready"
+            and len(fleet.ready_addresses()) == 4
+        ),
+        40,
+        "stable Ready, 4 pods served",
+    )
+
+
+def test_good_canary_goes_step_by_step_and_is_promoted(cluster: Cluster, fleet: Fleet) -> None:
+    ns = fleet.namespace
+    stable_ready(cluster, fleet, {})
+    fleet.sending.set()
+    with Trace(cluster, ns, "iris") as trace:
+        cluster.patch_spec(
+            MD,
+            ns,
+            "iris",
+            {"canary": {"model": {"uri": V2}, "steps": [25, 50, 100], "analysis": FAST}},
+        )
+        try:
+            status = wait_for(lambda: canary_in(cluster, ns, "iris", "Promoted"), 90, "promoted")
+        except AssertionError as err:
+            raise AssertionError(
+                f"{err}; went through {trace.seen}; now {cluster.status(MD, ns, 'iris')}"
+            ) from None
+    # Each step was measured before the next: 25%, then 50%, then the promotion.
+    states = [p for p in trace.seen if p[0] in ("Analyzing", "Promoting", "Promoted")]
+    assert states[0] == ("Analyzing", 1, 25), trace.seen
+    assert ("Analyzing", 2, 50) in states, trace.seen
+    assert states.index(("Analyzing", 1, 25)) < states.index(("Analyzing", 2, 50)), trace.seen
+    assert any(p[0] == "Promoting" for p in states), trace.seen
+    assert all(p[1] == 3 for p in states[states.index(("Analyzing", 2, 50)) + 1 :]), trace.seen
+    # The stable serves the canary's model now; the canary is at zero; spec is untouched.
+    assert status["promotion"]["uri"] == V2 and status["promotion"]["replaces"] == V1
+    assert status["activeModelUri"] == V2
+    stable = cluster.apps.read_namespaced_deployment("iris", ns)
+    assert stable.metadata.annotations["kubeloop.io/model-uri"] == V2
+    assert stable.spec.replicas == 4
+    wait_for(lambda: replicas(cluster, ns, "iris-canary") == 0, 20, "canary at zero")
+    assert cluster.get(MD, ns, "iris")["spec"]["model"] == {"uri": V1, "format": "sklearn"}
+    judged = status["canary"]["analysis"]
+    assert judged["decision"] == "Pass" and judged["canary"]["requests"] >= 20
+    assert judged["canary"]["errorPercent"] == 0
+    assert {"CanaryStarted", "CanaryStepPassed", "CanaryPromoting", "CanaryPromoted"} <= (
+        reasons(cluster, ns, "iris")
+    )
+    wait_for(lambda: cluster.status(MD, ns, "iris")["phase"] == "Ready", 20, "Ready")
+
+    # A new canary model starts a new analysis, from step 1, against the promoted stable.
+    fleet.behave(V3, Behaviour(fail_above=6.0))
+    cluster.patch_spec(MD, ns, "iris", {"canary": {"model": {"uri": V3}}})
+    status = wait_for(lambda: canary_in(cluster, ns, "iris", "RolledBack"), 60, "rolled back")
+    message = status["canary"]["message"]
+    assert re.search(r"error rate [0-9.]+% > 1% over [0-9]+ requests", message), message
+    assert status["activeModelUri"] == V2, "the promoted stable keeps serving"
+    wait_for(lambda: replicas(cluster, ns, "iris-canary") == 0, 20, "canary at zero")
+    assert cluster.apps.read_namespaced_deployment("iris", ns).spec.replicas == 4
+
+
+def test_failing_canary_is_rolled_back_with_its_numbers(cluster: Cluster, fleet: Fleet) -> None:
+    ns = fleet.namespace
+    fleet.behave(V2, Behaviour(fail_above=6.0))
+    stable_ready(cluster, fleet, {})
+    fleet.sending.set()
+    cluster.patch_spec(
+        MD, ns, "iris", {"canary": {"model": {"uri": V2}, "steps": [25, 50, 100], "analysis": FAST}}
+    )
+    status = wait_for(lambda: canary_in(cluster, ns, "iris", "RolledBack"), 60, "rolled back")
+    message = status["canary"]["message"]
+    assert re.search(
+        r"failed step 1 of 3 \(25% of traffic\): error rate [0-9.]+% > 1% over "
+        r"[0-9]+ requests",
+        message,
+    ), message
+    assert status["message"].startswith("CanaryRolledBack: "), status["message"]
+    judged = status["canary"]["analysis"]
+    assert judged["decision"] == "Fail" and judged["canary"]["errorPercent"] > 1
+    assert judged["stable"]["errorPercent"] == 0
+    wait_for(lambda: replicas(cluster, ns, "iris-canary") == 0, 20, "canary at zero")
+    assert cluster.apps.read_namespaced_deployment("iris", ns).spec.replicas == 4
+    assert status["activeModelUri"] == V1 and "promotion" not in status
+    cond = cluster.condition(MD, ns, "iris", "CanaryAvailable")
+    assert cond and cond["reason"] == "CanaryRolledBack", cond
+    assert "CanaryRolledBack" in reasons(cluster, ns, "iris")
+    # It stays rolled back: the same model is not tried again by itself.
+    stays(lambda: canary_in(cluster, ns, "iris", "RolledBack"), 5, "rolled back")
+
+
+def test_slow_canary_is_rolled_back_relative_to_the_stable(cluster: Cluster, fleet: Fleet) -> None:
+    ns = fleet.namespace
+    fleet.behave(V2, Behaviour(delay=0.15))
+    stable_ready(cluster, fleet, {})
+    fleet.sending.set()
+    cluster.patch_spec(
+        MD,
+        ns,
+        "iris",
+        {
+            "canary": {
+                "model": {"uri": V2},
+                "steps": [50, 100],
+                "analysis": {**FAST, "minRequests": 10, "maxLatencyP99Ratio": 3},
+            }
+        },
+    )
+    status = wait_for(lambda: canary_in(cluster, ns, "iris", "RolledBack"), 60, "rolled back")
+    message = status["canary"]["message"]
+    assert re.search(r"p99 latency [0-9.]+ ms > 3 x the stable's [0-9.]+ ms", message), message
+    judged = status["canary"]["analysis"]
+    assert judged["canary"]["latencyP99Ms"] >= 100 > judged["stable"]["latencyP99Ms"]
+
+
+def test_too_few_requests_hold_then_pause_resume_and_abort(cluster: Cluster, fleet: Fleet) -> None:
+    ns = fleet.namespace
+    stable_ready(cluster, fleet, {})
+    cluster.patch_spec(
+        MD, ns, "iris", {"canary": {"model": {"uri": V2}, "steps": [25, 50, 100], "analysis": FAST}}
+    )
+    # No traffic: the step is held, never passed.
+    status = wait_for(lambda: canary_in(cluster, ns, "iris", "Holding"), 40, "holding")
+    assert re.search(r"holding step 1 of 3 .*: 0 of 20 requests", status["canary"]["message"]), (
+        status["canary"]["message"]
+    )
+    assert status["phase"] == "Progressing"
+    stays(lambda: cluster.status(MD, ns, "iris")["canary"]["step"] == 1, 5, "held at step 1")
+    # Paused: nothing moves even with traffic.
+    cluster.patch_spec(MD, ns, "iris", {"canary": {"paused": True}})
+    wait_for(lambda: canary_in(cluster, ns, "iris", "Paused"), 20, "paused")
+    fleet.sending.set()
+    stays(
+        lambda: (
+            canary_in(cluster, ns, "iris", "Paused")
+            and cluster.status(MD, ns, "iris")["canary"]["step"] == 1
+        ),
+        6,
+        "paused at step 1",
+    )
+    # Resumed: a fresh window, and step 1 passes on the traffic.
+    cluster.patch_spec(MD, ns, "iris", {"canary": {"paused": False}})
+    wait_for(
+        lambda: (cluster.status(MD, ns, "iris").get("canary") or {}).get("step") == 2, 40, "step 2"
+    )
+    assert "CanaryResumed" in reasons(cluster, ns, "iris")
+    # Aborted: the canary goes to zero, the stable serves everything, nothing is promoted.
+    cluster.patch_spec(MD, ns, "iris", {"canary": {"abort": True}})
+    status = wait_for(lambda: canary_in(cluster, ns, "iris", "Aborted"), 20, "aborted")
+    assert status["activeModelUri"] == V1 and "promotion" not in status
+    assert status["message"].startswith("CanaryAborted: ")
+    wait_for(lambda: replicas(cluster, ns, "iris-canary") == 0, 20, "canary at zero")
+    assert cluster.apps.read_namespaced_deployment("iris", ns).spec.replicas == 4
+    assert "CanaryAborted" in reasons(cluster, ns, "iris")
+    stays(lambda: canary_in(cluster, ns, "iris", "Aborted"), 4, "aborted")
+    # Abort cleared: the same model starts again from the first step.
+    cluster.patch_spec(MD, ns, "iris", {"canary": {"abort": False}})
+    wait_for(
+        lambda: (
+            (c := cluster.status(MD, ns, "iris").get("canary") or {})
+            and c.get("step") == 1
+            and c.get("state") in ("Progressing", "Analyzing")
+        ),
+        20,
+        "step 1 again",
+    )
+
+
+def test_route_carries_the_exact_share(
+    cluster: Cluster,
+    namespace: str,
+    gateway_crds: Path,  # noqa: F811
+) -> None:
+    cluster.create(
+        MD,
+        namespace,
+        "web",
+        {
+            "model": {"uri": V1},
+            "replicas": 3,
+            "canary": {"model": {"uri": V2}, "trafficPercent": 30},
+            "route": {"gateway": {"name": "public", "namespace": "infra"}, "path": "/iris"},
+        },
+    )
+
+    def weights() -> dict[str, int] | None:
+        try:
+            route = cluster.custom.get_namespaced_custom_object(
+                "gateway.networking.k8s.io", "v1", namespace, "httproutes", "web"
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        refs = route["spec"]["rules"][0]["backendRefs"]
+        return {ref["name"]: ref["weight"] for ref in refs}
+
+    # The Service's split by replicas is 33%; the route's weights are the 30% asked.
+    assert wait_for(weights, 30, "HTTPRoute") == {"web-stable": 70, "web-canary": 30}
+    for track in ("stable", "canary"):
+        svc = cluster.core.read_namespaced_service(f"web-{track}", namespace)
+        assert svc.spec.selector["kubeloop.io/track"] == track
+    cond = wait_for(lambda: cluster.condition(MD, namespace, "web", "Routed"), 20, "Routed")
+    assert cond["status"] == "True" and "web-canary 30" in cond["message"], cond
+    cluster.patch_spec(MD, namespace, "web", {"canary": {"trafficPercent": 60}})
+    wait_for(lambda: weights() == {"web-stable": 40, "web-canary": 60}, 20, "weights 40/60")
+    # The route goes when spec.route goes.
+    cluster.patch_spec(MD, namespace, "web", {"route": None})
+    wait_for(lambda: weights() is None, 20, "HTTPRoute deleted")
+    wait_for(
+        lambda: cluster.condition(MD, namespace, "web", "Routed") is None,
+        20,
+        "Routed condition gone",
+    )
