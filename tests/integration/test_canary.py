@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,9 @@ from kubeloop.serving.model import LoadedModel, load_model
 from tests.canarybed import Behaviour, Fleet
 from tests.integration.test_route_crds import gateway_crds  # noqa: F401  (a fixture)
 from tests.kubetest import Cluster, stays, wait_for
-from tests.modelserver import free_port, shifted_rows, train
+from tests.modelserver import ModelServer, free_port, shifted_rows, train
 
-MD = "ModelDeployment"
+DM, MD = "DriftMonitor", "ModelDeployment"
 V1, V2, V3 = "s3://models/iris/v1", "s3://models/iris/v2", "s3://models/iris/v3"
 FAST = {"interval": "2s", "minRequests": 20, "maxErrorPercent": 1}
 
@@ -36,18 +36,17 @@ def rows() -> np.ndarray:
 
 
 class Trace:
-    """Every distinct (state, step, trafficPercent) the canary's status went through."""
+    """Every distinct value `read()` returned, polled every 0.1 s in the background."""
 
-    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
-        self.cluster, self.namespace, self.name = cluster, namespace, name
-        self.seen: list[tuple[Any, ...]] = []
+    def __init__(self, read: Callable[[], Any]) -> None:
+        self.read = read
+        self.seen: list[Any] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            canary = self.cluster.status(MD, self.namespace, self.name).get("canary") or {}
-            point = (canary.get("state"), canary.get("step"), canary.get("trafficPercent"))
+            point = self.read()
             if not self.seen or self.seen[-1] != point:
                 self.seen.append(point)
             self._stop.wait(0.1)
@@ -59,6 +58,11 @@ class Trace:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+def canary_point(cluster: Cluster, ns: str, name: str) -> tuple[Any, ...]:
+    canary = cluster.status(MD, ns, name).get("canary") or {}
+    return (canary.get("state"), canary.get("step"), canary.get("trafficPercent"))
 
 
 def canary_in(cluster: Cluster, ns: str, name: str, state: str) -> dict[str, Any] | None:
@@ -115,7 +119,7 @@ def test_good_canary_goes_step_by_step_and_is_promoted(cluster: Cluster, fleet: 
     ns = fleet.namespace
     stable_ready(cluster, fleet, {})
     fleet.sending.set()
-    with Trace(cluster, ns, "iris") as trace:
+    with Trace(lambda: canary_point(cluster, ns, "iris")) as trace:
         cluster.patch_spec(
             MD,
             ns,
@@ -314,3 +318,106 @@ def test_route_carries_the_exact_share(
         20,
         "Routed condition gone",
     )
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "outcome"),
+    [(Behaviour(), "Promoted"), (Behaviour(fail_above=6.0), "RolledBack")],
+    ids=["good", "failing"],
+)
+def test_drift_monitor_promotion_goes_through_the_canary(
+    cluster: Cluster, fleet: Fleet, tmp_path: Path, behaviour: Behaviour, outcome: str
+) -> None:
+    """A retrained model becomes the canary; the monitor records Promoted only after the
+    last step, or RolledBack when the canary's analysis fails."""
+    ns = fleet.namespace
+    v1 = train(tmp_path / "v1")
+    retrained = train(tmp_path / "watch-retrain-1", shift=2.0)
+    new_uri = f"file://{retrained}"
+    fleet.behave(new_uri, behaviour)
+    source = ModelServer(v1, free_port())  # the monitor's drift source, as in test_drift_loop
+    source.start()
+    try:
+        cluster.create(
+            MD,
+            ns,
+            "iris",
+            {
+                "model": {"uri": f"file://{v1}"},
+                "replicas": 4,
+                "runtime": {"port": fleet.port},
+                "canary": {"model": {"uri": f"file://{v1}"}, "steps": [50, 100], "analysis": FAST},
+            },
+        )
+        wait_for(
+            lambda: canary_in(cluster, ns, "iris", "Idle") and len(fleet.ready_addresses()) == 4,
+            40,
+            "stable Ready, canary idle",
+        )
+        fleet.sending.set()
+        cluster.create(
+            DM,
+            ns,
+            "watch",
+            {
+                "modelDeployment": "iris",
+                "source": {"url": f"{source.url}/metrics"},
+                "reference": {"url": f"{source.url}/v2/models/iris/profile"},
+                "method": "psi",
+                "interval": "1s",
+                "minSamples": 200,
+                "onDrift": {
+                    "promote": True,
+                    "retrain": {
+                        "cooldown": "1h",
+                        "template": {
+                            "image": "registry.local/train:1",
+                            "output": {"uri": f"file://{tmp_path}/{{trainingJob}}"},
+                            "podMetadata": {"annotations": {"kubeloop.io/fake-duration": "1s"}},
+                        },
+                    },
+                },
+            },
+        )
+        wait_for(lambda: cluster.status(DM, ns, "watch").get("window"), 20, "baseline")
+        with Trace(
+            lambda: (
+                (cluster.status(DM, ns, "watch").get("lastRetrain") or {}).get("result"),
+                canary_point(cluster, ns, "iris"),
+            )
+        ) as trace:
+            source.send(shifted_rows(300, shift=2.0))
+            try:
+                record = wait_for(
+                    lambda: (
+                        (r := cluster.status(DM, ns, "watch").get("lastRetrain"))
+                        and r["result"] not in ("Running", "RollingOut")
+                        and r
+                    ),
+                    60,
+                    "the rollout's end",
+                )
+            except AssertionError as err:
+                raise AssertionError(f"{err}; went through {trace.seen}") from None
+        # RollingOut while the canary went through its steps, and only then the end.
+        results = [point[0] for point in trace.seen]
+        assert "RollingOut" in results, trace.seen
+        assert ("RollingOut", ("Analyzing", 1, 50)) in trace.seen, trace.seen
+        assert record["result"] == outcome, (record, trace.seen)
+        # The monitor (read first) never told the end before the deployment (read after).
+        canary_state = outcome
+        assert all(p[1][0] == canary_state for p in trace.seen if p[0] == outcome), trace.seen
+        assert record["modelUri"] == new_uri
+        assert cluster.get(MD, ns, "iris")["spec"]["canary"]["model"]["uri"] == new_uri
+        assert cluster.get(MD, ns, "iris")["spec"]["model"]["uri"] == f"file://{v1}"
+        md = cluster.status(MD, ns, "iris")
+        assert md["canary"]["state"] == canary_state, md["canary"]
+        if outcome == "Promoted":
+            assert md["activeModelUri"] == new_uri
+            assert md["history"][0]["changedBy"] == "DriftMonitor/watch"
+        else:
+            assert md["activeModelUri"] == f"file://{v1}"
+        assert cluster.status(DM, ns, "watch")["retrains"][0]["result"] == outcome
+        assert outcome in {e.reason for e in cluster.events_for(ns, "watch")}
+    finally:
+        source.stop()

@@ -255,8 +255,11 @@ class RetrainRecord(KubeModel):
     time: str = Field(description="When it was created.")
     result: str = Field(
         default="Running",
-        description="Running, Evaluating, Succeeded (not promoted), Failed, Promoted, "
-        "Rejected (the evaluation gate said no), EvaluationFailed.",
+        description="Running, Evaluating, RollingOut (promoted as the canary of a "
+        "ModelDeployment with steps, whose analysis is under way), Succeeded (not promoted), "
+        "Failed, Promoted, RolledBack (the canary's analysis failed or was aborted), "
+        "Superseded (another canary model replaced it), Rejected (the evaluation gate said "
+        "no), EvaluationFailed.",
     )
     model_uri: str | None = Field(default=None, description="Its model, once succeeded.")
     finish_time: str | None = Field(default=None, description="When the result was final.")

@@ -64,8 +64,11 @@ SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 PROMOTED = "Promoted"
 REJECTED = "Rejected"
+ROLLING_OUT = "RollingOut"
+ROLLED_BACK = "RolledBack"
+SUPERSEDED = "Superseded"
 EVALUATION_FAILED = c.EVALUATION_FAILED
-IN_FLIGHT = frozenset({RUNNING, EVALUATING})
+IN_FLIGHT = frozenset({RUNNING, EVALUATING, ROLLING_OUT})
 
 RETRAIN_ACCEPTED = c.RETRAIN_ACCEPTED
 
@@ -154,6 +157,8 @@ def retrain_blocked(
         return f"; retraining in {last.training_job}"
     if last is not None and last.result == EVALUATING and last.evaluation is not None:
         return f"; evaluating {last.training_job} in Job {last.evaluation.job}"
+    if last is not None and last.result == ROLLING_OUT:
+        return f"; {last.model_uri} rolls out as the canary of {spec.model_deployment}"
     if last is not None:
         # From the end of the last retrain: a long run or evaluation does not eat it.
         since = (now - (parse_time(last.finish_time or last.time) or now)).total_seconds()
@@ -217,7 +222,45 @@ async def follow(
         await _follow_training(loop, last)
     if last.result == EVALUATING:
         return await _follow_evaluation(loop, last)
+    if last.result == ROLLING_OUT:
+        _follow_rollout(loop, last)
     return None
+
+
+def _follow_rollout(loop: Loop, last: RetrainRecord) -> None:
+    """The model is the canary of a ModelDeployment with steps: Promoted only once it
+    passed every step, RolledBack when its analysis failed or it was aborted."""
+    ctx, spec, body, status, events, now = loop.parts()
+    target = ctx.store.get(MODEL_DEPLOYMENT, body["metadata"]["namespace"], spec.model_deployment)
+    uri = last.model_uri
+    md_spec = (target or {}).get("spec") or {}
+    md_status = (target or {}).get("status") or {}
+    canary = md_status.get("canary") or {}
+    # The stable serves it, and no step is under way (Promoted, or Idle once spec.model
+    # was brought to it).
+    promoted = md_status.get("activeModelUri") == uri and canary.get("state") in (
+        "Promoted",
+        "Idle",
+        None,
+    )
+    candidate = ((md_spec.get("canary") or {}).get("model") or {}).get("uri")
+    if promoted:
+        message = f"ModelDeployment {spec.model_deployment} serves {uri}: it passed every step"
+        events.append(("Normal", PROMOTED, message))
+        _conclude(status, last, PROMOTED, now)
+    elif target is None or candidate != uri:
+        events.append(
+            (
+                "Warning",
+                SUPERSEDED,
+                f"{uri} is no longer the canary of ModelDeployment {spec.model_deployment}",
+            )
+        )
+        _conclude(status, last, SUPERSEDED, now)
+    elif canary.get("modelUri") == uri and canary.get("state") in ("RolledBack", "Aborted"):
+        message = f"the canary {uri} was rolled back: {canary.get('message', '')}"
+        events.append(("Warning", ROLLED_BACK, message))
+        _conclude(status, last, ROLLED_BACK, now)
 
 
 async def _follow_training(
@@ -406,8 +449,7 @@ async def _follow_evaluation(
             (
                 "Warning",
                 EVALUATION_FAILED,
-                f"evaluation Job {ev.job} gave no verdict: {why}; "
-                f"{last.model_uri} is not promoted",
+                f"evaluation Job {ev.job} gave no verdict: {why}; {last.model_uri} is not promoted",
             )
         )
         _conclude(status, last, EVALUATION_FAILED, now)
@@ -468,6 +510,17 @@ async def _promote(
     except KubeError as err:
         events.append(("Warning", "PromotionFailed", str(err)))
         _conclude(status, last, SUCCEEDED, now)
+        return
+    if ((target.get("spec") or {}).get("canary") or {}).get("steps"):
+        events.append(
+            (
+                "Normal",
+                ROLLING_OUT,
+                f"{uri} is the canary of ModelDeployment {spec.model_deployment}: promoted "
+                "once it passes every step",
+            )
+        )
+        last.result = ROLLING_OUT
         return
     where = "as canary" if "canary" in patch["spec"] else "as the model"
     events.append(
