@@ -499,7 +499,7 @@ async def _promote(
         return
     patch = promotion_patch(target, uri, monitor, last)
     try:
-        await ctx.kube.merge_patch(
+        patched = await ctx.kube.merge_patch(
             "kubeloop.io/v1alpha1",
             MODEL_DEPLOYMENT,
             namespace,
@@ -511,6 +511,10 @@ async def _promote(
         events.append(("Warning", "PromotionFailed", str(err)))
         _conclude(status, last, SUCCEEDED, now)
         return
+    if patched.get("metadata"):
+        # The next pass reads the patched spec, not the one from before (no false
+        # "superseded" while the watch event is on its way).
+        ctx.store.put(MODEL_DEPLOYMENT, patched)
     if ((target.get("spec") or {}).get("canary") or {}).get("steps"):
         events.append(
             (
