@@ -313,7 +313,7 @@ def _progressive(inp: Inputs) -> Decision:
         return _promote(inp, status, events, f"canary {uri} reached the last step")
     out = _at_step(inp, status, step)
     out.events = events + out.events
-    out.promotion = promotion
+    out.promotion = inp.promotion  # set by _promote when this step passed
     return out
 
 
