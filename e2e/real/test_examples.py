@@ -75,8 +75,12 @@ def good(cluster: Cluster, namespace: str, kind: str, name: str) -> str | None:
         return "Succeeded" if status.get("phase") == "Succeeded" else None
     if plural_kind == "ModelDeployment":
         canary = status.get("canary")
-        if canary is not None and canary.get("state") != "Available":
+        # A fixed canary serves its share; a progressive one without traffic holds its
+        # first step (it is judged once requests come).
+        if canary is not None and canary.get("state") not in ("Available", "Holding"):
             return None
+        if canary is not None and canary.get("state") == "Holding":
+            return "Holding" if canary.get("step") == 1 else None
         return "Ready" if status.get("phase") == "Ready" else None
     # A DriftMonitor with no traffic yet: checking, collecting samples.
     return ready.get("reason") if ready.get("status") == "True" else None
@@ -135,4 +139,7 @@ def test_examples_apply_unchanged_and_reach_their_good_states(
         assert (HOST_DIR / "iris" / version / "manifest.json").is_file()
     canary: dict[str, Any] = cluster.status("ModelDeployment", namespace, "iris-canary")["canary"]
     assert canary["actualTrafficPercent"] == 33 and canary["trafficPercent"] == 10
+    held = cluster.status("ModelDeployment", namespace, "iris-progressive")["canary"]
+    assert (held["step"], held["actualTrafficPercent"]) == (1, 50), held
+    assert "0 of 50 requests" in held["message"], held
     record("examples_good_states", len(reached))

@@ -101,11 +101,11 @@ KINDS: list[Kind] = [
             _REASON,
             _col("Replicas", ".status.readyReplicas", "integer"),
             _col("Canary", ".status.canary.state"),
+            _col("Step", ".status.canary.step", "integer", desc="The canary's step, from 1"),
             _col(
                 "Canary %",
                 ".status.canary.actualTrafficPercent",
                 "integer",
-                priority=1,
                 desc="The canary's share of requests now",
             ),
             _col("Model", ".status.activeModelUri", priority=1),

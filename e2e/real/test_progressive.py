@@ -1,0 +1,179 @@
+"""Progressive delivery for real: model servers in real pods, traffic through the
+Service (kube-proxy on this machine), and the operator pod judging each step on the
+pods' own /metrics. A canary model that fails on part of its inputs is rolled back with
+its figures while the stable keeps answering; a good one goes through its steps and is
+promoted: the stable Deployment's pods then serve it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+import requests
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from e2e.real.conftest import ON_REAL_NODE, ModelVolume, pods_of, reachable, record, service_url
+from kubeloop.serving.fetch import write_manifest
+from tests.kubetest import Cluster, wait_for
+from tests.modelserver import train
+
+MD = "ModelDeployment"
+NAME = "iris-steps"
+ANALYSIS = {"interval": "10s", "minRequests": 30, "maxErrorPercent": 1}
+
+
+def chown_tree(path: Path) -> None:
+    for root, _, files in os.walk(path):
+        os.chown(root, 10001, 10001)
+        for name in files:
+            os.chown(os.path.join(root, name), 10001, 10001)
+
+
+def failing_copy(source: Path, out: Path) -> None:
+    """The model of `source`, but one that cannot score rows whose first feature is below
+    5.0 (about a sixth of iris): sqrt(x - 5) is NaN there, and the classifier refuses
+    NaN, so the server answers 500 for them. Built from scikit-learn parts only, so the
+    server's image can load it."""
+    shutil.copytree(source, out)
+    x, y = load_iris(return_X_y=True)
+    shift = StandardScaler(with_std=False).fit(x)
+    shift.mean_ = np.array([5.0, 0.0, 0.0, 0.0])
+    root = FunctionTransformer(np.sqrt).fit(x)
+    valid = x[:, 0] >= 5.0
+    classifier = LogisticRegression(max_iter=1000).fit(np.sqrt(x[valid] - shift.mean_), y[valid])
+    joblib.dump(Pipeline([("shift", shift), ("sqrt", root), ("clf", classifier)]),
+                out / "model.joblib")
+    write_manifest(out)
+
+
+@pytest.fixture(scope="module")
+def models(volume: ModelVolume) -> dict[str, str]:
+    v1 = train(volume.path / "iris-v1")
+    train(volume.path / "iris-v2")
+    failing_copy(v1, volume.path / "iris-failing")
+    chown_tree(volume.path)
+    return {name: f"pvc://models/{name}" for name in ("iris-v1", "iris-v2", "iris-failing")}
+
+
+class Traffic:
+    """Single-row requests through the Service, as clients would send them."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.answers: list[int] = []
+        self._rows = load_iris().data
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        index = 0
+        while not self._stop.is_set():
+            row = self._rows[index % len(self._rows)].tolist()
+            index += 7
+            body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4],
+                                "data": [row]}]}
+            try:
+                answer = session.post(f"{self.url}/v2/models/{NAME}/infer", json=body, timeout=5)
+                self.answers.append(answer.status_code)
+            except requests.RequestException:
+                self.answers.append(0)
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def canary_in(cluster: Cluster, ns: str, state: str) -> dict[str, Any] | None:
+    status = cluster.status(MD, ns, NAME)
+    return status if (status.get("canary") or {}).get("state") == state else None
+
+
+@pytest.fixture(scope="module")
+def stable(cluster: Cluster, namespace: str, models: dict[str, str]) -> Iterator[str]:
+    cluster.create(MD, namespace, NAME, {
+        "model": {"uri": models["iris-v1"]}, "replicas": 2, "scheduling": ON_REAL_NODE,
+        "resources": {"cpu": "100m", "memory": "256Mi"},
+    })
+    wait_for(lambda: cluster.status(MD, namespace, NAME).get("phase") == "Ready", 240,
+             "stable Ready")
+    url = service_url(cluster, namespace, NAME)
+    reachable(url, NAME)
+    yield url
+
+
+@pytest.mark.timeout(600)
+def test_a_canary_failing_on_part_of_its_inputs_is_rolled_back(
+    cluster: Cluster, namespace: str, models: dict[str, str], stable: str
+) -> None:
+    with Traffic(stable) as traffic:
+        cluster.patch_spec(MD, namespace, NAME, {"canary": {
+            "model": {"uri": models["iris-failing"]}, "steps": [50, 100],
+            "analysis": ANALYSIS}})
+        status = wait_for(lambda: canary_in(cluster, namespace, "RolledBack"), 240,
+                          "the failing canary rolled back")
+        message = status["canary"]["message"]
+        assert re.search(r"failed step 1 of 2 \(50% of traffic\): error rate [0-9.]+% > 1% "
+                         r"over [0-9]+ requests", message), message
+        judged = status["canary"]["analysis"]
+        assert judged["canary"]["errorPercent"] > 1 and judged["stable"]["errorPercent"] == 0
+        assert judged["canary"]["requests"] >= 30 and judged["stable"]["requests"] >= 30
+        # The clients did see the canary's errors, through the Service, before the rollback.
+        assert 500 in traffic.answers, "no request reached the failing canary"
+        record("canary_rollback_figures", judged)
+
+        def canary_pods_gone() -> bool:
+            return not pods_of(cluster, namespace,
+                               f"kubeloop.io/model-deployment={NAME},kubeloop.io/track=canary")
+
+        wait_for(canary_pods_gone, 90, "the canary's pods gone")
+        after = len(traffic.answers)
+        wait_for(lambda: len(traffic.answers) >= after + 100, 60, "100 more requests")
+    # The stable serves everything again: every answer after the canary left is a 200.
+    assert set(traffic.answers[after:]) == {200}, sorted(set(traffic.answers[after:]))
+    assert cluster.status(MD, namespace, NAME)["activeModelUri"] == models["iris-v1"]
+
+
+@pytest.mark.timeout(600)
+def test_a_good_canary_goes_through_its_steps_and_is_promoted(
+    cluster: Cluster, namespace: str, models: dict[str, str], stable: str
+) -> None:
+    with Traffic(stable) as traffic:
+        cluster.patch_spec(MD, namespace, NAME, {"canary": {"model": {"uri": models["iris-v2"]}}})
+        status = wait_for(lambda: canary_in(cluster, namespace, "Promoted"), 300,
+                          "the good canary promoted")
+    assert status["promotion"]["uri"] == models["iris-v2"]
+    assert status["promotion"]["replaces"] == models["iris-v1"]
+    assert status["canary"]["analysis"]["decision"] == "Pass"
+    assert set(traffic.answers) == {200}, sorted(set(traffic.answers))
+
+    def stable_serves_v2() -> bool:
+        pods = pods_of(cluster, namespace, f"kubeloop.io/model-deployment={NAME},"
+                                           "kubeloop.io/track=stable")
+        uris = {p["metadata"]["annotations"]["kubeloop.io/model-uri"] for p in pods
+                if not p["metadata"].get("deletionTimestamp")}
+        return uris == {models["iris-v2"]} and cluster.status(
+            MD, namespace, NAME).get("phase") == "Ready"
+
+    wait_for(stable_serves_v2, 120, "the stable's pods serving v2, Ready")
+    reasons = {e.reason for e in cluster.events_for(namespace, NAME)
+               if e.involved_object.kind == MD}
+    assert {"CanaryStarted", "CanaryPromoting", "CanaryPromoted"} <= reasons, reasons
+    listed = cluster.kubectl("get", "mdep", NAME, "-n", namespace).stdout
+    record("canary_promoted_kubectl_get", listed)
