@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import numpy as np
 import pytest
 import requests
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.preprocessing import OneHotEncoder
 
 from e2e.real.conftest import ON_REAL_NODE, ModelVolume, pods_of, reachable, record, service_url
 from kubeloop.serving.fetch import write_manifest
@@ -42,18 +42,16 @@ def chown_tree(path: Path) -> None:
 
 def failing_copy(source: Path, out: Path) -> None:
     """The model of `source`, but one that cannot score rows whose first feature is below
-    5.0 (about a sixth of iris): sqrt(x - 5) is NaN there, and the classifier refuses
-    NaN, so the server answers 500 for them. Built from scikit-learn parts only, so the
-    server's image can load it."""
+    5.0 (22 of iris' 150): its first step one-hot encodes that feature with the values
+    it saw in training, and refuses an unknown one, so the server answers 500 for them.
+    Built from scikit-learn parts only, so the server's image can load it."""
     shutil.copytree(source, out)
     x, y = load_iris(return_X_y=True)
-    shift = StandardScaler(with_std=False).fit(x)
-    shift.mean_ = np.array([5.0, 0.0, 0.0, 0.0])
-    root = FunctionTransformer(np.sqrt).fit(x)
-    valid = x[:, 0] >= 5.0
-    classifier = LogisticRegression(max_iter=1000).fit(np.sqrt(x[valid] - shift.mean_), y[valid])
-    joblib.dump(Pipeline([("shift", shift), ("sqrt", root), ("clf", classifier)]),
-                out / "model.joblib")
+    seen = x[:, 0] >= 5.0
+    gate = ColumnTransformer([("known", OneHotEncoder(handle_unknown="error"), [0])],
+                             remainder="passthrough")
+    model = Pipeline([("gate", gate), ("clf", LogisticRegression(max_iter=1000))])
+    joblib.dump(model.fit(x[seen], y[seen]), out / "model.joblib")
     write_manifest(out)
 
 
@@ -67,7 +65,9 @@ def models(volume: ModelVolume) -> dict[str, str]:
 
 
 class Traffic:
-    """Single-row requests through the Service, as clients would send them."""
+    """Single-row requests through the Service, each on a new connection, as many
+    clients would send them: kube-proxy picks a pod per connection, so one keep-alive
+    connection would reach one pod only (docs/progressive-delivery.md)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -77,7 +77,6 @@ class Traffic:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        session = requests.Session()
         index = 0
         while not self._stop.is_set():
             row = self._rows[index % len(self._rows)].tolist()
@@ -85,7 +84,8 @@ class Traffic:
             body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4],
                                 "data": [row]}]}
             try:
-                answer = session.post(f"{self.url}/v2/models/{NAME}/infer", json=body, timeout=5)
+                answer = requests.post(f"{self.url}/v2/models/{NAME}/infer", json=body,
+                                       headers={"Connection": "close"}, timeout=5)
                 self.answers.append(answer.status_code)
             except requests.RequestException:
                 self.answers.append(0)
@@ -103,6 +103,19 @@ class Traffic:
 def canary_in(cluster: Cluster, ns: str, state: str) -> dict[str, Any] | None:
     status = cluster.status(MD, ns, NAME)
     return status if (status.get("canary") or {}).get("state") == state else None
+
+
+def wait_canary(cluster: Cluster, ns: str, state: str, timeout: float) -> dict[str, Any]:
+    """The status once the canary is in `state`; else fail with what it was and what the
+    operator said."""
+    try:
+        return wait_for(lambda: canary_in(cluster, ns, state), timeout, f"canary {state}")
+    except AssertionError as err:
+        log = cluster.kubectl("logs", "-n", "kubeloop-system", "deploy/kubeloop", "--tail=40",
+                              check=False).stdout
+        pods = cluster.kubectl("get", "pods", "-n", ns, "-o", "wide", check=False).stdout
+        raise AssertionError(f"{err}\nstatus: {cluster.status(MD, ns, NAME)}\n{pods}\n"
+                             f"operator log:\n{log}") from None
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +139,7 @@ def test_a_canary_failing_on_part_of_its_inputs_is_rolled_back(
         cluster.patch_spec(MD, namespace, NAME, {"canary": {
             "model": {"uri": models["iris-failing"]}, "steps": [50, 100],
             "analysis": ANALYSIS}})
-        status = wait_for(lambda: canary_in(cluster, namespace, "RolledBack"), 240,
-                          "the failing canary rolled back")
+        status = wait_canary(cluster, namespace, "RolledBack", 180)
         message = status["canary"]["message"]
         assert re.search(r"failed step 1 of 2 \(50% of traffic\): error rate [0-9.]+% > 1% "
                          r"over [0-9]+ requests", message), message
@@ -156,8 +168,7 @@ def test_a_good_canary_goes_through_its_steps_and_is_promoted(
 ) -> None:
     with Traffic(stable) as traffic:
         cluster.patch_spec(MD, namespace, NAME, {"canary": {"model": {"uri": models["iris-v2"]}}})
-        status = wait_for(lambda: canary_in(cluster, namespace, "Promoted"), 300,
-                          "the good canary promoted")
+        status = wait_canary(cluster, namespace, "Promoted", 240)
     assert status["promotion"]["uri"] == models["iris-v2"]
     assert status["promotion"]["replaces"] == models["iris-v1"]
     assert status["canary"]["analysis"]["decision"] == "Pass"
