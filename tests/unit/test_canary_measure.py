@@ -1,0 +1,105 @@
+"""The canary's measurement windows (canary/measure.py): which pods are read, and what
+each pod's counters contribute to a window — since its baseline, whole when it is new,
+from now on when it was missed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from kubeloop.canary.figures import Sample
+from kubeloop.canary.measure import CANARY, STABLE, ServingPod, Window, serving_pods, track_figures
+
+OPENED = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+BEFORE, AFTER = OPENED - dt.timedelta(minutes=5), OPENED + dt.timedelta(seconds=5)
+BUCKETS = ((0.01, 0.0), (float("inf"), 0.0))
+
+
+def sample(requests: float, errors: float = 0.0) -> Sample:
+    return Sample(
+        requests=requests, errors=errors, buckets=((0.01, requests), (float("inf"), requests))
+    )
+
+
+def pod(uid: str, track: str, created: dt.datetime = BEFORE) -> ServingPod:
+    return ServingPod(uid, track, f"http://{uid}:8080/metrics", created)
+
+
+def window(**baselines: Sample) -> Window:
+    return Window("s3://m/v2", 1, 0.0, OPENED, 60.0, dict(baselines))
+
+
+def test_counters_since_the_baseline_summed_over_the_track() -> None:
+    pods = [pod("a", CANARY), pod("b", CANARY), pod("s", STABLE)]
+    now = {"a": sample(150, 5), "b": sample(80, 1), "s": sample(900)}
+    figures = track_figures(CANARY, pods, now, window(a=sample(100, 1), b=sample(40)))
+    assert figures is not None
+    assert (figures.requests, figures.errors, figures.pods) == (90, 5, 2)
+    assert figures.error_percent is not None and round(figures.error_percent, 3) == 5.556
+
+
+def test_a_server_restarted_in_the_window_counts_from_zero() -> None:
+    figures = track_figures(
+        CANARY, [pod("a", CANARY)], {"a": sample(30, 3)}, window(a=sample(500, 0))
+    )
+    assert figures is not None and (figures.requests, figures.errors) == (30, 3)
+
+
+def test_a_pod_new_since_the_window_counts_whole() -> None:
+    figures = track_figures(CANARY, [pod("n", CANARY, created=AFTER)], {"n": sample(40)}, window())
+    assert figures is not None and figures.requests == 40
+
+
+def test_a_pod_missed_at_the_baseline_counts_from_now_on() -> None:
+    missed = window()
+    figures = track_figures(CANARY, [pod("m", CANARY)], {"m": sample(700, 70)}, missed)
+    assert figures is not None and (figures.requests, figures.errors) == (0, 0)
+    assert missed.baselines["m"] == sample(700, 70)
+    later = track_figures(CANARY, [pod("m", CANARY)], {"m": sample(760, 70)}, missed)
+    assert later is not None and later.requests == 60
+
+
+def test_an_unreadable_canary_pod_means_no_figures() -> None:
+    pods = [pod("a", CANARY), pod("b", CANARY)]
+    now: dict[str, Sample | None] = {"a": sample(150), "b": None}
+    assert track_figures(CANARY, pods, now, window(a=sample(100), b=sample(10))) is None
+    assert track_figures(STABLE, pods, now, window()) is None  # no stable pod at all
+
+
+def k8s_pod(
+    uid: str,
+    track: str,
+    uri: str,
+    *,
+    ready: bool = True,
+    ip: str | None = "10.0.0.1",
+    deleting: bool = False,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "uid": uid,
+        "labels": {"kubeloop.io/track": track},
+        "annotations": {"kubeloop.io/model-uri": uri},
+        "creationTimestamp": "2026-12-01T11:00:00Z",
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-01T12:00:00Z"
+    status = {"podIP": ip, "conditions": [{"type": "Ready", "status": str(ready)}]}
+    return {"metadata": meta, "status": status}
+
+
+def test_only_ready_pods_serving_their_tracks_model_are_read() -> None:
+    uris = {CANARY: "s3://m/v2", STABLE: "s3://m/v1"}
+    pods = [
+        k8s_pod("c", "canary", "s3://m/v2"),
+        k8s_pod("s", "stable", "s3://m/v1", ip="10.0.0.2"),
+        k8s_pod("old", "stable", "s3://m/v0"),  # still rolling: another model
+        k8s_pod("starting", "canary", "s3://m/v2", ready=False),
+        k8s_pod("gone", "canary", "s3://m/v2", deleting=True),
+        k8s_pod("noip", "canary", "s3://m/v2", ip=None),
+    ]
+    found = serving_pods(pods, 9000, uris)
+    assert [(p.uid, p.track, p.url) for p in found] == [
+        ("c", CANARY, "http://10.0.0.1:9000/metrics"),
+        ("s", STABLE, "http://10.0.0.2:9000/metrics"),
+    ]
+    assert found[0].created == dt.datetime(2026, 12, 1, 11, 0, tzinfo=dt.UTC)
