@@ -167,7 +167,8 @@ def test_a_good_canary_goes_through_its_steps_and_is_promoted(
     cluster: Cluster, namespace: str, models: dict[str, str], stable: str
 ) -> None:
     with Traffic(stable) as traffic:
-        cluster.patch_spec(MD, namespace, NAME, {"canary": {"model": {"uri": models["iris-v2"]}}})
+        cluster.patch_spec(MD, namespace, NAME, {"canary": {
+            "model": {"uri": models["iris-v2"]}, "steps": [50, 100], "analysis": ANALYSIS}})
         status = wait_canary(cluster, namespace, "Promoted", 240)
     assert status["promotion"]["uri"] == models["iris-v2"]
     assert status["promotion"]["replaces"] == models["iris-v1"]

@@ -258,8 +258,13 @@ def build_registry(
     for group, version, plural, kind, store_kind in (
         ("apps", "v1", "deployments", "Deployment", modeldeployment.DEPLOYMENT),
         ("", "v1", "services", "Service", modeldeployment.SERVICE),
-        ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler",
-         modeldeployment.HPA),
+        (
+            "autoscaling",
+            "v2",
+            "horizontalpodautoscalers",
+            "HorizontalPodAutoscaler",
+            modeldeployment.HPA,
+        ),
         ("", "v1", "pods", "Pod", modeldeployment.POD),
     ):
         watch(group, version, plural, kind, managed=True)(
@@ -352,9 +357,7 @@ async def prime(
     started = time.monotonic()
     count = 0
     for (api_version, kind, cluster_scoped, selector), handlers in feeds.items():
-        scopes: list[str | None] = (
-            [None] if cluster_scoped or not namespaces else list(namespaces)
-        )
+        scopes: list[str | None] = [None] if cluster_scoped or not namespaces else list(namespaces)
         for namespace in scopes:
             try:
                 items = await ctx.kube.list(api_version, kind, namespace, selector)

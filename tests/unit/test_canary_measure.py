@@ -4,15 +4,17 @@ from now on when it was missed."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
+
+import pytest
 
 from kubeloop.canary.figures import Sample
 from kubeloop.canary.measure import CANARY, STABLE, ServingPod, Window, serving_pods, track_figures
 
 OPENED = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 BEFORE, AFTER = OPENED - dt.timedelta(minutes=5), OPENED + dt.timedelta(seconds=5)
-BUCKETS = ((0.01, 0.0), (float("inf"), 0.0))
 
 
 def sample(requests: float, errors: float = 0.0) -> Sample:
@@ -103,3 +105,45 @@ def test_only_ready_pods_serving_their_tracks_model_are_read() -> None:
         ("s", STABLE, "http://10.0.0.2:9000/metrics"),
     ]
     assert found[0].created == dt.datetime(2026, 12, 1, 11, 0, tzinfo=dt.UTC)
+
+
+def test_a_window_opens_holds_longer_and_keeps_its_verdict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Meter.measure: a baseline first; nothing before the interval; a hold judges the
+    same window again later; a step's verdict is returned again until the status moves
+    on (a failed status write does not lose it). The pods' reads are stubbed here: the
+    integration tests read real servers."""
+    from kubeloop.api.modeldeployment import CanaryAnalysis
+    from kubeloop.canary import measure
+
+    counters = {"c": sample(0), "s": sample(0)}
+    clock = [100.0]
+    monkeypatch.setattr(measure, "_read", lambda url, model: counters[url.split("//")[1][0]])
+    monkeypatch.setattr(measure.time, "monotonic", lambda: clock[0])
+    meter = measure.Meter()
+    pods = [pod("c", CANARY), pod("s", STABLE)]
+    analysis = CanaryAnalysis(interval="10s", min_requests=20)
+    key = ("ModelDeployment", "ns", "iris")
+
+    def judge_now() -> tuple[Any, float]:
+        return asyncio.run(meter.measure(key, analysis, "iris", pods, "s3://m/v2", 1, OPENED))
+
+    assert judge_now() == (None, 10.0)  # the baseline
+    counters.update(c=sample(5), s=sample(40))
+    clock[0] = 105.0
+    assert judge_now() == (None, 5.0)  # not due yet
+    clock[0] = 110.0
+    held, _ = judge_now()
+    assert held.verdict.decision == "Hold" and held.canary.requests == 5
+    counters.update(c=sample(30, 3), s=sample(90))
+    clock[0] = 115.0
+    assert judge_now()[0] is None  # the hold waits another interval
+    clock[0] = 120.0
+    failed, _ = judge_now()
+    assert failed.verdict.decision == "Fail" and failed.canary.requests == 30  # whole window
+    assert failed.window_seconds == 20.0
+    counters.update(c=sample(99))
+    assert judge_now()[0] is failed  # kept until the status moves on
+    meter.forget(key)
+    assert judge_now() == (None, 10.0)  # a new window

@@ -211,3 +211,91 @@ def test_promotion_stands_until_spec_model_changes() -> None:
     assert cn.current_promotion(prev, V1) == prev.promotion
     assert cn.current_promotion(prev, "s3://m/v9") is None  # the user's new model wins
     assert cn.current_promotion(prev, V2) is None  # declared now: nothing to stand in for
+
+
+def test_shortened_steps_go_on_from_the_share_they_had_never_straight_to_100() -> None:
+    prev = at("Analyzing", 3, traffic_percent=50)
+    out = decide(prev, spec(steps=[20, 100]), canary_dep=dep(V2, 2))
+    assert out.status and (out.status.step, out.status.state) == (1, "Analyzing"), out.status
+    assert out.promotion is None and out.status.step_start_time == "2026-12-01T12:00:00Z"
+
+
+def test_a_promotion_that_no_longer_stands_starts_the_analysis_again() -> None:
+    # spec.model changed after v2 was promoted: current_promotion() ended it.
+    prev = at("Promoted", 3, traffic_percent=0)
+    out = decide(prev, canary_dep=dep(V2, 0), stable_uri="s3://m/v9")
+    assert out.status and (out.status.state, out.status.step) == ("Progressing", 1)
+    assert out.promotion is None
+
+
+def test_pods_lost_after_the_step_was_available_hold_without_the_deadline() -> None:
+    prev = at("Analyzing", 1, traffic_percent=25)
+    prev.step_start_time = "2026-12-01T10:00:00Z"  # long past the deadline
+    out = decide(prev, canary_dep=dep(V2, 1, available=0))
+    assert out.status and out.status.state == "Analyzing" and out.share == 25
+    assert out.cond and out.cond.reason == "CanaryProgressing"
+    crashing = cn.decide(
+        cn.Inputs(
+            canary=spec(),
+            uri=V2,
+            prev=prev,
+            stable_uri=V1,
+            model_uri=V1,
+            promotion=None,
+            world=cn.World(dep(V1, 3), dep(V2, 1, available=0), "pod c: CrashLoopBackOff"),
+            measured=None,
+            due_in=None,
+            replicas_for=lambda share: 1,
+            now=NOW,
+        )
+    )
+    assert crashing.status and crashing.status.state == "RolledBack"
+    assert "CrashLoopBackOff" in (crashing.status.message or "")
+
+
+def test_a_failed_verdict_rolls_back_even_while_pods_are_missing() -> None:
+    out = decide(
+        at("Analyzing", 1, traffic_percent=25),
+        canary_dep=dep(V2, 1, available=0),
+        judged=measured(FAIL),
+    )
+    assert out.status and out.status.state == "RolledBack"
+
+
+def test_the_route_gets_no_weight_before_the_canary_pods_are_ready() -> None:
+    first = decide()
+    assert first.route_share is None
+    passed = decide(
+        at("Analyzing", 1, traffic_percent=25), canary_dep=dep(V2, 1), judged=measured(PASS)
+    )
+    assert (passed.share, passed.route_share) == (50, 25)
+
+
+def test_promoted_keeps_the_canary_pods_until_the_stable_has_all_its_replicas() -> None:
+    promotion = Promotion(uri=V2, replaces=V1)
+    inputs: dict[str, Any] = dict(
+        canary=spec(),
+        uri=V2,
+        prev=at("Promoting", 3, traffic_percent=50),
+        stable_uri=V2,
+        model_uri=V1,
+        promotion=promotion,
+        measured=None,
+        due_in=None,
+        replicas_for=lambda share: 2,
+        now=NOW,
+        stable_total=4,
+    )
+    scaling = cn.decide(cn.Inputs(world=cn.World(dep(V2, 2), dep(V2, 2), None), **inputs))
+    assert scaling.status and scaling.status.state == "Promoted"
+    assert scaling.share is None and scaling.keep_canary == 2
+    full = cn.decide(cn.Inputs(world=cn.World(dep(V2, 4), dep(V2, 2), None), **inputs))
+    assert full.keep_canary is None
+
+
+def test_fixed_canary_cleared_abort_gets_a_new_deadline() -> None:
+    fixed = Canary.model_validate({"model": {"uri": V2}, "trafficPercent": 25})
+    prev = CanaryStatus(model_uri=V2, state="Aborted", start_time="2026-12-01T10:00:00Z")
+    out = decide(prev, fixed, canary_dep=dep(V2, 0))
+    assert out.status and out.status.state == "Progressing"
+    assert out.status.start_time == "2026-12-01T12:00:00Z"

@@ -143,6 +143,11 @@ class Canary(KubeModel):
                     ".steps",
                 ),
                 cel(
+                    "!has(self.steps) || size(self.steps) != 1",
+                    "canary.steps needs at least one step below 100, e.g. [50, 100]",
+                    ".steps",
+                ),
+                cel(
                     "!has(self.steps) || size(self.steps) == 0 || "
                     "self.steps[size(self.steps) - 1] == 100",
                     "canary.steps must end at 100: the last step promotes the canary's model "
@@ -217,9 +222,7 @@ class ServingScheduling(KubeModel):
 
 
 class GatewayRef(KubeModel):
-    name: str = Field(
-        min_length=1, max_length=253, description="A Gateway API `Gateway` by name."
-    )
+    name: str = Field(min_length=1, max_length=253, description="A Gateway API `Gateway` by name.")
     namespace: str | None = Field(
         default=None,
         max_length=63,

@@ -55,16 +55,6 @@ class ServingPod:
     created: dt.datetime | None
 
 
-@dataclass
-class Window:
-    uri: str
-    step: int | None
-    opened: float
-    opened_at: dt.datetime
-    due: float
-    baselines: dict[str, Sample] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class Measured:
     """One judgement: the verdict and the figures it was made on."""
@@ -76,6 +66,19 @@ class Measured:
     stable: Figures | None
     window_seconds: float
     divergence: float | None
+
+
+@dataclass
+class Window:
+    uri: str
+    step: int | None
+    opened: float
+    opened_at: dt.datetime
+    due: float
+    baselines: dict[str, Sample] = field(default_factory=dict)
+    # A step's verdict, kept until the status moves on: a status write that failed
+    # after it does not lose it.
+    verdict: Measured | None = None
 
 
 def _ready(pod: dict[str, Any]) -> bool:
@@ -115,7 +118,12 @@ def serving_pods(
                     str(meta.get("uid")), track, f"http://{ip}:{port}/metrics", _created(pod)
                 )
             )
-    return found[:MAX_PODS_READ]
+    # At most MAX_PODS_READ of each track: many stable pods never crowd out the canary.
+    return [
+        p
+        for track in (CANARY, STABLE)
+        for p in [pod for pod in found if pod.track == track][:MAX_PODS_READ]
+    ]
 
 
 def _read(url: str, model: str) -> Sample:
@@ -133,7 +141,15 @@ async def read_all(pods: Sequence[ServingPod], model: str) -> dict[str, Sample |
             log.info("Could not read %s: %s", pod.url, err)
             return None
 
-    samples = await asyncio.gather(*(one(p) for p in pods))
+    # Each read has its own timeout once a thread runs it; all of them together get a
+    # bound too, so that a reconcile is never held longer.
+    tasks = [asyncio.create_task(one(p)) for p in pods]
+    done: set[asyncio.Task[Sample | None]] = set()
+    if tasks:
+        done, pending = await asyncio.wait(tasks, timeout=3 * SCRAPE_TIMEOUT)
+        for task in pending:
+            task.cancel()
+    samples = [t.result() if t in done else None for t in tasks]
     return {pod.uid: sample for pod, sample in zip(pods, samples, strict=True)}
 
 
@@ -197,18 +213,22 @@ class Meter:
             window.baselines = {uid: s for uid, s in read.items() if s is not None}
             self.windows[key] = window
             return None, interval
+        if window.verdict is not None:
+            return window.verdict, interval
         if clock < window.due:
             return None, window.due - clock
         read = await read_all(pods, model)
         canary = track_figures(CANARY, pods, read, window)
         stable = track_figures(STABLE, pods, read, window)
         verdict = judge(analysis, canary, stable)
-        if verdict.decision == HOLD:
-            window.due = clock + interval
-        else:
-            self.forget(key)
         spread = divergence(canary.predictions, stable.predictions) if canary and stable else None
         measured = Measured(uri, step, verdict, canary, stable, clock - window.opened, spread)
+        if verdict.decision == HOLD:
+            window.due = clock + interval
+        elif step is None:
+            self.forget(key)  # a fixed share is judged window after window
+        else:
+            window.verdict = measured
         return measured, interval
 
 

@@ -73,6 +73,12 @@ class Decision:
     requeue_after: float | None = None
     promotion: Promotion | None = None
     under_way: bool = False
+    # The canary's weight on an HTTPRoute when it differs from `share`: while the pods of
+    # a new share start, the route keeps the share they can already carry.
+    route_share: int | None = -1
+    # Canary replicas to keep whatever the share (a promoted canary, until the stable
+    # has all its replicas).
+    keep_canary: int | None = None
 
 
 def ready(dep: dict[str, Any] | None) -> int:
@@ -161,6 +167,7 @@ class Inputs:
     due_in: float | None
     replicas_for: Callable[[int], int]
     now: dt.datetime
+    stable_total: int = 0  # the stable's replicas once the canary is gone
 
 
 def decide(inp: Inputs) -> Decision:
@@ -185,7 +192,7 @@ def _base_status(inp: Inputs) -> CanaryStatus:
 
 def _stopped(status: CanaryStatus, state: str, message: str, reason: str) -> Decision:
     status.state, status.message = state, message
-    status.replicas, status.traffic_percent, status.actual_traffic_percent = 0, 0, 0
+    status.replicas, status.actual_traffic_percent = 0, 0
     return Decision(status, None, True, c.Cond(c.CANARY_AVAILABLE, False, reason, message))
 
 
@@ -252,24 +259,58 @@ def _fixed(inp: Inputs) -> Decision:
     status.traffic_percent = share
     held = _kept_back(inp, status)
     if held is not None:
+        held.status.traffic_percent = share  # type: ignore[union-attr]
         return held
     if share == 0:
         message = f"trafficPercent is 0: canary {inp.uri} is kept at zero replicas"
-        return _stopped(status, IDLE, message, c.CANARY_NO_TRAFFIC)
+        out = _stopped(status, IDLE, message, c.CANARY_NO_TRAFFIC)
+        out.status.traffic_percent = share  # type: ignore[union-attr]
+        return out
+    if inp.prev.model_uri == inp.uri and inp.prev.state in (ABORTED, IDLE):
+        status.start_time = rfc3339(inp.now)  # a new start: the deadline counts from now
+    measured = _verdict_for(inp, None)
+    if measured is not None and measured.verdict.decision == FAIL and inp.prev.state == AVAILABLE:
+        status.analysis = judgement(measured, inp.now)
+        return _rolled_back(inp, status, f"canary {inp.uri}: {measured.verdict.message}")
     if available(inp.world.canary) < inp.replicas_for(share):
-        return _deadline(inp, status, share, status.start_time)
+        if inp.prev.model_uri == inp.uri and inp.prev.state == AVAILABLE:
+            return _dipped(inp, status, share, AVAILABLE)
+        out = _deadline(inp, status, share, status.start_time)
+        out.under_way = False  # a fixed canary never holds the resource in progress
+        out.route_share = None  # no weight on the route before its pods are ready
+        return out
     status.state, status.message = AVAILABLE, ""
     out = Decision(status, share, True, c.Cond(c.CANARY_AVAILABLE, True, c.CANARY_AVAILABLE_REASON))
-    analysis = inp.canary.analysis
-    if analysis is None or inp.canary.paused:
+    if inp.canary.analysis is None or inp.canary.paused:
         return out
-    measured = inp.measured
-    if measured is not None and measured.uri == inp.uri and measured.step is None:
+    if measured is not None:
         status.analysis = judgement(measured, inp.now)
-        if measured.verdict.decision == FAIL:
-            return _rolled_back(inp, status, f"canary {inp.uri}: {measured.verdict.message}")
     out.requeue_after = inp.due_in if inp.due_in is not None else 0.5
     return out
+
+
+def _verdict_for(inp: Inputs, step: int | None) -> Measured | None:
+    """The judgement, when it was made on this canary model and step."""
+    measured = inp.measured
+    if measured is None or measured.uri != inp.uri or measured.step != step:
+        return None
+    return measured
+
+
+def _dipped(inp: Inputs, status: CanaryStatus, share: int, state: str) -> Decision:
+    """Pods lost after the step was available (an eviction, a node drain, the HPA adding
+    replicas): no deadline, the state holds; a canary whose pods crash is rolled back."""
+    if inp.world.crash:
+        return _rolled_back(inp, status, f"canary {inp.uri} cannot serve: {inp.world.crash}")
+    want, have = inp.replicas_for(share), ready(inp.world.canary)
+    status.state = state
+    status.message = inp.prev.message
+    cond = c.Cond(
+        c.CANARY_AVAILABLE, False, c.CANARY_PROGRESSING, f"{have} of {want} canary replicas ready"
+    )
+    return Decision(
+        status, share, True, cond, requeue_after=inp.due_in, under_way=bool(inp.canary.steps)
+    )
 
 
 def _progressive(inp: Inputs) -> Decision:
@@ -278,12 +319,7 @@ def _progressive(inp: Inputs) -> Decision:
     promotion = inp.promotion
     promoting = promotion is not None and promotion.uri == uri
     if promoting and (serves(inp.world.stable, uri) or inp.prev.state == PROMOTED):
-        message = f"canary {uri} passed every step and is the stable model"
-        status.analysis = inp.prev.analysis
-        out = _stopped(status, PROMOTED, message, c.CANARY_PROMOTED)
-        out.events = _transition(inp, PROMOTED, ("Normal", c.CANARY_PROMOTED, message))
-        out.promotion = promotion
-        return out
+        return _promoted(inp, status)
     if promoting and inp.canary.abort:
         inp.stable_uri = inp.model_uri
         return _abort(inp, status)
@@ -293,27 +329,47 @@ def _progressive(inp: Inputs) -> Decision:
     if held is not None:
         held.promotion = promotion
         return held
+    # A new model, or one that starts over: aborted and cleared, idle, or promoted before
+    # spec.model changed (that promotion no longer stands).
     restart = (
         inp.prev.model_uri != uri
         or inp.prev.step is None
-        or inp.prev.state
-        in (
-            ABORTED,
-            IDLE,
-            WAITING,
-        )
+        or inp.prev.state in (ABORTED, IDLE, WAITING, PROMOTED, PROMOTING)
     )
     events: list[Event] = []
     if restart:
         status.step, status.step_start_time, status.analysis = 1, rfc3339(inp.now), None
         events.append(("Normal", c.CANARY_STARTED, f"canary {uri}: {_step_text(1, steps)}"))
-    step = min(status.step or 1, len(steps))
+    step = status.step or 1
+    below = len(steps) - 1  # steps end at 100, the promotion; the schema wants two or more
+    had = inp.prev.traffic_percent
+    changed = not restart and had is not None and step <= below and steps[step - 1] != had
+    if step > below or changed:
+        # `steps` changed under way: go on from the last step at or below the share the
+        # canary had (never straight to 100), and measure it afresh.
+        step = max([i + 1 for i, w in enumerate(steps[:below]) if w <= (had or 0)] or [1])
+        status.step_start_time = rfc3339(inp.now)
+        status.analysis = None
     status.step = step
-    if steps[step - 1] >= 100:
-        return _promote(inp, status, events, f"canary {uri} reached the last step")
+    if below < 1:
+        return _promote(inp, status, events, f"canary {uri} has no step below 100")
     out = _at_step(inp, status, step)
     out.events = events + out.events
     out.promotion = inp.promotion  # set by _promote when this step passed
+    return out
+
+
+def _promoted(inp: Inputs, status: CanaryStatus) -> Decision:
+    """The stable serves the canary's model. The canary keeps its pods until the stable
+    has all of its replicas, so that the serving capacity never drops."""
+    message = f"canary {inp.uri} passed every step and is the stable model"
+    status.analysis = inp.prev.analysis
+    out = _stopped(status, PROMOTED, message, c.CANARY_PROMOTED)
+    out.events = _transition(inp, PROMOTED, ("Normal", c.CANARY_PROMOTED, message))
+    out.promotion = inp.promotion
+    if available(inp.world.stable) < inp.stable_total:
+        out.keep_canary = ready(inp.world.canary)
+        out.requeue_after = 2.0
     return out
 
 
@@ -321,73 +377,64 @@ def _at_step(inp: Inputs, status: CanaryStatus, step: int) -> Decision:
     steps, uri = inp.canary.steps, inp.uri
     share = steps[step - 1]
     status.traffic_percent = share
-    if available(inp.world.canary) < inp.replicas_for(share):
-        return _deadline(inp, status, share, status.step_start_time)
     where = _step_text(step, steps)
+    same_step = inp.prev.model_uri == uri and inp.prev.step == step
+    judged_here = same_step and inp.prev.state in JUDGED
+    measured = _verdict_for(inp, step) if judged_here else None
+    if measured is not None and measured.verdict.decision == FAIL:
+        status.analysis = judgement(measured, inp.now)
+        return _rolled_back(inp, status, f"canary {uri} failed {where}: {measured.verdict.message}")
+    if available(inp.world.canary) < inp.replicas_for(share):
+        if same_step and inp.prev.state in (*JUDGED, PAUSED):
+            return _dipped(inp, status, share, inp.prev.state or ANALYZING)
+        out = _deadline(inp, status, share, status.step_start_time)
+        # The route carries what the ready pods can: the step before, or nothing yet.
+        out.route_share = steps[step - 2] if step > 1 and ready(inp.world.canary) else None
+        return out
     if inp.canary.paused:
         status.state, status.message = PAUSED, f"paused at {where}"
-        out = Decision(
-            status, share, True, c.Cond(c.CANARY_AVAILABLE, True, c.CANARY_PAUSED, status.message)
-        )
+        cond = c.Cond(c.CANARY_AVAILABLE, True, c.CANARY_PAUSED, status.message)
+        out = Decision(status, share, True, cond, under_way=True)
         out.events = _transition(
             inp, PAUSED, ("Normal", c.CANARY_PAUSED, f"canary {uri} {status.message}")
         )
-        out.under_way = True
         return out
-    measured = inp.measured
-    judged_here = inp.prev.model_uri == uri and inp.prev.step == step and inp.prev.state in JUDGED
     if not judged_here:
         status.state, status.message = ANALYZING, f"measuring {where}"
-        out = Decision(
-            status,
-            share,
-            True,
-            c.Cond(c.CANARY_AVAILABLE, True, c.CANARY_ANALYZING, status.message),
-        )
+        cond = c.Cond(c.CANARY_AVAILABLE, True, c.CANARY_ANALYZING, status.message)
+        out = Decision(status, share, True, cond, requeue_after=0.5, under_way=True)
         if inp.prev.state == PAUSED and inp.prev.model_uri == uri:
             out.events = [("Normal", c.CANARY_RESUMED, f"canary {uri} resumed at {where}")]
-        out.requeue_after, out.under_way = 0.5, True
         return out
-    if measured is None or measured.uri != uri or measured.step != step:
+    if measured is None:
         status.state, status.message = inp.prev.state, inp.prev.message
         reason = c.CANARY_HOLDING if inp.prev.state == HOLDING else c.CANARY_ANALYZING
-        out = Decision(
-            status, share, True, c.Cond(c.CANARY_AVAILABLE, True, reason, status.message or "")
-        )
-        out.requeue_after = inp.due_in if inp.due_in is not None else 0.5
-        out.under_way = True
-        return out
+        cond = c.Cond(c.CANARY_AVAILABLE, True, reason, status.message or "")
+        requeue = inp.due_in if inp.due_in is not None else 0.5
+        return Decision(status, share, True, cond, requeue_after=requeue, under_way=True)
     status.analysis = judgement(measured, inp.now)
     verdict = measured.verdict
-    if verdict.decision == FAIL:
-        return _rolled_back(inp, status, f"canary {uri} failed {where}: {verdict.message}")
     if verdict.decision == HOLD:
         status.state, status.message = HOLDING, f"holding {where}: {verdict.message}"
-        out = Decision(
-            status, share, True, c.Cond(c.CANARY_AVAILABLE, True, c.CANARY_HOLDING, status.message)
-        )
+        cond = c.Cond(c.CANARY_AVAILABLE, True, c.CANARY_HOLDING, status.message)
+        out = Decision(status, share, True, cond, requeue_after=inp.due_in, under_way=True)
         out.events = _transition(
             inp, HOLDING, ("Normal", c.CANARY_HOLDING, f"canary {uri} {status.message}")
         )
-        out.requeue_after, out.under_way = inp.due_in, True
         return out
     assert verdict.decision == PASS
     passed = f"{where} passed: {verdict.message}"
-    following = inp.canary.steps[step]
+    following = steps[step]
     if following >= 100:
         return _promote(inp, status, [], f"canary {uri} {passed}")
     status.step, status.step_start_time = step + 1, rfc3339(inp.now)
     status.state = PROGRESSING
     status.traffic_percent = following
-    status.message = f"{passed}; now {_step_text(step + 1, inp.canary.steps)}"
-    out = Decision(
-        status,
-        following,
-        True,
-        c.Cond(c.CANARY_AVAILABLE, False, c.CANARY_PROGRESSING, status.message),
-    )
+    status.message = f"{passed}; now {_step_text(step + 1, steps)}"
+    cond = c.Cond(c.CANARY_AVAILABLE, False, c.CANARY_PROGRESSING, status.message)
+    out = Decision(status, following, True, cond, requeue_after=0.5, under_way=True)
+    out.route_share = share  # the new share goes to the route once its pods are ready
     out.events = [("Normal", c.CANARY_STEP_PASSED, f"canary {uri} {status.message}")]
-    out.requeue_after, out.under_way = 0.5, True
     return out
 
 

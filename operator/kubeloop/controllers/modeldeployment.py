@@ -224,6 +224,7 @@ def plan(
                     measured=measured,
                     due_in=due_in,
                     replicas_for=canary_replicas_for,
+                    stable_total=current if spec.autoscaling is not None else spec.replicas,
                     now=now,
                 )
             )
@@ -238,6 +239,8 @@ def plan(
     canary_uri = decision.status.model_uri if decision and decision.status else None
 
     canary_replicas = canary_replicas_for(share) if share else 0
+    if decision is not None and decision.keep_canary is not None:
+        canary_replicas = decision.keep_canary
     if spec.autoscaling is not None:
         stable_replicas: int | None = None
         status.replicas = current
@@ -299,7 +302,8 @@ def plan(
         result.apply.append(render_track_service(spec, name, namespace, STABLE, owner))
         if spec.canary is not None:
             result.apply.append(render_track_service(spec, name, namespace, CANARY, owner))
-        result.route = render_route(spec, name, namespace, owner, share or None)
+        weight = share if decision is None or decision.route_share == -1 else decision.route_share
+        result.route = render_route(spec, name, namespace, owner, weight or None)
     hpa = render_hpa(spec, name, namespace, owner)
     if hpa is not None:
         result.apply.append(hpa)
@@ -398,7 +402,10 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
         ctx.store.put(_store_kind(obj["kind"]), applied, owner=name)
     for api_version, kind, child in decided.delete:
         await ctx.kube.delete(api_version, kind, namespace, child)
-    route_cond = await _route(ctx, namespace, name, decided.route)
+    routed = any(
+        cond.get("type") == c.ROUTED for cond in (body.get("status") or {}).get("conditions", [])
+    )
+    route_cond = await _route(ctx, namespace, name, decided.route, routed)
     if route_cond is not None:
         decided.conds.append(route_cond)
     new_status = finish_status(body, decided.status, decided.conds, rfc3339(now))
@@ -417,15 +424,15 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
 
 
 async def _route(
-    ctx: Ctx, namespace: str, name: str, route: dict[str, Any] | None
+    ctx: Ctx, namespace: str, name: str, route: dict[str, Any] | None, routed: bool
 ) -> c.Cond | None:
     """Apply the HTTPRoute, or delete the one this operator applied when `route` went.
 
     Routes are not watched (the Gateway API may not be installed): what was applied is
-    remembered in the store, and a route left over across a restart goes with its
-    ModelDeployment (owner reference)."""
+    remembered in the store, and the status's `Routed` condition says that a route was
+    applied, so that removing `spec.route` after a restart deletes it too."""
     if route is None:
-        if ctx.store.get(ROUTE, namespace, name) is not None:
+        if routed or ctx.store.get(ROUTE, namespace, name) is not None:
             await ctx.kube.delete(ROUTE_API_VERSION, "HTTPRoute", namespace, name)
             ctx.store.remove(ROUTE, namespace, name, owner=name)
         return None

@@ -142,7 +142,13 @@ def promotion_patch(
     patch: dict[str, Any] = {
         "metadata": {"annotations": {PROMOTION_ANNOTATION: json.dumps(who, sort_keys=True)}}
     }
-    patch["spec"] = {"canary": {"model": model}} if spec.get("canary") else {"model": model}
+    if (spec.get("canary") or {}).get("steps"):
+        # A new analysis: a pause or an abort left on the last canary does not apply.
+        patch["spec"] = {"canary": {"model": model, "paused": None, "abort": None}}
+    elif spec.get("canary"):
+        patch["spec"] = {"canary": {"model": model}}
+    else:
+        patch["spec"] = {"model": model}
     return patch
 
 
@@ -244,6 +250,10 @@ def _follow_rollout(loop: Loop, last: RetrainRecord) -> None:
         None,
     )
     candidate = ((md_spec.get("canary") or {}).get("model") or {}).get("uri")
+    steps = (md_spec.get("canary") or {}).get("steps")
+    if candidate == uri and not steps:
+        # The steps were removed: a fixed canary, promoted by hand, as without steps.
+        promoted = True
     if promoted:
         message = f"ModelDeployment {spec.model_deployment} serves {uri}: it passed every step"
         events.append(("Normal", PROMOTED, message))
