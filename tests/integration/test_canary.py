@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kubeloop.serving.model import LoadedModel, load_model
 from tests.canarybed import Behaviour, Fleet
 from tests.integration.test_route_crds import gateway_crds  # noqa: F401  (a fixture)
-from tests.kubetest import Cluster, stays, wait_for
+from tests.kubetest import Cluster, InProcessOperator, stays, wait_for
 from tests.modelserver import ModelServer, free_port, shifted_rows, train
 
 DM, MD = "DriftMonitor", "ModelDeployment"
@@ -421,3 +422,62 @@ def test_drift_monitor_promotion_goes_through_the_canary(
         assert outcome in {e.reason for e in cluster.events_for(ns, "watch")}
     finally:
         source.stop()
+
+
+def test_restarts_over_settled_canaries_write_nothing(
+    cluster: Cluster, fleet: Fleet, operator: InProcessOperator
+) -> None:
+    """Promoted, paused and aborted canaries, settled: restarting the operator again and
+    again writes no resource and no Event (its windows are in memory; none is needed to
+    know where a settled canary stands)."""
+    ns = fleet.namespace
+    stable_ready(cluster, fleet, {})
+    fleet.sending.set()
+    cluster.patch_spec(
+        MD, ns, "iris", {"canary": {"model": {"uri": V2}, "steps": [50, 100], "analysis": FAST}}
+    )
+    wait_for(lambda: canary_in(cluster, ns, "iris", "Promoted"), 60, "promoted")
+    fleet.sending.clear()
+    for name, extra in (("paused", {"paused": True}), ("aborted", {"abort": True})):
+        cluster.create(
+            MD,
+            ns,
+            name,
+            {
+                "model": {"uri": V1},
+                "replicas": 2,
+                "canary": {"model": {"uri": V2}, "steps": [50, 100], **extra},
+            },
+        )
+    wait_for(
+        lambda: (
+            canary_in(cluster, ns, "paused", "Paused")
+            and canary_in(cluster, ns, "aborted", "Aborted")
+            and cluster.status(MD, ns, "iris")["phase"] == "Ready"
+        ),
+        40,
+        "settled states",
+    )
+
+    def versions() -> dict[str, str]:
+        return {
+            n: cluster.get(MD, ns, n)["metadata"]["resourceVersion"]
+            for n in ("iris", "paused", "aborted")
+        }
+
+    def settled() -> dict[str, str] | None:
+        before = versions()
+        try:
+            stays(lambda: versions() == before, 5, "settled")
+        except AssertionError:
+            return None
+        return before
+
+    snapshot = wait_for(settled, 60, "the canaries settled")
+    seen = len(cluster.core.list_namespaced_event(ns).items)
+    for pause in (0.0, 0.4, 0.9, 1.5):
+        operator.stop()
+        operator.start()
+        time.sleep(pause)  # stopped at a different moment of its start each time
+    stays(lambda: versions() == snapshot, 10, "no ModelDeployment written after the restarts")
+    assert len(cluster.core.list_namespaced_event(ns).items) == seen

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from kubeloop import __version__
 from kubeloop.drift.profile import FeatureProfile
+from kubeloop.serving import binary
 from kubeloop.serving.model import (
     LoadedModel,
     ModelLoadError,
@@ -150,6 +151,9 @@ def _tensor_values(tensor: Any, index: int) -> tuple[str, np.ndarray]:
             + ", ".join(DATATYPES)
         )
     shape = _shape(tensor, name)
+    raw = tensor.get(binary.VALUES)
+    if isinstance(raw, np.ndarray):  # binary data, decoded and size-checked already
+        return name, raw.astype(np.float64).reshape(shape)
     if "data" not in tensor:
         raise _bad(f"input {name!r}: 'data' is missing")
     try:
@@ -545,10 +549,13 @@ class ModelServer:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge as exc:
             raise RequestError(413, f"request body larger than {MAX_BODY_BYTES} bytes") from exc
+        header, blob = binary.split(body, request.headers.get(binary.HEADER), _bad)
         try:
-            payload = _loads(body)
+            payload = _loads(header)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise _bad(f"the request body is not valid JSON: {exc}") from exc
+        if blob or binary.HEADER in request.headers:
+            binary.attach_inputs(payload, blob, _bad)
         parsed = parse_infer_request(payload, model)
 
         if len(parsed.rows) <= INLINE_MAX_ROWS:
@@ -558,14 +565,39 @@ class ModelServer:
             results = await loop.run_in_executor(None, _predict, model, parsed)
         self.stats.observe(parsed.rows, results[PREDICT])
 
+        as_binary = binary.wanted(payload, parsed.outputs)
+        blobs: list[bytes] = []
+        outputs = []
+        for name in parsed.outputs:
+            if name in as_binary:
+                values = results[name]
+                datatype = _datatype(values)
+                blobs.append(binary.encode(values, datatype))
+                outputs.append(
+                    {
+                        "name": name,
+                        "datatype": datatype,
+                        "shape": list(values.shape),
+                        "parameters": {"binary_data_size": len(blobs[-1])},
+                    }
+                )
+            else:
+                outputs.append(_output_tensor(name, results[name]))
         answer: dict[str, Any] = {
             "model_name": self.name,
             "model_version": self.metadata.version,
-            "outputs": [_output_tensor(name, results[name]) for name in parsed.outputs],
+            "outputs": outputs,
         }
         if parsed.request_id is not None:
             answer["id"] = parsed.request_id
-        return json_response(answer)
+        if not blobs:
+            return json_response(answer)
+        head = _encode_json(answer)
+        return web.Response(
+            body=head + b"".join(blobs),
+            headers={binary.HEADER: str(len(head))},
+            content_type="application/octet-stream",
+        )
 
 
 def _predict(model: LoadedModel, request: InferRequest) -> dict[str, np.ndarray]:
