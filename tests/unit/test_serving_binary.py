@@ -138,3 +138,17 @@ def test_a_header_length_outside_the_body_gets_400(url: str) -> None:
     assert answer.status_code == 400 and "outside the body" in answer.json()["error"]
     cut = post(url, b'{"inputs":[]}', b"", length=5)  # the JSON header cut short
     assert cut.status_code == 400 and "not valid JSON" in cut.json()["error"], cut.text
+
+
+def test_one_binary_tensor_per_feature_in_order(
+    client: triton.InferenceServerClient,
+    model: LoadedModel,  # noqa: F811
+) -> None:
+    names = model.feature_names
+    inputs = []
+    for index, name in enumerate(names):
+        column = triton.InferInput(name, [len(X)], "FP64")
+        column.set_data_from_numpy(np.ascontiguousarray(X[:, index]))
+        inputs.append(column)
+    result = client.infer("iris", inputs)
+    assert result.as_numpy("predict").tolist() == model.estimator.predict(X).tolist()
