@@ -137,7 +137,7 @@ def test_health_and_server_metadata(url: str) -> None:
     assert requests.get(f"{url}/v2/models/iris/ready", timeout=TIMEOUT).status_code == 200
     meta = requests.get(f"{url}/v2", timeout=TIMEOUT).json()
     assert meta["name"] == "kubeloop"
-    assert meta["extensions"] == []
+    assert meta["extensions"] == ["binary_tensor_data"]
 
 
 def test_not_ready_until_the_model_is_set(model: LoadedModel) -> None:

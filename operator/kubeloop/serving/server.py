@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from kubeloop import __version__
 from kubeloop.drift.profile import FeatureProfile
 from kubeloop.serving import binary
+from kubeloop.serving.batcher import Batcher
 from kubeloop.serving.model import (
     LoadedModel,
     ModelLoadError,
@@ -51,6 +52,8 @@ MAX_BODY_BYTES = 8 << 20
 # batches go to a thread so that health probes still get answers (the GIL switches
 # every 5 ms) while a long predict runs.
 INLINE_MAX_ROWS = 256
+# Adaptive batching: requests waiting together are predicted as one, up to this many rows.
+DEFAULT_MAX_BATCH_SIZE = 64
 # Rows binned per numpy pass; bounds the (rows x features x edges) temporary.
 BIN_CHUNK_ROWS = 4096
 PREDICT = "predict"
@@ -416,13 +419,21 @@ class ModelServer:
     """One served model behind the v2 REST API; ready once :meth:`set_model` ran."""
 
     def __init__(
-        self, metadata: ModelMetadata, *, name: str | None = None, monitoring: bool = True
+        self,
+        metadata: ModelMetadata,
+        *,
+        name: str | None = None,
+        monitoring: bool = True,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_batch_wait: float = 0.0,
     ) -> None:
         self.name = name or metadata.name
         self.metadata = metadata
         self.monitoring = monitoring
         self.model: LoadedModel | None = None
         self.stats: LiveStats | None = None
+        self.batcher: Batcher | None = None
+        self.max_batch_size, self.max_batch_wait = max_batch_size, max_batch_wait
         self.registry = CollectorRegistry()
         self._requests = Counter(
             "kubeloop_model_requests",
@@ -440,7 +451,7 @@ class ModelServer:
             registry=self.registry,
         ).labels(self.name)
         self._server_metadata = _encode_json(
-            {"name": "kubeloop", "version": __version__, "extensions": []}
+            {"name": "kubeloop", "version": __version__, "extensions": ["binary_tensor_data"]}
         )
         self._model_metadata = _encode_json(
             {
@@ -455,7 +466,19 @@ class ModelServer:
     def set_model(self, model: LoadedModel) -> None:
         self.stats = LiveStats(self.name, model, monitoring=self.monitoring)
         self.registry.register(self.stats)
+        if self.max_batch_size > 1:
+            self.batcher = Batcher(
+                self._predict_current,
+                self.stats.observe,
+                max_batch_size=self.max_batch_size,
+                max_wait=self.max_batch_wait,
+                inline_rows=INLINE_MAX_ROWS,
+            )
         self.model = model
+
+    def _predict_current(self, rows: np.ndarray, proba: bool) -> dict[str, np.ndarray]:
+        assert self.model is not None  # a batch exists only once a model is set
+        return _predict_rows(self.model, rows, proba)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors_as_v2])
@@ -558,12 +581,15 @@ class ModelServer:
             binary.attach_inputs(payload, blob, _bad)
         parsed = parse_infer_request(payload, model)
 
-        if len(parsed.rows) <= INLINE_MAX_ROWS:
-            results = _predict(model, parsed)
+        proba = PREDICT_PROBA in parsed.outputs
+        if self.batcher is not None:
+            results = await self.batcher.submit(parsed.rows, proba)
         else:
-            loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(None, _predict, model, parsed)
-        self.stats.observe(parsed.rows, results[PREDICT])
+            if len(parsed.rows) <= INLINE_MAX_ROWS:
+                results = _predict_rows(model, parsed.rows, proba)
+            else:
+                results = await asyncio.to_thread(_predict_rows, model, parsed.rows, proba)
+            self.stats.observe(parsed.rows, results[PREDICT])
 
         as_binary = binary.wanted(payload, parsed.outputs)
         blobs: list[bytes] = []
@@ -600,10 +626,10 @@ class ModelServer:
         )
 
 
-def _predict(model: LoadedModel, request: InferRequest) -> dict[str, np.ndarray]:
-    results = {PREDICT: model.predict(request.rows)}
-    if PREDICT_PROBA in request.outputs:
-        results[PREDICT_PROBA] = model.predict_proba(request.rows)
+def _predict_rows(model: LoadedModel, rows: np.ndarray, proba: bool) -> dict[str, np.ndarray]:
+    results = {PREDICT: model.predict(rows)}
+    if proba:
+        results[PREDICT_PROBA] = model.predict_proba(rows)
     return results
 
 
