@@ -66,3 +66,37 @@ def test_server_drains_before_it_stops() -> None:
     (server,) = pod["spec"]["containers"]
     assert server["lifecycle"]["preStop"] == {"sleep": {"seconds": DRAIN_SECONDS}}
     assert pod["spec"].get("terminationGracePeriodSeconds", 30) > DRAIN_SECONDS
+
+
+def test_batching_settings_reach_the_server_and_its_cli() -> None:
+    import argparse
+
+    from kubeloop.serving.cli import add_commands
+
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "model": {"uri": "s3://m/v1"},
+            "runtime": {"batching": {"maxBatchSize": 16, "maxWaitMs": 2.5}},
+        }
+    )
+    args = pod_template(spec, "iris", "stable", "s3://m/v1", "img:1")["spec"]["containers"][0][
+        "args"
+    ]
+    assert args[args.index("--max-batch-size") + 1] == "16"
+    assert args[args.index("--max-batch-wait-ms") + 1] == "2.5"
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    parsed = parser.parse_args(
+        ["serve", "--model-dir", "/m", *args[args.index("--max-batch-size") :]]
+    )
+    assert (parsed.max_batch_size, parsed.max_batch_wait_ms) == (16, 2.5)
+    plain = pod_template(
+        ModelDeploymentSpec.model_validate({"model": {"uri": "s3://m/v1"}}),
+        "iris",
+        "stable",
+        "s3://m/v1",
+        "img:1",
+    )
+    assert "--max-batch-size" not in plain["spec"]["containers"][0]["args"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--model-dir", "/m", "--max-batch-size", "0"])

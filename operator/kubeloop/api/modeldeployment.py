@@ -49,6 +49,24 @@ class ModelSource(KubeModel):
     )
 
 
+class Batching(KubeModel):
+    max_batch_size: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Concurrent inference requests are predicted together, up to this "
+        "many rows (one `predict` call, answers split back per request); 1 turns "
+        "batching off.",
+    )
+    max_wait_ms: float = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="How long a request may wait for others to join its batch, in "
+        "milliseconds. 0: only requests already waiting are batched, none is delayed.",
+    )
+
+
 class Runtime(KubeModel):
     image: str | None = Field(
         default=None,
@@ -57,6 +75,11 @@ class Runtime(KubeModel):
     port: int = Field(default=8080, ge=1, le=65535, description="HTTP port of the server.")
     args: list[str] = Field(default_factory=list, description="Extra server arguments.")
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
+    batching: Batching | None = Field(
+        default=None,
+        description="Adaptive batching of the built-in server (`kubeloop serve`); default: "
+        "up to 64 rows, no added wait.",
+    )
 
 
 class Autoscaling(KubeModel):

@@ -90,6 +90,13 @@ def pod_template(
     args = ["serve", "--model-dir", MODEL_DIR, "--name", name, "--port", str(port)]
     if not monitoring:
         args.append("--no-monitoring")
+    if runtime and runtime.batching:
+        args += [
+            "--max-batch-size",
+            str(runtime.batching.max_batch_size),
+            "--max-batch-wait-ms",
+            f"{runtime.batching.max_wait_ms:g}",
+        ]
     if runtime:
         args += runtime.args
     probe_common = {"periodSeconds": 5, "timeoutSeconds": 2}

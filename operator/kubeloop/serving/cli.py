@@ -57,6 +57,20 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         default=os.environ.get("KUBELOOP_MONITORING", "true").lower() not in FALSE_WORDS,
         help="do not export per-feature input histograms (env KUBELOOP_MONITORING=false)",
     )
+    serve.add_argument(
+        "--max-batch-size",
+        type=_positive_int,
+        default=int(os.environ.get("KUBELOOP_MAX_BATCH_SIZE", "64")),
+        help="adaptive batching: concurrent requests are predicted together, up to this "
+        "many rows; 1 turns batching off (env KUBELOOP_MAX_BATCH_SIZE; default 64)",
+    )
+    serve.add_argument(
+        "--max-batch-wait-ms",
+        type=_wait_ms,
+        default=float(os.environ.get("KUBELOOP_MAX_BATCH_WAIT_MS", "0")),
+        help="how long a request may wait for others to join its batch, in ms; 0 batches "
+        "only requests already waiting (env KUBELOOP_MAX_BATCH_WAIT_MS; default 0)",
+    )
     serve.set_defaults(func=run_serve)
 
     fetch = subparsers.add_parser(
@@ -69,6 +83,20 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     fetch.add_argument("uri", metavar="URI", help="where the model directory lives")
     fetch.add_argument("dest", metavar="DIR", type=Path, help="where to put it")
     fetch.set_defaults(func=run_fetch)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _wait_ms(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1000 ms, got {value}")
+    return value
 
 
 def _configure_logging() -> None:
@@ -86,7 +114,17 @@ def run_serve(args: argparse.Namespace) -> int:
 
     _configure_logging()
     try:
-        return asyncio.run(serve(args.model_dir, args.host, args.port, args.name, args.monitoring))
+        return asyncio.run(
+            serve(
+                args.model_dir,
+                args.host,
+                args.port,
+                args.name,
+                args.monitoring,
+                max_batch_size=args.max_batch_size,
+                max_batch_wait=args.max_batch_wait_ms / 1000,
+            )
+        )
     except ModelLoadError as exc:
         log.error("Failed to read the model directory: %s", exc)
         return 1

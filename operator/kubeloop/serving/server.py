@@ -649,10 +649,25 @@ def base_url(address: Any) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def serve(model_dir: Path, host: str, port: int, name: str | None, monitoring: bool) -> int:
+async def serve(
+    model_dir: Path,
+    host: str,
+    port: int,
+    name: str | None,
+    monitoring: bool,
+    *,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_batch_wait: float = 0.0,
+) -> int:
     """Serve until SIGTERM or SIGINT; answer health probes while the model loads."""
     metadata = await asyncio.to_thread(read_metadata, model_dir)
-    server = ModelServer(metadata, name=name, monitoring=monitoring)
+    server = ModelServer(
+        metadata,
+        name=name,
+        monitoring=monitoring,
+        max_batch_size=max_batch_size,
+        max_batch_wait=max_batch_wait,
+    )
     try:
         runner = await start(server, host, port)
     except OSError as exc:
