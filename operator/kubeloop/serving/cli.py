@@ -71,6 +71,15 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="how long a request may wait for others to join its batch, in ms; 0 batches "
         "only requests already waiting (env KUBELOOP_MAX_BATCH_WAIT_MS; default 0)",
     )
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=int(os.environ["KUBELOOP_WORKERS"]) if os.environ.get("KUBELOOP_WORKERS") else None,
+        help="server processes sharing the port, one model copy each (env KUBELOOP_WORKERS; "
+        "default: the CPUs this container may use)",
+    )
+    serve.add_argument("--worker-of", type=Path, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     serve.set_defaults(func=run_serve)
 
     fetch = subparsers.add_parser(
@@ -111,8 +120,14 @@ def _configure_logging() -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from kubeloop.serving.model import ModelLoadError
     from kubeloop.serving.server import serve
+    from kubeloop.serving.workers import available_cpus, supervise
 
     _configure_logging()
+    workers = args.workers if args.workers is not None else available_cpus()
+    if args.port == 0:
+        workers = 1  # workers share a port known in advance; "any free port" is one's own
+    if workers > 1 and args.worker_of is None:
+        return supervise(_serve_argv(args), workers)
     try:
         return asyncio.run(
             serve(
@@ -123,11 +138,34 @@ def run_serve(args: argparse.Namespace) -> int:
                 args.monitoring,
                 max_batch_size=args.max_batch_size,
                 max_batch_wait=args.max_batch_wait_ms / 1000,
+                worker_of=args.worker_of,
+                worker_index=args.worker_index,
             )
         )
     except ModelLoadError as exc:
         log.error("Failed to read the model directory: %s", exc)
         return 1
+
+
+def _serve_argv(args: argparse.Namespace) -> list[str]:
+    """The serve arguments again, for each worker process."""
+    argv = [
+        "--model-dir",
+        str(args.model_dir),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--max-batch-size",
+        str(args.max_batch_size),
+        "--max-batch-wait-ms",
+        str(args.max_batch_wait_ms),
+    ]
+    if args.name:
+        argv += ["--name", args.name]
+    if not args.monitoring:
+        argv.append("--no-monitoring")
+    return argv
 
 
 def run_fetch(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import sklearn
 from aiohttp import web
@@ -34,7 +35,7 @@ from prometheus_client.registry import Collector
 
 from kubeloop import __version__
 from kubeloop.drift.profile import FeatureProfile
-from kubeloop.serving import binary
+from kubeloop.serving import binary, workers
 from kubeloop.serving.batcher import Batcher
 from kubeloop.serving.model import (
     LoadedModel,
@@ -433,6 +434,9 @@ class ModelServer:
         self.model: LoadedModel | None = None
         self.stats: LiveStats | None = None
         self.batcher: Batcher | None = None
+        # With several worker processes: where the others answer their own /metrics.
+        self.peers: Path | None = None
+        self.peer_index = 0
         self.max_batch_size, self.max_batch_wait = max_batch_size, max_batch_wait
         self.registry = CollectorRegistry()
         self._requests = Counter(
@@ -541,8 +545,17 @@ class ModelServer:
             return error_response(exc.status, exc.message)
         return await self.ready(request)
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def own_metrics(self, request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(self.registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        if self.peers is None:
+            return await self.own_metrics(request)
+        texts = [generate_latest(self.registry).decode()]
+        texts += await peer_metrics(self.peers, self.peer_index)
+        response = web.Response(body=workers.merge(texts).encode())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
@@ -633,14 +646,52 @@ def _predict_rows(model: LoadedModel, rows: np.ndarray, proba: bool) -> dict[str
     return results
 
 
-async def start(server: ModelServer, host: str, port: int) -> web.AppRunner:
-    """Start answering on ``host:port`` (0 picks a free port: see ``runner.addresses``)."""
+async def start(
+    server: ModelServer, host: str, port: int, *, reuse_port: bool = False
+) -> web.AppRunner:
+    """Start answering on ``host:port`` (0 picks a free port: see ``runner.addresses``);
+    as one of several workers (`reuse_port`), also its own /metrics on its unix socket."""
     # No access log: formatting a line per request would cost more than the predict.
     runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+    site = web.TCPSite(
+        runner, host, port, backlog=1024, reuse_address=True, reuse_port=reuse_port or None
+    )
     await site.start()
+    if server.peers is not None:
+        own = web.Application()
+        own.router.add_get("/metrics", server.own_metrics)
+        own_runner = web.AppRunner(own, access_log=None)
+        await own_runner.setup()
+        path = workers.socket_path(server.peers, server.peer_index)
+        path.unlink(missing_ok=True)
+        await web.UnixSite(own_runner, str(path)).start()
     return runner
+
+
+async def peer_metrics(directory: Path, own: int) -> list[str]:
+    """The other workers' own /metrics, read over their unix sockets; a worker that is
+    starting again is left out."""
+
+    async def one(path: Path) -> str | None:
+        try:
+            connector = aiohttp.UnixConnector(path=str(path))
+            timeout = aiohttp.ClientTimeout(total=2.0)
+            async with (
+                aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+                session.get("http://worker/metrics") as response,
+            ):
+                return await response.text() if response.status == 200 else None
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return None
+
+    paths = [
+        p
+        for p in sorted(directory.glob("worker-*.sock"))
+        if p != workers.socket_path(directory, own)
+    ]
+    texts = await asyncio.gather(*(one(p) for p in paths))
+    return [t for t in texts if t is not None]
 
 
 def base_url(address: Any) -> str:
@@ -658,8 +709,11 @@ async def serve(
     *,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     max_batch_wait: float = 0.0,
+    worker_of: Path | None = None,
+    worker_index: int = 0,
 ) -> int:
-    """Serve until SIGTERM or SIGINT; answer health probes while the model loads."""
+    """Serve until SIGTERM or SIGINT; answer health probes while the model loads. As
+    one of several workers (`worker_of`: their directory), share the port."""
     metadata = await asyncio.to_thread(read_metadata, model_dir)
     server = ModelServer(
         metadata,
@@ -668,6 +722,11 @@ async def serve(
         max_batch_size=max_batch_size,
         max_batch_wait=max_batch_wait,
     )
+    server.peers, server.peer_index = worker_of, worker_index
+    if worker_of is not None:
+        # One of several workers: the port is taken only once the model is loaded, so
+        # that no connection reaches a worker that would answer "still loading".
+        return await _serve_loaded(server, model_dir, metadata, host, port)
     try:
         runner = await start(server, host, port)
     except OSError as exc:
@@ -680,28 +739,56 @@ async def serve(
     try:
         for address in runner.addresses:
             log.info("Started listening on %s", base_url(address))
-        began = time.monotonic()
-        try:
-            model = await asyncio.to_thread(load_model, model_dir, metadata)
-        except ModelLoadError as exc:
-            log.error("Failed to load model from %s: %s", model_dir, exc)
+        if not await _load_into(server, model_dir, metadata):
             return 1
-        # Requests are checked for finite values before they reach the model, so
-        # scikit-learn's own check (on this, the event loop's, thread) is redundant.
-        sklearn.set_config(assume_finite=True)
-        # The model and the libraries are long-lived: keep them out of every future
-        # full garbage collection.
-        gc.freeze()
-        server.set_model(model)
-        log.info(
-            "Loaded model %s version %s in %.2fs (feature monitoring %s)",
-            server.name,
-            metadata.version,
-            time.monotonic() - began,
-            "on" if monitoring and model.profile else "off",
-        )
         await stop.wait()
         log.info("Stopped on signal")
+        return 0
+    finally:
+        await runner.cleanup()
+
+
+async def _load_into(server: ModelServer, model_dir: Path, metadata: ModelMetadata) -> bool:
+    began = time.monotonic()
+    try:
+        model = await asyncio.to_thread(load_model, model_dir, metadata)
+    except ModelLoadError as exc:
+        log.error("Failed to load model from %s: %s", model_dir, exc)
+        return False
+    # Requests are checked for finite values before they reach the model, so
+    # scikit-learn's own check (on this, the event loop's, thread) is redundant.
+    sklearn.set_config(assume_finite=True)
+    # The model and the libraries are long-lived: keep them out of every future
+    # full garbage collection.
+    gc.freeze()
+    server.set_model(model)
+    log.info(
+        "Loaded model %s version %s in %.2fs (feature monitoring %s)",
+        server.name,
+        metadata.version,
+        time.monotonic() - began,
+        "on" if server.monitoring and model.profile else "off",
+    )
+    return True
+
+
+async def _serve_loaded(
+    server: ModelServer, model_dir: Path, metadata: ModelMetadata, host: str, port: int
+) -> int:
+    """A worker: load, then share the port until SIGTERM or SIGINT."""
+    if not await _load_into(server, model_dir, metadata):
+        return 1
+    try:
+        runner = await start(server, host, port, reuse_port=True)
+    except OSError as exc:
+        log.error("Failed to listen on %s:%s: %s", host, port, exc)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
         return 0
     finally:
         await runner.cleanup()
