@@ -100,3 +100,20 @@ def test_batching_settings_reach_the_server_and_its_cli() -> None:
     assert "--max-batch-size" not in plain["spec"]["containers"][0]["args"]
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--model-dir", "/m", "--max-batch-size", "0"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "workers"),
+    [
+        ({}, "1"),
+        ({"resources": {"cpu": "500m"}}, "1"),
+        ({"resources": {"cpu": "2500m"}}, "2"),
+        ({"resources": {"cpu": "4"}, "runtime": {"workers": 3}}, "3"),
+    ],
+)
+def test_server_workers_follow_the_cpu_request(extra: dict[str, object], workers: str) -> None:
+    spec = ModelDeploymentSpec.model_validate({"model": {"uri": "s3://m/v1"}, **extra})
+    args = pod_template(spec, "iris", "stable", "s3://m/v1", "img:1")["spec"]["containers"][0][
+        "args"
+    ]
+    assert args[args.index("--workers") + 1] == workers

@@ -75,6 +75,15 @@ class Runtime(KubeModel):
     port: int = Field(default=8080, ge=1, le=65535, description="HTTP port of the server.")
     args: list[str] = Field(default_factory=list, description="Extra server arguments.")
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Server processes per pod, each with its own copy of the model, sharing "
+        "the port. Default: the pod's CPU request in whole CPUs, at least 1 (no CPU limit "
+        "is set, so the node's CPU count would be no guide). Memory must hold one model per "
+        "process.",
+    )
     batching: Batching | None = Field(
         default=None,
         description="Adaptive batching of the built-in server (`kubeloop serve`); default: "

@@ -14,6 +14,7 @@ from kubeloop.render.common import (
     pod_security,
     resources,
 )
+from kubeloop.render.fit import parse_quantity
 
 MODEL_DEPLOYMENT_LABEL = "kubeloop.io/model-deployment"
 TRACK_LABEL = "kubeloop.io/track"
@@ -76,6 +77,14 @@ def traffic_share(stable: int, canary: int) -> int | None:
     return _nearest(100 * canary / total) if total else None
 
 
+def server_workers(spec: ModelDeploymentSpec) -> int:
+    """`runtime.workers`, else the CPU request in whole CPUs, at least 1."""
+    if spec.runtime and spec.runtime.workers:
+        return spec.runtime.workers
+    cpu = spec.resources.cpu if spec.resources else None
+    return max(1, int(parse_quantity(cpu))) if cpu else 1
+
+
 def pod_template(
     spec: ModelDeploymentSpec,
     name: str,
@@ -90,6 +99,7 @@ def pod_template(
     args = ["serve", "--model-dir", MODEL_DIR, "--name", name, "--port", str(port)]
     if not monitoring:
         args.append("--no-monitoring")
+    args += ["--workers", str(server_workers(spec))]
     if runtime and runtime.batching:
         args += [
             "--max-batch-size",
