@@ -127,6 +127,11 @@ def start_kubeloop(models: dict[str, Path], workdir: Path) -> list[Server]:
                 "127.0.0.1",
                 "--port",
                 str(port),
+                # As MLServer here: one process, no batching (the published figures' set-up).
+                "--workers",
+                "1",
+                "--max-batch-size",
+                "1",
             ],
             workdir / f"kubeloop-{estimator}.log",
         )
