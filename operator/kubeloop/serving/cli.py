@@ -78,6 +78,13 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="server processes sharing the port, one model copy each (env KUBELOOP_WORKERS; "
         "default: the CPUs this container may use)",
     )
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        default=int(os.environ.get("KUBELOOP_GRPC_PORT", "0")),
+        help="also serve the protocol's gRPC side on this port, 0 for none "
+        "(env KUBELOOP_GRPC_PORT; default 0)",
+    )
     serve.add_argument("--worker-of", type=Path, help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     serve.set_defaults(func=run_serve)
@@ -140,6 +147,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 max_batch_wait=args.max_batch_wait_ms / 1000,
                 worker_of=args.worker_of,
                 worker_index=args.worker_index,
+                grpc_port=args.grpc_port,
             )
         )
     except ModelLoadError as exc:
@@ -160,6 +168,8 @@ def _serve_argv(args: argparse.Namespace) -> list[str]:
         str(args.max_batch_size),
         "--max-batch-wait-ms",
         str(args.max_batch_wait_ms),
+        "--grpc-port",
+        str(args.grpc_port),
     ]
     if args.name:
         argv += ["--name", args.name]

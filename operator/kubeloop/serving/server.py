@@ -568,19 +568,41 @@ class ModelServer:
         except Exception:
             log.exception("Failed to answer an inference request for model %s", self.name)
             response = error_response(500, "internal error while predicting; see server log")
-        self._duration.observe(time.perf_counter() - started)
-        counter = self._requests_by_status.get(response.status)
-        if counter is None:
-            counter = self._requests.labels(self.name, str(response.status))
-            self._requests_by_status[response.status] = counter
-        counter.inc()
+        self.count(response.status, started)
         return response
 
-    async def _infer(self, request: web.Request) -> web.Response:
-        self._check_model(request)
+    def count(self, status: int, started: float) -> None:
+        """One inference request answered (REST or gRPC, by its HTTP-like status)."""
+        self._duration.observe(time.perf_counter() - started)
+        counter = self._requests_by_status.get(status)
+        if counter is None:
+            counter = self._requests.labels(self.name, str(status))
+            self._requests_by_status[status] = counter
+        counter.inc()
+
+    def loaded(self) -> LoadedModel:
         model = self.model
         if model is None or self.stats is None:
             raise RequestError(503, f"model {self.name!r} is still loading")
+        return model
+
+    async def predict(self, parsed: InferRequest) -> dict[str, np.ndarray]:
+        """The model's outputs for a validated request: batched with others, or alone."""
+        model = self.loaded()
+        proba = PREDICT_PROBA in parsed.outputs
+        if self.batcher is not None:
+            return await self.batcher.submit(parsed.rows, proba)
+        if len(parsed.rows) <= INLINE_MAX_ROWS:
+            results = _predict_rows(model, parsed.rows, proba)
+        else:
+            results = await asyncio.to_thread(_predict_rows, model, parsed.rows, proba)
+        assert self.stats is not None
+        self.stats.observe(parsed.rows, results[PREDICT])
+        return results
+
+    async def _infer(self, request: web.Request) -> web.Response:
+        self._check_model(request)
+        model = self.loaded()
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge as exc:
@@ -593,16 +615,7 @@ class ModelServer:
         if blob or binary.HEADER in request.headers:
             binary.attach_inputs(payload, blob, _bad)
         parsed = parse_infer_request(payload, model)
-
-        proba = PREDICT_PROBA in parsed.outputs
-        if self.batcher is not None:
-            results = await self.batcher.submit(parsed.rows, proba)
-        else:
-            if len(parsed.rows) <= INLINE_MAX_ROWS:
-                results = _predict_rows(model, parsed.rows, proba)
-            else:
-                results = await asyncio.to_thread(_predict_rows, model, parsed.rows, proba)
-            self.stats.observe(parsed.rows, results[PREDICT])
+        results = await self.predict(parsed)
 
         as_binary = binary.wanted(payload, parsed.outputs)
         blobs: list[bytes] = []
@@ -711,6 +724,7 @@ async def serve(
     max_batch_wait: float = 0.0,
     worker_of: Path | None = None,
     worker_index: int = 0,
+    grpc_port: int = 0,
 ) -> int:
     """Serve until SIGTERM or SIGINT; answer health probes while the model loads. As
     one of several workers (`worker_of`: their directory), share the port."""
@@ -726,9 +740,10 @@ async def serve(
     if worker_of is not None:
         # One of several workers: the port is taken only once the model is loaded, so
         # that no connection reaches a worker that would answer "still loading".
-        return await _serve_loaded(server, model_dir, metadata, host, port)
+        return await _serve_loaded(server, model_dir, metadata, host, port, grpc_port)
     try:
         runner = await start(server, host, port)
+        extra = await _start_grpc(server, host, grpc_port)
     except OSError as exc:
         log.error("Failed to listen on %s:%s: %s", host, port, exc)
         return 1
@@ -745,7 +760,17 @@ async def serve(
         log.info("Stopped on signal")
         return 0
     finally:
+        if extra is not None:
+            await extra.stop(2.0)
         await runner.cleanup()
+
+
+async def _start_grpc(server: ModelServer, host: str, port: int) -> Any:
+    if not port:
+        return None
+    from kubeloop.serving.grpc_server import start_grpc  # imports grpc only when used
+
+    return await start_grpc(server, host, port)
 
 
 async def _load_into(server: ModelServer, model_dir: Path, metadata: ModelMetadata) -> bool:
@@ -773,13 +798,19 @@ async def _load_into(server: ModelServer, model_dir: Path, metadata: ModelMetada
 
 
 async def _serve_loaded(
-    server: ModelServer, model_dir: Path, metadata: ModelMetadata, host: str, port: int
+    server: ModelServer,
+    model_dir: Path,
+    metadata: ModelMetadata,
+    host: str,
+    port: int,
+    grpc_port: int,
 ) -> int:
-    """A worker: load, then share the port until SIGTERM or SIGINT."""
+    """A worker: load, then share the ports until SIGTERM or SIGINT."""
     if not await _load_into(server, model_dir, metadata):
         return 1
     try:
         runner = await start(server, host, port, reuse_port=True)
+        extra = await _start_grpc(server, host, grpc_port)
     except OSError as exc:
         log.error("Failed to listen on %s:%s: %s", host, port, exc)
         return 1
@@ -791,4 +822,6 @@ async def _serve_loaded(
         await stop.wait()
         return 0
     finally:
+        if extra is not None:
+            await extra.stop(2.0)
         await runner.cleanup()
