@@ -147,7 +147,8 @@ def test_backends_use_the_server_port(runtime: dict[str, Any] | None, port: int)
         assert (ref["group"], ref["kind"]) == ("", "Service")
     for track in (STABLE, CANARY):
         svc = render_track_service(spec, "iris", NS, track, OWNER)
-        assert svc["spec"]["ports"] == [{"name": "http", "port": port, "targetPort": "http"}]
+        assert svc["spec"]["ports"][0] == {"name": "http", "port": port, "targetPort": "http"}
+        assert svc["spec"]["ports"][1] == {"name": "grpc", "port": 8081, "targetPort": "grpc"}
 
 
 @pytest.mark.parametrize("track", [STABLE, CANARY])

@@ -93,11 +93,20 @@ def server(model_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: len(workers_of(proc.pid)) == 2 and ready(url), 60, "two workers ready")
+        wait_for(lambda: both_listening(proc.pid) and ready(url), 60, "two workers listening")
         yield proc, url
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def both_listening(parent: int) -> bool:
+    """Both workers loaded and on the port (a worker binds once its model is loaded, and
+    its own metrics socket with it)."""
+    found = workers_of(parent)
+    return len(found) == 2 and all(
+        (directory / f"worker-{index}.sock").exists() for index, (_, directory) in found.items()
+    )
 
 
 def ready(url: str) -> bool:

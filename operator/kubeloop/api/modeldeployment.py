@@ -73,6 +73,13 @@ class Runtime(KubeModel):
         description="Server image. Default: the Kubeloop image running `kubeloop serve`.",
     )
     port: int = Field(default=8080, ge=1, le=65535, description="HTTP port of the server.")
+    grpc_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="gRPC port of the server (the protocol's gRPC side), also on the "
+        "Service as `grpc`; 0 serves REST only.",
+    )
     args: list[str] = Field(default_factory=list, description="Extra server arguments.")
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
     workers: int | None = Field(

@@ -25,6 +25,7 @@ SERVER_CONTAINER = "server"
 FETCH_CONTAINER = "fetch-model"
 RPS_METRIC = "kubeloop_model_requests_per_second"
 DEFAULT_CPU_TARGET = 80
+DEFAULT_GRPC_PORT = 8081
 # How long a stopping server keeps answering after its pod leaves the Service's
 # endpoints: kube-proxy and other clients take a moment to stop sending to it.
 DRAIN_SECONDS = 5
@@ -100,6 +101,9 @@ def pod_template(
     if not monitoring:
         args.append("--no-monitoring")
     args += ["--workers", str(server_workers(spec))]
+    grpc_port = runtime.grpc_port if runtime else DEFAULT_GRPC_PORT
+    if grpc_port:
+        args += ["--grpc-port", str(grpc_port)]
     if runtime and runtime.batching:
         args += [
             "--max-batch-size",
@@ -114,7 +118,10 @@ def pod_template(
         "name": SERVER_CONTAINER,
         "image": server_image,
         "args": args,
-        "ports": [{"name": "http", "containerPort": port}],
+        "ports": [
+            {"name": "http", "containerPort": port},
+            *([{"name": "grpc", "containerPort": grpc_port}] if grpc_port else []),
+        ],
         "env": [
             {"name": "KUBELOOP_MODEL_URI", "value": model_uri},
             *(env_list(runtime.env) if runtime else []),
@@ -213,10 +220,19 @@ def render_deployment(
     }
 
 
+def service_ports(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """HTTP, and gRPC unless it is off."""
+    port = spec.runtime.port if spec.runtime else 8080
+    grpc_port = spec.runtime.grpc_port if spec.runtime else DEFAULT_GRPC_PORT
+    ports = [{"name": "http", "port": port, "targetPort": "http"}]
+    if grpc_port:
+        ports.append({"name": "grpc", "port": grpc_port, "targetPort": "grpc"})
+    return ports
+
+
 def render_service(
     spec: ModelDeploymentSpec, name: str, namespace: str, owner: dict[str, Any]
 ) -> dict[str, Any]:
-    port = spec.runtime.port if spec.runtime else 8080
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -230,7 +246,7 @@ def render_service(
             "type": "ClusterIP",
             # Both tracks: the canary's share of traffic is its share of ready pods.
             "selector": labels(name),
-            "ports": [{"name": "http", "port": port, "targetPort": "http"}],
+            "ports": service_ports(spec),
         },
     }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
-from kubeloop.render.modeldeployment import CANARY, STABLE, TRACK_LABEL, labels
+from kubeloop.render.modeldeployment import CANARY, STABLE, TRACK_LABEL, labels, service_ports
 
 ROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -43,7 +43,7 @@ def render_track_service(
         "spec": {
             "type": "ClusterIP",
             "selector": track_labels,
-            "ports": [{"name": "http", "port": _port(spec), "targetPort": "http"}],
+            "ports": service_ports(spec),
         },
     }
 
