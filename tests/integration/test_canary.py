@@ -303,7 +303,12 @@ def test_route_carries_the_exact_share(
         return {ref["name"]: ref["weight"] for ref in refs}
 
     # The Service's split by replicas is 33%; the route's weights are the 30% asked.
-    assert wait_for(weights, 30, "HTTPRoute") == {"web-stable": 70, "web-canary": 30}
+    # No weight for the canary until its pods are ready; then the exact share.
+    assert wait_for(weights, 30, "HTTPRoute") in (
+        {"web-stable": 100},
+        {"web-stable": 70, "web-canary": 30},
+    )
+    wait_for(lambda: weights() == {"web-stable": 70, "web-canary": 30}, 30, "weights 70/30")
     for track in ("stable", "canary"):
         svc = cluster.core.read_namespaced_service(f"web-{track}", namespace)
         assert svc.spec.selector["kubeloop.io/track"] == track

@@ -38,11 +38,20 @@ def admission_policies(cluster: Cluster) -> Iterator[str]:
     ]
 
     def refused(kind: str, spec: dict[str, Any]) -> bool:
-        manifest = json.dumps({"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
-                               "metadata": {"name": "probe", "namespace": "default"},
-                               "spec": spec})
-        return cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest,
-                               check=False).returncode != 0
+        manifest = json.dumps(
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": kind,
+                "metadata": {"name": "probe", "namespace": "default"},
+                "spec": spec,
+            }
+        )
+        return (
+            cluster.kubectl(
+                "apply", "--dry-run=server", "-f", "-", input=manifest, check=False
+            ).returncode
+            != 0
+        )
 
     try:
         for kind, spec in probes:
@@ -58,19 +67,32 @@ def template(cluster: Cluster, namespace: str) -> Iterator[str]:
     """A whole 8-GPU node per pod, at most 2 workers and an hour; cluster-scoped, so
     named after the test's namespace."""
     name = f"gpu8-{namespace}"
-    create_template(cluster, name, {
-        "description": "a whole H100 node", "cpu": "32", "memory": "256Gi",
-        "gpu": {"count": 8, "type": H100}, "nodeSelector": {"kubernetes.io/os": "linux"},
-        "tolerations": [{"key": "dedicated", "operator": "Exists"}],
-        "queueName": None, "maxWorkers": 2, "maxRunSeconds": 3600,
-    })
+    create_template(
+        cluster,
+        name,
+        {
+            "description": "a whole H100 node",
+            "cpu": "32",
+            "memory": "256Gi",
+            "gpu": {"count": 8, "type": H100},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+            "queueName": None,
+            "maxWorkers": 2,
+            "maxRunSeconds": 3600,
+        },
+    )
     yield name
     cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "computetemplates", name)
 
 
 def create_template(cluster: Cluster, name: str, spec: dict[str, Any]) -> None:
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": CT, "metadata": {"name": name},
-            "spec": {k: v for k, v in spec.items() if v is not None}}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": CT,
+        "metadata": {"name": name},
+        "spec": {k: v for k, v in spec.items() if v is not None},
+    }
     cluster.custom.create_cluster_custom_object(GROUP, VERSION, "computetemplates", body)
 
 
@@ -79,10 +101,15 @@ def template_status(cluster: Cluster, name: str) -> dict[str, Any]:
     return dict(obj.get("status") or {})
 
 
-def apply(cluster: Cluster, namespace: str, kind: str, name: str, spec: dict[str, Any]
-          ) -> Any:
-    manifest = json.dumps({"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
-                           "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+def apply(cluster: Cluster, namespace: str, kind: str, name: str, spec: dict[str, Any]) -> Any:
+    manifest = json.dumps(
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
     return cluster.kubectl("apply", "-f", "-", input=manifest, check=False)
 
 
@@ -93,31 +120,59 @@ def tj(template: str, **extra: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("kind", "spec", "message"),
     [
-        (TJ, {"workers": 3}, "spec.workers is 3, more than ComputeTemplate {t} allows "
-                             "(maxWorkers 2)"),
-        (TJ, {"activeDeadlineSeconds": 7200},
-         "spec.activeDeadlineSeconds is 7200, longer than ComputeTemplate {t} allows "
-         "(maxRunSeconds 3600)"),
-        (TJ, {"gpu": {"count": 8, "type": "NVIDIA-A100"}},
-         "spec.gpu.type is NVIDIA-A100, but ComputeTemplate {t} fixes it at " + H100),
-        (TJ, {"gpu": {"count": 8, "resourceName": "amd.com/gpu"}},
-         "spec.gpu.resourceName is amd.com/gpu, but ComputeTemplate {t} fixes it at "
-         "nvidia.com/gpu"),
-        (TJ, {"gpu": {"count": 16}}, "spec.gpu.count is 16, but ComputeTemplate {t} fixes it "
-                                     "at 8"),
-        (TJ, {"resources": {"memory": "1Ti"}}, "spec.resources.memory is 1Ti, but "
-                                               "ComputeTemplate {t} fixes it at 256Gi"),
-        (TJ, {"scheduling": {"nodeSelector": {"kubernetes.io/os": "windows"}}},
-         "spec.scheduling.nodeSelector changes a label that ComputeTemplate {t} fixes: "
-         "kubernetes.io/os=linux"),
-        (MD, {"resources": {"cpu": "2"}}, "spec.resources.cpu is 2, but ComputeTemplate {t} "
-                                          "fixes it at 32"),
-        (DM, {"workers": 4}, "spec.onDrift.retrain.template.workers is 4, more than "
-                             "ComputeTemplate {t} allows (maxWorkers 2)"),
+        (
+            TJ,
+            {"workers": 3},
+            "spec.workers is 3, more than ComputeTemplate {t} allows (maxWorkers 2)",
+        ),
+        (
+            TJ,
+            {"activeDeadlineSeconds": 7200},
+            "spec.activeDeadlineSeconds is 7200, longer than ComputeTemplate {t} allows "
+            "(maxRunSeconds 3600)",
+        ),
+        (
+            TJ,
+            {"gpu": {"count": 8, "type": "NVIDIA-A100"}},
+            "spec.gpu.type is NVIDIA-A100, but ComputeTemplate {t} fixes it at " + H100,
+        ),
+        (
+            TJ,
+            {"gpu": {"count": 8, "resourceName": "amd.com/gpu"}},
+            "spec.gpu.resourceName is amd.com/gpu, but ComputeTemplate {t} fixes it at "
+            "nvidia.com/gpu",
+        ),
+        (TJ, {"gpu": {"count": 16}}, "spec.gpu.count is 16, but ComputeTemplate {t} fixes it at 8"),
+        (
+            TJ,
+            {"resources": {"memory": "1Ti"}},
+            "spec.resources.memory is 1Ti, but ComputeTemplate {t} fixes it at 256Gi",
+        ),
+        (
+            TJ,
+            {"scheduling": {"nodeSelector": {"kubernetes.io/os": "windows"}}},
+            "spec.scheduling.nodeSelector changes a label that ComputeTemplate {t} fixes: "
+            "kubernetes.io/os=linux",
+        ),
+        (
+            MD,
+            {"resources": {"cpu": "2"}},
+            "spec.resources.cpu is 2, but ComputeTemplate {t} fixes it at 32",
+        ),
+        (
+            DM,
+            {"workers": 4},
+            "spec.onDrift.retrain.template.workers is 4, more than "
+            "ComputeTemplate {t} allows (maxWorkers 2)",
+        ),
     ],
 )
 def test_overreach_is_refused_at_apply_time(
-    cluster: Cluster, namespace: str, template: str, kind: str, spec: dict[str, Any],
+    cluster: Cluster,
+    namespace: str,
+    template: str,
+    kind: str,
+    spec: dict[str, Any],
     message: str,
 ) -> None:
     if kind == TJ:
@@ -141,16 +196,23 @@ def test_a_job_runs_with_the_templates_settings_and_keeps_them(
     cluster: Cluster, namespace: str, template: str
 ) -> None:
     # kwok's two 8-GPU nodes, one pod each (once other tests' runs have ended).
-    before = wait_for(lambda: (s := template_status(cluster, template)).get("fitsNow") == 2
-                      and s, 60, "the template's counts")
+    before = wait_for(
+        lambda: (s := template_status(cluster, template)).get("fitsNow") == 2 and s,
+        60,
+        "the template's counts",
+    )
     assert before["fitsMax"] == 2 and before["inUse"] == 0
 
-    cluster.create(TJ, namespace, "big", tj(
-        template, workers=2,
-        podMetadata={"annotations": {"kubeloop.io/fake-duration": "8s"}}))
+    cluster.create(
+        TJ,
+        namespace,
+        "big",
+        tj(template, workers=2, podMetadata={"annotations": {"kubeloop.io/fake-duration": "8s"}}),
+    )
     cluster.wait_phase(TJ, namespace, "big", "Running", 30)
     job = cluster.batch.list_namespaced_job(
-        namespace, label_selector="kubeloop.io/training-job=big").items[0]
+        namespace, label_selector="kubeloop.io/training-job=big"
+    ).items[0]
     pod = job.spec.template.spec
     (worker,) = pod.containers
     assert worker.resources.limits["nvidia.com/gpu"] == "8"
@@ -166,32 +228,51 @@ def test_a_job_runs_with_the_templates_settings_and_keeps_them(
     assert cond and cond["status"] == "True"
 
     # Both GPU nodes are taken: nothing fits now; the template lists its user.
-    busy = wait_for(lambda: (s := template_status(cluster, template)).get("fitsNow") == 0 and s,
-                    20, "fitsNow 0 while the job runs")
+    busy = wait_for(
+        lambda: (s := template_status(cluster, template)).get("fitsNow") == 0 and s,
+        20,
+        "fitsNow 0 while the job runs",
+    )
     assert busy["inUse"] == 1
     assert busy["usedBy"] == [{"kind": TJ, "namespace": namespace, "name": "big"}]
 
     # The administrator changes the template: the running job keeps what it started with.
     cluster.custom.patch_cluster_custom_object(
-        GROUP, VERSION, "computetemplates", template, {"spec": {"maxWorkers": 1}})
-    changed = wait_for(lambda: (c := cluster.condition(TJ, namespace, "big", "ComputeTemplate"))
-                       and c["status"] == "False" and c, 20, "TemplateChanged")
+        GROUP, VERSION, "computetemplates", template, {"spec": {"maxWorkers": 1}}
+    )
+    changed = wait_for(
+        lambda: (
+            (c := cluster.condition(TJ, namespace, "big", "ComputeTemplate"))
+            and c["status"] == "False"
+            and c
+        ),
+        20,
+        "TemplateChanged",
+    )
     assert changed["reason"] == "TemplateChanged"
     assert cluster.status(TJ, namespace, "big")["compute"]["spec"]["maxWorkers"] == 2
 
     cluster.wait_phase(TJ, namespace, "big", "Succeeded", 60)
-    after = wait_for(lambda: (s := template_status(cluster, template)).get("fitsNow") == 2
-                     and s, 20, "fitsNow back to 2 after the job")
+    after = wait_for(
+        lambda: (s := template_status(cluster, template)).get("fitsNow") == 2 and s,
+        20,
+        "fitsNow back to 2 after the job",
+    )
     assert after["inUse"] == 0
 
 
-def test_a_missing_template_is_a_wait_until_it_exists(
-    cluster: Cluster, namespace: str
-) -> None:
+def test_a_missing_template_is_a_wait_until_it_exists(cluster: Cluster, namespace: str) -> None:
     name = f"later-{namespace}"
     cluster.create(TJ, namespace, "early", tj(name))
-    cond = wait_for(lambda: (c := cluster.condition(TJ, namespace, "early", "Ready"))
-                    and c["reason"] == "ComputeTemplateNotFound" and c, 20, "NotFound")
+    cond = wait_for(
+        lambda: (
+            (c := cluster.condition(TJ, namespace, "early", "Ready"))
+            and c["reason"] == "ComputeTemplateNotFound"
+            and c
+        ),
+        20,
+        "NotFound",
+    )
     assert name in cond["message"]
     reconciling = cluster.condition(TJ, namespace, "early", "Reconciling")
     assert reconciling and reconciling["status"] == "True"

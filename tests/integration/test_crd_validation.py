@@ -78,17 +78,21 @@ INVALID = [
     (
         "md-traffic-over-100",
         "ModelDeployment",
-        {"model": {"uri": "s3://m/1"}, "canary": {"model": {"uri": "s3://m/2"},
-                                                   "trafficPercent": 150}},
+        {
+            "model": {"uri": "s3://m/1"},
+            "canary": {"model": {"uri": "s3://m/2"}, "trafficPercent": 150},
+        },
         "spec.canary.trafficPercent in body should be less than or equal to 100",
     ),
     (
         "md-autoscaled-canary-at-100",
         "ModelDeployment",
-        {"model": {"uri": "s3://m/1"}, "autoscaling": {"maxReplicas": 3},
-         "canary": {"model": {"uri": "s3://m/2"}, "trafficPercent": 100}},
-        "spec.canary.trafficPercent: Invalid value: canary.trafficPercent 100 needs fixed "
-        "replicas",
+        {
+            "model": {"uri": "s3://m/1"},
+            "autoscaling": {"maxReplicas": 3},
+            "canary": {"model": {"uri": "s3://m/2"}, "trafficPercent": 100},
+        },
+        "spec.canary.trafficPercent: Invalid value: canary.trafficPercent 100 needs fixed replicas",
     ),
     (
         "tj-memory-in-gigabytes",
@@ -101,64 +105,73 @@ INVALID = [
     (
         "md-steps-not-rising",
         "ModelDeployment",
-        {"model": {"uri": "s3://m/1"},
-         "canary": {"model": {"uri": "s3://m/2"}, "steps": [50, 25, 100]}},
+        {
+            "model": {"uri": "s3://m/1"},
+            "canary": {"model": {"uri": "s3://m/2"}, "steps": [50, 25, 100]},
+        },
         "spec.canary.steps: Invalid value: canary.steps must rise strictly",
     ),
     (
         "md-steps-repeated",
         "ModelDeployment",
-        {"model": {"uri": "s3://m/1"},
-         "canary": {"model": {"uri": "s3://m/2"}, "steps": [25, 25, 100]}},
+        {
+            "model": {"uri": "s3://m/1"},
+            "canary": {"model": {"uri": "s3://m/2"}, "steps": [25, 25, 100]},
+        },
         "spec.canary.steps[1]: Duplicate value: 25",
     ),
     (
         "md-steps-not-ending-at-100",
         "ModelDeployment",
-        {"model": {"uri": "s3://m/1"},
-         "canary": {"model": {"uri": "s3://m/2"}, "steps": [10, 50]}},
+        {"model": {"uri": "s3://m/1"}, "canary": {"model": {"uri": "s3://m/2"}, "steps": [10, 50]}},
         "spec.canary.steps: Invalid value: canary.steps must end at 100",
     ),
     (
         "md-step-zero",
         "ModelDeployment",
-        {"model": {"uri": "s3://m/1"},
-         "canary": {"model": {"uri": "s3://m/2"}, "steps": [0, 100]}},
+        {"model": {"uri": "s3://m/1"}, "canary": {"model": {"uri": "s3://m/2"}, "steps": [0, 100]}},
         "spec.canary.steps[0] in body should be greater than or equal to 1",
     ),
     (
         "md-analysis-zero-error-bound",
         "ModelDeployment",
-        {"model": {"uri": "s3://m/1"},
-         "canary": {"model": {"uri": "s3://m/2"}, "analysis": {"maxErrorPercent": 0}}},
+        {
+            "model": {"uri": "s3://m/1"},
+            "canary": {"model": {"uri": "s3://m/2"}, "analysis": {"maxErrorPercent": 0}},
+        },
         "spec.canary.analysis.maxErrorPercent in body should be greater than 0",
     ),
     (
         "md-analysis-negative-latency",
         "ModelDeployment",
-        {"model": {"uri": "s3://m/1"},
-         "canary": {"model": {"uri": "s3://m/2"}, "analysis": {"maxLatencyP99Ms": -5}}},
+        {
+            "model": {"uri": "s3://m/1"},
+            "canary": {"model": {"uri": "s3://m/2"}, "analysis": {"maxLatencyP99Ms": -5}},
+        },
         "spec.canary.analysis.maxLatencyP99Ms in body should be greater than 0",
     ),
     (
         "md-analysis-bad-interval",
         "ModelDeployment",
-        {"model": {"uri": "s3://m/1"},
-         "canary": {"model": {"uri": "s3://m/2"}, "analysis": {"interval": "soon"}}},
+        {
+            "model": {"uri": "s3://m/1"},
+            "canary": {"model": {"uri": "s3://m/2"}, "analysis": {"interval": "soon"}},
+        },
         'spec.canary.analysis.interval: Invalid value: "soon"',
     ),
     (
         "md-route-path-dot-segment",
         "ModelDeployment",
-        {"model": {"uri": "s3://m/1"},
-         "route": {"gateway": {"name": "g"}, "path": "/a/../b"}},
+        {"model": {"uri": "s3://m/1"}, "route": {"gateway": {"name": "g"}, "path": "/a/../b"}},
         "route.path must not contain //, /./ or /../",
     ),
     (
         "md-canary-both-sources",
         "ModelDeployment",
-        {"model": {"uri": "s3://m/1"},
-         "canary": {"model": {"uri": "s3://m/2", "fromTrainingJob": {"name": "t"}}}},
+        {
+            "model": {"uri": "s3://m/1"},
+            "canary": {"model": {"uri": "s3://m/2", "fromTrainingJob": {"name": "t"}}},
+        },
         "exactly one of uri or fromTrainingJob must be set",
     ),
     (
@@ -200,30 +213,50 @@ INVALID = [
     (
         "dm-evaluate-without-retrain",
         "DriftMonitor",
-        {"modelDeployment": "m", "onDrift": {"evaluate": {
-            "data": {"uri": "pvc://d/holdout.csv"}, "metric": "accuracy"}}},
+        {
+            "modelDeployment": "m",
+            "onDrift": {"evaluate": {"data": {"uri": "pvc://d/holdout.csv"}, "metric": "accuracy"}},
+        },
         "onDrift.evaluate needs onDrift.retrain",
     ),
     (
         "dm-evaluate-unknown-metric",
         "DriftMonitor",
-        {"modelDeployment": "m", "onDrift": {"retrain": {"template": {"image": "x"}},
-            "evaluate": {"data": {"uri": "pvc://d/h.csv"}, "metric": "precision"}}},
+        {
+            "modelDeployment": "m",
+            "onDrift": {
+                "retrain": {"template": {"image": "x"}},
+                "evaluate": {"data": {"uri": "pvc://d/h.csv"}, "metric": "precision"},
+            },
+        },
         'spec.onDrift.evaluate.metric: Unsupported value: "precision"',
     ),
     (
         "dm-evaluate-remote-data",
         "DriftMonitor",
-        {"modelDeployment": "m", "onDrift": {"retrain": {"template": {"image": "x"}},
-            "evaluate": {"data": {"uri": "s3://bucket/h.csv"}, "metric": "accuracy"}}},
+        {
+            "modelDeployment": "m",
+            "onDrift": {
+                "retrain": {"template": {"image": "x"}},
+                "evaluate": {"data": {"uri": "s3://bucket/h.csv"}, "metric": "accuracy"},
+            },
+        },
         "onDrift.evaluate.data.uri must be pvc://CLAIM/PATH, file:// or a path",
     ),
     (
         "dm-evaluate-negative-improvement",
         "DriftMonitor",
-        {"modelDeployment": "m", "onDrift": {"retrain": {"template": {"image": "x"}},
-            "evaluate": {"data": {"uri": "pvc://d/h.csv"}, "metric": "accuracy",
-                         "minImprovement": -0.1}}},
+        {
+            "modelDeployment": "m",
+            "onDrift": {
+                "retrain": {"template": {"image": "x"}},
+                "evaluate": {
+                    "data": {"uri": "pvc://d/h.csv"},
+                    "metric": "accuracy",
+                    "minImprovement": -0.1,
+                },
+            },
+        },
         "spec.onDrift.evaluate.minImprovement in body should be greater than or equal to 0",
     ),
     (
@@ -245,12 +278,14 @@ INVALID = [
 def test_invalid_manifest_is_rejected_with_a_clear_message(
     cluster: Cluster, name: str, kind: str, spec: dict, message: str
 ) -> None:
-    manifest = yaml.safe_dump({
-        "apiVersion": "kubeloop.io/v1alpha1",
-        "kind": kind,
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": spec,
-    })
+    manifest = yaml.safe_dump(
+        {
+            "apiVersion": "kubeloop.io/v1alpha1",
+            "kind": kind,
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+        }
+    )
     result = cluster.kubectl("apply", "-f", "-", input=manifest, check=False)
     assert result.returncode != 0, f"{name} was accepted"
     assert "is invalid" in result.stderr
@@ -258,14 +293,15 @@ def test_invalid_manifest_is_rejected_with_a_clear_message(
 
 
 def test_valid_manifests_are_accepted_and_defaulted(cluster: Cluster) -> None:
-    manifest = yaml.safe_dump({
-        "apiVersion": "kubeloop.io/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": "defaults", "namespace": "default"},
-        "spec": {"image": "x"},
-    })
-    result = cluster.kubectl("apply", "--dry-run=server", "-o", "yaml", "-f", "-",
-                             input=manifest)
+    manifest = yaml.safe_dump(
+        {
+            "apiVersion": "kubeloop.io/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "defaults", "namespace": "default"},
+            "spec": {"image": "x"},
+        }
+    )
+    result = cluster.kubectl("apply", "--dry-run=server", "-o", "yaml", "-f", "-", input=manifest)
     applied = yaml.safe_load(result.stdout)["spec"]
     assert applied["workers"] == 1
     assert applied["maxRestarts"] == 3

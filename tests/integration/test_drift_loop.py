@@ -262,23 +262,33 @@ def test_waiting_is_not_stalled_and_says_so_in_events(
     # reference is on its way for as long as they do. Waiting, never Stalled.
     cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{model_v1}"}})
     # (kwok marks the pods ready at addresses this machine routes nowhere.)
-    wait_for(lambda: (p := reason("ReferencePending"))
-             and "/v2/models/iris/profile" in p["message"], 20,
-             "ReferencePending on the serving pods' profile route")
+    wait_for(
+        lambda: (p := reason("ReferencePending")) and "/v2/models/iris/profile" in p["message"],
+        20,
+        "ReferencePending on the serving pods' profile route",
+    )
     reconciling = cluster.condition(DM, namespace, "early", "Reconciling")
     assert reconciling and reconciling["status"] == "True"
     assert not cluster.condition(DM, namespace, "early", "Stalled")
     assert cluster.status(DM, namespace, "early")["phase"] == "Pending"
     events = wait_for(
-        lambda: (e := {ev.reason: ev for ev in cluster.events_for(namespace, "early")})
-        and "ReferencePending" in e and e,
-        20, "a ReferencePending Event")
+        lambda: (
+            (e := {ev.reason: ev for ev in cluster.events_for(namespace, "early")})
+            and "ReferencePending" in e
+            and e
+        ),
+        20,
+        "a ReferencePending Event",
+    )
     assert "TargetNotFound" in events
     assert events["ReferencePending"].type == "Normal"
     # A wait writes its status once, not at every retry.
     version = cluster.get(DM, namespace, "early")["metadata"]["resourceVersion"]
-    stays(lambda: cluster.get(DM, namespace, "early")["metadata"]["resourceVersion"] == version,
-          5, "the pending status unchanged")
+    stays(
+        lambda: cluster.get(DM, namespace, "early")["metadata"]["resourceVersion"] == version,
+        5,
+        "the pending status unchanged",
+    )
 
 
 def test_a_stalled_monitor_writes_its_status_once(
@@ -288,20 +298,35 @@ def test_a_stalled_monitor_writes_its_status_once(
     spec = monitor_spec(ModelServer(model_v1, 1), tmp_path)  # interval 1s
     spec["reference"] = {"url": "http://10.0.0.1/profile.json"}  # not allowed
     cluster.create(DM, namespace, "refused", spec)
-    stalled = wait_for(lambda: cluster.condition(DM, namespace, "refused", "Stalled"), 20,
-                       "Stalled")
+    stalled = wait_for(
+        lambda: cluster.condition(DM, namespace, "refused", "Stalled"), 20, "Stalled"
+    )
     assert stalled["reason"] == "SourceNotAllowed" and "reference.url" in stalled["message"]
     # The Event follows the status write: wait for it, do not expect it at once.
-    events = wait_for(lambda: [e for e in cluster.events_for(namespace, "refused")
-                               if e.reason == "SourceNotAllowed"], 10, "the Warning Event")
+    events = wait_for(
+        lambda: [
+            e for e in cluster.events_for(namespace, "refused") if e.reason == "SourceNotAllowed"
+        ],
+        10,
+        "the Warning Event",
+    )
     assert events[0].type == "Warning"
     version = cluster.get(DM, namespace, "refused")["metadata"]["resourceVersion"]
-    stays(lambda: cluster.get(DM, namespace, "refused")["metadata"]["resourceVersion"] == version,
-          6, "the stalled status unchanged over six intervals")
+    stays(
+        lambda: cluster.get(DM, namespace, "refused")["metadata"]["resourceVersion"] == version,
+        6,
+        "the stalled status unchanged over six intervals",
+    )
     # A change of spec is looked at at once.
     cluster.patch_spec(DM, namespace, "refused", {"reference": {"url": None}})
-    wait_for(lambda: (c := cluster.condition(DM, namespace, "refused", "Ready"))
-             and c["reason"] == "ReferencePending", 20, "the new spec checked")
+    wait_for(
+        lambda: (
+            (c := cluster.condition(DM, namespace, "refused", "Ready"))
+            and c["reason"] == "ReferencePending"
+        ),
+        20,
+        "the new spec checked",
+    )
 
 
 def test_an_unavailable_source_is_checked_once_an_interval(
@@ -311,8 +336,14 @@ def test_an_unavailable_source_is_checked_once_an_interval(
     spec = monitor_spec(server, tmp_path, interval="4s")
     spec["source"] = {"url": "http://127.0.0.1:9/metrics"}  # nothing listens
     cluster.create(DM, namespace, "down", spec)
-    wait_for(lambda: (c := cluster.condition(DM, namespace, "down", "Ready"))
-             and c["reason"] == "SourceUnavailable", 20, "SourceUnavailable")
+    wait_for(
+        lambda: (
+            (c := cluster.condition(DM, namespace, "down", "Ready"))
+            and c["reason"] == "SourceUnavailable"
+        ),
+        20,
+        "SourceUnavailable",
+    )
     # Each check writes its time; a status write must not trigger the next check.
     seen: set[str] = set()
 
@@ -410,18 +441,25 @@ def test_a_deleted_retrain_is_failed_not_created_again(
     wait_for(lambda: cluster.status(DM, namespace, "stop").get("window"), 20, "baseline")
     server.send(shifted_rows(300, shift=2.0))
     wait_for(lambda: cluster.get(TJ, namespace, "stop-retrain-1"), 30, "the retrain")
-    wait_for(lambda: (cluster.status(DM, namespace, "stop").get("lastRetrain") or {})
-             .get("created"), 20, "the creation recorded")
+    wait_for(
+        lambda: (cluster.status(DM, namespace, "stop").get("lastRetrain") or {}).get("created"),
+        20,
+        "the creation recorded",
+    )
     cluster.delete(TJ, namespace, "stop-retrain-1")
     record = wait_for(
-        lambda: ((r := cluster.status(DM, namespace, "stop").get("lastRetrain"))
-                 and r["result"] == "Failed" and r),
+        lambda: (
+            (r := cluster.status(DM, namespace, "stop").get("lastRetrain"))
+            and r["result"] == "Failed"
+            and r
+        ),
         30,
         "the deleted retrain recorded as Failed",
     )
     assert record["finishTime"]
-    reasons = [e.message for e in cluster.events_for(namespace, "stop")
-               if e.reason == "RetrainFailed"]
+    reasons = [
+        e.message for e in cluster.events_for(namespace, "stop") if e.reason == "RetrainFailed"
+    ]
     assert any("was deleted before it ended" in m for m in reasons), reasons
 
     def gone() -> bool:

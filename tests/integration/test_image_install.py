@@ -23,19 +23,32 @@ def test_dockerfile_is_multi_stage_slim_and_non_root() -> None:
 
 def test_install_steps_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     prefix = tmp_path / "opt-kubeloop"
-    result = subprocess.run(["sh", str(ROOT / "hack" / "image-install.sh"), str(prefix),
-                             str(ROOT)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["sh", str(ROOT / "hack" / "image-install.sh"), str(prefix), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "kubeloop 0.1.0" in result.stdout
     kubeloop = str(prefix / "bin" / "kubeloop")
     crds = subprocess.run([kubeloop, "crds"], capture_output=True, text=True, check=True)
     assert "kind: CustomResourceDefinition" in crds.stdout
     for command in ("run", "serve", "fetch-model", "profile", "drift"):
-        help_text = subprocess.run([kubeloop, command, "--help"], capture_output=True,
-                                   text=True, check=True).stdout
+        help_text = subprocess.run(
+            [kubeloop, command, "--help"], capture_output=True, text=True, check=True
+        ).stdout
         assert "usage: kubeloop" in help_text
     # The model server's dependencies are in the image, and the example script runs.
     model = tmp_path / "model"
-    subprocess.run([str(prefix / "bin" / "python"), str(prefix / "examples" / "train" /
-                    "train.py"), "--output", str(model)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(prefix / "bin" / "python"),
+            str(prefix / "examples" / "train" / "train.py"),
+            "--output",
+            str(model),
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert (model / "manifest.json").exists()

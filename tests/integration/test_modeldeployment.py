@@ -24,12 +24,23 @@ def deployment(cluster: Cluster, ns: str, name: str) -> Any:
 
 
 def test_children_are_created_owned_and_ready(cluster: Cluster, namespace: str) -> None:
-    cluster.create(MD, namespace, "web", {
-        "model": {"uri": "https://models.local/iris/v1"},
-        "autoscaling": {"minReplicas": 2, "maxReplicas": 7, "targetCPUUtilization": 60},
-    })
-    status = wait_for(lambda: (cluster.status(MD, namespace, "web").get("phase") == "Ready"
-                               and cluster.status(MD, namespace, "web")), 30, "Ready")
+    cluster.create(
+        MD,
+        namespace,
+        "web",
+        {
+            "model": {"uri": "https://models.local/iris/v1"},
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 7, "targetCPUUtilization": 60},
+        },
+    )
+    status = wait_for(
+        lambda: (
+            cluster.status(MD, namespace, "web").get("phase") == "Ready"
+            and cluster.status(MD, namespace, "web")
+        ),
+        30,
+        "Ready",
+    )
     assert status["url"] == f"http://web.{namespace}.svc:8080"
     assert status["activeModelUri"] == "https://models.local/iris/v1"
     dep = cluster.apps.read_namespaced_deployment("web", namespace)
@@ -38,8 +49,11 @@ def test_children_are_created_owned_and_ready(cluster: Cluster, namespace: str) 
     strategy = dep.spec.strategy.rolling_update
     assert strategy.max_unavailable == 0
     pod = dep.spec.template.spec
-    assert pod.init_containers[0].args == ["fetch-model", "https://models.local/iris/v1",
-                                           "/mnt/models"]
+    assert pod.init_containers[0].args == [
+        "fetch-model",
+        "https://models.local/iris/v1",
+        "/mnt/models",
+    ]
     assert pod.containers[0].readiness_probe.http_get.path == "/v2/health/ready"
     assert pod.containers[0].security_context.run_as_non_root is True
     hpa = cluster.autoscaling.read_namespaced_horizontal_pod_autoscaler("web", namespace)
@@ -47,8 +61,10 @@ def test_children_are_created_owned_and_ready(cluster: Cluster, namespace: str) 
     assert hpa.spec.metrics[0].resource.target.average_utilization == 60
     assert hpa.metadata.owner_references[0].name == "web"
     svc = cluster.core.read_namespaced_service("web", namespace)
-    assert svc.spec.selector == {"app.kubernetes.io/managed-by": "kubeloop",
-                                 "kubeloop.io/model-deployment": "web"}
+    assert svc.spec.selector == {
+        "app.kubernetes.io/managed-by": "kubeloop",
+        "kubeloop.io/model-deployment": "web",
+    }
     for ctype in ("Ready", "ModelResolved", "Available"):
         cond = cluster.condition(MD, namespace, "web", ctype)
         assert cond and cond["status"] == "True", cond
@@ -56,15 +72,29 @@ def test_children_are_created_owned_and_ready(cluster: Cluster, namespace: str) 
 
 def test_from_training_job_waits_then_resolves(cluster: Cluster, namespace: str) -> None:
     cluster.create(MD, namespace, "served", {"model": {"fromTrainingJob": {"name": "trainer"}}})
-    cond = wait_for(lambda: cluster.condition(MD, namespace, "served", "ModelResolved"), 15,
-                    "ModelResolved")
+    cond = wait_for(
+        lambda: cluster.condition(MD, namespace, "served", "ModelResolved"), 15, "ModelResolved"
+    )
     assert cond["status"] == "False" and cond["reason"] == "TrainingJobNotFound"
     assert deployment(cluster, namespace, "served") is None
-    cluster.create(TJ, namespace, "trainer", {
-        "image": "train:1", "output": {"uri": "s3://models/trainer"},
-        "podMetadata": {"annotations": {"kubeloop.io/fake-duration": "3s"}}})
-    wait_for(lambda: (cluster.condition(MD, namespace, "served", "ModelResolved") or {}).get(
-        "reason") == "TrainingJobNotSucceeded", 15, "waiting on the job")
+    cluster.create(
+        TJ,
+        namespace,
+        "trainer",
+        {
+            "image": "train:1",
+            "output": {"uri": "s3://models/trainer"},
+            "podMetadata": {"annotations": {"kubeloop.io/fake-duration": "3s"}},
+        },
+    )
+    wait_for(
+        lambda: (
+            (cluster.condition(MD, namespace, "served", "ModelResolved") or {}).get("reason")
+            == "TrainingJobNotSucceeded"
+        ),
+        15,
+        "waiting on the job",
+    )
     assert deployment(cluster, namespace, "served") is None
     cluster.wait_phase(TJ, namespace, "trainer", "Succeeded", 30)
     status = cluster.wait_phase(MD, namespace, "served", "Ready", 30)
@@ -72,28 +102,59 @@ def test_from_training_job_waits_then_resolves(cluster: Cluster, namespace: str)
     assert status["sourceTrainingJob"] == "trainer"
     dep = cluster.apps.read_namespaced_deployment("served", namespace)
     assert dep.spec.template.metadata.annotations["kubeloop.io/model-uri"] == (
-        "s3://models/trainer")
+        "s3://models/trainer"
+    )
 
 
 def test_canary_split_by_replica_ratio_and_promotion(cluster: Cluster, namespace: str) -> None:
-    cluster.create(MD, namespace, "split", {
-        "model": {"uri": "s3://m/v1"}, "replicas": 10,
-        "canary": {"model": {"uri": "s3://m/v2"}, "trafficPercent": 10}})
-    wait_for(lambda: (cluster.status(MD, namespace, "split").get("canary") or {}).get(
-        "state") == "Available", 30, "canary available")
+    cluster.create(
+        MD,
+        namespace,
+        "split",
+        {
+            "model": {"uri": "s3://m/v1"},
+            "replicas": 10,
+            "canary": {"model": {"uri": "s3://m/v2"}, "trafficPercent": 10},
+        },
+    )
+    wait_for(
+        lambda: (
+            (cluster.status(MD, namespace, "split").get("canary") or {}).get("state") == "Available"
+        ),
+        30,
+        "canary available",
+    )
     stable = cluster.apps.read_namespaced_deployment("split", namespace)
     canary = cluster.apps.read_namespaced_deployment("split-canary", namespace)
     assert (stable.spec.replicas, canary.spec.replicas) == (9, 1)
     assert canary.spec.template.metadata.annotations["kubeloop.io/model-uri"] == "s3://m/v2"
     # Promotion: the canary's model moves into `model` and the canary goes away.
-    cluster.kubectl("patch", "mdep", "split", "-n", namespace, "--type=json", "-p", json.dumps(
-        [{"op": "replace", "path": "/spec/model/uri", "value": "s3://m/v2"},
-         {"op": "remove", "path": "/spec/canary"}]))
-    wait_for(lambda: deployment(cluster, namespace, "split-canary") is None, 30,
-             "canary Deployment removed")
+    cluster.kubectl(
+        "patch",
+        "mdep",
+        "split",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        json.dumps(
+            [
+                {"op": "replace", "path": "/spec/model/uri", "value": "s3://m/v2"},
+                {"op": "remove", "path": "/spec/canary"},
+            ]
+        ),
+    )
+    wait_for(
+        lambda: deployment(cluster, namespace, "split-canary") is None,
+        30,
+        "canary Deployment removed",
+    )
     status = cluster.wait_phase(MD, namespace, "split", "Ready", 30)
-    wait_for(lambda: cluster.status(MD, namespace, "split").get("activeModelUri") == "s3://m/v2",
-             30, "stable rolled to v2")
+    wait_for(
+        lambda: cluster.status(MD, namespace, "split").get("activeModelUri") == "s3://m/v2",
+        30,
+        "stable rolled to v2",
+    )
     stable = cluster.apps.read_namespaced_deployment("split", namespace)
     assert stable.spec.replicas == 10
     assert "canary" not in cluster.status(MD, namespace, "split")
@@ -102,15 +163,30 @@ def test_canary_split_by_replica_ratio_and_promotion(cluster: Cluster, namespace
 
 def test_canary_share_is_what_the_replicas_give(cluster: Cluster, namespace: str) -> None:
     # 10% of 3 replicas: the nearest share with a pod on each side is 1 of 3.
-    cluster.create(MD, namespace, "third", {
-        "model": {"uri": "s3://m/v1"}, "replicas": 3,
-        "canary": {"model": {"uri": "s3://m/v2"}, "trafficPercent": 10}})
-    canary = wait_for(lambda: (c := cluster.status(MD, namespace, "third").get("canary"))
-                      and c.get("state") == "Available" and c, 30, "canary available")
+    cluster.create(
+        MD,
+        namespace,
+        "third",
+        {
+            "model": {"uri": "s3://m/v1"},
+            "replicas": 3,
+            "canary": {"model": {"uri": "s3://m/v2"}, "trafficPercent": 10},
+        },
+    )
+    canary = wait_for(
+        lambda: (
+            (c := cluster.status(MD, namespace, "third").get("canary"))
+            and c.get("state") == "Available"
+            and c
+        ),
+        30,
+        "canary available",
+    )
     assert (canary["trafficPercent"], canary["actualTrafficPercent"]) == (10, 33)
-    assert (cluster.apps.read_namespaced_deployment("third", namespace).spec.replicas,
-            cluster.apps.read_namespaced_deployment("third-canary", namespace).spec.replicas
-            ) == (2, 1)
+    assert (
+        cluster.apps.read_namespaced_deployment("third", namespace).spec.replicas,
+        cluster.apps.read_namespaced_deployment("third-canary", namespace).spec.replicas,
+    ) == (2, 1)
     cond = cluster.condition(MD, namespace, "third", "CanaryAvailable")
     assert cond and "serves 33% of traffic (1 of 3 ready pods)" in cond["message"]
     assert "10% requested" in cond["message"]
@@ -118,59 +194,104 @@ def test_canary_share_is_what_the_replicas_give(cluster: Cluster, namespace: str
     # 100: every replica moves to the canary, and the resource is Ready, not stuck.
     cluster.patch_spec(MD, namespace, "third", {"canary": {"trafficPercent": 100}})
     status = wait_for(
-        lambda: (s := cluster.status(MD, namespace, "third")).get("phase") == "Ready"
-        and (s.get("canary") or {}).get("actualTrafficPercent") == 100 and s,
-        30, "all traffic on the canary, Ready")
+        lambda: (
+            (s := cluster.status(MD, namespace, "third")).get("phase") == "Ready"
+            and (s.get("canary") or {}).get("actualTrafficPercent") == 100
+            and s
+        ),
+        30,
+        "all traffic on the canary, Ready",
+    )
     assert cluster.apps.read_namespaced_deployment("third", namespace).spec.replicas == 0
-    assert cluster.apps.read_namespaced_deployment(
-        "third-canary", namespace).spec.replicas == 3
+    assert cluster.apps.read_namespaced_deployment("third-canary", namespace).spec.replicas == 3
     assert not [c for c in status["conditions"] if c["type"] in ("Reconciling", "Stalled")]
 
     # 0: the canary is kept at zero, the stable serves everything, Ready.
     cluster.patch_spec(MD, namespace, "third", {"canary": {"trafficPercent": 0}})
     status = wait_for(
-        lambda: (s := cluster.status(MD, namespace, "third")).get("phase") == "Ready"
-        and (s.get("canary") or {}).get("state") == "Idle" and s, 30, "canary idle, Ready")
+        lambda: (
+            (s := cluster.status(MD, namespace, "third")).get("phase") == "Ready"
+            and (s.get("canary") or {}).get("state") == "Idle"
+            and s
+        ),
+        30,
+        "canary idle, Ready",
+    )
     assert cluster.apps.read_namespaced_deployment("third", namespace).spec.replicas == 3
-    assert cluster.apps.read_namespaced_deployment(
-        "third-canary", namespace).spec.replicas == 0
+    assert cluster.apps.read_namespaced_deployment("third-canary", namespace).spec.replicas == 0
     cond = cluster.condition(MD, namespace, "third", "CanaryAvailable")
     assert cond and cond["reason"] == "NoTraffic" and "kept at zero" in cond["message"]
     # The local cluster itself warns about nothing (simulated pods' addresses are
     # valid endpoints): every Warning in the namespace would be a finding.
-    warnings = [(e.reason, e.message) for e in cluster.core.list_namespaced_event(namespace).items
-                if e.type == "Warning"]
+    warnings = [
+        (e.reason, e.message)
+        for e in cluster.core.list_namespaced_event(namespace).items
+        if e.type == "Warning"
+    ]
     assert not warnings
 
 
 def test_failing_canary_is_rolled_back_and_stable_keeps_serving(
     cluster: Cluster, namespace: str
 ) -> None:
-    cluster.create(MD, namespace, "risky", {
-        "model": {"uri": "s3://m/v1"}, "replicas": 4,
-        # On the local cluster, kwok makes this model fail to load (hack/kwok-stages.yaml).
-        "canary": {"model": {"uri": "kwok://broken-model"}, "trafficPercent": 25,
-                   "progressDeadlineSeconds": 10},
-    })
-    cond = wait_for(lambda: (c := cluster.condition(MD, namespace, "risky", "CanaryAvailable"))
-                    and c["reason"] == "CanaryRolledBack" and c, 40, "canary rolled back")
+    cluster.create(
+        MD,
+        namespace,
+        "risky",
+        {
+            "model": {"uri": "s3://m/v1"},
+            "replicas": 4,
+            # On the local cluster, kwok makes this model fail to load (hack/kwok-stages.yaml).
+            "canary": {
+                "model": {"uri": "kwok://broken-model"},
+                "trafficPercent": 25,
+                "progressDeadlineSeconds": 10,
+            },
+        },
+    )
+    cond = wait_for(
+        lambda: (
+            (c := cluster.condition(MD, namespace, "risky", "CanaryAvailable"))
+            and c["reason"] == "CanaryRolledBack"
+            and c
+        ),
+        40,
+        "canary rolled back",
+    )
     assert "not available within 10s" in cond["message"]
-    wait_for(lambda: cluster.apps.read_namespaced_deployment(
-        "risky-canary", namespace).spec.replicas == 0, 20, "canary scaled to zero")
-    wait_for(lambda: cluster.apps.read_namespaced_deployment(
-        "risky", namespace).spec.replicas == 4, 20, "stable back to all replicas")
+    wait_for(
+        lambda: (
+            cluster.apps.read_namespaced_deployment("risky-canary", namespace).spec.replicas == 0
+        ),
+        20,
+        "canary scaled to zero",
+    )
+    wait_for(
+        lambda: cluster.apps.read_namespaced_deployment("risky", namespace).spec.replicas == 4,
+        20,
+        "stable back to all replicas",
+    )
     status = cluster.wait_phase(MD, namespace, "risky", "Ready", 30)
     assert status["canary"]["state"] == "RolledBack"
-    reasons = [e.reason for e in cluster.events_for(namespace, "risky")
-               if e.involved_object.kind == MD]
+    reasons = [
+        e.reason for e in cluster.events_for(namespace, "risky") if e.involved_object.kind == MD
+    ]
     assert "CanaryRolledBack" in reasons
 
 
 def test_crash_looping_pods_keep_ready_false(cluster: Cluster, namespace: str) -> None:
-    cluster.create(MD, namespace, "crashy", {"model": {"uri": "kwok://broken-model"},
-                                             "replicas": 1})
-    cond = wait_for(lambda: (c := cluster.condition(MD, namespace, "crashy", "Available"))
-                    and c["reason"] == "PodsCrashing" and c, 40, "PodsCrashing")
+    cluster.create(
+        MD, namespace, "crashy", {"model": {"uri": "kwok://broken-model"}, "replicas": 1}
+    )
+    cond = wait_for(
+        lambda: (
+            (c := cluster.condition(MD, namespace, "crashy", "Available"))
+            and c["reason"] == "PodsCrashing"
+            and c
+        ),
+        40,
+        "PodsCrashing",
+    )
     assert "CrashLoopBackOff" in cond["message"] and "fetch-model" in cond["message"]
     assert "sha256 mismatch" in cond["message"]
     ready = cluster.condition(MD, namespace, "crashy", "Ready")
@@ -178,17 +299,27 @@ def test_crash_looping_pods_keep_ready_false(cluster: Cluster, namespace: str) -
 
 
 def test_deletion_cleans_up(cluster: Cluster, namespace: str) -> None:
-    cluster.create(MD, namespace, "tmp", {
-        "model": {"uri": "s3://m/v1"}, "autoscaling": {"maxReplicas": 3},
-        "canary": {"model": {"uri": "s3://m/v2"}, "trafficPercent": 50}})
+    cluster.create(
+        MD,
+        namespace,
+        "tmp",
+        {
+            "model": {"uri": "s3://m/v1"},
+            "autoscaling": {"maxReplicas": 3},
+            "canary": {"model": {"uri": "s3://m/v2"}, "trafficPercent": 50},
+        },
+    )
     cluster.wait_phase(MD, namespace, "tmp", "Ready", 30)
     cluster.delete(MD, namespace, "tmp")
 
     def gone() -> bool:
         sel = "kubeloop.io/model-deployment=tmp"
-        return not (cluster.apps.list_namespaced_deployment(namespace, label_selector=sel).items
-                    or cluster.core.list_namespaced_service(namespace, label_selector=sel).items
-                    or cluster.autoscaling.list_namespaced_horizontal_pod_autoscaler(
-                        namespace, label_selector=sel).items)
+        return not (
+            cluster.apps.list_namespaced_deployment(namespace, label_selector=sel).items
+            or cluster.core.list_namespaced_service(namespace, label_selector=sel).items
+            or cluster.autoscaling.list_namespaced_horizontal_pod_autoscaler(
+                namespace, label_selector=sel
+            ).items
+        )
 
     wait_for(gone, 30, "children garbage-collected")

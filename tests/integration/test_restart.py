@@ -41,21 +41,34 @@ def events(cluster: Cluster, namespace: str) -> int:
 
 
 def test_restarts_over_settled_resources_write_nothing(
-    cluster: Cluster, namespace: str, operator: InProcessOperator, server: ModelServer,
+    cluster: Cluster,
+    namespace: str,
+    operator: InProcessOperator,
+    server: ModelServer,
     tmp_path: Path,
 ) -> None:
-    cluster.create(TJ, namespace, "done", {
-        "image": "registry.local/train:1",
-        "podMetadata": {"annotations": {"kubeloop.io/fake-duration": "1s"}},
-    })
+    cluster.create(
+        TJ,
+        namespace,
+        "done",
+        {
+            "image": "registry.local/train:1",
+            "podMetadata": {"annotations": {"kubeloop.io/fake-duration": "1s"}},
+        },
+    )
     cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{server.model_dir}"}})
-    cluster.create(DM, namespace, "watch", {
-        "modelDeployment": "iris",
-        "source": {"url": f"{server.url}/metrics"},
-        "reference": {"url": f"{server.url}/v2/models/iris/profile"},
-        "interval": "1h",  # no check falls due during the test: a due check writes
-        "minSamples": 100,
-    })
+    cluster.create(
+        DM,
+        namespace,
+        "watch",
+        {
+            "modelDeployment": "iris",
+            "source": {"url": f"{server.url}/metrics"},
+            "reference": {"url": f"{server.url}/v2/models/iris/profile"},
+            "interval": "1h",  # no check falls due during the test: a due check writes
+            "minSamples": 100,
+        },
+    )
     cluster.wait_phase(TJ, namespace, "done", "Succeeded", 60)
     cluster.wait_phase(MD, namespace, "iris", "Ready", 60)
     cluster.wait_phase(DM, namespace, "watch", "Collecting", 60)
@@ -64,8 +77,11 @@ def test_restarts_over_settled_resources_write_nothing(
     def settled() -> dict[str, str] | None:
         before = (versions(cluster, namespace), events(cluster, namespace))
         try:
-            stays(lambda: (versions(cluster, namespace), events(cluster, namespace)) == before,
-                  12, "settled")
+            stays(
+                lambda: (versions(cluster, namespace), events(cluster, namespace)) == before,
+                12,
+                "settled",
+            )
         except AssertionError:
             return None
         return before[0]

@@ -123,7 +123,7 @@ def test_route_and_track_services_are_accepted(cluster: Cluster, fresh_namespace
         svc = accepted(cluster, render_track_service(SPEC, NAME, ns, track, ref))
         assert svc["metadata"]["namespace"] == ns
         assert svc["spec"]["selector"] == {**labels(NAME), TRACK_LABEL: track}
-        assert [p["port"] for p in svc["spec"]["ports"]] == [9000]
+        assert [p["port"] for p in svc["spec"]["ports"]] == [9000, 8081]  # http, grpc
 
     route = accepted(cluster, render_route(SPEC, NAME, ns, ref, 25))
     assert route["apiVersion"] == f"{GATEWAY_GROUP}/v1"

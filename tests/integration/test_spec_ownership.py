@@ -26,17 +26,32 @@ def test_operator_writes_only_status_of_users_objects(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
     ns = namespace
-    cluster.create("TrainingJob", ns, "t", {
-        "image": "t:1", "output": {"uri": "s3://m/t"}, "maxRestarts": 1,
-        "podMetadata": {"annotations": {"kubeloop.io/fake-duration": "2s"}}})
+    cluster.create(
+        "TrainingJob",
+        ns,
+        "t",
+        {
+            "image": "t:1",
+            "output": {"uri": "s3://m/t"},
+            "maxRestarts": 1,
+            "podMetadata": {"annotations": {"kubeloop.io/fake-duration": "2s"}},
+        },
+    )
     cluster.wait_phase("TrainingJob", ns, "t", "Running", 30)
     cluster.patch_spec("TrainingJob", ns, "t", {"suspend": True})
     cluster.wait_phase("TrainingJob", ns, "t", "Suspended", 30)
     cluster.patch_spec("TrainingJob", ns, "t", {"suspend": False})
     cluster.wait_phase("TrainingJob", ns, "t", "Succeeded", 60)
-    cluster.create("ModelDeployment", ns, "m", {
-        "model": {"fromTrainingJob": {"name": "t"}}, "autoscaling": {"maxReplicas": 3},
-        "canary": {"model": {"uri": "s3://m/c"}, "trafficPercent": 20}})
+    cluster.create(
+        "ModelDeployment",
+        ns,
+        "m",
+        {
+            "model": {"fromTrainingJob": {"name": "t"}},
+            "autoscaling": {"maxReplicas": 3},
+            "canary": {"model": {"uri": "s3://m/c"}, "trafficPercent": 20},
+        },
+    )
     cluster.wait_phase("ModelDeployment", ns, "m", "Ready", 30)
 
     model = train(tmp_path / "v1")
@@ -45,21 +60,46 @@ def test_operator_writes_only_status_of_users_objects(
     server.start()
     try:
         cluster.create("ModelDeployment", ns, "live", {"model": {"uri": f"file://{model}"}})
-        cluster.create("DriftMonitor", ns, "d", {
-            "modelDeployment": "live", "source": {"url": f"{server.url}/metrics"},
-            "reference": {"url": f"{server.url}/v2/models/live/profile"},
-            "interval": "1s", "minSamples": 100,
-            "onDrift": {"promote": True, "retrain": {"template": {
-                "image": "t:1", "output": {"uri": f"file://{tmp_path}/{{trainingJob}}"}}}}})
+        cluster.create(
+            "DriftMonitor",
+            ns,
+            "d",
+            {
+                "modelDeployment": "live",
+                "source": {"url": f"{server.url}/metrics"},
+                "reference": {"url": f"{server.url}/v2/models/live/profile"},
+                "interval": "1s",
+                "minSamples": 100,
+                "onDrift": {
+                    "promote": True,
+                    "retrain": {
+                        "template": {
+                            "image": "t:1",
+                            "output": {"uri": f"file://{tmp_path}/{{trainingJob}}"},
+                        }
+                    },
+                },
+            },
+        )
         wait_for(lambda: cluster.status("DriftMonitor", ns, "d").get("window"), 30, "baseline")
         server.send(shifted_rows(200, shift=2.0))
-        wait_for(lambda: (r := cluster.status("DriftMonitor", ns, "d").get("lastRetrain"))
-                 and r["result"] == "Promoted", 60, "promoted")
+        wait_for(
+            lambda: (
+                (r := cluster.status("DriftMonitor", ns, "d").get("lastRetrain"))
+                and r["result"] == "Promoted"
+            ),
+            60,
+            "promoted",
+        )
     finally:
         server.stop()
 
-    users_objects = [("TrainingJob", "t"), ("ModelDeployment", "m"),
-                     ("ModelDeployment", "live"), ("DriftMonitor", "d")]
+    users_objects = [
+        ("TrainingJob", "t"),
+        ("ModelDeployment", "m"),
+        ("ModelDeployment", "live"),
+        ("DriftMonitor", "d"),
+    ]
     for kind, name in users_objects:
         for entry in managers(cluster.get(kind, ns, name)):
             if entry["manager"] == "kubeloop":
@@ -71,7 +111,8 @@ def test_operator_writes_only_status_of_users_objects(
                 assert set(entry["fieldsV1"]["f:spec"]) <= {"f:model", "f:canary"}, entry
                 # The promotion note for the deployment's history, and nothing else.
                 assert entry["fieldsV1"]["f:metadata"] == {
-                    "f:annotations": {".": {}, "f:kubeloop.io/promotion": {}}}, entry
+                    "f:annotations": {".": {}, "f:kubeloop.io/promotion": {}}
+                }, entry
             else:
                 # The only other writer is the test itself, acting as the user, through
                 # the Python client: an unknown manager is a writer nobody accounts for.

@@ -103,8 +103,11 @@ def test_worker_that_can_never_fit_is_reported_unschedulable_at_once(
     stalled = cluster.condition(TJ, namespace, "huge", "Stalled")
     assert stalled and stalled["status"] == "True"
     # The Event's reason is the condition's, not the phase's (`Warning Unschedulable`).
-    events = wait_for(lambda: [e for e in cluster.events_for(namespace, "huge")
-                               if e.involved_object.kind == TJ], 10, "an Event")
+    events = wait_for(
+        lambda: [e for e in cluster.events_for(namespace, "huge") if e.involved_object.kind == TJ],
+        10,
+        "an Event",
+    )
     assert [(e.type, e.reason) for e in events] == [("Warning", "Unschedulable")]
 
 

@@ -43,11 +43,21 @@ def test_a_count_written_by_0_1_is_moved_and_status_written_again(
 ) -> None:
     namespace = cluster.new_namespace()
     try:
-        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                        input=yaml.safe_dump(old_crd()))
+        cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "-",
+            input=yaml.safe_dump(old_crd()),
+        )
         cluster.create("DriftMonitor", namespace, "old", {"modelDeployment": "gone"})
         cluster.custom.patch_namespaced_custom_object_status(
-            "kubeloop.io", "v1alpha1", namespace, "driftmonitors", "old",
+            "kubeloop.io",
+            "v1alpha1",
+            namespace,
+            "driftmonitors",
+            "old",
             {"status": {"retrains": 2, "phase": "Healthy"}},
         )
         assert cluster.status("DriftMonitor", namespace, "old")["retrains"] == 2
