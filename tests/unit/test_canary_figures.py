@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import math
-import os
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +27,9 @@ from kubeloop.canary.figures import (
     parse_sample,
     quantile,
 )
-from kubeloop.serving.model import LoadedModel, load_model
-from kubeloop.serving.server import DURATION_BUCKETS, ModelServer, base_url, start
+from kubeloop.serving.model import LoadedModel
+from kubeloop.serving.server import DURATION_BUCKETS, ModelServer
+from tests.unit.test_serving import model, model_dir, running  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "examples" / "train" / "train.py"
@@ -49,40 +43,7 @@ INF = math.inf
 # -- a real model server ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    out = tmp_path_factory.mktemp("model")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO / "operator"), env.get("PYTHONPATH")) if p
-    )
-    subprocess.run(
-        [sys.executable, str(TRAIN), "--output", str(out), "--n-estimators", "20"],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
-    return load_model(out)
-
-
-@contextmanager
-def running(server: ModelServer) -> Iterator[str]:
-    """Serve on an ephemeral port from an event loop in a background thread."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    runner = asyncio.run_coroutine_threadsafe(start(server, "127.0.0.1", 0), loop).result(TIMEOUT)
-    try:
-        yield base_url(runner.addresses[0])
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(TIMEOUT)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(TIMEOUT)
-        loop.close()
-
-
-def infer(url: str, body: Any, model: str = "iris") -> int:
+def infer(url: str, body: Any, model: str = "iris") -> int:  # noqa: F811
     data = json.dumps(body).encode()
     return requests.post(f"{url}/v2/models/{model}/infer", data=data, timeout=TIMEOUT).status_code
 
@@ -100,7 +61,7 @@ class Exploding:
         raise RuntimeError("boom")
 
 
-def test_a_live_servers_requests_errors_latency_and_predictions(model: LoadedModel) -> None:
+def test_a_live_servers_requests_errors_latency_and_predictions(model: LoadedModel) -> None:  # noqa: F811
     server = ModelServer(model.metadata)
     server.set_model(model)
     with running(server) as url:
@@ -134,7 +95,7 @@ def test_a_live_servers_requests_errors_latency_and_predictions(model: LoadedMod
     assert 0 < figures.p99_seconds <= DURATION_BUCKETS[-1]
 
 
-def test_a_fresh_server_has_zero_counts_and_an_empty_histogram(model: LoadedModel) -> None:
+def test_a_fresh_server_has_zero_counts_and_an_empty_histogram(model: LoadedModel) -> None:  # noqa: F811
     server = ModelServer(model.metadata)
     server.set_model(model)
     with running(server) as url:
@@ -149,7 +110,7 @@ def test_a_fresh_server_has_zero_counts_and_an_empty_histogram(model: LoadedMode
 # -- parsing text ---------------------------------------------------------------------------
 
 
-def exposition(model: str = "iris", ok: float = 90, failed: float = 10, bad: float = 5) -> str:
+def exposition(model: str = "iris", ok: float = 90, failed: float = 10, bad: float = 5) -> str:  # noqa: F811
     return f"""\
 # TYPE kubeloop_model_requests counter
 kubeloop_model_requests_total{{model="{model}",status="200"}} {ok}

@@ -24,6 +24,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubeloop.drift.profile import FeatureProfile, Profile
+from kubeloop.serving.livestats import BIN_CHUNK_ROWS, LiveStats
 from kubeloop.serving.model import (
     MODEL_FILE,
     LoadedModel,
@@ -32,10 +33,8 @@ from kubeloop.serving.model import (
     read_metadata,
 )
 from kubeloop.serving.server import (
-    BIN_CHUNK_ROWS,
     INLINE_MAX_ROWS,
     MAX_BODY_BYTES,
-    LiveStats,
     ModelServer,
     base_url,
     start,

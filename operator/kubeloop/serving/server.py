@@ -19,7 +19,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +29,12 @@ import numpy as np
 import sklearn
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
-from prometheus_client.registry import Collector
 
 from kubeloop import __version__
-from kubeloop.drift.profile import FeatureProfile
 from kubeloop.serving import binary, workers
 from kubeloop.serving.batcher import Batcher
+from kubeloop.serving.livestats import LiveStats
 from kubeloop.serving.model import (
     LoadedModel,
     ModelLoadError,
@@ -55,8 +53,6 @@ MAX_BODY_BYTES = 8 << 20
 INLINE_MAX_ROWS = 256
 # Adaptive batching: requests waiting together are predicted as one, up to this many rows.
 DEFAULT_MAX_BATCH_SIZE = 64
-# Rows binned per numpy pass; bounds the (rows x features x edges) temporary.
-BIN_CHUNK_ROWS = 4096
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
 DATATYPES = ("FP32", "FP64", "INT64")
@@ -287,113 +283,6 @@ def _output_tensor(name: str, values: np.ndarray) -> dict[str, Any]:
     if datatype == "BYTES":
         data = [str(v) for v in data]
     return {"name": name, "datatype": datatype, "shape": list(values.shape), "data": data}
-
-
-# -- live statistics -----------------------------------------------------------------
-
-
-def _category_labels(column: np.ndarray) -> list[str]:
-    # Integer-coded categories arrive as floats after decoding ("2.0"); the profile
-    # names them as written in the training data ("2").
-    return [str(int(v)) if v.is_integer() else str(v) for v in column.tolist()]
-
-
-class LiveStats(Collector):
-    """Counts of served inputs on the reference profile's bins, and of predictions.
-
-    Prometheus client histograms take one bucket layout per metric, but every feature
-    has its own edges, so this collector keeps plain numpy counters and renders them
-    at scrape time. Numeric features are binned all at once: a value's bin is the
-    number of edges strictly below it (``FeatureProfile.assign``'s ``searchsorted``
-    with ``side="left"``), computed as one broadcast comparison against the edges,
-    padded with +inf to a common length, and counted with a single ``np.bincount``.
-    """
-
-    def __init__(self, model_name: str, model: LoadedModel, *, monitoring: bool) -> None:
-        self.model_name = model_name
-        self.classes = model.classes
-        self.class_labels = model.class_labels
-        self.prediction_counts = np.zeros(len(model.class_labels), dtype=np.int64)
-        self.may_have_nan = model.allow_nan
-
-        profiled = {f.name: f for f in model.profile.features} if model.profile else {}
-        numeric: list[tuple[int, FeatureProfile]] = []
-        categorical: list[tuple[int, FeatureProfile]] = []
-        for index, name in enumerate(model.feature_names):
-            feature = profiled.get(name)
-            if monitoring and feature is not None:
-                (numeric if feature.kind == "numeric" else categorical).append((index, feature))
-        self.numeric = [f for _, f in numeric]
-        self.numeric_columns = np.array([i for i, _ in numeric], dtype=np.intp)
-        width = max((len(f.edges) for f in self.numeric), default=0)
-        self.edges = np.full((len(self.numeric), width), np.inf)
-        for row, feature in enumerate(self.numeric):
-            self.edges[row, : len(feature.edges)] = feature.edges
-        bins = [f.bins for f in self.numeric]
-        self.offsets = np.concatenate(([0], np.cumsum(bins)[:-1])).astype(np.intp)
-        self.bin_counts = np.zeros(sum(bins), dtype=np.int64)
-        self.sums = np.zeros(len(self.numeric), dtype=np.float64)
-        self.categorical = categorical
-        self.category_counts = [np.zeros(f.bins, dtype=np.int64) for _, f in categorical]
-
-    def observe(self, rows: np.ndarray, predictions: np.ndarray) -> None:
-        if self.classes is not None:
-            indices = np.searchsorted(self.classes, predictions)
-            self.prediction_counts += np.bincount(indices, minlength=len(self.classes))
-        if len(self.numeric):
-            for start in range(0, len(rows), BIN_CHUNK_ROWS):
-                self._observe_numeric(rows[start : start + BIN_CHUNK_ROWS, self.numeric_columns])
-        for (column, feature), counts in zip(self.categorical, self.category_counts, strict=True):
-            indices = feature.assign(np.array(_category_labels(rows[:, column])))
-            counts += np.bincount(indices, minlength=feature.bins)
-
-    def _observe_numeric(self, values: np.ndarray) -> None:
-        bins = (values[:, :, None] > self.edges).sum(axis=2) + self.offsets
-        if self.may_have_nan:
-            present = ~np.isnan(values)
-            bins = bins[present]
-            self.sums += np.where(present, values, 0.0).sum(axis=0)
-        else:
-            self.sums += values.sum(axis=0)
-        self.bin_counts += np.bincount(bins.ravel(), minlength=len(self.bin_counts))
-
-    def collect(self) -> Iterator[Metric]:
-        if self.numeric:
-            histogram = HistogramMetricFamily(
-                "kubeloop_model_feature",
-                "Served input values per feature, on the reference profile's bin edges.",
-                labels=["model", "feature"],
-            )
-            for index, feature in enumerate(self.numeric):
-                start = self.offsets[index]
-                cumulative = np.cumsum(self.bin_counts[start : start + feature.bins])
-                histogram.add_metric(
-                    [self.model_name, feature.name],
-                    buckets=list(zip(feature.bin_labels(), cumulative.tolist(), strict=True)),
-                    sum_value=float(self.sums[index]),
-                )
-            yield histogram
-        if self.categorical:
-            categories = CounterMetricFamily(
-                "kubeloop_model_feature_category",
-                "Served input values per category of a categorical feature.",
-                labels=["model", "feature", "category"],
-            )
-            for (_, feature), counts in zip(self.categorical, self.category_counts, strict=True):
-                for label, count in zip(feature.bin_labels(), counts.tolist(), strict=True):
-                    categories.add_metric([self.model_name, feature.name, label], count)
-            yield categories
-        if self.classes is not None:
-            predictions = CounterMetricFamily(
-                "kubeloop_model_prediction",
-                "Predictions served per class.",
-                labels=["model", "class"],
-            )
-            for label, count in zip(
-                self.class_labels, self.prediction_counts.tolist(), strict=True
-            ):
-                predictions.add_metric([self.model_name, label], count)
-            yield predictions
 
 
 # -- the server ---------------------------------------------------------------------
@@ -747,10 +636,7 @@ async def serve(
     except OSError as exc:
         log.error("Failed to listen on %s:%s: %s", host, port, exc)
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = _stop_on_signals()
     try:
         for address in runner.addresses:
             log.info("Started listening on %s", base_url(address))
@@ -763,6 +649,15 @@ async def serve(
         if extra is not None:
             await extra.stop(2.0)
         await runner.cleanup()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """Set on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
 
 
 async def _start_grpc(server: ModelServer, host: str, port: int) -> Any:
@@ -814,10 +709,7 @@ async def _serve_loaded(
     except OSError as exc:
         log.error("Failed to listen on %s:%s: %s", host, port, exc)
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = _stop_on_signals()
     try:
         await stop.wait()
         return 0
