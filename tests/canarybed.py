@@ -15,7 +15,6 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -185,15 +184,3 @@ class Fleet:
                 key = str(answer.status_code)
                 self.sent[key] = self.sent.get(key, 0) + 1
             self._stop.wait(0.02)
-
-
-def observe(read: Any, seconds: float) -> Iterator[Any]:
-    """Poll `read()` every 0.2 s for `seconds`, yielding each new value."""
-    last = None
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = read()
-        if value != last:
-            yield value
-            last = value
-        time.sleep(0.2)

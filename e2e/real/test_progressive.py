@@ -122,7 +122,9 @@ def wait_canary(cluster: Cluster, ns: str, state: str, timeout: float) -> dict[s
 def stable(cluster: Cluster, namespace: str, models: dict[str, str]) -> Iterator[str]:
     cluster.create(MD, namespace, NAME, {
         "model": {"uri": models["iris-v1"]}, "replicas": 2, "scheduling": ON_REAL_NODE,
-        "resources": {"cpu": "100m", "memory": "256Mi"},
+        "resources": {"cpu": "100m", "memory": "512Mi"},
+        # Two server processes per pod: the analysis reads their summed /metrics.
+        "runtime": {"workers": 2},
     })
     wait_for(lambda: cluster.status(MD, namespace, NAME).get("phase") == "Ready", 240,
              "stable Ready")

@@ -137,7 +137,11 @@ def pod_template(
             "initialDelaySeconds": 10,
             **probe_common,
         },
-        "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR, "readOnly": True}],
+        "volumeMounts": [
+            {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
+            # The root filesystem is read-only; worker processes meet on unix sockets here.
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
         "securityContext": {**container_security(), "readOnlyRootFilesystem": True},
         # A pod scaled away (a canary taking its share, the HPA scaling down) keeps
         # serving while the endpoint removal reaches every node, then gets SIGTERM.
@@ -160,7 +164,11 @@ def pod_template(
         "securityContext": pod_security(),
         "initContainers": [fetch],
         "containers": [server],
-        "volumes": [{"name": "model", "emptyDir": {}}, *claim_volumes],
+        "volumes": [
+            {"name": "model", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+            *claim_volumes,
+        ],
     }
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name
