@@ -130,6 +130,12 @@ def stable(cluster: Cluster, namespace: str, models: dict[str, str]) -> Iterator
              "stable Ready")
     url = service_url(cluster, namespace, NAME)
     reachable(url, NAME)
+    # Two server processes in each pod, each on its own metrics socket.
+    pod = pods_of(cluster, namespace, f"kubeloop.io/model-deployment={NAME}")[0]
+    sockets = cluster.kubectl(
+        "exec", "-n", namespace, pod["metadata"]["name"], "-c", "server", "--", "python", "-c",
+        "import glob; print(len(glob.glob('/tmp/kubeloop-workers-*/worker-*.sock')))").stdout
+    assert sockets.strip() == "2", sockets
     yield url
 
 
