@@ -1,19 +1,32 @@
 #!/usr/bin/env python3
 """Model server benchmark: ``kubeloop serve`` (feature histograms on) against MLServer,
 side by side in one run, on loopback, serving the same joblib files through the same
-Open Inference Protocol v2 REST request.
+Open Inference Protocol v2 requests.
 
-Each server is pinned to one core and wrk to the other, so neither steals the load
-generator's CPU. MLServer runs with ``parallel_workers: 0`` (inference in the server
-process, no worker pool: the fair match for a single-process server on one core) and
-``debug: false`` (no access log; Kubeloop writes none either); everything else is its
-default, metrics included. All servers start up front and idle while another is
-measured; rounds alternate between them so that a noisy neighbour hurts both alike.
+Both servers run one process pinned to one core (kubeloop ``--workers 1``; MLServer
+``parallel_workers: 0``, inference in the server process) and the load generator runs
+on the other core, so neither steals the other's CPU. Both batch adaptively with the
+settings (the same ``max_batch_time``, and the same cap in requests: MLServer's
+``max_batch_size`` counts requests, kubeloop's rows, so kubeloop's cap is that many of
+the largest requests); MLServer runs with
+``debug: false`` (no access log; Kubeloop writes none either), everything else its
+default, metrics included.
 
-Two models, both from examples/train/train.py: the example's gradient-boosting
-classifier, and logistic regression, the cheapest scikit-learn predict, which shows
-the servers' own overhead. Results go to bench/results/serving.json and to the "Model
-server" section of bench/README.md.
+The grid: two models from examples/train/train.py (the example's gradient-boosting
+classifier, and logistic regression, the cheapest scikit-learn predict, which shows the
+servers' own overhead), 1 and 64 rows per request, 16 and 64 connections, and three
+request kinds: REST with a JSON body, REST with the binary tensor extension (tritonclient's
+default body, built by tritonclient itself), and gRPC (raw tensor contents, as tritonclient
+sends them). wrk drives REST; bench/grpcload (a small Go closed-loop generator on
+google.golang.org/grpc, built by bench/build-grpcload.sh) drives gRPC; both keep one
+request in flight per connection. Every server starts up front and idles while another
+is measured; each cell warms both up, then alternates them round by round; the figures
+are medians over rounds.
+
+Two more tables: batching on against off (gradient boosting, 16 connections of one row,
+REST JSON), and the ceiling, scikit-learn's own ``predict`` with no server, on the same
+core. Results go to bench/results/serving.json and to the "Model server" section of
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -29,12 +42,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import requests
 from sklearn.datasets import load_iris
@@ -47,9 +61,14 @@ README = REPO / "bench" / "README.md"
 SECTION_START = "<!-- serving-bench:start -->"
 SECTION_END = "<!-- serving-bench:end -->"
 ESTIMATORS = ("gradient-boosting", "logistic-regression")
-BATCHES = (1, 64)
+ROWS = (1, 64)
+CONNECTIONS = (16, 64)
+KINDS = ("rest-json", "rest-binary", "grpc")
+CEILING_ROWS = (1, 16, 64)
+NO_BATCHING = "gradient-boosting"  # the model of the batching on/off table
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 SERVER_CPU = "0"
-WRK_CPU = "1"
+LOAD_CPU = "1"
 
 
 @dataclass
@@ -57,7 +76,8 @@ class Server:
     label: str
     process: subprocess.Popen[bytes]
     base_url: str
-    model_names: dict[str, str]
+    grpc_address: str
+    model_names: dict[str, str] = field(default_factory=dict)
     """Model name to infer on, per estimator."""
 
     def infer_url(self, estimator: str) -> str:
@@ -71,6 +91,18 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+@dataclass
+class Bodies:
+    """One request, in each kind, for one number of rows."""
+
+    rows: np.ndarray
+    json: bytes
+    binary: bytes
+    binary_header_length: int
+    grpc: dict[str, bytes]
+    """Serialised ModelInferRequest per model name (the name is inside the message)."""
 
 
 def free_port() -> int:
@@ -109,67 +141,58 @@ def start_process(argv: list[str], log: Path, env: dict[str, str] | None = None)
         )
 
 
-def start_kubeloop(models: dict[str, Path], workdir: Path) -> list[Server]:
-    servers = []
-    for estimator, model_dir in models.items():
-        port = free_port()
-        process = start_process(
-            [
-                sys.executable,
-                "-m",
-                "kubeloop",
-                "serve",
-                "--model-dir",
-                str(model_dir),
-                "--name",
-                estimator,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                # As MLServer here: one process, no batching (the published figures' set-up).
-                "--workers",
-                "1",
-                "--max-batch-size",
-                "1",
-            ],
-            workdir / f"kubeloop-{estimator}.log",
-        )
-        servers.append(
-            Server(
-                f"kubeloop/{estimator}", process, f"http://127.0.0.1:{port}", {estimator: estimator}
-            )
-        )
-    return servers
+def start_kubeloop(
+    label: str, estimator: str, model_dir: Path, workdir: Path, batch_size: int, wait_ms: float
+) -> Server:
+    port, grpc_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "kubeloop", "serve", "--model-dir", str(model_dir)]
+    argv += ["--name", estimator, "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--grpc-port", str(grpc_port), "--workers", "1"]
+    argv += ["--max-batch-size", str(batch_size), "--max-batch-wait-ms", str(wait_ms)]
+    process = start_process(argv, workdir / f"{label.replace('/', '-')}.log")
+    return Server(
+        label, process, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", {estimator: estimator}
+    )
 
 
-def start_mlserver(mlserver: str, models: dict[str, Path], workdir: Path) -> Server:
+def mlserver_model(repo: Path, name: str, model_dir: Path, batching: dict[str, Any]) -> None:
+    (repo / name).mkdir(parents=True)
+    (repo / name / "model.joblib").write_bytes((model_dir / "model.joblib").read_bytes())
+    settings = {
+        "name": name,
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": "v1"},
+    } | batching
+    (repo / name / "model-settings.json").write_text(json.dumps(settings))
+
+
+def start_mlserver(
+    mlserver: str, models: dict[str, Path], workdir: Path, batching: dict[str, Any]
+) -> tuple[Server, Server]:
+    """One MLServer process serving every model with batching on, and the no-batching
+    model under its own name; returned as two views of the same process."""
     repo = workdir / "mlserver"
     for estimator, model_dir in models.items():
-        (repo / estimator).mkdir(parents=True)
-        (repo / estimator / "model.joblib").write_bytes((model_dir / "model.joblib").read_bytes())
-        (repo / estimator / "model-settings.json").write_text(
-            json.dumps(
-                {
-                    "name": estimator,
-                    "implementation": "mlserver_sklearn.SKLearnModel",
-                    "parameters": {"uri": "./model.joblib", "version": "v1"},
-                }
-            )
-        )
-    port = free_port()
+        mlserver_model(repo, estimator, model_dir, batching)
+    mlserver_model(repo, f"{NO_BATCHING}-unbatched", models[NO_BATCHING], {})
+    port, grpc_port = free_port(), free_port()
     settings = {
         "debug": False,
         "parallel_workers": 0,
         "host": "127.0.0.1",
         "http_port": port,
-        "grpc_port": free_port(),
+        "grpc_port": grpc_port,
         "metrics_port": free_port(),
     }
     (repo / "settings.json").write_text(json.dumps(settings))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVER")}
     process = start_process([mlserver, "start", str(repo)], workdir / "mlserver.log", env)
-    return Server("mlserver", process, f"http://127.0.0.1:{port}", {e: e for e in models})
+    base, address = f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
+    batched = Server("mlserver", process, base, address, {e: e for e in models})
+    unbatched = Server(
+        "mlserver/unbatched", process, base, address, {NO_BATCHING: f"{NO_BATCHING}-unbatched"}
+    )
+    return batched, unbatched
 
 
 def wait_ready(server: Server, deadline_s: float = 180.0) -> None:
@@ -189,50 +212,76 @@ def wait_ready(server: Server, deadline_s: float = 180.0) -> None:
             time.sleep(0.2)
 
 
-def request_body(rows: np.ndarray) -> bytes:
-    tensor = {
-        "name": "input-0",
-        "shape": list(rows.shape),
-        "datatype": "FP64",
-        "data": rows.tolist(),
-    }
-    return json.dumps({"inputs": [tensor]}).encode()
+def make_bodies(rows: np.ndarray, model_names: list[str]) -> Bodies:
+    from tritonclient.grpc import service_pb2
+    from tritonclient.http import InferenceServerClient, InferInput
+
+    tensor = {"name": "input-0", "shape": list(rows.shape), "datatype": "FP64"}
+    body_json = json.dumps({"inputs": [tensor | {"data": rows.tolist()}]}).encode()
+    binary_input = InferInput("input-0", list(rows.shape), "FP64")
+    binary_input.set_data_from_numpy(rows.astype(np.float64))  # binary, as by default
+    body_binary, header_length = InferenceServerClient.generate_request_body([binary_input])
+    grpc_bodies = {}
+    for name in model_names:
+        message = service_pb2.ModelInferRequest(model_name=name)
+        message.inputs.add(name="input-0", datatype="FP64", shape=list(rows.shape))
+        message.raw_input_contents.append(rows.astype("<f8").tobytes())
+        grpc_bodies[name] = message.SerializeToString()
+    return Bodies(rows, body_json, body_binary, header_length or 0, grpc_bodies)
 
 
-def predictions(server: Server, estimator: str, body: bytes) -> list[Any]:
-    response = requests.post(
-        server.infer_url(estimator),
-        data=body,
-        headers={"Content-Type": "application/json"},
-        timeout=10,
-    )
-    response.raise_for_status()
-    output = next(o for o in response.json()["outputs"] if o["name"] == "predict")
-    return list(np.ravel(output["data"]))
+def answer(server: Server, estimator: str, kind: str, bodies: Bodies) -> list[Any]:
+    """The server's predictions for the request of this kind, decoded; raises with the
+    server's own message when it refuses the request."""
+    if kind == "grpc":
+        return grpc_answer(server, estimator, bodies)
+    if kind == "rest-json":
+        headers = {"Content-Type": "application/json"}
+        body = bodies.json
+    else:
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(bodies.binary_header_length),
+        }
+        body = bodies.binary
+    response = requests.post(server.infer_url(estimator), data=body, headers=headers, timeout=10)
+    if response.status_code != 200:
+        raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+    header_length = response.headers.get("Inference-Header-Content-Length")
+    if header_length is None:
+        output = next(o for o in response.json()["outputs"] if o["name"] == "predict")
+        return list(np.ravel(output["data"]))
+    from tritonclient.http import InferResult
+
+    result = InferResult.from_response_body(response.content, False, int(header_length))
+    return list(np.ravel(result.as_numpy("predict")))
 
 
-def wrk(url: str, body_file: Path, seconds: int, connections: int) -> dict[str, Any]:
-    result = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            WRK_CPU,
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--timeout",
-            "5s",
-            "-s",
-            str(LUA),
-            url,
-        ],
-        env={**os.environ, "BENCH_BODY": str(body_file)},
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    line = next(x for x in result.stdout.splitlines() if x.startswith("BENCH_JSON "))
+def grpc_answer(server: Server, estimator: str, bodies: Bodies) -> list[Any]:
+    from tritonclient.grpc import service_pb2
+
+    name = server.model_names[estimator]
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        call = channel.unary_unary(INFER_METHOD)
+        raw = call(bodies.grpc[name], timeout=10)
+    reply = service_pb2.ModelInferResponse.FromString(raw)
+    for index, output in enumerate(reply.outputs):
+        if output.name != "predict":
+            continue
+        if reply.raw_output_contents:
+            dtype = {"INT64": "<i8", "INT32": "<i4", "FP64": "<f8", "FP32": "<f4"}
+            data = reply.raw_output_contents[index]
+            return list(np.frombuffer(data, dtype=dtype[output.datatype]))
+        contents = output.contents
+        for typed in ("int64_contents", "int_contents", "fp64_contents", "fp32_contents"):
+            values = list(getattr(contents, typed))
+            if values:
+                return values
+    raise RuntimeError(f"no 'predict' output in {reply}")
+
+
+def parse_summary(stdout: str) -> dict[str, Any]:
+    line = next(x for x in stdout.splitlines() if x.startswith("BENCH_JSON "))
     raw: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
     errors = sum(v for k, v in raw.items() if k.startswith("errors_"))
     return {
@@ -246,11 +295,121 @@ def wrk(url: str, body_file: Path, seconds: int, connections: int) -> dict[str, 
     }
 
 
+def load(
+    server: Server,
+    estimator: str,
+    kind: str,
+    workdir: Path,
+    bodies: Bodies,
+    grpcload: str,
+    seconds: int,
+    connections: int,
+) -> dict[str, Any]:
+    """One closed-loop run of `seconds` at `connections`, on the load core."""
+    pin = ["taskset", "-c", LOAD_CPU]
+    if kind == "grpc":
+        body_file = workdir / "body.grpc"
+        body_file.write_bytes(bodies.grpc[server.model_names[estimator]])
+        argv = [*pin, grpcload, "-addr", server.grpc_address, "-method", INFER_METHOD]
+        argv += ["-body", str(body_file), "-c", str(connections), "-d", str(seconds)]
+        env = {**os.environ, "GOMAXPROCS": "1"}
+    else:
+        body_file = workdir / "body.http"
+        binary = kind == "rest-binary"
+        body_file.write_bytes(bodies.binary if binary else bodies.json)
+        argv = [*pin, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s"]
+        argv += ["-s", str(LUA), server.infer_url(estimator)]
+        header = str(bodies.binary_header_length) if binary else ""
+        env = {**os.environ, "BENCH_BODY": str(body_file), "BENCH_HEADER_LENGTH": header}
+    result = subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
+    return parse_summary(result.stdout)
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         key: round(statistics.median(r[key] for r in runs), 3)
         for key in ("requests_per_s", "p50_ms", "p99_ms")
     } | {"errors": sum(r["errors"] for r in runs)}
+
+
+def measure(
+    contenders: dict[str, Server],
+    estimator: str,
+    kind: str,
+    rows: int,
+    connections: int,
+    bodies: Bodies,
+    workdir: Path,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One cell: every contender's answer checked against the first's, warm-up, then
+    rounds alternating contenders. A contender that refuses the request is recorded as
+    unsupported, with its message."""
+    cell: dict[str, Any] = {
+        "model": estimator,
+        "rows": rows,
+        "connections": connections,
+        "kind": kind,
+    }
+    answers: dict[str, list[Any]] = {}
+    for key, server in list(contenders.items()):
+        try:
+            answers[key] = answer(server, estimator, kind, bodies)
+        except (RuntimeError, grpc.RpcError) as exc:
+            cell[key] = {"unsupported": str(exc)[:300]}
+            del contenders[key]
+    reference = next(iter(answers.values()), None)
+    for key, predicted in answers.items():
+        if predicted != reference:
+            raise SystemExit(f"{estimator} {kind}: {key} disagrees: {answers}")
+    run = {
+        "workdir": workdir,
+        "bodies": bodies,
+        "grpcload": args.grpcload,
+        "connections": connections,
+    }
+    for server in contenders.values():
+        load(server, estimator, kind, seconds=args.warmup, **run)
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in contenders}
+    for _ in range(args.rounds):
+        for key, server in contenders.items():
+            runs[key].append(load(server, estimator, kind, seconds=args.duration, **run))
+    for key, measured in runs.items():
+        cell[key] = summarise(measured) | {"runs": measured}
+    cell["loadavg_after"] = loadavg()
+    print(
+        f"{estimator}, {rows} rows, {connections} connections, {kind}: "
+        + "; ".join(
+            f"{key} {cell[key]['requests_per_s']:,.0f} req/s, p99 {cell[key]['p99_ms']:.1f} ms"
+            for key in runs
+        ),
+        file=sys.stderr,
+    )
+    return cell
+
+
+def ceiling(model_dir: Path, rows: np.ndarray, seconds: float, rounds: int) -> dict[str, Any]:
+    """scikit-learn's own predict on `rows`, no server, on the server core: median
+    calls/s over rounds (run in a pinned child process)."""
+    script = (
+        "import sys, time, json, joblib, numpy as np\n"
+        "model = joblib.load(sys.argv[1])\n"
+        "rows = np.asarray(json.loads(sys.argv[2]), dtype=np.float64)\n"
+        "seconds, rounds = float(sys.argv[3]), int(sys.argv[4])\n"
+        "model.predict(rows)\n"
+        "rates = []\n"
+        "for _ in range(rounds):\n"
+        "    calls, start = 0, time.perf_counter()\n"
+        "    while (elapsed := time.perf_counter() - start) < seconds:\n"
+        "        model.predict(rows); calls += 1\n"
+        "    rates.append(calls / elapsed)\n"
+        "print(json.dumps(rates))\n"
+    )
+    argv = ["taskset", "-c", SERVER_CPU, sys.executable, "-c", script]
+    argv += [str(model_dir / "model.joblib"), json.dumps(rows.tolist()), str(seconds), str(rounds)]
+    rates: list[float] = json.loads(subprocess.run(argv, check=True, capture_output=True).stdout)
+    calls = statistics.median(rates)
+    return {"calls_per_s": round(calls, 1), "rows_per_s": round(calls * len(rows), 1)}
 
 
 def loadavg() -> list[float]:
@@ -266,153 +425,111 @@ def cpu_model() -> str:
 
 def mlserver_versions(mlserver: str) -> dict[str, str]:
     python = str(Path(mlserver).with_name("python"))
+    packages = ("mlserver", "mlserver-sklearn", "scikit-learn", "uvicorn", "fastapi", "grpcio")
     script = (
-        "import json; from importlib.metadata import version as v; "
-        "print(json.dumps({p: v(p) for p in ('mlserver', 'mlserver-sklearn', "
-        "'scikit-learn', 'uvicorn', 'fastapi')}))"
+        "import json, sys; from importlib.metadata import version as v; "
+        "print(json.dumps({p: v(p) for p in sys.argv[1:]}))"
     )
     versions: dict[str, str] = json.loads(
-        subprocess.run([python, "-c", script], check=True, capture_output=True).stdout
+        subprocess.run([python, "-c", script, *packages], check=True, capture_output=True).stdout
     )
     return versions
-
-
-def render_section(report: dict[str, Any]) -> str:
-    lines = [
-        SECTION_START,
-        "## Model server",
-        "",
-        "`make bench-serving` (`bench/serving_bench.sh`): `kubeloop serve` with drift "
-        "histograms on against MLServer "
-        f"{report['versions']['mlserver']['mlserver']} (mlserver-sklearn, "
-        "`parallel_workers: 0`, `debug: false`, metrics on), the same joblib model, the "
-        f"same v2 REST request, on loopback. Server on CPU {SERVER_CPU}, wrk on CPU "
-        f"{WRK_CPU} (`-t1 -c{report['connections']}`), {report['warmup_s']} s warm-up, "
-        f"then {report['rounds']} x {report['duration_s']} s per cell, alternating "
-        "servers; medians over rounds. "
-        f"Machine: {report['machine']['cpu']}, {report['machine']['cpus']} CPUs, "
-        f"load average {report['machine']['loadavg_start'][0]:.2f} at the start and "
-        f"{report['machine']['loadavg_end'][0]:.2f} at the end; {report['date']}.",
-        "",
-        "| model | rows/request | kubeloop req/s | MLServer req/s | ratio | "
-        "kubeloop p50 / p99 ms | MLServer p50 / p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for cell in report["cells"]:
-        k, m = cell["kubeloop"], cell["mlserver"]
-        lines.append(
-            f"| {cell['model']} | {cell['rows']} | {k['requests_per_s']:,.0f} | "
-            f"{m['requests_per_s']:,.0f} | {k['requests_per_s'] / m['requests_per_s']:.2f}x | "
-            f"{k['p50_ms']:.1f} / {k['p99_ms']:.1f} | {m['p50_ms']:.1f} / {m['p99_ms']:.1f} |"
-        )
-    short = [
-        f"{c['model']} x {c['rows']}"
-        for c in report["cells"]
-        if c["kubeloop"]["requests_per_s"] < 2 * c["mlserver"]["requests_per_s"]
-        or c["kubeloop"]["p99_ms"] >= c["mlserver"]["p99_ms"]
-    ]
-    lines += [
-        "",
-        "Both servers call the same scikit-learn `predict`, whose input validation alone "
-        "takes about 0.1 ms a call (a whole gradient-boosting predict about 1 ms), "
-        "so the model bounds both; logistic regression shows the servers' own overhead "
-        "best. Request bodies are decoded with orjson when it is installed (the serve "
-        "extra): with the standard library alone, decoding was the largest cost of a "
-        "64-row request (about 50 us for 256 numbers).",
-        "",
-        "Short of the goal (2x MLServer's throughput with a lower p99) in this run: "
-        + (", ".join(short) if short else "none")
-        + ". A load average above 1 means other work shared the pinned cores: "
-        "figures from a busy machine are noisy; rerun on a quiet one.",
-        "",
-        SECTION_END,
-    ]
-    return "\n".join(lines)
-
-
-def write_readme(section: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    if SECTION_START in text and SECTION_END in text:
-        before, rest = text.split(SECTION_START, 1)
-        after = rest.split(SECTION_END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    README.write_text(text)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mlserver", required=True, help="the mlserver executable")
-    parser.add_argument("--duration", type=int, default=15, help="seconds per measured run")
-    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per cell")
-    parser.add_argument("--rounds", type=int, default=1, help="measured runs per cell")
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--grpcload", required=True, help="the grpcload executable")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per cell")
+    parser.add_argument("--rounds", type=int, default=3, help="measured runs per cell")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="requests merged at most: MLServer's max_batch_size; kubeloop's row cap is "
+        "this many of the largest requests",
+    )
+    parser.add_argument("--batch-wait-ms", type=float, default=1.0, help="max_batch_time, both")
     parser.add_argument("--no-readme", action="store_true", help="only write the JSON")
     args = parser.parse_args()
 
+    from serving_bench_report import render_section, write_readme
+
     iris = load_iris().data
     rng = np.random.default_rng(0)
-    bodies = {1: iris[[75]], 64: iris[rng.choice(len(iris), 64, replace=False)]}
+    samples = {1: iris[[75]], 16: iris[rng.choice(len(iris), 16, replace=False)]}
+    samples[64] = iris[rng.choice(len(iris), 64, replace=False)]
+    batching = {"max_batch_size": args.batch_size, "max_batch_time": args.batch_wait_ms / 1000}
+    # MLServer's max_batch_size counts requests, kubeloop's --max-batch-size rows: the
+    # same cap in requests for every cell is the request cap times the largest request.
+    row_cap = args.batch_size * max(ROWS)
     loadavg_start = loadavg()
+    started = time.monotonic()
+    cells, unbatched_cells = [], []
+    ceilings = []
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         workdir = Path(tmp)
         models = train(workdir)
+        for estimator in ESTIMATORS:
+            for rows in CEILING_ROWS:
+                figures = ceiling(models[estimator], samples[rows], args.duration, args.rounds)
+                ceilings.append({"model": estimator, "rows": rows} | figures)
         servers: list[Server] = []
         try:
-            servers = [
-                *start_kubeloop(models, workdir),
-                start_mlserver(args.mlserver, models, workdir),
-            ]
-            for server in servers:
+            kubeloop = {
+                e: start_kubeloop(f"kubeloop/{e}", e, d, workdir, row_cap, args.batch_wait_ms)
+                for e, d in models.items()
+            }
+            kubeloop_off = start_kubeloop(
+                "kubeloop/unbatched", NO_BATCHING, models[NO_BATCHING], workdir, 1, 0
+            )
+            kubeloop_wait0 = start_kubeloop(
+                "kubeloop/wait-0", NO_BATCHING, models[NO_BATCHING], workdir, row_cap, 0
+            )
+            mlserver, mlserver_off = start_mlserver(args.mlserver, models, workdir, batching)
+            servers = [*kubeloop.values(), kubeloop_off, kubeloop_wait0, mlserver]
+            for server in [*servers, mlserver_off]:
                 wait_ready(server)
-            kubeloop = {e: s for s in servers[:-1] for e in s.model_names}
-            mlserver = servers[-1]
-            cells = []
+            names = [*models, f"{NO_BATCHING}-unbatched"]
+            bodies = {rows: make_bodies(samples[rows], names) for rows in ROWS}
             for estimator in ESTIMATORS:
-                for rows in BATCHES:
-                    body = request_body(bodies[rows])
-                    body_file = workdir / f"body-{rows}.json"
-                    body_file.write_bytes(body)
-                    pair = {"kubeloop": kubeloop[estimator], "mlserver": mlserver}
-                    answers = {k: predictions(s, estimator, body) for k, s in pair.items()}
-                    if answers["kubeloop"] != answers["mlserver"]:
-                        raise SystemExit(f"{estimator}: the servers disagree: {answers}")
-                    for server in pair.values():
-                        wrk(server.infer_url(estimator), body_file, args.warmup, args.connections)
-                    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in pair}
-                    for _ in range(args.rounds):
-                        for key, server in pair.items():
-                            runs[key].append(
-                                wrk(
-                                    server.infer_url(estimator),
-                                    body_file,
-                                    args.duration,
-                                    args.connections,
+                for rows in ROWS:
+                    for connections in CONNECTIONS:
+                        for kind in KINDS:
+                            pair = {"kubeloop": kubeloop[estimator], "mlserver": mlserver}
+                            cells.append(
+                                measure(
+                                    pair,
+                                    estimator,
+                                    kind,
+                                    rows,
+                                    connections,
+                                    bodies[rows],
+                                    workdir,
+                                    args,
                                 )
                             )
-                    cell: dict[str, Any] = {"model": estimator, "rows": rows}
-                    cell |= {key: summarise(r) | {"runs": r} for key, r in runs.items()}
-                    cells.append(cell)
-                    print(
-                        f"{estimator}, {rows} rows: "
-                        + "; ".join(
-                            f"{key} {cell[key]['requests_per_s']:,.0f} req/s, "
-                            f"p99 {cell[key]['p99_ms']:.1f} ms"
-                            for key in pair
-                        ),
-                        file=sys.stderr,
-                    )
+            contenders = {
+                "kubeloop-unbatched": kubeloop_off,
+                "kubeloop-wait-0": kubeloop_wait0,
+                "mlserver-unbatched": mlserver_off,
+            }
+            unbatched_cells.append(
+                measure(contenders, NO_BATCHING, "rest-json", 1, 16, bodies[1], workdir, args)
+            )
         finally:
             for server in servers:
                 server.stop()
 
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "elapsed_s": round(time.monotonic() - started),
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "rounds": args.rounds,
-        "connections": args.connections,
+        "batching": batching,
+        "kubeloop_max_batch_rows": row_cap,
         "machine": {
             "cpu": cpu_model(),
             "cpus": os.cpu_count(),
@@ -422,18 +539,23 @@ def main() -> int:
         },
         "versions": {
             "kubeloop": {
-                p: version(p) for p in ("aiohttp", "scikit-learn", "numpy", "prometheus-client")
+                p: version(p)
+                for p in ("aiohttp", "grpcio", "scikit-learn", "numpy", "prometheus-client")
             },
             "mlserver": mlserver_versions(args.mlserver),
+            "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
+            "grpcload": Path(args.grpcload).name,
         },
-        "mlserver_settings": {"parallel_workers": 0, "debug": False},
+        "mlserver_settings": {"parallel_workers": 0, "debug": False} | batching,
         "cells": cells,
+        "unbatched": unbatched_cells,
+        "ceiling": ceilings,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
     section = render_section(report)
     if not args.no_readme:
-        write_readme(section)
+        write_readme(README, section)
     print(section)
     return 0
 

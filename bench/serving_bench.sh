@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Model server benchmark: `kubeloop serve` vs MLServer on the same model and protocol.
 # MLServer lives in its own virtualenv, with the project's scikit-learn version so that
-# both servers unpickle the very same model file. wrk comes from Debian (apt-get install wrk).
+# both servers unpickle the very same model file. wrk comes from Debian (apt-get install wrk);
+# the gRPC load generator is built from bench/grpcload with Go (bench/build-grpcload.sh).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,4 +33,7 @@ then
     "mlserver-sklearn==${mlserver_version}" "scikit-learn==${sklearn_version}"
 fi
 
-exec "${python}" "${repo}/bench/serving_bench.py" --mlserver "${mlserver_venv}/bin/mlserver" "$@"
+grpcload="$(bash "${repo}/bench/build-grpcload.sh" | tail -n1)"
+
+exec "${python}" "${repo}/bench/serving_bench.py" --mlserver "${mlserver_venv}/bin/mlserver" \
+  --grpcload "${grpcload}" "$@"
