@@ -51,6 +51,12 @@ tools:
 kstatus:
 	bash hack/build-kstatus.sh >/dev/null
 
+# Kueue's controller manager (sigs.k8s.io/kueue), which admits queued TrainingJobs in
+# tests/integration/test_kueue.py: built once per version, cached like the control plane.
+.PHONY: kueue
+kueue:
+	bash hack/build-kueue.sh >/dev/null
+
 deps: venv controlplane tools
 
 lint: venv
@@ -60,7 +66,7 @@ lint: venv
 unit: venv kstatus
 	$(BIN)/python -m pytest tests/unit -q
 
-integration: deps
+integration: deps kueue
 	$(BIN)/python -m pytest tests/integration -q
 
 e2e: deps

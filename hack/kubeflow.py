@@ -29,27 +29,39 @@ Stdlib only, like hack/cluster.py.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-STATE = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster"))
+from hostproc import (
+    ROOT,
+    STATE,
+    build,
+    command_line,
+    established,
+    exited,
+    free_port,
+    healthy,
+    kubeconfig,
+    kubectl,
+    module_dir,
+    pid_alive,
+    read_pid,
+    spawn,
+    wait_established,
+)
+from hostproc import stop as stop_process
+
 MODULE = "github.com/kubeflow/training-operator"
 NAMESPACE = "kubeflow"  # the operator's own namespace (MY_POD_NAMESPACE); upstream's default
 SECRET = "training-operator-webhook-cert"
 CRD_NAME = "pytorchjobs.kubeflow.org"
 CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")  # fixed in the binary
 FIELD_MANAGER = "kubeloop-kubeflow"
+PROCESS = "training-operator"
 PID_FILE = STATE / "training-operator.pid"
 PORTS_FILE = STATE / "training-operator.json"
 LOG_FILE = STATE / "logs" / "training-operator.log"
@@ -66,96 +78,9 @@ def version() -> str:
     return match.group(1)
 
 
-def kubeconfig() -> str:
-    return os.environ.get("KUBECONFIG") or str(STATE / "kubeconfig")
-
-
-def kubectl_path() -> str:
-    out = subprocess.run(
-        ["bash", str(ROOT / "hack" / "install-tools.sh")],
-        check=True,
-        text=True,
-        capture_output=True,
-    ).stdout
-    return str(Path(out.strip().splitlines()[-1]) / "kubectl")
-
-
-def kubectl(
-    *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [kubectl_path(), "--kubeconfig", kubeconfig(), *args],
-        input=stdin,
-        text=True,
-        capture_output=True,
-    )
-    if check and proc.returncode != 0:
-        sys.exit(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
-    return proc
-
-
-def module_dir() -> Path:
-    """The release's source in the Go module cache (downloaded through the proxy if absent)."""
-    out = subprocess.run(
-        ["go", "mod", "download", "-json", f"{MODULE}@{version()}"],
-        check=True,
-        text=True,
-        capture_output=True,
-        cwd=tempfile.gettempdir(),  # outside any go.mod or go.work
-    ).stdout
-    return Path(json.loads(out)["Dir"])
-
-
-def binary() -> str:
-    """The binary, built by hack/build-kubeflow.sh on first use (cached afterwards)."""
-    env = dict(os.environ, TRAINING_OPERATOR_VERSION=version())
-    out = subprocess.run(
-        ["bash", str(ROOT / "hack" / "build-kubeflow.sh")],
-        check=True,
-        text=True,
-        stdout=subprocess.PIPE,
-        env=env,
-    ).stdout
-    return out.strip().splitlines()[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
-
-
-def read_pid() -> int | None:
-    """The operator's pid, if the pid file names a live training-operator process."""
-    try:
-        pid = int(PID_FILE.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    return pid if b"training-operator" in cmdline and pid_alive(pid) else None
-
-
-def established() -> bool:
-    proc = kubectl("get", f"crd/{CRD_NAME}", "-o", "json", check=False)
-    if proc.returncode != 0:
-        return False
-    conditions = json.loads(proc.stdout).get("status", {}).get("conditions") or []
-    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-
 def install() -> None:
-    crd = module_dir() / "manifests" / "base" / "crds" / "kubeflow.org_pytorchjobs.yaml"
+    crd = module_dir(MODULE, version()) / "manifests" / "base" / "crds"
+    crd = crd / "kubeflow.org_pytorchjobs.yaml"
     # The CRD is ~640 kB: too big for client-side apply's last-applied annotation.
     kubectl(
         "apply",
@@ -165,12 +90,7 @@ def install() -> None:
         "-f",
         str(crd),
     )
-    # (`kubectl wait` fails outright while the new CRD has no status yet)
-    deadline = time.monotonic() + 60
-    while not established():
-        if time.monotonic() > deadline:
-            sys.exit(f"{CRD_NAME} not Established after 60s")
-        time.sleep(0.3)
+    wait_established([CRD_NAME])
     # What upstream's standalone overlay adds for the operator itself: its namespace and
     # the empty Secret its cert rotator fills. No RBAC: the process runs with the
     # kubeconfig's credentials. No webhook configuration: see the module docstring.
@@ -228,22 +148,14 @@ def write_certs(certs: tuple[bytes, bytes] | None) -> None:
                 f.write(content)
 
 
-def healthy(port: int, path: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
 def start(extra: list[str]) -> None:
-    pid = read_pid()
+    pid = read_pid(PID_FILE, PROCESS)
     if pid and pid_alive(pid):
         print(f"training-operator already running (pid {pid})")
         return
-    if not established():
+    if not established(CRD_NAME):
         sys.exit(f"{CRD_NAME} not found: run `python3 hack/kubeflow.py install` first")
-    exe = binary()
+    exe = build("build-kubeflow.sh", {"TRAINING_OPERATOR_VERSION": version()})
     certs = webhook_certs()
     write_certs(certs)  # the Secret's (from an earlier run), or none: no stale files
     ports = {"metrics": free_port(), "health": free_port(), "webhook": free_port()}
@@ -258,28 +170,14 @@ def start(extra: list[str]) -> None:
     ]
     env = dict(os.environ, KUBECONFIG=kubeconfig(), MY_POD_NAMESPACE=NAMESPACE, TMPDIR="/tmp")
     env.pop("KUBEFLOW_NAMESPACE", None)  # would restrict the operator to one namespace
-    LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with open(LOG_FILE, "ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
+    proc = spawn(cmd, env, LOG_FILE)
     PID_FILE.write_text(f"{proc.pid}\n")
     PORTS_FILE.write_text(json.dumps({"pid": proc.pid, **ports, "args": cmd[1:]}, indent=1) + "\n")
 
     deadline = started + 90
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = LOG_FILE.read_text(errors="replace").splitlines()[-20:]
-            PID_FILE.unlink(missing_ok=True)
-            sys.exit(
-                f"training-operator exited with {proc.returncode}; log tail:\n" + "\n".join(tail)
-            )
+        exited(proc, PROCESS, LOG_FILE, PID_FILE)
         if certs is None:
             certs = webhook_certs()  # filled by the rotator a moment after start
             if certs is not None:
@@ -297,24 +195,13 @@ def start(extra: list[str]) -> None:
 
 
 def stop(quiet: bool = False) -> None:
-    pid = read_pid()
-    if pid and pid_alive(pid):
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if pid_alive(pid):
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
-    PID_FILE.unlink(missing_ok=True)
-    PORTS_FILE.unlink(missing_ok=True)
+    stop_process(PID_FILE, PROCESS, PORTS_FILE)
     if not quiet:
         print("training-operator stopped")
 
 
 def status() -> int:
-    pid = read_pid()
+    pid = read_pid(PID_FILE, PROCESS)
     if pid and pid_alive(pid):
         ports = json.loads(PORTS_FILE.read_text()) if PORTS_FILE.exists() else {}
         ready = "ready" if ports and healthy(ports["health"], "/readyz") else "not ready"
@@ -327,25 +214,16 @@ def status() -> int:
 
 
 def main() -> int:
-    args = sys.argv[1:]
-    cmd = args[0] if args else "status"
-    extra = args[1:]
-    if extra and extra[0] == "--":
-        extra = extra[1:]
-    if cmd == "install":
-        install()
-    elif cmd == "start":
-        start(extra)
-    elif cmd == "stop":
-        stop()
-    elif cmd == "uninstall":
-        uninstall()
-    elif cmd == "status":
-        return status()
-    else:
-        print(__doc__)
-        return 2
-    return 0
+    return command_line(
+        __doc__ or "",
+        {
+            "install": install,
+            "start": start,
+            "stop": stop,
+            "uninstall": uninstall,
+            "status": status,
+        },
+    )
 
 
 if __name__ == "__main__":

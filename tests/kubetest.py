@@ -64,6 +64,20 @@ def stays(check: Callable[[], object], seconds: float, what: str) -> None:
         time.sleep(POLL_INTERVAL)
 
 
+def holds_until(
+    check: Callable[[], object], until: Callable[[], bool], timeout: float, what: str
+) -> float:
+    """Assert that `check` holds at every poll until `until()` is true (within `timeout`
+    seconds); returns how long it held."""
+    start = time.monotonic()
+    while not until():
+        assert check(), f"{what} stopped holding"
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what}: still waiting after {timeout}s")
+        time.sleep(POLL_INTERVAL)
+    return time.monotonic() - start
+
+
 class Cluster:
     """A real API server: ours (hack/cluster.py) or the one $KUBECONFIG names."""
 

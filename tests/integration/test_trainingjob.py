@@ -263,27 +263,6 @@ def test_suspend_frees_the_pods_and_resume_finishes(cluster: Cluster, namespace:
     assert len(jobs_of(cluster, namespace, "pause")) == 1
 
 
-def test_kueue_queued_job_is_reported_queued_until_admitted(
-    cluster: Cluster, namespace: str
-) -> None:
-    cluster.create(
-        TJ,
-        namespace,
-        "queued",
-        spec(workers=2, gpu={"count": 4}, scheduling={"queueName": "team-a"}),
-    )
-    status = cluster.wait_phase(TJ, namespace, "queued", "Queued", 20)
-    assert "team-a" in status["message"]
-    job = wait_for(lambda: (jobs_of(cluster, namespace, "queued") or [None])[0], 10, "Job")
-    assert job.spec.suspend is True
-    assert job.metadata.labels["kueue.x-k8s.io/queue-name"] == "team-a"
-    assert not pods_of(cluster, namespace, "queued")
-    # Admission, as Kueue does it: unsuspend the Job.
-    cluster.batch.patch_namespaced_job(job.metadata.name, namespace, {"spec": {"suspend": False}})
-    cluster.wait_phase(TJ, namespace, "queued", "Running", 20)
-    cluster.wait_phase(TJ, namespace, "queued", "Succeeded", 30)
-
-
 def test_deleting_the_training_job_removes_everything_it_owns(
     cluster: Cluster, namespace: str
 ) -> None:

@@ -1,0 +1,245 @@
+"""Queued TrainingJobs admitted by the real Kueue (sigs.k8s.io/kueue, KUEUE_VERSION in
+hack/versions.env, run by hack/kueue.py next to the local control plane).
+
+A ClusterQueue holds 8 GPUs; two TrainingJobs of 8 GPUs each compete through one
+LocalQueue. The simulated GPU nodes could run both at once (two nodes of 8): only
+Kueue's quota keeps the second waiting. Kubeloop creates each Job suspended and must
+never unsuspend one itself: Kueue does, on admission."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from tests.kubetest import ROOT, Cluster, holds_until, wait_for
+
+TJ = "TrainingJob"
+KUEUE = ("kueue.x-k8s.io", "v1beta2")
+FLAVOR = "kubeloop-test-gpu"
+CLUSTER_QUEUE = "kubeloop-test-gpus"
+QUEUE = "team-a"
+
+
+def kueue_cli(*args: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "hack" / "kueue.py"), *args], check=True)
+
+
+@pytest.fixture(scope="module")
+def kueue(cluster: Cluster) -> Iterator[None]:
+    """Kueue running, with a ResourceFlavor and a ClusterQueue of 8 GPUs for every
+    namespace; stopped (its objects removed) after the module."""
+    kueue_cli("install")
+    kueue_cli("start")
+    group, version = KUEUE
+    remove_queues(cluster)  # left by an interrupted run
+    cluster.custom.create_cluster_custom_object(
+        group,
+        version,
+        "resourceflavors",
+        {
+            "apiVersion": f"{group}/{version}",
+            "kind": "ResourceFlavor",
+            "metadata": {"name": FLAVOR},
+        },
+    )
+    quota = {"cpu": "100", "memory": "1000Gi", "nvidia.com/gpu": "8"}
+    cluster.custom.create_cluster_custom_object(
+        group,
+        version,
+        "clusterqueues",
+        {
+            "apiVersion": f"{group}/{version}",
+            "kind": "ClusterQueue",
+            "metadata": {"name": CLUSTER_QUEUE},
+            "spec": {
+                "namespaceSelector": {},
+                "resourceGroups": [
+                    {
+                        "coveredResources": list(quota),
+                        "flavors": [
+                            {
+                                "name": FLAVOR,
+                                "resources": [
+                                    {"name": name, "nominalQuota": value}
+                                    for name, value in quota.items()
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            },
+        },
+    )
+    try:
+        yield
+    finally:
+        try:
+            # Kueue's finalizers go only while it runs: wait for its objects to be gone
+            # (the tests' namespaces, with their Workloads, are deleted by then).
+            wait_for(
+                lambda: (
+                    not cluster.custom.list_cluster_custom_object(group, version, "workloads")[
+                        "items"
+                    ]
+                ),
+                60,
+                "every Workload gone",
+            )
+            remove_queues(cluster)
+        finally:
+            kueue_cli("stop")
+
+
+def remove_queues(cluster: Cluster) -> None:
+    """Delete the ClusterQueue and the ResourceFlavor, and wait until they are gone."""
+    group, version = KUEUE
+    for plural, name in (("clusterqueues", CLUSTER_QUEUE), ("resourceflavors", FLAVOR)):
+        try:
+            cluster.custom.delete_cluster_custom_object(group, version, plural, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+        def gone(plural: str = plural, name: str = name) -> bool:
+            try:
+                cluster.custom.get_cluster_custom_object(group, version, plural, name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return True
+                raise
+            return False
+
+        wait_for(gone, 60, f"{plural}/{name} gone")
+
+
+def local_queue(cluster: Cluster, namespace: str) -> None:
+    group, version = KUEUE
+    cluster.custom.create_namespaced_custom_object(
+        group,
+        version,
+        namespace,
+        "localqueues",
+        {
+            "apiVersion": f"{group}/{version}",
+            "kind": "LocalQueue",
+            "metadata": {"name": QUEUE, "namespace": namespace},
+            "spec": {"clusterQueue": CLUSTER_QUEUE},
+        },
+    )
+
+
+def training(seconds: int) -> dict[str, Any]:
+    return {
+        "image": "registry.local/train:1",
+        "command": ["python", "train.py"],
+        "gpu": {"count": 8},
+        "scheduling": {"queueName": QUEUE},
+        "podMetadata": {"annotations": {"kubeloop.io/fake-duration": f"{seconds}s"}},
+    }
+
+
+def job(cluster: Cluster, namespace: str, name: str) -> Any:
+    jobs = cluster.batch.list_namespaced_job(
+        namespace, label_selector=f"kubeloop.io/training-job={name}"
+    ).items
+    return jobs[0] if jobs else None
+
+
+def workload_of(cluster: Cluster, namespace: str, job_name: str) -> dict[str, Any] | None:
+    group, version = KUEUE
+    for item in cluster.custom.list_namespaced_custom_object(
+        group, version, namespace, "workloads"
+    )["items"]:
+        owners = item["metadata"].get("ownerReferences") or []
+        if any(o["kind"] == "Job" and o["name"] == job_name for o in owners):
+            return dict(item)
+    return None
+
+
+def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond["type"] == ctype:
+            return dict(cond)
+    return {}
+
+
+def suspend_owners(job_obj: Any) -> list[tuple[str, str]]:
+    """(manager, operation) of every managedFields entry that owns spec.suspend."""
+    owners = []
+    for entry in job_obj.metadata.managed_fields or []:
+        spec = (entry.fields_v1 or {}).get("f:spec") or {}
+        if "f:suspend" in spec:
+            owners.append((entry.manager, entry.operation))
+    return owners
+
+
+def test_kueue_admits_one_training_job_at_a_time_within_the_gpu_quota(
+    cluster: Cluster, namespace: str, kueue: None
+) -> None:
+    local_queue(cluster, namespace)
+    cluster.create(TJ, namespace, "first", training(12))
+    cluster.wait_phase(TJ, namespace, "first", "Running", 60)
+    first_job = job(cluster, namespace, "first")
+    admitted = wait_for(
+        lambda: (
+            condition(
+                workload_of(cluster, namespace, first_job.metadata.name) or {}, "Admitted"
+            ).get("status")
+            == "True"
+        ),
+        20,
+        "the first Workload admitted by Kueue",
+    )
+    assert admitted
+
+    cluster.create(TJ, namespace, "second", training(2))
+    queued = cluster.wait_phase(TJ, namespace, "second", "Queued", 30)
+    assert QUEUE in queued["message"]
+    second_job = wait_for(lambda: job(cluster, namespace, "second"), 10, "the second Job")
+    assert second_job.spec.suspend is True
+    assert second_job.metadata.labels["kueue.x-k8s.io/queue-name"] == QUEUE
+    pending = wait_for(
+        lambda: (
+            condition(
+                workload_of(cluster, namespace, second_job.metadata.name) or {}, "QuotaReserved"
+            )
+            or None
+        ),
+        20,
+        "Kueue's verdict on the second Workload",
+    )
+    assert pending["status"] == "False", pending
+    assert "nvidia.com/gpu" in pending["message"], pending
+
+    # While the first runs, the second waits: Queued, its Job suspended, no pod. Only
+    # the first finishing frees the quota.
+    def second_waits() -> bool:
+        second = cluster.status(TJ, namespace, "second")
+        assert second.get("phase") == "Queued", second
+        assert job(cluster, namespace, "second").spec.suspend is True
+        pods = cluster.core.list_namespaced_pod(
+            namespace, label_selector="kubeloop.io/training-job=second"
+        ).items
+        assert not pods, [p.metadata.name for p in pods]
+        return True
+
+    held = holds_until(
+        second_waits,
+        lambda: cluster.status(TJ, namespace, "first").get("phase") == "Succeeded",
+        60,
+        "the second TrainingJob waiting while the first runs",
+    )
+    assert held >= 3, f"the window ({held:.1f}s) was too short to mean anything"
+
+    cluster.wait_phase(TJ, namespace, "second", "Running", 30)
+    cluster.wait_phase(TJ, namespace, "second", "Succeeded", 30)
+    # Kueue unsuspended both Jobs; Kubeloop created them suspended and never wrote the
+    # field again. The last writer of spec.suspend owns it in managedFields.
+    for name in ("first", "second"):
+        owners = suspend_owners(job(cluster, namespace, name))
+        assert owners and all(m.startswith("kueue") for m, _ in owners), (name, owners)
