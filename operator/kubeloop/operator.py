@@ -378,9 +378,23 @@ async def prime(
     )
 
 
+class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """Kopf computes each object's "essence" (a deep copy of the whole body) and its diff
+    on every watch event, for change and daemon handlers. Kubeloop registers neither (all
+    its handlers are `on.event`: `build_registry`, checked by tests/unit), so the copy is
+    never read: this storage builds none. In a py-spy profile of a 300-job burst, Kopf's
+    diffbase.py was 19% of the operator's CPU. Nothing is ever stored."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = NoDiffBase(
         prefix=STORAGE_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{STORAGE_PREFIX}/finalizer"
