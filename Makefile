@@ -8,7 +8,7 @@ CLUSTER_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 .PHONY: help venv controlplane node images tools deps lint unit integration e2e e2e-real test \
         test-faults \
         cluster-up cluster-down crds docs run demo bench bench-drift bench-serving \
-        bench-operator clean
+        bench-operator bench-profile clean
 
 help:
 	@echo "make demo         cluster (unless KUBECONFIG is set) + CRDs + operator + examples"
@@ -108,6 +108,11 @@ bench: bench-drift bench-serving bench-operator
 bench-operator: deps
 	bash hack/build-kubeflow.sh >/dev/null
 	$(BIN)/python bench/operator_bench.py
+
+# Where the operator's CPU goes under a burst (py-spy), this checkout against BASELINE.
+bench-profile: deps
+	$(BIN)/pip install -q py-spy==0.4.3
+	$(BIN)/python bench/profile_operator.py --baseline $(or $(BASELINE),HEAD~1)
 
 bench-drift: venv
 	bash bench/drift_bench.sh
