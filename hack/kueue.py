@@ -29,6 +29,7 @@ Stdlib only, like hack/cluster.py.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -105,6 +106,16 @@ def install() -> None:
 
 
 def uninstall() -> None:
+    # Kueue's objects carry its finalizers, which only a running Kueue removes: delete
+    # them first, with Kueue running, then stop it and remove the CRDs.
+    if all(map(established, CRDS)):
+        start([])
+        for kinds, scope in (
+            ("workloads,localqueues", "--all-namespaces"),
+            ("clusterqueues,resourceflavors", ""),
+        ):
+            args = ["delete", kinds, "--all", "--ignore-not-found", "--wait=true", "--timeout=120s"]
+            kubectl(*args, *([scope] if scope else []))
     stop(quiet=True)
     names = []
     for path in crd_dir().glob("*.yaml"):  # GROUP_PLURAL.yaml
@@ -172,13 +183,22 @@ def start(extra: list[str]) -> None:
     if not all(map(established, CRDS)):
         sys.exit("Kueue's CRDs are not installed: run `python3 hack/kueue.py install` first")
     exe = build("build-kueue.sh")
+    if (
+        not os.access(METRICS_CERT_DIR.parent.parent.parent, os.W_OK)
+        and not (METRICS_CERT_DIR / "tls.crt").exists()
+    ):
+        sys.exit(
+            f"kueue reads its metrics certificate from {METRICS_CERT_DIR} (fixed in the "
+            "binary), which this user cannot create: run as root, or create it once with "
+            "tls.crt and tls.key"
+        )
     self_signed(CERT_DIR, "kueue-webhook")
     self_signed(METRICS_CERT_DIR, "kueue-metrics")
     ports = {"metrics": free_port(), "health": free_port(), "webhook": free_port()}
     config_file = WORK / "config.yaml"
     config_file.write_text(config(ports) + "\n")
     cmd = [exe, f"--config={config_file}", "--feature-gates=VisibilityOnDemand=false", *extra]
-    env = {"KUBECONFIG": kubeconfig(), "PATH": "/usr/bin:/bin", "HOME": str(WORK)}
+    env = dict(os.environ, KUBECONFIG=kubeconfig())
     started = time.monotonic()
     proc = spawn(cmd, env, LOG_FILE)
     PID_FILE.write_text(f"{proc.pid}\n")

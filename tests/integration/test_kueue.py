@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.kubetest import ROOT, Cluster, holds_until, wait_for
@@ -81,16 +83,18 @@ def kueue(cluster: Cluster) -> Iterator[None]:
         try:
             # Kueue's finalizers go only while it runs: wait for its objects to be gone
             # (the tests' namespaces, with their Workloads, are deleted by then).
-            wait_for(
-                lambda: (
-                    not cluster.custom.list_cluster_custom_object(group, version, "workloads")[
-                        "items"
-                    ]
-                ),
-                60,
-                "every Workload gone",
-            )
-            remove_queues(cluster)
+            try:
+                wait_for(
+                    lambda: (
+                        not cluster.custom.list_cluster_custom_object(group, version, "workloads")[
+                            "items"
+                        ]
+                    ),
+                    60,
+                    "every Workload gone",
+                )
+            finally:
+                remove_queues(cluster)
         finally:
             kueue_cli("stop")
 
@@ -168,20 +172,67 @@ def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
     return {}
 
 
-def suspend_owners(job_obj: Any) -> list[tuple[str, str]]:
+def suspend_owners(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """(manager, operation) of every managedFields entry that owns spec.suspend."""
     owners = []
-    for entry in job_obj.metadata.managed_fields or []:
-        spec = (entry.fields_v1 or {}).get("f:spec") or {}
+    for entry in entries:
+        spec = (entry.get("fieldsV1") or {}).get("f:spec") or {}
         if "f:suspend" in spec:
-            owners.append((entry.manager, entry.operation))
+            owners.append((entry["manager"], entry["operation"]))
     return owners
+
+
+class JobHistory:
+    """Every version of the namespace's Jobs, from a watch opened before any exists:
+    a write that was undone a moment later is still seen."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.versions: list[dict[str, Any]] = []
+        self.error: Exception | None = None
+        self._stopping = False
+        self._watch = watch.Watch()
+        # From this resourceVersion on, every change is delivered, however late the
+        # watch connects.
+        since = cluster.batch.list_namespaced_job(namespace).metadata.resource_version
+        self._thread = threading.Thread(
+            target=self._run, args=(cluster, namespace, since), daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, cluster: Cluster, namespace: str, since: str) -> None:
+        stream = self._watch.stream(
+            cluster.batch.list_namespaced_job,
+            namespace,
+            label_selector="kubeloop.io/training-job",
+            resource_version=since,
+        )
+        try:
+            for event in stream:
+                obj = event["raw_object"]
+                self.versions.append(
+                    {
+                        "name": obj["metadata"]["name"],
+                        "suspend": obj["spec"].get("suspend"),
+                        "managedFields": obj["metadata"].get("managedFields") or [],
+                    }
+                )
+        except Exception as exc:  # the connection closed by stop(), or a real failure
+            if not self._stopping:
+                self.error = exc
+
+    def stop(self) -> None:
+        """Stop watching; fails if the watch broke before (versions may be missing)."""
+        self._stopping = True
+        self._watch.stop()
+        self._thread.join(10)
+        assert self.error is None, f"the Job watch broke: {self.error!r}"
 
 
 def test_kueue_admits_one_training_job_at_a_time_within_the_gpu_quota(
     cluster: Cluster, namespace: str, kueue: None
 ) -> None:
     local_queue(cluster, namespace)
+    history = JobHistory(cluster, namespace)
     cluster.create(TJ, namespace, "first", training(12))
     cluster.wait_phase(TJ, namespace, "first", "Running", 60)
     first_job = job(cluster, namespace, "first")
@@ -217,29 +268,47 @@ def test_kueue_admits_one_training_job_at_a_time_within_the_gpu_quota(
     assert "nvidia.com/gpu" in pending["message"], pending
 
     # While the first runs, the second waits: Queued, its Job suspended, no pod. Only
-    # the first finishing frees the quota.
+    # the first finishing frees the quota. The second's state is read before the first's
+    # completion: an admission of the second (which only the first's end allows) is then
+    # always seen with the first already complete, never as a false failure.
+    def first_complete() -> bool:
+        conditions = job(cluster, namespace, "first").status.conditions or []
+        return any(c.type == "Complete" and c.status == "True" for c in conditions)
+
     def second_waits() -> bool:
         second = cluster.status(TJ, namespace, "second")
-        assert second.get("phase") == "Queued", second
-        assert job(cluster, namespace, "second").spec.suspend is True
+        second_suspended = job(cluster, namespace, "second").spec.suspend
         pods = cluster.core.list_namespaced_pod(
             namespace, label_selector="kubeloop.io/training-job=second"
         ).items
+        if first_complete():
+            return True
+        assert second.get("phase") == "Queued", second
+        assert second_suspended is True
         assert not pods, [p.metadata.name for p in pods]
         return True
 
     held = holds_until(
-        second_waits,
-        lambda: cluster.status(TJ, namespace, "first").get("phase") == "Succeeded",
-        60,
-        "the second TrainingJob waiting while the first runs",
+        second_waits, first_complete, 60, "the second TrainingJob waiting while the first runs"
     )
     assert held >= 3, f"the window ({held:.1f}s) was too short to mean anything"
 
     cluster.wait_phase(TJ, namespace, "second", "Running", 30)
     cluster.wait_phase(TJ, namespace, "second", "Succeeded", 30)
-    # Kueue unsuspended both Jobs; Kubeloop created them suspended and never wrote the
-    # field again. The last writer of spec.suspend owns it in managedFields.
-    for name in ("first", "second"):
-        owners = suspend_owners(job(cluster, namespace, name))
-        assert owners and all(m.startswith("kueue") for m, _ in owners), (name, owners)
+    cluster.wait_phase(TJ, namespace, "first", "Succeeded", 30)
+    history.stop()
+    # Kubeloop created both Jobs suspended and never unsuspended one: in every version of
+    # each Job the watch saw (a change undone a moment later included), a Job that may
+    # run (suspend false) owes it to Kueue alone. The last manager to change a field
+    # owns it in managedFields.
+    seen = {v["name"] for v in history.versions}
+    assert {first_job.metadata.name, second_job.metadata.name} <= seen, seen
+    for version in history.versions:
+        if version["suspend"] is False:
+            owners = suspend_owners(version["managedFields"])
+            assert owners and all(m.startswith("kueue") for m, _ in owners), (
+                version["name"],
+                owners,
+            )
+    running = {v["name"] for v in history.versions if v["suspend"] is False}
+    assert running == seen, f"Jobs never seen unsuspended: {seen - running}"
