@@ -6,11 +6,11 @@ Open Inference Protocol v2 requests.
 Both servers run one process pinned to one core (kubeloop ``--workers 1``; MLServer
 ``parallel_workers: 0``, inference in the server process) and the load generator runs
 on the other core, so neither steals the other's CPU. Both batch adaptively with the
-settings (the same ``max_batch_time``, and the same cap in requests: MLServer's
-``max_batch_size`` counts requests, kubeloop's rows, so kubeloop's cap is that many of
-the largest requests); MLServer runs with
+same settings: the same ``max_batch_time``, and the same cap in requests (MLServer's
+``max_batch_size`` counts requests, kubeloop's rows, so kubeloop runs one server per
+request size, its row cap that many requests of that size). MLServer runs with
 ``debug: false`` (no access log; Kubeloop writes none either), everything else its
-default, metrics included.
+default, metrics included. Every answer is checked against scikit-learn's own predict.
 
 The grid: two models from examples/train/train.py (the example's gradient-boosting
 classifier, and logistic regression, the cheapest scikit-learn predict, which shows the
@@ -44,11 +44,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import grpc
+import joblib
 import numpy as np
 import requests
 from sklearn.datasets import load_iris
@@ -66,6 +66,8 @@ CONNECTIONS = (16, 64)
 KINDS = ("rest-json", "rest-binary", "grpc")
 CEILING_ROWS = (1, 16, 64)
 NO_BATCHING = "gradient-boosting"  # the model of the batching on/off table
+BATCHING_CONNECTIONS = 16  # and its connections (one row per request, REST JSON)
+TARGET_RATIO = 2.0  # the issue's goal: this many times MLServer's throughput, lower p99
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 SERVER_CPU = "0"
 LOAD_CPU = "1"
@@ -149,7 +151,8 @@ def start_kubeloop(
     argv += ["--name", estimator, "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--grpc-port", str(grpc_port), "--workers", "1"]
     argv += ["--max-batch-size", str(batch_size), "--max-batch-wait-ms", str(wait_ms)]
-    process = start_process(argv, workdir / f"{label.replace('/', '-')}.log")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBELOOP_")}
+    process = start_process(argv, workdir / f"{label.replace('/', '-')}.log", env)
     return Server(
         label, process, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", {estimator: estimator}
     )
@@ -283,9 +286,11 @@ def grpc_answer(server: Server, estimator: str, bodies: Bodies) -> list[Any]:
 def parse_summary(stdout: str) -> dict[str, Any]:
     line = next(x for x in stdout.splitlines() if x.startswith("BENCH_JSON "))
     raw: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
-    errors = sum(v for k, v in raw.items() if k.startswith("errors_"))
+    errors = sum(v for k, v in raw.items() if k.startswith("errors_") and isinstance(v, int))
+    # wrk counts answers with a non-2xx status among its requests; only 2xx ones count here.
+    answered = raw["requests"] - (raw["errors_status"] if "errors_connect" in raw else 0)
     return {
-        "requests_per_s": raw["requests"] / (raw["duration_us"] / 1e6),
+        "requests_per_s": answered / (raw["duration_us"] / 1e6),
         "p50_ms": raw["p50_us"] / 1000,
         "p90_ms": raw["p90_us"] / 1000,
         "p99_ms": raw["p99_us"] / 1000,
@@ -341,10 +346,11 @@ def measure(
     bodies: Bodies,
     workdir: Path,
     args: argparse.Namespace,
+    expected: list[Any],
 ) -> dict[str, Any]:
-    """One cell: every contender's answer checked against the first's, warm-up, then
-    rounds alternating contenders. A contender that refuses the request is recorded as
-    unsupported, with its message."""
+    """One cell: every contender's answer checked against `expected` (the model's own),
+    a warm-up, then rounds alternating the contenders. A contender that refuses the
+    request is recorded as unsupported, with its message."""
     cell: dict[str, Any] = {
         "model": estimator,
         "rows": rows,
@@ -358,10 +364,10 @@ def measure(
         except (RuntimeError, grpc.RpcError) as exc:
             cell[key] = {"unsupported": str(exc)[:300]}
             del contenders[key]
-    reference = next(iter(answers.values()), None)
+    # Every answer must be scikit-learn's own, on the same rows, without a server.
     for key, predicted in answers.items():
-        if predicted != reference:
-            raise SystemExit(f"{estimator} {kind}: {key} disagrees: {answers}")
+        if [str(x) for x in predicted] != [str(x) for x in expected]:
+            raise SystemExit(f"{estimator} {kind}: {key} answers {predicted}, not {expected}")
     run = {
         "workdir": workdir,
         "bodies": bodies,
@@ -377,6 +383,7 @@ def measure(
     for key, measured in runs.items():
         cell[key] = summarise(measured) | {"runs": measured}
     cell["loadavg_after"] = loadavg()
+    cell["with_errors"] = [k for k in runs if cell[k]["errors"]]
     print(
         f"{estimator}, {rows} rows, {connections} connections, {kind}: "
         + "; ".join(
@@ -423,17 +430,41 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def mlserver_versions(mlserver: str) -> dict[str, str]:
-    python = str(Path(mlserver).with_name("python"))
+VERSION_SCRIPT = """
+import json, sys
+from importlib.metadata import PackageNotFoundError, version
+def have(p):
+    try:
+        return version(p)
+    except PackageNotFoundError:
+        return None
+print(json.dumps({p: have(p) for p in sys.argv[1:]}))
+"""
+
+
+def versions_in(python: str, packages: tuple[str, ...]) -> dict[str, str | None]:
+    """Installed versions (None: absent) in the interpreter `python`."""
+    out = subprocess.run([python, "-c", VERSION_SCRIPT, *packages], check=True, capture_output=True)
+    found: dict[str, str | None] = json.loads(out.stdout)
+    return found
+
+
+def http_stacks(mlserver: str) -> dict[str, dict[str, str | None]]:
+    """What parses HTTP in each server: kubeloop's aiohttp (its C parser or the Python
+    one) with orjson for JSON bodies; MLServer's uvicorn with httptools (C) when
+    installed, else h11 (pure Python), on uvloop when installed."""
+    from aiohttp import http_parser
+
+    kubeloop = versions_in(
+        sys.executable,
+        ("aiohttp", "grpcio", "orjson", "scikit-learn", "numpy", "prometheus-client"),
+    )
+    kubeloop["aiohttp parser"] = http_parser.HttpRequestParser.__module__
     packages = ("mlserver", "mlserver-sklearn", "scikit-learn", "uvicorn", "fastapi", "grpcio")
-    script = (
-        "import json, sys; from importlib.metadata import version as v; "
-        "print(json.dumps({p: v(p) for p in sys.argv[1:]}))"
+    mlserver_side = versions_in(
+        str(Path(mlserver).with_name("python")), (*packages, "uvloop", "httptools", "h11", "orjson")
     )
-    versions: dict[str, str] = json.loads(
-        subprocess.run([python, "-c", script, *packages], check=True, capture_output=True).stdout
-    )
-    return versions
+    return {"kubeloop": kubeloop, "mlserver": mlserver_side}
 
 
 def main() -> int:
@@ -461,9 +492,13 @@ def main() -> int:
     samples = {1: iris[[75]], 16: iris[rng.choice(len(iris), 16, replace=False)]}
     samples[64] = iris[rng.choice(len(iris), 64, replace=False)]
     batching = {"max_batch_size": args.batch_size, "max_batch_time": args.batch_wait_ms / 1000}
+
     # MLServer's max_batch_size counts requests, kubeloop's --max-batch-size rows: the
-    # same cap in requests for every cell is the request cap times the largest request.
-    row_cap = args.batch_size * max(ROWS)
+    # same cap in requests is the request cap times the rows of each request, so kubeloop
+    # runs one server per request size.
+    def row_cap(rows: int) -> int:
+        return int(args.batch_size * rows)
+
     loadavg_start = loadavg()
     started = time.monotonic()
     cells, unbatched_cells = [], []
@@ -471,6 +506,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         workdir = Path(tmp)
         models = train(workdir)
+        own = {e: joblib.load(d / "model.joblib") for e, d in models.items()}
         for estimator in ESTIMATORS:
             for rows in CEILING_ROWS:
                 figures = ceiling(models[estimator], samples[rows], args.duration, args.rounds)
@@ -478,14 +514,17 @@ def main() -> int:
         servers: list[Server] = []
         try:
             kubeloop = {
-                e: start_kubeloop(f"kubeloop/{e}", e, d, workdir, row_cap, args.batch_wait_ms)
+                (e, rows): start_kubeloop(
+                    f"kubeloop/{e}/{rows}", e, d, workdir, row_cap(rows), args.batch_wait_ms
+                )
                 for e, d in models.items()
+                for rows in ROWS
             }
             kubeloop_off = start_kubeloop(
                 "kubeloop/unbatched", NO_BATCHING, models[NO_BATCHING], workdir, 1, 0
             )
             kubeloop_wait0 = start_kubeloop(
-                "kubeloop/wait-0", NO_BATCHING, models[NO_BATCHING], workdir, row_cap, 0
+                "kubeloop/wait-0", NO_BATCHING, models[NO_BATCHING], workdir, row_cap(1), 0
             )
             mlserver, mlserver_off = start_mlserver(args.mlserver, models, workdir, batching)
             servers = [*kubeloop.values(), kubeloop_off, kubeloop_wait0, mlserver]
@@ -495,9 +534,10 @@ def main() -> int:
             bodies = {rows: make_bodies(samples[rows], names) for rows in ROWS}
             for estimator in ESTIMATORS:
                 for rows in ROWS:
+                    expected = list(own[estimator].predict(samples[rows]))
                     for connections in CONNECTIONS:
                         for kind in KINDS:
-                            pair = {"kubeloop": kubeloop[estimator], "mlserver": mlserver}
+                            pair = {"kubeloop": kubeloop[estimator, rows], "mlserver": mlserver}
                             cells.append(
                                 measure(
                                     pair,
@@ -508,15 +548,30 @@ def main() -> int:
                                     bodies[rows],
                                     workdir,
                                     args,
+                                    expected,
                                 )
                             )
+            # Batching on and off, side by side in the same rounds.
             contenders = {
-                "kubeloop-unbatched": kubeloop_off,
+                "kubeloop": kubeloop[NO_BATCHING, 1],
                 "kubeloop-wait-0": kubeloop_wait0,
+                "kubeloop-unbatched": kubeloop_off,
+                "mlserver": mlserver,
                 "mlserver-unbatched": mlserver_off,
             }
+            expected = list(own[NO_BATCHING].predict(samples[1]))
             unbatched_cells.append(
-                measure(contenders, NO_BATCHING, "rest-json", 1, 16, bodies[1], workdir, args)
+                measure(
+                    contenders,
+                    NO_BATCHING,
+                    "rest-json",
+                    1,
+                    BATCHING_CONNECTIONS,
+                    bodies[1],
+                    workdir,
+                    args,
+                    expected,
+                )
             )
         finally:
             for server in servers:
@@ -529,7 +584,13 @@ def main() -> int:
         "warmup_s": args.warmup,
         "rounds": args.rounds,
         "batching": batching,
-        "kubeloop_max_batch_rows": row_cap,
+        "kubeloop_max_batch_rows": {str(rows): row_cap(rows) for rows in ROWS},
+        "pinning": {"servers": SERVER_CPU, "load_generator": LOAD_CPU},
+        "load_generators": {
+            "rest": "wrk -t1 (one request in flight per connection)",
+            "grpc": "bench/grpcload, GOMAXPROCS=1 (one call in flight per connection)",
+        },
+        "targets": {"throughput_ratio": TARGET_RATIO, "lower_p99": True},
         "machine": {
             "cpu": cpu_model(),
             "cpus": os.cpu_count(),
@@ -538,11 +599,7 @@ def main() -> int:
             "python": platform.python_version(),
         },
         "versions": {
-            "kubeloop": {
-                p: version(p)
-                for p in ("aiohttp", "grpcio", "scikit-learn", "numpy", "prometheus-client")
-            },
-            "mlserver": mlserver_versions(args.mlserver),
+            **http_stacks(args.mlserver),
             "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
             "grpcload": Path(args.grpcload).name,
         },

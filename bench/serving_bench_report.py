@@ -34,15 +34,17 @@ def _json_twin(cells: list[dict[str, Any]], cell: dict[str, Any]) -> dict[str, A
     )
 
 
-def short_of_target(cells: list[dict[str, Any]]) -> list[str]:
-    """Cells where kubeloop has less than 2x MLServer's throughput or a p99 no lower
-    (MLServer's own figures on the same request; cells it refused are left out)."""
+def short_of_target(report: dict[str, Any]) -> list[str]:
+    """Cells where kubeloop has less than the target ratio of MLServer's throughput or a
+    p99 no lower (MLServer's own figures on the same request; cells it refused are left
+    out)."""
+    ratio = report["targets"]["throughput_ratio"]
     short = []
-    for cell in cells:
+    for cell in report["cells"]:
         k, m = cell["kubeloop"], cell["mlserver"]
         if _refused(m) or _refused(k):
             continue
-        if k["requests_per_s"] < 2 * m["requests_per_s"] or k["p99_ms"] >= m["p99_ms"]:
+        if k["requests_per_s"] < ratio * m["requests_per_s"] or k["p99_ms"] >= m["p99_ms"]:
             short.append(
                 f"{cell['model']} {cell['rows']} row(s) x {cell['connections']} "
                 f"{KIND_NAMES[cell['kind']]} ({k['requests_per_s'] / m['requests_per_s']:.2f}x, "
@@ -81,28 +83,23 @@ def main_table(report: dict[str, Any]) -> list[str]:
 
 
 def batching_table(report: dict[str, Any]) -> list[str]:
-    extra = report["unbatched"][0]
-    on = next(
-        c
-        for c in report["cells"]
-        if (c["model"], c["rows"], c["connections"], c["kind"])
-        == (extra["model"], extra["rows"], extra["connections"], extra["kind"])
-    )
+    cell = report["unbatched"][0]
     wait_ms = report["batching"]["max_batch_time"] * 1000
     size = f"{report['batching']['max_batch_size']} requests"
     rows = [
-        ("kubeloop", f"on (max {size}, wait {wait_ms:g} ms)", on["kubeloop"]),
-        ("kubeloop", f"on (max {size}, wait 0: the default)", extra["kubeloop-wait-0"]),
-        ("kubeloop", "off (`--max-batch-size 1`)", extra["kubeloop-unbatched"]),
-        ("MLServer", f"on (max {size}, wait {wait_ms:g} ms)", on["mlserver"]),
-        ("MLServer", "off (no batching settings)", extra["mlserver-unbatched"]),
+        ("kubeloop", f"on (max {size}, wait {wait_ms:g} ms)", "kubeloop"),
+        ("kubeloop", f"on (max {size}, wait 0: the default)", "kubeloop-wait-0"),
+        ("kubeloop", "off (`--max-batch-size 1`)", "kubeloop-unbatched"),
+        ("MLServer", f"on (max {size}, wait {wait_ms:g} ms)", "mlserver"),
+        ("MLServer", "off (no batching settings)", "mlserver-unbatched"),
     ]
-    off = {"kubeloop": extra["kubeloop-unbatched"], "MLServer": extra["mlserver-unbatched"]}
+    off = {"kubeloop": cell["kubeloop-unbatched"], "MLServer": cell["mlserver-unbatched"]}
     lines = [
         "| server | batching | req/s | p50 / p99 ms | vs off | errors |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for server, setting, figures in rows:
+    for server, setting, key in rows:
+        figures = cell[key]
         gain = figures["requests_per_s"] / off[server]["requests_per_s"]
         lines.append(
             f"| {server} | {setting} | {figures['requests_per_s']:,.0f} | "
@@ -123,13 +120,48 @@ def ceiling_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _stacks(versions: dict[str, Any]) -> str:
+    k, m = versions["kubeloop"], versions["mlserver"]
+    parser = "C" if k.get("aiohttp parser", "").endswith("_http_parser") else "pure Python"
+    ml_parser = (
+        f"httptools {m['httptools']} (C)"
+        if m.get("httptools")
+        else f"h11 {m.get('h11')} (pure Python)"
+    )
+    loop = f"uvloop {m['uvloop']}" if m.get("uvloop") else "asyncio"
+    json_k = f"orjson {k['orjson']}" if k.get("orjson") else "the standard json module"
+    return (
+        f"kubeloop: aiohttp {k['aiohttp']} ({parser} HTTP parser), {json_k} for JSON "
+        f"bodies, grpcio {k['grpcio']}; MLServer: uvicorn {m['uvicorn']} / FastAPI "
+        f"{m['fastapi']}, HTTP parsed by {ml_parser}, on {loop}, grpcio {m['grpcio']}"
+    )
+
+
 def render_section(report: dict[str, Any]) -> str:
     versions = report["versions"]
     machine = report["machine"]
     batching = report["batching"]
+    pins = report["pinning"]
+    generators = report["load_generators"]
     cells = report["cells"]
-    refused = next((c["mlserver"]["unsupported"] for c in cells if _refused(c["mlserver"])), None)
-    short = short_of_target(cells)
+    refused = next(
+        ((c["kind"], c["mlserver"]["unsupported"]) for c in cells if _refused(c["mlserver"])),
+        None,
+    )
+    short = short_of_target(report)
+    errors = [
+        f"{c['model']} {c['rows']} x {c['connections']} {KIND_NAMES[c['kind']]}: "
+        + ", ".join(c["with_errors"])
+        for c in [*cells, *report["unbatched"]]
+        if c.get("with_errors")
+    ]
+    caps = ", ".join(
+        f"{cap} rows for {rows}-row requests"
+        for rows, cap in sorted(
+            report["kubeloop_max_batch_rows"].items(), key=lambda kv: int(kv[0])
+        )
+    )
+    target = report["targets"]["throughput_ratio"]
     lines = [
         SECTION_START,
         "## Model server",
@@ -141,17 +173,13 @@ def render_section(report: dict[str, Any]) -> str:
         "adaptively with the same settings: `max_batch_time` "
         f"{batching['max_batch_time'] * 1000:g} ms, and at most {batching['max_batch_size']} "
         "requests in a batch (MLServer's `max_batch_size` counts requests, kubeloop's "
-        f"`--max-batch-size` rows: {report['kubeloop_max_batch_rows']} rows, "
-        f"{batching['max_batch_size']} requests of the largest size here). One process each "
-        "(kubeloop `--workers 1`; MLServer `parallel_workers: 0`, `debug: false`, metrics "
-        f"on) pinned to CPU 0; the load generator on CPU 1, one request in flight per "
-        "connection: wrk "
-        f"{versions['wrk']} (`-t1`) for REST, `bench/grpcload` (Go, google.golang.org/grpc "
+        f"`--max-batch-size` rows, so kubeloop runs one server per request size: {caps}). "
+        "One process each (kubeloop `--workers 1`; MLServer `parallel_workers: 0`, "
+        f"`debug: false`, metrics on) pinned to CPU {pins['servers']}; the load generator "
+        f"on CPU {pins['load_generator']}: REST {generators['rest']}, wrk {versions['wrk']}; "
+        f"gRPC {generators['grpc']}, Go, google.golang.org/grpc "
         f"{versions['grpcload'].removeprefix('grpcload-')}, one HTTP/2 connection each, "
-        "`GOMAXPROCS=1`) for gRPC. HTTP stacks: kubeloop aiohttp "
-        f"{versions['kubeloop']['aiohttp']} and grpcio {versions['kubeloop']['grpcio']}; "
-        f"MLServer uvicorn {versions['mlserver']['uvicorn']} / FastAPI "
-        f"{versions['mlserver']['fastapi']} and grpcio {versions['mlserver']['grpcio']}. "
+        f"connected before the clock starts. HTTP stacks: {_stacks(versions)}. "
         f"{report['warmup_s']} s warm-up per server per cell, then {report['rounds']} x "
         f"{report['duration_s']} s rounds alternating the servers; medians over rounds. "
         f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, load average "
@@ -162,35 +190,43 @@ def render_section(report: dict[str, Any]) -> str:
         "Requests: REST JSON is a `data` list; REST binary is the body tritonclient builds "
         "by default (`InferInput.set_data_from_numpy`: the binary tensor extension, "
         "raw little-endian FP64 after a JSON header, outputs asked back in binary); gRPC "
-        "carries `raw_input_contents`, as tritonclient's gRPC client sends them. Every "
-        "server's answer is checked against the other's before a cell is measured.",
+        "carries `raw_input_contents`, as tritonclient's gRPC client sends them. Before a "
+        "cell is measured, each server's answer to its request is checked against "
+        "scikit-learn's own `predict` on the same rows. req/s counts answers with a 2xx "
+        "status (gRPC: OK) only.",
         "",
         *main_table(report),
         "",
     ]
     if refused:
+        kind, message = refused
         lines += [
-            f"MLServer refuses the binary body (`{refused.strip()[:160]}`): its rows "
-            "compare kubeloop's binary figures with MLServer's on the JSON body of the "
+            f"MLServer refuses the {KIND_NAMES[kind]} request (`{message.strip()[:160]}`): "
+            "those rows compare kubeloop's figures with MLServer's on the JSON body of the "
             "same request, what a tritonclient user has to switch to.",
             "",
         ]
     lines += [
-        "Short of the goal (2x MLServer's throughput with a lower p99, on the same "
-        "request) in this run: " + ("; ".join(short) if short else "none") + ".",
+        f"Short of the goal ({target:g}x MLServer's throughput with a lower p99, on the "
+        "same request) in this run: " + ("; ".join(short) if short else "none") + ".",
+        "",
+        "Cells with failed requests: " + ("; ".join(errors) if errors else "none") + ".",
         "",
         "### Batching on and off",
         "",
-        "Gradient boosting, 16 connections of one row each, REST JSON, in the same run:",
+        f"{report['unbatched'][0]['model']}, {report['unbatched'][0]['connections']} "
+        f"connections of {report['unbatched'][0]['rows']} row(s) each, "
+        f"{KIND_NAMES[report['unbatched'][0]['kind']]}; all five measured in the same "
+        "rounds:",
         "",
         *batching_table(report),
         "",
         "### The ceiling: scikit-learn's predict with no server",
         "",
-        "The same model files and rows, `predict` called in a loop on CPU 0 "
-        f"({report['rounds']} x {report['duration_s']} s, median). A server that batches "
-        "16 one-row requests into one call can pass the one-row ceiling; the 16-row line "
-        "is its limit then.",
+        f"The same model files and rows, `predict` called in a loop on CPU {pins['servers']} "
+        f"({report['rounds']} x {report['duration_s']} s, median). A server that merges "
+        "one-row requests into one call can pass the one-row ceiling; the line for the "
+        "batch it forms is its limit then.",
         "",
         *ceiling_table(report),
         "",

@@ -56,18 +56,28 @@ type result struct {
 	lastError string
 }
 
-func worker(addr, method string, body []byte, until time.Time, out *result) {
+// worker connects and makes one untimed call (the TCP and HTTP/2 handshakes happen
+// there), reports ready, then waits for the deadline on `start` and calls until it.
+func worker(addr, method string, body []byte, ready *sync.WaitGroup, start <-chan time.Time, out *result) {
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
 	if err != nil {
 		out.errors++
 		out.lastError = err.Error()
+		ready.Done()
 		return
 	}
 	defer conn.Close()
 	request := body
 	var reply []byte
+	warm, cancelWarm := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := conn.Invoke(warm, method, &request, &reply); err != nil {
+		out.lastError = err.Error()
+	}
+	cancelWarm()
+	ready.Done()
+	until := <-start
 	for time.Now().Before(until) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		start := time.Now()
@@ -104,19 +114,25 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	start := time.Now()
-	until := start.Add(time.Duration(*seconds * float64(time.Second)))
 	results := make([]result, *connections)
-	var wg sync.WaitGroup
+	var wg, ready sync.WaitGroup
+	start := make(chan time.Time, *connections)
 	for i := range results {
 		wg.Add(1)
+		ready.Add(1)
 		go func(r *result) {
 			defer wg.Done()
-			worker(*addr, *method, body, until, r)
+			worker(*addr, *method, body, &ready, start, r)
 		}(&results[i])
 	}
+	ready.Wait() // every connection made and warm: the clock starts now
+	began := time.Now()
+	until := began.Add(time.Duration(*seconds * float64(time.Second)))
+	for range results {
+		start <- until
+	}
 	wg.Wait()
-	duration := time.Since(start)
+	duration := time.Since(began)
 
 	var all []time.Duration
 	errors := 0
