@@ -43,6 +43,15 @@ README = ROOT / "bench" / "README.md"
 START = "<!-- operator-profile:start -->"
 END = "<!-- operator-profile:end -->"
 TOP = 15
+# Frames under every sample (the entry point, the event loop): left out of the top list.
+ENTRY_FRAMES = (
+    "<frozen runpy>",
+    "asyncio/base_events.py",
+    "asyncio/runners.py",
+    "asyncio/events.py",
+    "kubeloop/__main__.py",
+    "kubeloop/cli.py",
+)
 KEPT = 300  # functions kept per run in the results file (the rest are a long tail)
 # Groups of frames, by where their code lives (inclusive: a sample counts once per group).
 GROUPS = {
@@ -229,6 +238,8 @@ def render(result: dict[str, Any]) -> str:
         f"{result['py_spy']} at 100 Hz (threads on CPU only). Contenders in the "
         "same run, order alternating: "
         + "; ".join(f"**{k}** = {v}" for k, v in result["contenders"].items())
+        + ". Changes to `operator/` between them: "
+        + ("; ".join(f"`{c}`" for c in result.get("changes", [])) or "none")
         + f". {result['reps']} repetitions each, medians; shares are over all samples of "
         f"all repetitions. Machine: {result['machine']['cpus']} CPUs, load average "
         f"{result['machine']['loadavg_start'][0]:.2f} before the run; {result['date']}.",
@@ -243,10 +254,11 @@ def render(result: dict[str, Any]) -> str:
             f"{med[k]['all_succeeded_s']:.1f} | {merged[k]['samples']:,} |"
         )
     first, last = labels[0], labels[-1]
-    cut = 1 - med[last]["cpu_ms_per_job"] / med[first]["cpu_ms_per_job"]
+    change = med[last]["cpu_ms_per_job"] / med[first]["cpu_ms_per_job"] - 1
+    word = "less" if change < 0 else "more"
     lines += [
         "",
-        f"CPU per job, {last} against {first}: {100 * cut:+.0f}% "
+        f"CPU per job, {last} against {first}: {100 * abs(change):.0f}% {word} "
         f"({med[first]['cpu_ms_per_job']:.0f} -> {med[last]['cpu_ms_per_job']:.0f} ms).",
         "",
         "Inclusive shares of the samples, by where the code lives:",
@@ -258,10 +270,15 @@ def render(result: dict[str, Any]) -> str:
         cells = [f"{share(merged[k], merged[k]['groups'].get(group, 0)):.1f}%" for k in labels]
         lines.append(f"| {group} | " + " | ".join(cells) + " |")
     for k in labels:
-        top = sorted(merged[k]["functions"].items(), key=lambda kv: -kv[1])[:TOP]
+        top = [
+            (name, n)
+            for name, n in sorted(merged[k]["functions"].items(), key=lambda kv: -kv[1])
+            if not any(frame in name for frame in ENTRY_FRAMES)
+        ][:TOP]
         lines += [
             "",
-            f"Top {TOP} functions, {k} (inclusive share of samples):",
+            f"Top {TOP} functions, {k} (inclusive share of samples; the entry point and "
+            "the event loop, under everything, left out):",
             "",
             "| function | share |",
             "| --- | ---: |",
@@ -331,8 +348,15 @@ def main() -> int:
         capture_output=True,
         text=True,
     ).stdout.strip()
+    changes = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "--format=%h %s", f"{revision}..{head}", "--", "operator"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "changes": changes,
         "baseline": revision,
         "head": head,
         "jobs": args.jobs,
