@@ -166,6 +166,18 @@ def stop(pid_file: Path, name: str, *also: Path) -> bool:
     return pid is not None
 
 
+def status(pid_file: Path, name: str, ports_file: Path) -> int:
+    """Print whether the controller runs and answers its readiness probe; 0 if it runs."""
+    pid = read_pid(pid_file, name)
+    if pid and pid_alive(pid):
+        ports = json.loads(ports_file.read_text()) if ports_file.exists() else {}
+        ready = "ready" if ports and healthy(ports["health"], "/readyz") else "not ready"
+        print(f"{name} running (pid {pid}, {ready}); metrics port {ports.get('metrics')}")
+        return 0
+    print(f"{name} not running")
+    return 1
+
+
 def command_line(doc: str, commands: dict[str, object]) -> int:
     """`SCRIPT COMMAND [-- EXTRA-FLAGS]`: run commands[COMMAND] (with the extra flags when
     it takes them); `status` when no command is given."""

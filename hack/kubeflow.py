@@ -53,6 +53,7 @@ from hostproc import (
     spawn,
     wait_established,
 )
+from hostproc import status as show_status
 from hostproc import stop as stop_process
 
 MODULE = "github.com/kubeflow/training-operator"
@@ -201,16 +202,7 @@ def stop(quiet: bool = False) -> None:
 
 
 def status() -> int:
-    pid = read_pid(PID_FILE, PROCESS)
-    if pid and pid_alive(pid):
-        ports = json.loads(PORTS_FILE.read_text()) if PORTS_FILE.exists() else {}
-        ready = "ready" if ports and healthy(ports["health"], "/readyz") else "not ready"
-        print(
-            f"training-operator running (pid {pid}, {ready}); metrics port {ports.get('metrics')}"
-        )
-        return 0
-    print("training-operator not running")
-    return 1
+    return show_status(PID_FILE, PROCESS, PORTS_FILE)
 
 
 def main() -> int:
