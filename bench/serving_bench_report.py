@@ -95,14 +95,15 @@ def batching_table(report: dict[str, Any]) -> list[str]:
     ]
     off = {"kubeloop": cell["kubeloop-unbatched"], "MLServer": cell["mlserver-unbatched"]}
     lines = [
-        "| server | batching | req/s | p50 / p99 ms | vs off | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| server | batching | req/s (median) | each round | p50 / p99 ms | vs off | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for server, setting, key in rows:
         figures = cell[key]
         gain = figures["requests_per_s"] / off[server]["requests_per_s"]
+        rounds = " / ".join(f"{r['requests_per_s']:,.0f}" for r in figures.get("runs", []))
         lines.append(
-            f"| {server} | {setting} | {figures['requests_per_s']:,.0f} | "
+            f"| {server} | {setting} | {figures['requests_per_s']:,.0f} | {rounds or '-'} | "
             f"{_latency(figures)} | {gain:.2f}x | {figures['errors']} |"
         )
     return lines

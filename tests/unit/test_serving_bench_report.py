@@ -100,10 +100,14 @@ def test_every_figure_comes_from_the_results() -> None:
     # Each cell's throughput, as rendered, is in the table.
     for cell in data["cells"]:
         assert f"{cell['kubeloop']['requests_per_s']:,.0f}" in section
-    assert "| kubeloop | off (`--max-batch-size 1`) | 666 | 21.5 / 55.5 | 1.00x | 0 |" in section
-    assert "| MLServer | on (max 64 requests, wait 1 ms) | 999 | 13.5 / 22.5 | 2.25x | 0 |" in (
+    assert (
+        "| kubeloop | off (`--max-batch-size 1`) | 666 | - | 21.5 / 55.5 | 1.00x | 0 |" in section
+    )
+    assert "| MLServer | on (max 64 requests, wait 1 ms) | 999 | - | 13.5 / 22.5 | 2.25x | 0 |" in (
         section
     )
+    data["unbatched"][0]["kubeloop"]["runs"] = [{"requests_per_s": r} for r in (3100, 3333, 3500)]
+    assert "| 3,333 | 3,100 / 3,333 / 3,500 |" in report_mod.render_section(data)
     assert "h11 0.16.0 (pure Python), on uvloop 0.21.0" in section
     assert "64 rows for 1-row requests, 4096 rows for 64-row requests" in section
     assert "load average 0.21 before the run" in section
