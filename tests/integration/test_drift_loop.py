@@ -181,7 +181,22 @@ def test_no_drift_on_reference_like_traffic(
         30,
         "a judgement",
     )
-    assert status["drifted"] is False
+    assert status["drifted"] is False and status["samples"] == 600
+    # No more traffic: the checks go on (every second) and the verdict stands, rather
+    # than the phase falling back to Collecting while the next window fills.
+    judged_at = status["lastCheckTime"]
+    events = sorted(e.metadata.name for e in cluster.events_for(namespace, "calm"))
+    stays(
+        lambda: (s := cluster.status(DM, namespace, "calm"))["phase"] == "Healthy"
+        and s["samples"] == 600,
+        5,
+        "the verdict",
+    )
+    quiet = cluster.status(DM, namespace, "calm")
+    assert quiet["lastCheckTime"] != judged_at, "no check ran in the window"
+    assert "next window: 0 of 150 samples" in quiet["message"]
+    after = cluster.events_for(namespace, "calm")
+    assert sorted(e.metadata.name for e in after) == events, [e.reason for e in after]
     assert not cluster.custom.list_namespaced_custom_object(
         "kubeloop.io", "v1alpha1", namespace, "trainingjobs"
     )["items"]

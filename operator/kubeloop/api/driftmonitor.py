@@ -285,7 +285,11 @@ class Window(KubeModel):
 
 class DriftMonitorStatus(CommonStatus):
     last_check_time: str | None = Field(default=None, description="When the last check ran.")
-    samples: int | None = Field(default=None, description="Live samples in the last window.")
+    samples: int | None = Field(
+        default=None,
+        description="Live samples in the last judged window (before the first verdict: in "
+        "the window so far).",
+    )
     drifted: bool | None = Field(default=None, description="The last verdict.")
     score: float | None = Field(default=None, description="Worst feature score of the last check.")
     features: list[FeatureScore] = Field(default_factory=list, description="Per-feature scores.")

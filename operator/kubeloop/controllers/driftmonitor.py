@@ -210,6 +210,26 @@ def broken(
     return conds
 
 
+def verdict_stands(
+    status: DriftMonitorStatus, spec: DriftMonitorSpec, samples: int
+) -> list[c.Cond]:
+    """The window after a verdict has too few samples so far: the last verdict stands
+    (its phase, scores and sample count), and the message says how far the next window
+    is. Going back to Collecting would flap the phase, and send an Event, at every
+    interval of light traffic."""
+    drifted = next((cd for cd in status.conditions if cd.type == c.DRIFTED), None)
+    judged = drifted.message if drifted is not None else ""
+    progress = f"next window: {samples} of {spec.min_samples} samples so far"
+    status.phase = "Drifted" if status.drifted else "Healthy"
+    status.message = f"{judged}; {progress}" if judged else progress
+    reason = c.DRIFT_DETECTED if status.drifted else c.NO_DRIFT
+    return [
+        c.Cond(c.READY, True, c.RECONCILED, "checks running"),
+        c.Cond(c.SOURCE_READY, True, c.RECONCILED, progress),
+        c.Cond(c.DRIFTED, bool(status.drifted), reason, judged),
+    ]
+
+
 @dataclass
 class Verdict:
     """The outcome of one check: conditions, per-feature gauges, and whether to retrain."""
@@ -263,9 +283,12 @@ def judge(
     else:
         window = scrape.counts
     samples = int(window.sum(axis=1).min()) if len(window) else 0
-    status.samples = samples
     if samples < spec.min_samples:
+        if scrape.cumulative and status.drifted is not None:
+            return Verdict(verdict_stands(status, spec, samples))
+        status.samples = samples
         return Verdict(collecting(status, spec, f"{samples} samples so far"))
+    status.samples = samples
 
     try:
         # compare() scores categorical features with chi2 where the method needs
