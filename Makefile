@@ -6,7 +6,7 @@ export KUBELOOP_CACHE ?= $(HOME)/.cache/kubeloop
 CLUSTER_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
 .PHONY: help venv controlplane node images tools deps lint unit integration e2e e2e-real test \
-        test-faults \
+        test-faults rbac-necessity \
         cluster-up cluster-down crds docs run demo bench bench-drift bench-serving \
         bench-operator bench-profile clean
 
@@ -76,6 +76,11 @@ e2e: deps
 # and failures, all in real containers. Alone, so that no other operator runs.
 e2e-real: deps
 	$(BIN)/python -m pytest e2e/real -q
+
+# Each write permission of the chart taken away in turn: the test named for it in
+# tests/unit/test_rbac.py must fail (tests/results/rbac-necessity.json).
+rbac-necessity: deps kueue
+	$(BIN)/python hack/rbac_necessity.py
 
 test-faults: deps
 	$(BIN)/python -m pytest tests/faults -q

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.kubetest import ROOT, Cluster, tool, wait_for
+from tests.rbac import drop_from_release, token_kubeconfig
 
 RELEASE, SYSTEM_NS = "kubeloop", "kubeloop-system"
 
@@ -22,23 +22,6 @@ RELEASE, SYSTEM_NS = "kubeloop", "kubeloop-system"
 def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([tool("helm"), "--kubeconfig", cluster.kubeconfig, *args],
                           capture_output=True, text=True, check=check)
-
-
-def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as a ServiceAccount, with a fresh token."""
-    token = cluster.kubectl("create", "token", account, "-n", namespace,
-                            "--duration=2h").stdout.strip()
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
-    server = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "c", "cluster": server["cluster"]}],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": account}}],
-        "current-context": "c",
-    }))
-    return path
 
 
 class OperatorProcess:
@@ -112,6 +95,7 @@ def chart(cluster: Cluster) -> Iterator[str]:
     """`helm install` of charts/kubeloop, removed at the end of the session."""
     helm(cluster, "upgrade", "--install", RELEASE, str(ROOT / "charts" / "kubeloop"),
          "--namespace", SYSTEM_NS, "--create-namespace", "--wait", "--timeout", "120s")
+    drop_from_release(cluster, RELEASE)  # $KUBELOOP_RBAC_DROP, for hack/rbac_necessity.py
     cluster.install_crds()
     yield RELEASE
     helm(cluster, "uninstall", RELEASE, "--namespace", SYSTEM_NS, "--wait", check=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from e2e.conftest import SYSTEM_NS, OperatorProcess, helm, managers, token_kubeconfig
 from tests.kubetest import ROOT, Cluster, wait_for
+from tests.rbac import drop_from_release
 
 PAUSED = "Pausing operations in favour of"
 RESUMED = "Resuming operations after the pause"
@@ -30,6 +31,7 @@ def test_two_replicas_exactly_one_active_then_failover(
          SYSTEM_NS, "--create-namespace", "--set", "replicas=2",
          "--set", f"watchNamespaces={{{watched}}}",
          "--wait", "--timeout", "120s")
+    drop_from_release(cluster, release)  # $KUBELOOP_RBAC_DROP, for hack/rbac_necessity.py
     ops: list[OperatorProcess] = []
     try:
         kubeconfig = token_kubeconfig(cluster, SYSTEM_NS, f"{release}-kubeloop",

@@ -226,25 +226,31 @@ class Cluster:
 class InProcessOperator:
     """`kubeloop run` in a thread of the test process (its own event loop)."""
 
-    def __init__(self, **config: Any) -> None:
+    def __init__(self, kubeconfig: Path | None = None, **config: Any) -> None:
         self.config = config
+        # None: the test bed's admin credentials; else the identity this file names.
+        self.kubeconfig = kubeconfig
         self._thread: threading.Thread | None = None
         self._stop: threading.Event | None = None
         self.error: BaseException | None = None
 
     def start(self, namespaces: tuple[str, ...] = ()) -> None:
         from kubeloop.controllers.common import OperatorConfig
+        from kubeloop.kube import Kube
         from kubeloop.operator import run_operator
 
         self._stop = threading.Event()
         ready = threading.Event()
         stop = self._stop
         cfg = OperatorConfig(**self.config)
+        kube = Kube.from_environment(str(self.kubeconfig)) if self.kubeconfig else None
 
         def main() -> None:
             try:
                 asyncio.run(
-                    run_operator(cfg, namespaces=namespaces, stop_flag=stop, ready_flag=ready)
+                    run_operator(
+                        cfg, namespaces=namespaces, stop_flag=stop, ready_flag=ready, kube=kube
+                    )
                 )
             except BaseException as exc:  # surfaced by the fixture
                 self.error = exc

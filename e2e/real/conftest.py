@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from tests.kubetest import ROOT, Cluster, tool, wait_for
+from tests.rbac import drop_from_release
 
 sys.path.insert(0, str(ROOT / "examples" / "train"))
 from make_data import write_iris_csv
@@ -91,6 +92,7 @@ def operator_pod(cluster: Cluster, image: str) -> Iterator[dict[str, Any]]:
     helm(cluster, "upgrade", "--install", RELEASE, str(ROOT / "charts" / "kubeloop"),
          "--namespace", SYSTEM_NS, "--create-namespace", *chart_values(),
          "--wait", "--timeout", "180s")
+    drop_from_release(cluster, RELEASE)  # $KUBELOOP_RBAC_DROP, for hack/rbac_necessity.py
 
     def ready_pod() -> dict[str, Any] | None:
         pods = json.loads(cluster.kubectl("get", "pods", "-n", SYSTEM_NS, "-l",

@@ -1,10 +1,33 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
 
 from tests.kubetest import Cluster, InProcessOperator
+from tests.rbac import chart_identity
+
+# The operator under test runs as the chart's ServiceAccount, with the chart's RBAC,
+# installed under this release name (apart from the e2e bed's).
+IDENTITY_RELEASE = IDENTITY_NS = "kubeloop-it"
+
+
+class Refusals(logging.Handler):
+    """Every log line of the operator where the API server refused it something."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" {record.exc_info[1]}"
+        refused = " 403" in text or "orbidden" in text
+        # A namespace being deleted refuses new objects to everyone: not RBAC.
+        if refused and "being terminated" not in text:
+            self.lines.append(text)
 
 
 @pytest.fixture(scope="session")
@@ -16,23 +39,44 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster) -> Iterator[InProcessOperator]:
+def refusals() -> Iterator[Refusals]:
+    handler = Refusals()
+    logging.getLogger().addHandler(handler)
+    yield handler
+    logging.getLogger().removeHandler(handler)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster, refusals: Refusals, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InProcessOperator]:
+    kubeconfig = chart_identity(
+        cluster, IDENTITY_RELEASE, IDENTITY_NS, tmp_path_factory.mktemp("identity") / "kubeconfig"
+    )
     # Drift sources on loopback are allowed: the tests run model servers there.
-    op = InProcessOperator(image="kubeloop:test", drift_source_allowlist=["http://127.0.0.1:"])
+    op = InProcessOperator(
+        kubeconfig, image="kubeloop:test", drift_source_allowlist=["http://127.0.0.1:"]
+    )
     op.start()
     yield op
     op.stop()
 
 
 @pytest.fixture
-def namespace(cluster: Cluster, operator: InProcessOperator) -> Iterator[str]:
+def namespace(
+    cluster: Cluster, operator: InProcessOperator, refusals: Refusals
+) -> Iterator[str]:
     """A fresh namespace per test, with the operator running; removed afterwards. An
     operator that died during the test fails that test (it is started again for the
-    next one, never quietly)."""
+    next one, never quietly), and so does one the API server refused something: it
+    runs with the chart's RBAC, so a missing permission fails the test that needs it."""
     assert operator.alive, "the in-process operator is not running"
+    refusals.lines.clear()
     name = cluster.new_namespace()
     yield name
     cluster.delete_namespace(name)
     if not operator.alive:
         operator.start()
         pytest.fail("the in-process operator died during this test")
+    if refusals.lines:
+        pytest.fail("the operator was refused:\n" + "\n".join(refusals.lines[:10]))

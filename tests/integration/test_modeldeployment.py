@@ -149,7 +149,14 @@ def test_canary_split_by_replica_ratio_and_promotion(cluster: Cluster, namespace
         30,
         "canary Deployment removed",
     )
-    status = cluster.wait_phase(MD, namespace, "split", "Ready", 30)
+    # The canary goes before the status of the new generation is written: wait for it.
+    status = wait_for(
+        lambda: (s := cluster.status(MD, namespace, "split")).get("phase") == "Ready"
+        and s.get("observedGeneration", 0) >= 2
+        and s,
+        30,
+        "Ready at generation 2",
+    )
     wait_for(
         lambda: cluster.status(MD, namespace, "split").get("activeModelUri") == "s3://m/v2",
         30,
@@ -323,3 +330,43 @@ def test_deletion_cleans_up(cluster: Cluster, namespace: str) -> None:
         )
 
     wait_for(gone, 30, "children garbage-collected")
+
+
+def hpa(cluster: Cluster, ns: str, name: str) -> Any:
+    """The HPA, or None when the API server says it does not exist (any other answer
+    fails the test)."""
+    try:
+        return cluster.autoscaling.read_namespaced_horizontal_pod_autoscaler(name, ns)
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+
+
+def test_autoscaling_removed_deletes_the_hpa(cluster: Cluster, namespace: str) -> None:
+    """Children the spec no longer asks for are deleted by the operator (not left to the
+    garbage collector, which only acts when the ModelDeployment goes): the HPA when
+    `autoscaling` goes, the canary's Deployment when `canary` goes."""
+    cluster.create(
+        MD,
+        namespace,
+        "web",
+        {
+            "model": {"uri": "s3://m/v1"},
+            "autoscaling": {"maxReplicas": 3},
+            "canary": {"model": {"uri": "s3://m/v2"}, "trafficPercent": 50},
+        },
+    )
+    cluster.wait_phase(MD, namespace, "web", "Ready", 30)
+    wait_for(lambda: hpa(cluster, namespace, "web"), 20, "the HPA")
+    wait_for(lambda: deployment(cluster, namespace, "web-canary"), 20, "the canary Deployment")
+
+    cluster.patch_spec(MD, namespace, "web", {"autoscaling": None, "canary": None})
+    wait_for(lambda: hpa(cluster, namespace, "web") is None, 30, "the HPA deleted")
+    wait_for(
+        lambda: deployment(cluster, namespace, "web-canary") is None,
+        30,
+        "the canary Deployment deleted",
+    )
+    assert cluster.get(MD, namespace, "web")  # the ModelDeployment itself stays
+    assert deployment(cluster, namespace, "web") is not None

@@ -17,56 +17,72 @@ CHART = ROOT / "charts" / "kubeloop"
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 POWER_VERBS = {"escalate", "bind", "impersonate", "approve", "sign"}
 
-# (apiGroup, resource, verb) -> (why, the test that fails without it).
+# (apiGroup, resource, verb) -> (why, the test that fails without it). The tests run
+# the operator with the chart's RBAC; `make rbac-necessity` (hack/rbac_necessity.py)
+# takes each verb away in turn and checks that its test then fails.
+DRIFT = "tests/integration/test_drift_loop.py::"
+TJ = "tests/integration/test_trainingjob.py::"
+MDT = "tests/integration/test_modeldeployment.py::"
 WRITES: dict[tuple[str, str, str], tuple[str, str]] = {
     ("kubeloop.io", "trainingjobs", "create"): (
         "a DriftMonitor's retrain (server-side apply creates)",
-        "e2e/test_least_privilege.py::test_all_three_kinds_through_their_main_paths"),
+        DRIFT + "test_drift_retrains_once_and_promotes"),
     ("kubeloop.io", "trainingjobs", "patch"): (
-        "the retrain's server-side apply", "e2e/real/test_closed_loop.py"),
+        "the retrain's server-side apply", DRIFT + "test_drift_retrains_once_and_promotes"),
     ("kubeloop.io", "modeldeployments", "patch"): (
-        "a promotion by a DriftMonitor", "e2e/real/test_safe_retraining.py"),
+        "a promotion by a DriftMonitor", DRIFT + "test_drift_retrains_once_and_promotes"),
     ("kubeloop.io", "trainingjobs/status", "patch"): (
-        "status", "e2e/test_least_privilege.py::test_all_three_kinds_through_their_main_paths"),
+        "status", TJ + "test_unknown_gpu_type_is_unschedulable"),
     ("kubeloop.io", "modeldeployments/status", "patch"): (
-        "status", "e2e/test_least_privilege.py::test_all_three_kinds_through_their_main_paths"),
+        "status", MDT + "test_children_are_created_owned_and_ready"),
     ("kubeloop.io", "driftmonitors/status", "patch"): (
-        "status; the one-time move of a 0.1 count", "tests/integration/test_upgrade.py"),
+        "status; the one-time move of a 0.1 count", DRIFT + "test_too_few_samples_is_collecting"),
     ("kubeloop.io", "computetemplates/status", "patch"): (
-        "a template's counts", "e2e/test_compute_templates.py"),
+        "a template's counts",
+        "e2e/test_compute_templates.py::"
+        "test_the_chart_ships_the_policy_and_a_menu_the_operator_counts"),
     ("batch", "jobs", "create"): (
-        "the Job of an attempt, an evaluation Job", "e2e/real/test_train_and_serve.py"),
+        "the Job of an attempt, an evaluation Job",
+        TJ + "test_distributed_gpu_job_runs_on_both_gpu_nodes_and_succeeds"),
     ("batch", "jobs", "patch"): (
-        "suspend and resume", "tests/integration/test_trainingjob.py"),
+        "suspend and resume", TJ + "test_suspend_frees_the_pods_and_resume_finishes"),
     ("batch", "jobs", "delete"): (
-        "gang restart, deadline, spec change", "e2e/real/test_failures.py"),
+        "gang restart, deadline, spec change",
+        TJ + "test_failed_worker_restarts_the_gang_then_fails_after_max_restarts"),
     ("apps", "deployments", "create"): (
-        "the stable and canary Deployments", "e2e/real/test_train_and_serve.py"),
-    ("apps", "deployments", "patch"): ("a rollout", "e2e/real/test_closed_loop.py"),
+        "the stable and canary Deployments", MDT + "test_children_are_created_owned_and_ready"),
+    ("apps", "deployments", "patch"): (
+        "a rollout (server-side apply)", MDT + "test_children_are_created_owned_and_ready"),
     ("apps", "deployments", "delete"): (
-        "the canary's when it goes", "tests/integration/test_modeldeployment.py"),
+        "the canary's when it goes", MDT + "test_canary_split_by_replica_ratio_and_promotion"),
     ("gateway.networking.k8s.io", "httproutes", "create"): (
-        "the HTTPRoute of spec.route", "tests/integration/test_canary.py"),
+        "the HTTPRoute of spec.route",
+        "tests/integration/test_canary.py::test_route_carries_the_exact_share"),
     ("gateway.networking.k8s.io", "httproutes", "patch"): (
-        "its weights as the canary moves", "tests/integration/test_canary.py"),
+        "its weights as the canary moves",
+        "tests/integration/test_canary.py::test_route_carries_the_exact_share"),
     ("gateway.networking.k8s.io", "httproutes", "delete"): (
-        "when spec.route goes", "tests/integration/test_canary.py"),
+        "when spec.route goes",
+        "tests/integration/test_canary.py::test_route_carries_the_exact_share"),
     ("autoscaling", "horizontalpodautoscalers", "create"): (
-        "the HPA", "e2e/real/test_autoscaling.py"),
+        "the HPA", MDT + "test_children_are_created_owned_and_ready"),
     ("autoscaling", "horizontalpodautoscalers", "patch"): (
-        "the HPA's bounds", "tests/integration/test_modeldeployment.py"),
+        "the HPA (server-side apply)", MDT + "test_children_are_created_owned_and_ready"),
     ("autoscaling", "horizontalpodautoscalers", "delete"): (
-        "autoscaling removed", "tests/integration/test_modeldeployment.py"),
+        "autoscaling removed", MDT + "test_autoscaling_removed_deletes_the_hpa"),
     ("", "services", "create"): (
-        "the model's Service, the rendezvous Service", "e2e/real/test_train_and_serve.py"),
+        "the model's Service, the rendezvous Service",
+        MDT + "test_children_are_created_owned_and_ready"),
     ("", "services", "patch"): (
-        "the Service's port", "tests/integration/test_modeldeployment.py"),
+        "the Service (server-side apply)", MDT + "test_children_are_created_owned_and_ready"),
     ("", "events", "create"): (
-        "Events on the resources", "e2e/test_kubectl_user.py"),
+        "Events on the resources", DRIFT + "test_no_drift_on_reference_like_traffic"),
     ("kopf.dev", "kopfpeerings", "patch"): (
-        "peering of several replicas (replicas > 1)", "e2e/test_peering.py"),
+        "peering of several replicas (replicas > 1)",
+        "e2e/test_peering.py::test_two_replicas_exactly_one_active_then_failover"),
     ("kopf.dev", "clusterkopfpeerings", "patch"): (
-        "peering of several replicas (replicas > 1)", "e2e/test_peering.py"),
+        "peering of several replicas (replicas > 1)",
+        "e2e/test_peering.py::test_two_replicas_exactly_one_active_then_failover"),
 }
 
 VALUES = {
@@ -115,4 +131,6 @@ def test_every_write_has_a_reason_and_a_test(rendered: list[dict[str, Any]]) -> 
     unexplained = sorted(writes - set(WRITES))
     assert not unexplained, f"write permissions without a reason in WRITES: {unexplained}"
     for _, test in (WRITES[w] for w in writes):
-        assert (ROOT / test.split("::")[0]).is_file(), test
+        path, _, name = test.partition("::")
+        assert (ROOT / path).is_file(), test
+        assert f"def {name}(" in (ROOT / path).read_text(), f"{test}: no such test"
