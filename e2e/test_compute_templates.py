@@ -12,6 +12,7 @@ import pytest
 
 from e2e.conftest import RELEASE, SYSTEM_NS, helm
 from tests.kubetest import GROUP, ROOT, VERSION, Cluster, wait_for
+from tests.rbac import drop_from_release
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 CHART = ROOT / "charts" / "kubeloop"
@@ -22,8 +23,10 @@ def starter_menu(cluster: Cluster, chart: str) -> Iterator[None]:
     """The session's release upgraded with the starter menu, and back without it."""
     helm(cluster, "upgrade", RELEASE, str(CHART), "--namespace", SYSTEM_NS, "--wait",
          "-f", str(CHART / "starter-templates.values.yaml"))
+    drop_from_release(cluster, RELEASE)  # the upgrade put the whole RBAC back
     yield
     helm(cluster, "upgrade", RELEASE, str(CHART), "--namespace", SYSTEM_NS, "--wait")
+    drop_from_release(cluster, RELEASE)
 
 
 def test_the_chart_ships_the_policy_and_a_menu_the_operator_counts(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from e2e.conftest import SYSTEM_NS, OperatorProcess, helm, managers, token_kubeconfig
 from tests.kubetest import ROOT, Cluster, wait_for
 from tests.rbac import drop_from_release
@@ -13,14 +15,19 @@ PAUSED = "Pausing operations in favour of"
 RESUMED = "Resuming operations after the pause"
 
 
+@pytest.mark.parametrize("scope", ["namespaced", "clusterwide"])
 def test_two_replicas_exactly_one_active_then_failover(
-    cluster: Cluster, tmp_path: Path, alone: None
+    cluster: Cluster, tmp_path: Path, alone: None, scope: str
 ) -> None:
     """With no other operator running, each replica writing under its own field
     manager: the active one makes the Job, the standby none; after the failover the
-    standby makes the next."""
+    standby makes the next. Namespaced operators meet in a KopfPeering of the watched
+    namespace, cluster-wide ones in a ClusterKopfPeering."""
     watched = cluster.new_namespace()
     release = "peers"
+    confined = scope == "namespaced"
+    values = ["--set", f"watchNamespaces={{{watched}}}"] if confined else []
+    flags = ["--namespace", watched] if confined else []
     # CRDs first, as for any chart whose templates use them (Helm's discovery would not
     # know kopf.dev right after installing the chart's crds/).
     cluster.kubectl("apply", "--server-side", "-f",
@@ -28,8 +35,7 @@ def test_two_replicas_exactly_one_active_then_failover(
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                     "crd/kopfpeerings.kopf.dev", "crd/clusterkopfpeerings.kopf.dev")
     helm(cluster, "install", release, str(ROOT / "charts" / "kubeloop"), "--namespace",
-         SYSTEM_NS, "--create-namespace", "--set", "replicas=2",
-         "--set", f"watchNamespaces={{{watched}}}",
+         SYSTEM_NS, "--create-namespace", "--set", "replicas=2", *values,
          "--wait", "--timeout", "120s")
     drop_from_release(cluster, release)  # $KUBELOOP_RBAC_DROP, for hack/rbac_necessity.py
     ops: list[OperatorProcess] = []
@@ -37,8 +43,8 @@ def test_two_replicas_exactly_one_active_then_failover(
         kubeconfig = token_kubeconfig(cluster, SYSTEM_NS, f"{release}-kubeloop",
                                       tmp_path / "kubeconfig")
         for i in range(2):
-            ops.append(OperatorProcess(kubeconfig, tmp_path / f"op{i}.log", "--namespace",
-                                       watched, "--peering", field_manager=f"kubeloop-{i}"))
+            ops.append(OperatorProcess(kubeconfig, tmp_path / f"op{i}.log", *flags,
+                                       "--peering", field_manager=f"kubeloop-{i}"))
 
         def paused() -> list[int]:
             return [i for i, op in enumerate(ops) if PAUSED in op.log.read_text()]

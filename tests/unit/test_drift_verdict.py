@@ -10,7 +10,7 @@ import numpy as np
 
 from kubeloop import conditions as c
 from kubeloop.api.common import Condition
-from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus
+from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, RetrainRecord
 from kubeloop.controllers.driftmonitor import Scrape, judge
 from kubeloop.drift.profile import Profile, build_profile, counts_for
 
@@ -31,20 +31,26 @@ class Monitor:
     """judge() as the reconcile calls it: the counts keep growing, and the conditions it
     returns are in the status the next check starts from."""
 
-    def __init__(self, min_samples: int = 150) -> None:
+    def __init__(self, min_samples: int = 150, cumulative: bool = True, **spec: object) -> None:
         self.profile = profile()
         self.spec = DriftMonitorSpec.model_validate(
             {"modelDeployment": "m", "source": {"url": "http://m/metrics"},
-             "method": "psi", "minSamples": min_samples})
+             "method": "psi", "minSamples": min_samples, **spec})
+        # A Prometheus source answers each window's counts, not running totals.
+        self.is_cumulative = cumulative
         self.status = DriftMonitorStatus()
         self.cumulative = np.zeros((len(self.profile.features), self.profile.max_bins))
         self.events: list[tuple[str, str, str]] = []
 
     def check(self, n: int = 0, shift: float = 0.0, seed: int = 1) -> DriftMonitorStatus:
-        if n:
-            self.cumulative = self.cumulative + counts_for(self.profile, rows(n, shift, seed))
+        if self.is_cumulative:
+            if n:
+                self.cumulative = self.cumulative + counts_for(self.profile, rows(n, shift, seed))
+            counts = self.cumulative.copy()
+        else:
+            counts = counts_for(self.profile, rows(n, shift, seed)) if n else self.cumulative * 0
         verdict = judge(self.spec, self.status, self.profile,
-                        Scrape(counts=self.cumulative.copy(), cumulative=True), NOW, self.events)
+                        Scrape(counts=counts, cumulative=self.is_cumulative), NOW, self.events)
         self.status.conditions = [
             Condition(type=cd.type, status=cd.status_str, reason=cd.reason, message=cd.message)
             for cd in verdict.conds
@@ -109,3 +115,27 @@ def test_a_new_reference_drops_the_verdict_and_collects_again() -> None:
     assert (fresh.phase, fresh.drifted) == (c.COLLECTING, None)
     assert m.check(n=20).phase == c.COLLECTING
     assert m.status.samples == 20
+
+
+def test_a_window_source_keeps_its_verdict_too() -> None:
+    """Prometheus answers the counts of the last interval: a quiet interval after a
+    verdict leaves it standing as well."""
+    m = Monitor(cumulative=False)
+    assert m.check(n=50).phase == c.COLLECTING
+    assert m.check(n=600).phase == "Healthy"
+    quiet = m.check(n=20)
+    assert (quiet.phase, quiet.drifted, quiet.samples) == ("Healthy", False, 600)
+    assert "next window: 20 of 150" in (quiet.message or "")
+
+
+def test_a_standing_drift_says_what_its_retrain_is_doing() -> None:
+    m = Monitor(onDrift={"retrain": {"cooldown": "1h", "template": {"image": "t:1"}}})
+    m.check()
+    m.check(n=400, shift=3.0)
+    m.status.last_retrain = RetrainRecord(training_job="m-retrain-1", time="2026-12-02T00:00:00Z")
+    quiet = m.check()
+    assert quiet.phase == "Drifted"
+    assert quiet.message is not None and "; retraining in m-retrain-1; next window: 0" in (
+        quiet.message
+    )
+    assert "retraining" not in m.condition(c.DRIFTED).message

@@ -255,6 +255,14 @@ async def begin(
     return body, spec, now
 
 
+def log_forbidden(exc: KubeError, what: str) -> None:
+    """A refusal that a reconcile reports in status or an Event rather than raising is
+    logged too when it is RBAC's (403): a permission missing from the operator's role
+    is an installation problem, to be seen in its log."""
+    if exc.status == 403 and "being terminated" not in exc.message:
+        log.warning("Forbidden: %s: %s", what, exc)
+
+
 def refused(exc: KubeError) -> bool:
     """The API server rejected what we rendered: retrying the same spec cannot help."""
     return exc.status in (400, 422)

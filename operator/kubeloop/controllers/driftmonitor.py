@@ -211,14 +211,18 @@ def broken(
 
 
 def verdict_stands(
-    status: DriftMonitorStatus, spec: DriftMonitorSpec, samples: int
+    status: DriftMonitorStatus, spec: DriftMonitorSpec, samples: int, now: dt.datetime
 ) -> list[c.Cond]:
     """The window after a verdict has too few samples so far: the last verdict stands
     (its phase, scores and sample count), and the message says how far the next window
-    is. Going back to Collecting would flap the phase, and send an Event, at every
-    interval of light traffic."""
+    is, and what a retrain is doing. Going back to Collecting would flap the phase, and
+    send an Event, at every interval of light traffic. A standing verdict starts no
+    retrain: only a judged window does."""
     drifted = next((cd for cd in status.conditions if cd.type == c.DRIFTED), None)
     judged = drifted.message if drifted is not None else ""
+    if status.drifted and spec.on_drift.retrain is not None:
+        cooldown = parse_duration(spec.on_drift.retrain.cooldown)
+        judged += retrain.retrain_blocked(spec, status, now, cooldown) or ""
     progress = f"next window: {samples} of {spec.min_samples} samples so far"
     status.phase = "Drifted" if status.drifted else "Healthy"
     status.message = f"{judged}; {progress}" if judged else progress
@@ -226,7 +230,7 @@ def verdict_stands(
     return [
         c.Cond(c.READY, True, c.RECONCILED, "checks running"),
         c.Cond(c.SOURCE_READY, True, c.RECONCILED, progress),
-        c.Cond(c.DRIFTED, bool(status.drifted), reason, judged),
+        c.Cond(c.DRIFTED, bool(status.drifted), reason, drifted.message if drifted else ""),
     ]
 
 
@@ -284,8 +288,8 @@ def judge(
         window = scrape.counts
     samples = int(window.sum(axis=1).min()) if len(window) else 0
     if samples < spec.min_samples:
-        if scrape.cumulative and status.drifted is not None:
-            return Verdict(verdict_stands(status, spec, samples))
+        if status.drifted is not None:
+            return Verdict(verdict_stands(status, spec, samples, now))
         status.samples = samples
         return Verdict(collecting(status, spec, f"{samples} samples so far"))
     status.samples = samples

@@ -23,6 +23,7 @@ from kubeloop.controllers.common import (
     Ctx,
     begin,
     finish_status,
+    log_forbidden,
     owner_reference,
     record_event,
     refused,
@@ -440,6 +441,7 @@ async def _route(
         try:
             applied = await ctx.kube.apply(route)
         except KubeError as exc:
+            log_forbidden(exc, f"HTTPRoute {namespace}/{name}")
             why = "the Gateway API is not installed" if exc.status == 404 else exc.message
             return c.Cond(c.ROUTED, False, c.ROUTE_FAILED, f"HTTPRoute {name}: {why}")
         ctx.store.put(ROUTE, applied, owner=name)

@@ -33,6 +33,7 @@ from kubeloop.api.driftmonitor import (
 from kubeloop.controllers.common import (
     Ctx,
     finish_status,
+    log_forbidden,
     owner_reference,
     parse_time,
     refused,
@@ -331,6 +332,7 @@ async def _create_retrain(
     except KubeError as err:
         if not (refused(err) or err.status == 403):
             raise
+        log_forbidden(err, f"retrain TrainingJob {last.training_job}")
         events.append(("Warning", "RetrainFailed", f"TrainingJob {last.training_job}: {err}"))
         _conclude(status, last, FAILED, now)
         return False
@@ -409,6 +411,7 @@ async def _create_evaluation(
     except KubeError as err:
         if not (refused(err) or err.status == 403):
             raise
+        log_forbidden(err, f"evaluation Job {ev.job}")
         ev.passed, ev.reason, ev.message = False, EVALUATION_FAILED, str(err)
         events.append(("Warning", EVALUATION_FAILED, f"evaluation Job {ev.job}: {err}"))
         _conclude(status, last, EVALUATION_FAILED, now)
@@ -518,6 +521,7 @@ async def _promote(
             field_manager=PROMOTER,
         )
     except KubeError as err:
+        log_forbidden(err, f"promotion of ModelDeployment {spec.model_deployment}")
         events.append(("Warning", "PromotionFailed", str(err)))
         _conclude(status, last, SUCCEEDED, now)
         return
