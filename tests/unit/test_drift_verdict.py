@@ -139,3 +139,15 @@ def test_a_standing_drift_says_what_its_retrain_is_doing() -> None:
         quiet.message
     )
     assert "retraining" not in m.condition(c.DRIFTED).message
+
+
+def test_a_changed_spec_drops_the_standing_verdict() -> None:
+    m = Monitor()
+    m.check()
+    assert m.check(n=400, shift=3.0).phase == "Drifted"
+    m.spec = m.spec.model_copy(update={"method": "ks"})
+    verdict = judge(m.spec, m.status, m.profile,
+                    Scrape(counts=m.cumulative.copy(), cumulative=True), NOW, m.events,
+                    spec_changed=True)
+    assert (m.status.phase, m.status.drifted, m.status.features) == (c.COLLECTING, None, [])
+    assert verdict.conds[0].reason == c.COLLECTING

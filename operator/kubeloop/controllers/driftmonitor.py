@@ -261,9 +261,11 @@ def judge(
     scrape: Scrape,
     now: dt.datetime,
     events: list[tuple[str, str, str]],
+    spec_changed: bool = False,
 ) -> Verdict:
     """Pure: from the scraped counts and the previous window, the new status (updated in
-    place), its conditions and Events."""
+    place), its conditions and Events. A verdict judged under an earlier spec (another
+    method or threshold) does not stand for the new one."""
     stamp = rfc3339(now)
     if scrape.cumulative:
         baseline = _as_counts(status.window, profile)
@@ -288,8 +290,9 @@ def judge(
         window = scrape.counts
     samples = int(window.sum(axis=1).min()) if len(window) else 0
     if samples < spec.min_samples:
-        if status.drifted is not None:
+        if status.drifted is not None and not spec_changed:
             return Verdict(verdict_stands(status, spec, samples, now))
+        status.drifted, status.score, status.features = None, None, []
         status.samples = samples
         return Verdict(collecting(status, spec, f"{samples} samples so far"))
     status.samples = samples
@@ -600,7 +603,8 @@ class Reconciler:
         except sources.SourceInvalid as err:
             return broken(status, c.SOURCE_INVALID, str(err))
 
-        verdict = judge(spec, status, profile, scrape, now, events)
+        changed = status.observed_generation not in (None, body["metadata"].get("generation"))
+        verdict = judge(spec, status, profile, scrape, now, events, spec_changed=changed)
         for feature, method, score in verdict.scores:
             metrics.DRIFT_SCORE.labels(namespace, name, feature, method).set(score)
         if status.drifted is not None:
