@@ -20,8 +20,11 @@ RELEASE, SYSTEM_NS = "kubeloop", "kubeloop-system"
 
 
 def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([tool("helm"), "--kubeconfig", cluster.kubeconfig, *args],
-                          capture_output=True, text=True, check=check)
+    done = subprocess.run([tool("helm"), "--kubeconfig", cluster.kubeconfig, *args],
+                          capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args[:2])} failed: {done.stderr.strip()}")
+    return done
 
 
 class OperatorProcess:

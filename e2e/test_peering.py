@@ -49,7 +49,12 @@ def test_two_replicas_exactly_one_active_then_failover(
         def paused() -> list[int]:
             return [i for i, op in enumerate(ops) if PAUSED in op.log.read_text()]
 
-        which = wait_for(lambda: paused() or None, 60, "one operator pausing for the other")
+        try:
+            which = wait_for(lambda: paused() or None, 60, "one operator pausing for the other")
+        except AssertionError as err:
+            refused = [line for op in ops for line in op.forbidden()]
+            raise AssertionError(f"{err}; the API server refused:\n" + "\n".join(refused[:5])
+                                 if refused else str(err)) from None
         assert len(which) == 1, "both operators paused: no active replica"
         standby, active = ops[which[0]], ops[1 - which[0]]
         assert PAUSED not in active.log.read_text()

@@ -58,7 +58,9 @@ def run_one(rule: tuple[str, str, str], test: str, logs: Path) -> dict[str, obje
     # The API server's own words for this very rule, not any 403 in the output.
     group, resource, verb = rule
     words = f'cannot {verb} resource "{resource}" in API group "{group}"'
-    refusals = [line.strip() for line in output.splitlines() if words in line]
+    # (JSON logs and reprs escape the quotes.)
+    refusals = [line.strip() for line in output.splitlines()
+                if words in line.replace('\\"', '"')]
     summary = next((line for line in reversed(output.splitlines()) if line.strip()), "")
     return {
         "rule": name,

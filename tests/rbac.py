@@ -28,10 +28,11 @@ def dropped() -> Rule | None:
     value = os.environ.get(DROP_ENV, "").strip()
     if not value:
         return None
+    # A subresource has a slash of its own: kubeloop.io/trainingjobs/status/patch.
     parts = value.split("/")
-    if len(parts) != 3 or not parts[1] or not parts[2]:
+    if len(parts) < 3 or not all(parts[1:]):
         raise ValueError(f"{DROP_ENV}={value!r}: expected group/resource/verb")
-    return parts[0], parts[1], parts[2]
+    return parts[0], "/".join(parts[1:-1]), parts[-1]
 
 
 def without(rules: list[dict[str, Any]], drop: Rule) -> list[dict[str, Any]]:
@@ -114,12 +115,21 @@ def drop_from_release(cluster: Cluster, release: str) -> None:
         return
     listed = yaml.safe_load(cluster.kubectl(
         "get", "clusterroles,roles", "-A", "-l", f"app.kubernetes.io/instance={release}",
+        "--show-managed-fields",
         "-o", "yaml").stdout)
     docs = listed.get("items") or []
     if not apply_drop(docs, drop):
         raise AssertionError(f"{DROP_ENV}: release {release} grants no {drop}")
     for doc in docs:
+        # Written as Helm's own field manager (Helm 4 applies server-side), so that the
+        # next `helm upgrade` owns the rules again instead of meeting a conflict.
+        appliers = [f["manager"] for f in doc["metadata"].get("managedFields") or []
+                    if f.get("operation") == "Apply"]
         doc["metadata"] = {k: v for k, v in doc["metadata"].items()
                            if k in ("name", "namespace", "labels", "annotations")}
-    cluster.kubectl("replace", "-f", "-", input=yaml.safe_dump({"apiVersion": "v1",
-                                                               "kind": "List", "items": docs}))
+        body = yaml.safe_dump(doc)
+        if appliers:
+            cluster.kubectl("apply", "--server-side", "--force-conflicts",
+                            f"--field-manager={appliers[0]}", "-f", "-", input=body)
+        else:
+            cluster.kubectl("replace", "-f", "-", input=body)

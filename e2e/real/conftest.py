@@ -40,8 +40,11 @@ RESULTS = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster")) / "e2e
 
 
 def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([tool("helm"), "--kubeconfig", cluster.kubeconfig, *args],
-                          capture_output=True, text=True, check=check)
+    done = subprocess.run([tool("helm"), "--kubeconfig", cluster.kubeconfig, *args],
+                          capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args[:2])} failed: {done.stderr.strip()}")
+    return done
 
 
 def record(name: str, value: object) -> None:

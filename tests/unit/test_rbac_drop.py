@@ -44,6 +44,8 @@ def test_roles_are_changed_and_other_kinds_left_alone() -> None:
 def test_the_environment_names_the_grant(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBELOOP_RBAC_DROP", "/services/patch")
     assert dropped() == ("", "services", "patch")
+    monkeypatch.setenv("KUBELOOP_RBAC_DROP", "kubeloop.io/trainingjobs/status/patch")
+    assert dropped() == ("kubeloop.io", "trainingjobs/status", "patch")
     monkeypatch.setenv("KUBELOOP_RBAC_DROP", "services")
     with pytest.raises(ValueError, match="group/resource/verb"):
         dropped()
