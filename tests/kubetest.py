@@ -55,6 +55,17 @@ def wait_for(check: Callable[[], T | None], timeout: float = 30.0, what: str = "
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last}")
 
 
+def or_none(read: Callable[..., T], *args: Any) -> T | None:
+    """What `read(*args)` returns, or None when the API server says 404; any other
+    answer (403, 500, a lost connection) fails the test instead of reading as absent."""
+    try:
+        return read(*args)
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+
+
 def stays(check: Callable[[], object], seconds: float, what: str) -> None:
     """Assert that `check` holds at every poll for `seconds` (an absence over a window,
     e.g. "no Job is re-created"), failing at the first poll where it does not."""

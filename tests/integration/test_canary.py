@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kubeloop.serving.model import LoadedModel, load_model
 from tests.canarybed import Behaviour, Fleet
 from tests.integration.test_route_crds import gateway_crds  # noqa: F401  (a fixture)
-from tests.kubetest import Cluster, InProcessOperator, stays, wait_for
+from tests.kubetest import Cluster, InProcessOperator, or_none, stays, wait_for
 from tests.modelserver import ModelServer, free_port, shifted_rows, train
 
 DM, MD = "DriftMonitor", "ModelDeployment"
@@ -73,12 +73,8 @@ def canary_in(cluster: Cluster, ns: str, name: str, state: str) -> dict[str, Any
 
 
 def replicas(cluster: Cluster, ns: str, name: str) -> int | None:
-    try:
-        return cluster.apps.read_namespaced_deployment(name, ns).spec.replicas
-    except ApiException as err:
-        if err.status == 404:
-            return None
-        raise
+    dep = or_none(cluster.apps.read_namespaced_deployment, name, ns)
+    return None if dep is None else int(dep.spec.replicas)
 
 
 def reasons(cluster: Cluster, ns: str, name: str) -> set[str]:

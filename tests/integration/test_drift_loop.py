@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 
-from tests.kubetest import Cluster, stays, wait_for
+from tests.kubetest import Cluster, or_none, stays, wait_for
 from tests.modelserver import ModelServer, free_port, shifted_rows, train
 
 DM, MD, TJ = "DriftMonitor", "ModelDeployment", "TrainingJob"
@@ -438,12 +437,7 @@ def test_evaluation_without_a_verdict_is_never_a_promotion(
 
 
 def _job(cluster: Cluster, namespace: str, name: str) -> Any:
-    try:
-        return cluster.batch.read_namespaced_job(name, namespace)
-    except ApiException as err:
-        if err.status == 404:
-            return None
-        raise
+    return or_none(cluster.batch.read_namespaced_job, name, namespace)
 
 
 def test_a_deleted_retrain_is_failed_not_created_again(
@@ -482,12 +476,6 @@ def test_a_deleted_retrain_is_failed_not_created_again(
     assert any("was deleted before it ended" in m for m in reasons), reasons
 
     def gone() -> bool:
-        try:
-            cluster.get(TJ, namespace, "stop-retrain-1")
-        except ApiException as err:
-            if err.status == 404:
-                return True
-            raise
-        return False
+        return or_none(cluster.get, TJ, namespace, "stop-retrain-1") is None
 
     stays(gone, 5, "the deleted retrain not created again")

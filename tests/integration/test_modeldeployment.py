@@ -5,22 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
-from tests.kubetest import Cluster, wait_for
+from tests.kubetest import Cluster, or_none, wait_for
 
 MD, TJ = "ModelDeployment", "TrainingJob"
 
 
 def deployment(cluster: Cluster, ns: str, name: str) -> Any:
-    """The Deployment, or None when the API server says it does not exist; any other
-    answer (403, 500, a lost connection) fails the test instead of passing for "gone"."""
-    try:
-        return cluster.apps.read_namespaced_deployment(name, ns)
-    except ApiException as err:
-        if err.status == 404:
-            return None
-        raise
+    """The Deployment, or None when the API server says it does not exist."""
+    return or_none(cluster.apps.read_namespaced_deployment, name, ns)
 
 
 def test_children_are_created_owned_and_ready(cluster: Cluster, namespace: str) -> None:
@@ -333,14 +325,8 @@ def test_deletion_cleans_up(cluster: Cluster, namespace: str) -> None:
 
 
 def hpa(cluster: Cluster, ns: str, name: str) -> Any:
-    """The HPA, or None when the API server says it does not exist (any other answer
-    fails the test)."""
-    try:
-        return cluster.autoscaling.read_namespaced_horizontal_pod_autoscaler(name, ns)
-    except ApiException as err:
-        if err.status == 404:
-            return None
-        raise
+    """The HPA, or None when the API server says it does not exist."""
+    return or_none(cluster.autoscaling.read_namespaced_horizontal_pod_autoscaler, name, ns)
 
 
 def test_autoscaling_removed_deletes_the_hpa(cluster: Cluster, namespace: str) -> None:
