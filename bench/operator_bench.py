@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
-"""Operator benchmark: Kubeloop vs Kubeflow's Training Operator v1 on the same local
-control plane, each as its own process.
+"""Operator benchmark: Kubeloop vs Kubeflow's Training Operator v1, like for like.
 
-    python bench/operator_bench.py [--jobs 500] [--reps 3] [--quiet-seconds 300]
+    python bench/operator_bench.py [--jobs 500] [--reps 4] [--quiet-seconds 300]
 
-Per repetition (a fresh cluster each time, the two operators one after the other, the
-order alternating): a burst of N single-worker CPU jobs created at once (16 client
-threads), timed from each create's return to (a) its Job (Kubeloop) or first pod
-(Kubeflow: PyTorchJobs create pods directly) appearing, (b) status Running, and (c)
-every job Succeeded; and the operator's API requests by verb (its own client-side
-counters: kubeloop_api_requests_total, controller-runtime's rest_client_requests_total).
-Then, once, for Kubeloop: 1,000 settled objects (TrainingJobs, ModelDeployments,
-DriftMonitors) watched for --quiet-seconds (write requests, CPU), and RSS at 1,000 and
-3,000 objects. Results: bench/results/operator.json and the table in bench/README.md.
+Each repetition runs both operators, each on a fresh local control plane whose API
+server writes an audit log of every write, in a balanced order (Kubeloop first in even
+repetitions, Kubeflow first in odd ones). A run: the operator as its own process, then a
+burst of N single-worker CPU jobs created at once (16 client threads), timed from each
+create's return to (a) its pod's creation and (b) its pod's phase Running (one watch on
+pods, the same for both), and (c) every job's status Succeeded; writes per job by every
+writer except the benchmark's client (from the audit log); the operator's and the
+controller-manager's CPU seconds over the burst. Then, once, for Kubeloop: 1,000 settled
+objects (TrainingJobs, ModelDeployments, DriftMonitors) watched for --quiet-seconds
+(write requests, CPU), and RSS at 1,000 and 3,000 objects. Results:
+bench/results/operator.json and the table in bench/README.md.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,16 +85,29 @@ def proc_stats(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
+BENCH_AGENT = "kubeloop-bench"  # the benchmark's own client, left out of the write counts
+ADMIN_USER = "kubeloop-admin"  # .cluster/kubeconfig's identity, which both operators use
+WRITE_AUDIT_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+
+
 class Bed:
-    def __init__(self) -> None:
+    """A fresh local control plane; with `audit`, the API server logs every write there."""
+
+    def __init__(self, audit: Path | None = None) -> None:
         sh("python3", str(ROOT / "hack" / "cluster.py"), "down", check=False)
-        sh("python3", str(ROOT / "hack" / "cluster.py"), "up")
+        self.audit = audit
+        env = {**os.environ, "KUBELOOP_AUDIT_LOG": str(audit) if audit else ""}
+        if audit:
+            audit.unlink(missing_ok=True)
+        subprocess.run(["python3", str(ROOT / "hack" / "cluster.py"), "up"], env=env,
+                       capture_output=True, text=True, check=True)
         self.kubeconfig = str(ROOT / ".cluster" / "kubeconfig")
         os.environ["KUBECONFIG"] = self.kubeconfig
         self.kubectl = str(Path(sh("bash", str(ROOT / "hack" / "install-tools.sh"))
                                 .stdout.strip()) / "kubectl")
         api = config.new_client_from_config(config_file=self.kubeconfig)
         api.configuration.connection_pool_maxsize = 32
+        api.user_agent = BENCH_AGENT
         self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -112,6 +127,9 @@ class Bed:
             except client.ApiException:
                 time.sleep(0.2)
         raise RuntimeError("no default service account")
+
+    def pid(self, component: str) -> int:
+        return int(json.loads((ROOT / ".cluster" / "pids.json").read_text())[component])
 
     def down(self) -> None:
         sh("python3", str(ROOT / "hack" / "cluster.py"), "down", check=False)
@@ -172,27 +190,165 @@ def wait_until(check: Any, timeout: float, what: str) -> None:
     raise TimeoutError(what)
 
 
-def summarize(created: dict[str, float], first_child: dict[str, float],
-              running: dict[str, float], done: dict[str, float], start: float,
-              before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, Any]:
-    child = [first_child[n] - created[n] for n in created if n in first_child]
-    run = [running[n] - created[n] for n in created if n in running]
+def writer(event: dict[str, Any]) -> str:
+    """Who made a write, from its audit event: the user, and for the shared admin identity
+    the user agent (the benchmark's client, or the operator under test)."""
+    user = str((event.get("user") or {}).get("username", ""))
+    agent = str(event.get("userAgent", ""))
+    if agent.startswith(BENCH_AGENT):
+        return "benchmark client"
+    if user.startswith("system:serviceaccount:kube-system:"):
+        return "controller-manager (" + user.rsplit(":", 1)[1] + ")"
+    if user == "system:kube-scheduler":
+        return "scheduler"
+    if user == "kwok":
+        return "kwok (the simulated kubelets)"
+    if user == ADMIN_USER and agent.startswith(("kubeloop/", "kopf/", "training-operator")):
+        return "operator"
+    return f"other ({user}, {agent.split(' ', 1)[0]})"
+
+
+def count_writes(lines: Any, ns: str, since: float) -> dict[str, Any]:
+    """Completed write requests in the audit log received at or after `since` (epoch
+    seconds; the namespace's own set-up comes before): in namespace `ns` by writer and
+    verb, refused or failed ones (code >= 400) by writer, and the operator's writes
+    elsewhere (cluster-scoped or in another namespace)."""
+    by_writer: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    failed: dict[str, int] = defaultdict(int)
+    elsewhere = 0
+    for line in lines:
+        event = json.loads(line)
+        if event.get("stage") != "ResponseComplete" or event.get("verb") not in WRITE_AUDIT_VERBS:
+            continue
+        received = datetime.fromisoformat(event["requestReceivedTimestamp"]).timestamp()
+        if received < since:
+            continue
+        who = writer(event)
+        ref = event.get("objectRef") or {}
+        if ref.get("namespace") != ns:
+            elsewhere += who == "operator"
+            continue
+        what = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource")
+                                          else "")
+        by_writer[who][f"{event['verb']} {what}"] += 1
+        if int((event.get("responseStatus") or {}).get("code", 200)) >= 400:
+            failed[who] += 1
+    return {"by_writer": {w: dict(v) for w, v in by_writer.items()}, "failed": dict(failed),
+            "operator_elsewhere": elsewhere}
+
+
+def audit_writes(bed: Bed, ns: str, since: float) -> dict[str, Any]:
+    assert bed.audit is not None
+    with bed.audit.open() as lines:
+        return count_writes(lines, ns, since)
+
+
+def writes_settled(bed: Bed, ns: str, since: float, quiet: float = 12.0,
+                   limit: float = 90.0) -> dict[str, Any]:
+    """The write counts once no write has landed in `ns` for `quiet` seconds (the operator
+    coalesces status follow-ups for up to 10 s), or after `limit` seconds."""
+    deadline = time.monotonic() + limit
+    last, since = -1, time.monotonic()
+    while True:
+        counts = audit_writes(bed, ns, since)
+        total = sum(sum(v.values()) for v in counts["by_writer"].values())
+        now = time.monotonic()
+        if total != last:
+            last, since = total, now
+        elif now - since >= quiet or now > deadline:
+            counts["settle_s"] = round(now - since, 1)
+            return counts
+        time.sleep(1)
+
+
+def job_of(obj: dict[str, Any]) -> str | None:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return labels.get("kubeloop.io/training-job") or labels.get("training.kubeflow.org/job-name")
+
+
+def summarize(created: dict[str, float], pods: dict[str, dict[str, float]],
+              done: dict[str, float], start: float, writes: dict[str, Any], jobs: int,
+              cpu: dict[str, float]) -> dict[str, Any]:
+    def since_create(times: dict[str, float]) -> list[float]:
+        return [times[n] - created[n] for n in created if n in times]
+
+    pod = since_create(pods["created"])
+    run = since_create(pods["running"])
     finished = max(done.values()) - start if len(done) >= jobs else float("nan")
-    verbs = {v: after.get(v, 0) - before.get(v, 0) for v in set(after) | set(before)}
-    writes = sum(n for v, n in verbs.items() if v in WRITE_VERBS)
+    per_writer = {w: sum(v.values()) for w, v in writes["by_writer"].items()}
+    all_writers = sum(n for w, n in per_writer.items() if w != "benchmark client")
     return {
-        "child_p50_s": round(pct(child, 0.5), 3), "child_p99_s": round(pct(child, 0.99), 3),
-        "running_p50_s": round(pct(run, 0.5), 3), "running_p99_s": round(pct(run, 0.99), 3),
+        "pod_created_p50_s": round(pct(pod, 0.5), 3),
+        "pod_created_p99_s": round(pct(pod, 0.99), 3),
+        "pod_running_p50_s": round(pct(run, 0.5), 3),
+        "pod_running_p99_s": round(pct(run, 0.99), 3),
         "all_succeeded_s": round(finished, 2),
         "jobs_per_s": round(jobs / finished, 1) if finished == finished else None,
-        "requests_per_job": {v: round(n / jobs, 2) for v, n in sorted(verbs.items()) if n},
-        "writes_per_job": round(writes / jobs, 2),
+        "writes_per_job": round(all_writers / jobs, 2),
+        "operator_writes_per_job": round(per_writer.get("operator", 0) / jobs, 2),
+        "writes_per_job_by_writer": {w: round(n / jobs, 2) for w, n in sorted(per_writer.items())},
+        "writes": writes,
+        "operator_cpu_s": round(cpu["operator"], 2),
+        "operator_cpu_ms_per_job": round(1000 * cpu["operator"] / jobs, 1),
+        "controller_manager_cpu_s": round(cpu["controller-manager"], 2),
+        "operator_rss_mb": round(cpu["rss"] / 2**20),
+        "pods": len(pods["created"]),
         "succeeded": len(done),
     }
 
 
-def kubeloop_burst(bed: Bed, jobs: int, rep: int) -> dict[str, Any]:
-    ns = bed.namespace(f"bench-kl-{rep}")
+# Both operators at the same concurrency (32 reconciles at once) and with no client-side
+# rate limit (Kubeloop has none; Kubeflow's token bucket is set far above what the burst
+# can use), logging at info level.
+KUBEFLOW_FLAGS = ["--controller-threads=32", "--kube-api-qps=100000",
+                  "--kube-api-burst=100000", "--zap-log-level=info"]
+
+
+def run_burst(bed: Bed, name: str, jobs: int, rep: int) -> dict[str, Any]:
+    ns = bed.namespace(f"bench-{rep}")
+    operator_pid, stop = start_kubeloop(bed, rep) if name == "kubeloop" else start_kubeflow()
+    try:
+        pod_rec = Recorder(bed, bed.core.list_namespaced_pod, (ns,), {
+            "created": lambda t, o: t == "ADDED" and job_of(o),
+            "running": lambda t, o: (o.get("status") or {}).get("phase") in (
+                "Running", "Succeeded") and job_of(o)})
+        if name == "kubeloop":
+            group, version, plural = "kubeloop.io", "v1alpha1", "trainingjobs"
+            done = _kl_done
+            bodies = [{"apiVersion": "kubeloop.io/v1alpha1", "kind": "TrainingJob",
+                       "metadata": {"name": f"job-{i:04d}"},
+                       "spec": {"image": "bench:1", "resources": {"cpu": "10m"}}}
+                      for i in range(jobs)]
+        else:
+            group, version, plural = "kubeflow.org", "v1", "pytorchjobs"
+            done = _kf_done
+            bodies = [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+                       "metadata": {"name": f"job-{i:04d}"},
+                       "spec": {"pytorchReplicaSpecs": {"Master": {
+                           "replicas": 1, "restartPolicy": "Never",
+                           "template": {"spec": {"containers": [{
+                               "name": "pytorch", "image": "bench:1",
+                               "resources": {"requests": {"cpu": "10m"}}}]}}}}}}
+                      for i in range(jobs)]
+        cr_rec = Recorder(bed, bed.custom.list_namespaced_custom_object,
+                          (group, version, ns, plural), {"done": lambda t, o: done(o)})
+        kcm = bed.pid("kube-controller-manager")
+        op0, kcm0 = proc_stats(operator_pid)[0], proc_stats(kcm)[0]
+        start, wall_start = time.monotonic(), time.time()
+        created = create_burst(bed, ns, plural, group, version, bodies)
+        wait_until(lambda: len(cr_rec.times["done"]) >= jobs, 900, f"{name} burst")
+        writes = writes_settled(bed, ns, wall_start)
+        op1, rss = proc_stats(operator_pid)
+        cpu = {"operator": op1 - op0, "controller-manager": proc_stats(kcm)[0] - kcm0,
+               "rss": rss}
+        pod_rec.stop()
+        cr_rec.stop()
+        return summarize(created, pod_rec.times, cr_rec.times["done"], start, writes, jobs, cpu)
+    finally:
+        stop()
+
+
+def start_kubeloop(bed: Bed, rep: int) -> tuple[int, Any]:
     port = free_port()
     log = open(ROOT / ".cluster" / f"bench-kubeloop-{rep}.log", "wb")  # noqa: SIM115
     op = subprocess.Popen([sys.executable, "-m", "kubeloop", "run", "--metrics-port", str(port),
@@ -200,38 +356,26 @@ def kubeloop_burst(bed: Bed, jobs: int, rep: int) -> dict[str, Any]:
                            "--log-level", os.environ.get("BENCH_LOG_LEVEL", "INFO")], stdout=log,
                           stderr=subprocess.STDOUT, env={**os.environ, "KUBECONFIG":
                                                          bed.kubeconfig})
-    try:
-        wait_until(lambda: _up(port), 60, "kubeloop metrics")
-        batch = client.BatchV1Api(bed.api)
-        jobs_rec = Recorder(bed, batch.list_namespaced_job, (ns,), {
-            "job": lambda t, o: t == "ADDED" and o["metadata"]["labels"].get(
-                "kubeloop.io/training-job")})
-        tj_rec = Recorder(bed, bed.custom.list_namespaced_custom_object,
-                          ("kubeloop.io", "v1alpha1", ns, "trainingjobs"), {
-            "running": lambda t, o: (o.get("status") or {}).get("phase") in (
-                "Running", "Succeeded") and o["metadata"]["name"],
-            "done": lambda t, o: (o.get("status") or {}).get("phase") == "Succeeded"
-            and o["metadata"]["name"]})
-        before = scrape(port, "kubeloop_api_requests_total", "verb")
-        bodies = [{"apiVersion": "kubeloop.io/v1alpha1", "kind": "TrainingJob",
-                   "metadata": {"name": f"job-{i:04d}"},
-                   "spec": {"image": "bench:1", "resources": {"cpu": "10m"}}}
-                  for i in range(jobs)]
-        start = time.monotonic()
-        created = create_burst(bed, ns, "trainingjobs", "kubeloop.io", "v1alpha1", bodies)
-        wait_until(lambda: len(tj_rec.times["done"]) >= jobs, 900, "kubeloop burst")
-        time.sleep(2)  # let the last status writes land in the counters
-        after = scrape(port, "kubeloop_api_requests_total", "verb")
-        jobs_rec.stop()
-        tj_rec.stop()
-        cpu, rss = proc_stats(op.pid)
-        result = summarize(created, jobs_rec.times["job"], tj_rec.times["running"],
-                           tj_rec.times["done"], start, before, after, jobs)
-        result["operator_cpu_s"], result["operator_rss_mb"] = round(cpu, 1), round(rss / 2**20)
-        return result
-    finally:
+
+    def stop() -> None:
         op.terminate()
         op.wait(30)
+        log.close()
+
+    try:
+        wait_until(lambda: _up(port), 60, "kubeloop metrics")
+    except BaseException:
+        stop()
+        raise
+    return op.pid, stop
+
+
+def start_kubeflow() -> tuple[int, Any]:
+    sh("python3", str(ROOT / "hack" / "kubeflow.py"), "install")
+    sh("python3", str(ROOT / "hack" / "kubeflow.py"), "start", "--", *KUBEFLOW_FLAGS)
+    ports = json.loads((ROOT / ".cluster" / "training-operator.json").read_text())
+    return int(ports["pid"]), lambda: sh("python3", str(ROOT / "hack" / "kubeflow.py"), "stop",
+                                         check=False)
 
 
 def _up(port: int) -> bool:
@@ -241,48 +385,15 @@ def _up(port: int) -> bool:
         return False
 
 
-def kubeflow_burst(bed: Bed, jobs: int, rep: int) -> dict[str, Any]:
-    ns = bed.namespace(f"bench-kf-{rep}")
-    sh("python3", str(ROOT / "hack" / "kubeflow.py"), "install")
-    sh("python3", str(ROOT / "hack" / "kubeflow.py"), "start", "--",
-       "--controller-threads=8", "--kube-api-qps=200", "--kube-api-burst=400")
-    ports = json.loads((ROOT / ".cluster" / "training-operator.json").read_text())
-    try:
-        pod_rec = Recorder(bed, bed.core.list_namespaced_pod, (ns,), {
-            "pod": lambda t, o: t == "ADDED" and (o["metadata"].get("labels") or {}).get(
-                "training.kubeflow.org/job-name")})
-        job_rec = Recorder(bed, bed.custom.list_namespaced_custom_object,
-                           ("kubeflow.org", "v1", ns, "pytorchjobs"), {
-            "running": lambda t, o: _kf_cond(o, ("Running", "Succeeded")),
-            "done": lambda t, o: _kf_cond(o, ("Succeeded",))})
-        before = scrape(ports["metrics"], "rest_client_requests_total", "method")
-        bodies = [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
-                   "metadata": {"name": f"job-{i:04d}"},
-                   "spec": {"pytorchReplicaSpecs": {"Master": {
-                       "replicas": 1, "restartPolicy": "Never",
-                       "template": {"spec": {"containers": [{
-                           "name": "pytorch", "image": "bench:1",
-                           "resources": {"requests": {"cpu": "10m"}}}]}}}}}}
-                  for i in range(jobs)]
-        start = time.monotonic()
-        created = create_burst(bed, ns, "pytorchjobs", "kubeflow.org", "v1", bodies)
-        wait_until(lambda: len(job_rec.times["done"]) >= jobs, 900, "kubeflow burst")
-        time.sleep(2)
-        after = scrape(ports["metrics"], "rest_client_requests_total", "method")
-        pod_rec.stop()
-        job_rec.stop()
-        cpu, rss = proc_stats(int(ports["pid"]))
-        result = summarize(created, pod_rec.times["pod"], job_rec.times["running"],
-                           job_rec.times["done"], start, before, after, jobs)
-        result["operator_cpu_s"], result["operator_rss_mb"] = round(cpu, 1), round(rss / 2**20)
-        return result
-    finally:
-        sh("python3", str(ROOT / "hack" / "kubeflow.py"), "stop", check=False)
+def _kl_done(obj: dict[str, Any]) -> str | None:
+    if (obj.get("status") or {}).get("phase") == "Succeeded":
+        return str(obj["metadata"]["name"])
+    return None
 
 
-def _kf_cond(obj: dict[str, Any], types: tuple[str, ...]) -> str | None:
+def _kf_done(obj: dict[str, Any]) -> str | None:
     for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") in types and cond.get("status") == "True":
+        if cond.get("type") == "Succeeded" and cond.get("status") == "True":
             return str(obj["metadata"]["name"])
     return None
 
@@ -375,43 +486,76 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r[key] for r in rows]
         if all(isinstance(v, int | float) for v in values):
             out[key] = statistics.median(values)
-        elif key == "requests_per_job":
-            verbs = {v for r in rows for v in r[key]}
-            out[key] = {v: statistics.median(r[key].get(v, 0) for r in rows) for v in verbs}
+        elif key == "writes_per_job_by_writer":
+            writers = {w for r in rows for w in r[key]}
+            out[key] = {w: statistics.median(r[key].get(w, 0) for r in rows) for w in writers}
     return out
 
 
 README = ROOT / "bench" / "README.md"
 START, END = "<!-- operator-bench:start -->", "<!-- operator-bench:end -->"
+NAMES = {"kubeloop": "Kubeloop", "kubeflow": "Kubeflow"}
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """(target, met, the figures it was read from), from the medians."""
+    kl, kf = result["median"]["kubeloop"], result["median"]["kubeflow"]
+    jobs = result["jobs"]
+    cpu_ratio = kl["operator_cpu_ms_per_job"] / kf["operator_cpu_ms_per_job"]
+    return [
+        (f"all {jobs} Succeeded no later than Kubeflow",
+         kl["all_succeeded_s"] <= kf["all_succeeded_s"],
+         f"{kl['all_succeeded_s']} s vs {kf['all_succeeded_s']} s"),
+        ("pod created p99 no later than Kubeflow",
+         kl["pod_created_p99_s"] <= kf["pod_created_p99_s"],
+         f"{kl['pod_created_p99_s']} s vs {kf['pod_created_p99_s']} s"),
+        ("writes per job, all writers, no more than Kubeflow",
+         kl["writes_per_job"] <= kf["writes_per_job"],
+         f"{kl['writes_per_job']} vs {kf['writes_per_job']}"),
+        ("operator CPU per job at most 1.5x Kubeflow's", cpu_ratio <= 1.5,
+         f"{kl['operator_cpu_ms_per_job']} vs {kf['operator_cpu_ms_per_job']} ms, "
+         f"{cpu_ratio:.2f}x"),
+    ]
 
 
 def render_table(result: dict[str, Any]) -> str:
     med = result["median"]
     rows = [
-        ("apply → Job (Kubeloop) / first pod (Kubeflow) p50, s", "child_p50_s"),
-        ("apply → Job / first pod p99, s", "child_p99_s"),
-        ("apply → status Running p50, s", "running_p50_s"),
-        ("apply → status Running p99, s", "running_p99_s"),
-        (f"all {result['jobs']} Succeeded, s", "all_succeeded_s"),
+        ("create → pod created p50, s", "pod_created_p50_s"),
+        ("create → pod created p99, s", "pod_created_p99_s"),
+        ("create → pod Running p50, s", "pod_running_p50_s"),
+        ("create → pod Running p99, s", "pod_running_p99_s"),
+        (f"first create → all {result['jobs']} Succeeded (the resource's status), s",
+         "all_succeeded_s"),
         ("jobs per second", "jobs_per_s"),
-        ("write requests per job", "writes_per_job"),
+        ("**write requests per job, all writers**", "writes_per_job"),
+        ("… of them by the operator", "operator_writes_per_job"),
+        ("operator CPU per job, ms", "operator_cpu_ms_per_job"),
         ("operator CPU for the burst, s", "operator_cpu_s"),
+        ("controller-manager CPU for the burst, s", "controller_manager_cpu_s"),
         ("operator RSS after the burst, MB", "operator_rss_mb"),
     ]
+    reps = result["reps"]
     lines = [
         START,
         "## Operator: Kubeloop vs Kubeflow Training Operator v1",
         "",
-        f"`make bench-operator` (`bench/operator_bench.py`): {result['jobs']} single-worker CPU "
-        f"jobs created at once by 16 client threads, {result['reps']} repetitions on a fresh "
-        "local control plane each, the two operators one after the other (order alternating), "
-        "each as its own process; medians shown (every run is in "
-        "`bench/results/operator.json`). Kubeflow Training Operator v1.9.4 built from Go "
-        "modules (`hack/build-kubeflow.sh`), PyTorchJob controller only, run with "
-        "`--controller-threads=8 --kube-api-qps=200 --kube-api-burst=400`; Kubeloop with its "
-        "defaults (32 concurrent reconciles, no client rate limit). Requests are each "
-        "operator's own client-side counters (`kubeloop_api_requests_total`, "
-        "controller-runtime's `rest_client_requests_total`).",
+        f"`make bench-operator` (`bench/operator_bench.py`), run {result.get('date', '?')} at "
+        f"{result.get('commit', '?')}: {result['jobs']} single-worker CPU jobs created at once "
+        f"by 16 client threads. Each operator gets a fresh local control plane in each of "
+        f"{reps} repetitions, in the order {', '.join(result.get('order', []))}; each runs as "
+        "its own process with the kubeconfig's admin identity. Kubeflow Training Operator "
+        "v1.9.4 is built from Go modules (`hack/build-kubeflow.sh`), PyTorchJob controller "
+        f"only. Both reconcile 32 objects at once with no client-side rate limit and log at "
+        f"info level: Kubeloop at its defaults, Kubeflow with `{' '.join(KUBEFLOW_FLAGS)}`. "
+        "Milestones are the same on both sides: a pod's creation and its phase Running, seen "
+        "by a watch on pods; and the last resource's status Succeeded. Writes are counted at "
+        "the API server from its audit log (every create, update, patch and delete in the "
+        "benchmark's namespace, by user and user agent), so they include the writes the "
+        "controller-manager's Job controller makes for Kubeloop's Jobs and the simulated "
+        "kubelets' pod status updates; the benchmark's own creates are left out. CPU is "
+        "each process's user + system time from the first create until the writes settle "
+        f"(no write for 12 s). Medians of the {reps} runs.",
         "",
         "| figure | Kubeloop | Kubeflow |",
         "| --- | ---: | ---: |",
@@ -419,15 +563,26 @@ def render_table(result: dict[str, Any]) -> str:
     for label, key in rows:
         kl, kf = med["kubeloop"].get(key), med["kubeflow"].get(key)
         lines.append(f"| {label} | {kl} | {kf} |")
-    for name in ("kubeloop", "kubeflow"):
-        verbs = ", ".join(f"{v} {n}" for v, n in sorted(med[name]["requests_per_job"].items()))
-        lines.append(f"| requests per job by verb ({name}) | {verbs} | |")
+    writers = sorted({w for n in NAMES for w in med[n]["writes_per_job_by_writer"]})
+    for w in writers:
+        kl, kf = (med[n]["writes_per_job_by_writer"].get(w, 0) for n in NAMES)
+        lines.append(f"| writes per job: {w} | {kl} | {kf} |")
+    lines += ["", "Every run (all Succeeded, s / operator CPU per job, ms):", ""]
+    for name, label in NAMES.items():
+        runs = "; ".join(f"{r['all_succeeded_s']} / {r['operator_cpu_ms_per_job']}"
+                         for r in result["runs"][name])
+        lines.append(f"- {label}: {runs}")
+    lines += ["", "Targets, from the medians above:", ""]
+    for what, met, figures in targets(result):
+        lines.append(f"- {what}: **{'met' if met else 'missed'}** ({figures})")
     settled = result.get("settled")
     if settled:
+        when = (f"run {settled['date']} at {settled['commit']}" if settled.get("date")
+                else "an earlier run")
         lines += [
             "",
-            f"Settled (Kubeloop only): 1,000 objects (400 TrainingJobs, 500 ModelDeployments, "
-            f"100 DriftMonitors) watched for {settled['quiet_seconds']} s: "
+            f"Settled (Kubeloop only; {when}): 1,000 objects (400 TrainingJobs, 500 "
+            f"ModelDeployments, 100 DriftMonitors) watched for {settled['quiet_seconds']} s: "
             f"**{settled['quiet_writes']:.0f} write requests**, {settled['quiet_reads']:.0f} "
             f"reads, operator CPU {settled['quiet_cpu_percent']}% of a core. RSS "
             f"{settled['rss_mb_1000']} MB at 1,000 objects, {settled['rss_mb_3000']} MB at "
@@ -448,44 +603,64 @@ def write_readme(result: dict[str, Any]) -> None:
     README.write_text(text)
 
 
+def stamp() -> dict[str, Any]:
+    commit = sh("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD", check=False).stdout
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit.strip(),
+            "load_average": list(os.getloadavg())}
+
+
+def balanced_order(reps: int) -> list[str]:
+    """Kubeloop first in even repetitions, Kubeflow first in odd ones."""
+    order: list[str] = []
+    for rep in range(reps):
+        order += ["kubeloop", "kubeflow"] if rep % 2 == 0 else ["kubeflow", "kubeloop"]
+    return order
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=500)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=4)
     parser.add_argument("--quiet-seconds", type=int, default=300)
-    parser.add_argument("--skip-quiet", action="store_true")
+    parser.add_argument("--skip-quiet", action="store_true",
+                        help="keep the settled figures of the last results file")
     parser.add_argument("--render-only", action="store_true",
                         help="only write the table from bench/results/operator.json")
     args = parser.parse_args()
     # Stopped from outside: run the `finally`s, so that no operator process is left.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    out = ROOT / "bench" / "results" / "operator.json"
     if args.render_only:
-        write_readme(json.loads((ROOT / "bench" / "results" / "operator.json").read_text()))
+        write_readme(json.loads(out.read_text()))
         return 0
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    result: dict[str, Any] = {"jobs": args.jobs, "reps": args.reps, **stamp(),
+                              "order": balanced_order(args.reps)}
     runs: dict[str, list[dict[str, Any]]] = {"kubeloop": [], "kubeflow": []}
-    for rep in range(args.reps):
-        bed = Bed()
+    audit = ROOT / ".cluster" / "audit.log"
+    for i, name in enumerate(result["order"]):
+        bed = Bed(audit=audit)
         try:
-            order = ["kubeloop", "kubeflow"] if rep % 2 == 0 else ["kubeflow", "kubeloop"]
-            for name in order:
-                fn = kubeloop_burst if name == "kubeloop" else kubeflow_burst
-                row = fn(bed, args.jobs, rep)
-                runs[name].append(row)
-                print(f"rep {rep} {name}: {json.dumps(row)}", flush=True)
+            row = run_burst(bed, name, args.jobs, i // 2)
+            runs[name].append(row)
+            print(f"run {i} {name}: {json.dumps({k: v for k, v in row.items() if k != 'writes'})}",
+                  flush=True)
         finally:
             bed.down()
-    result: dict[str, Any] = {
-        "jobs": args.jobs, "reps": args.reps, "runs": runs,
-        "median": {k: median_row(v) for k, v in runs.items() if v},
-    }
-    if not args.skip_quiet:
+    audit.unlink(missing_ok=True)
+    result["runs"] = runs
+    result["median"] = {k: median_row(v) for k, v in runs.items()}
+    if args.skip_quiet:
+        if previous.get("settled"):
+            result["settled"] = previous["settled"]
+    else:
         bed = Bed()
         try:
-            result["settled"] = quiet_and_memory(bed, args.quiet_seconds)
+            result["settled"] = {**quiet_and_memory(bed, args.quiet_seconds), **stamp()}
             print(f"settled: {json.dumps(result['settled'])}", flush=True)
         finally:
             bed.down()
-    out = ROOT / "bench" / "results" / "operator.json"
+    result["load_average_after"] = list(os.getloadavg())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     write_readme(result)

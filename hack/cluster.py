@@ -9,6 +9,10 @@ hack/build-controlplane.sh built, with simulated nodes (two 8-GPU nodes and one 
     python3 hack/cluster.py restart-apiserver   # for fault tests
     python3 hack/cluster.py import-image ARCHIVE NAME   # an OCI archive into the real node
 
+KUBELOOP_AUDIT_LOG=PATH at `up` makes the API server write an audit log there: one JSON
+line per write request (create, update, patch, delete), with its user and user agent,
+for benchmarks that count every writer (bench/operator_bench.py). Reads are not logged.
+
 Stdlib only, so it runs before any virtual environment exists.
 """
 
@@ -298,7 +302,29 @@ def apiserver_cmd(bins: dict[str, Path], cfg: dict[str, object], pki: Path) -> l
         "--enable-priority-and-fairness=false",
         f"--cert-dir={STATE / 'apiserver-certs'}",
         "--v=1",
+        *audit_flags(str(cfg.get("audit_log") or "")),
     ]
+
+
+# Writes only, at Metadata level: who (user, user agent), what verb on which object,
+# and the response code; no bodies. Reads would multiply the log's size and cost.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: None
+  verbs: ["get", "list", "watch"]
+- level: Metadata
+"""
+
+
+def audit_flags(log: str) -> list[str]:
+    if not log:
+        return []
+    policy = STATE / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    return [f"--audit-policy-file={policy}", f"--audit-log-path={log}",
+            "--audit-log-format=json", "--audit-log-maxsize=1024"]
 
 
 SIMULATED_POD_CIDR = "198.18.0.0/16"
@@ -343,6 +369,7 @@ def up() -> None:
         "proxy_metrics": free_port(),
         "proxy_healthz": free_port(),
         "metrics_server": free_port(),
+        "audit_log": os.environ.get("KUBELOOP_AUDIT_LOG", ""),
     }
     server = f"https://127.0.0.1:{cfg['apiserver_port']}"
     for user in ("admin", "controller-manager", "scheduler", "kwok", "kubelet", "kube-proxy"):

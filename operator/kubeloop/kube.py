@@ -20,9 +20,11 @@ import aiohttp
 from kubernetes import config as kube_config
 from kubernetes.client import Configuration
 
-from kubeloop import metrics
+from kubeloop import __version__, metrics
 
 FIELD_MANAGER = "kubeloop"
+# Names the operator in the API server's audit log and request logs.
+USER_AGENT = f"kubeloop/{__version__}"
 TOKEN_REFRESH_SECONDS = 60.0
 
 
@@ -153,7 +155,9 @@ class Kube:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=64)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=30, connect=10)
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=30, connect=10),
+                headers={"User-Agent": USER_AGENT},
             )
         return self._session
 
