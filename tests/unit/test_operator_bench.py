@@ -119,6 +119,14 @@ def test_targets_are_read_from_the_medians(bench: ModuleType) -> None:
     assert "operator CPU per job at most 1.5x Kubeflow's: **missed** (29.0 vs 11.5 ms, 2.52x)" \
         in block
     assert "| writes per job: kwok | 2.0 | 0 |" in block
+    assert "writes per job: benchmark client (not counted)" in block
+    settled = {"quiet_seconds": 300, "quiet_writes": 0.0, "quiet_reads": 0.0,
+               "quiet_cpu_percent": 0.1, "rss_mb_1000": 150, "rss_mb_3000": 260}
+    block = bench.render_table({**res, "settled": settled})
+    assert "- zero writes when settled: **met**" in block
+    assert "- RSS under 250 MB at 3,000 objects: **missed**" in block
+    block = bench.render_table({**res, "settled": {**settled, "quiet_writes": 3.0}})
+    assert "- zero writes when settled: **missed**" in block
     faster = copy.deepcopy(res)
     for row in faster["runs"]["kubeloop"]:
         row["all_succeeded_s"] = 20
