@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,15 @@ class Bed:
     """A fresh local control plane; with `audit`, the API server logs every write there."""
 
     def __init__(self, audit: Path | None = None) -> None:
-        sh("python3", str(ROOT / "hack" / "cluster.py"), "down", check=False)
+        self.down()
         self.audit = audit
+        try:
+            self._up(audit)
+        except BaseException:
+            self.down()  # no control plane left behind by a failed start
+            raise
+
+    def _up(self, audit: Path | None) -> None:
         env = {**os.environ, "KUBELOOP_AUDIT_LOG": str(audit) if audit else ""}
         if audit:
             audit.unlink(missing_ok=True)
@@ -132,6 +140,8 @@ class Bed:
         return int(json.loads((ROOT / ".cluster" / "pids.json").read_text())[component])
 
     def down(self) -> None:
+        # A Kubeflow operator left by a failed run would serve the next cluster.
+        sh("python3", str(ROOT / "hack" / "kubeflow.py"), "stop", check=False)
         sh("python3", str(ROOT / "hack" / "cluster.py"), "down", check=False)
 
 
@@ -217,6 +227,8 @@ def count_writes(lines: Any, ns: str, since: float) -> dict[str, Any]:
     failed: dict[str, int] = defaultdict(int)
     elsewhere = 0
     for line in lines:
+        if not line.endswith("\n"):
+            continue  # the API server is still writing it
         event = json.loads(line)
         if event.get("stage") != "ResponseComplete" or event.get("verb") not in WRITE_AUDIT_VERBS:
             continue
@@ -243,22 +255,24 @@ def audit_writes(bed: Bed, ns: str, since: float) -> dict[str, Any]:
         return count_writes(lines, ns, since)
 
 
-def writes_settled(bed: Bed, ns: str, since: float, quiet: float = 12.0,
-                   limit: float = 90.0) -> dict[str, Any]:
-    """The write counts once no write has landed in `ns` for `quiet` seconds (the operator
-    coalesces status follow-ups for up to 10 s), or after `limit` seconds."""
+def writes_settled(read: Callable[[], dict[str, Any]], quiet: float = 12.0,
+                   limit: float = 90.0, poll: float = 1.0) -> dict[str, Any]:
+    """The write counts (`read()`) once they have not changed for `quiet` seconds (the
+    operator coalesces status follow-ups for up to 10 s), or after `limit` seconds; then
+    `settled` says which."""
     deadline = time.monotonic() + limit
-    last, since = -1, time.monotonic()
+    last, changed_at = -1, time.monotonic()
     while True:
-        counts = audit_writes(bed, ns, since)
+        counts = read()
         total = sum(sum(v.values()) for v in counts["by_writer"].values())
         now = time.monotonic()
         if total != last:
-            last, since = total, now
-        elif now - since >= quiet or now > deadline:
-            counts["settle_s"] = round(now - since, 1)
+            last, changed_at = total, now
+        if now - changed_at >= quiet or now >= deadline:
+            counts["settled"] = now - changed_at >= quiet
+            counts["settle_s"] = round(now - changed_at, 1)
             return counts
-        time.sleep(1)
+        time.sleep(poll)
 
 
 def job_of(obj: dict[str, Any]) -> str | None:
@@ -277,6 +291,7 @@ def summarize(created: dict[str, float], pods: dict[str, dict[str, float]],
     finished = max(done.values()) - start if len(done) >= jobs else float("nan")
     per_writer = {w: sum(v.values()) for w, v in writes["by_writer"].items()}
     all_writers = sum(n for w, n in per_writer.items() if w != "benchmark client")
+    failed = sum(n for w, n in writes.get("failed", {}).items() if w != "benchmark client")
     return {
         "pod_created_p50_s": round(pct(pod, 0.5), 3),
         "pod_created_p99_s": round(pct(pod, 0.99), 3),
@@ -286,6 +301,7 @@ def summarize(created: dict[str, float], pods: dict[str, dict[str, float]],
         "jobs_per_s": round(jobs / finished, 1) if finished == finished else None,
         "writes_per_job": round(all_writers / jobs, 2),
         "operator_writes_per_job": round(per_writer.get("operator", 0) / jobs, 2),
+        "failed_writes_per_job": round(failed / jobs, 2),
         "writes_per_job_by_writer": {w: round(n / jobs, 2) for w, n in sorted(per_writer.items())},
         "writes": writes,
         "operator_cpu_s": round(cpu["operator"], 2),
@@ -337,7 +353,7 @@ def run_burst(bed: Bed, name: str, jobs: int, rep: int) -> dict[str, Any]:
         start, wall_start = time.monotonic(), time.time()
         created = create_burst(bed, ns, plural, group, version, bodies)
         wait_until(lambda: len(cr_rec.times["done"]) >= jobs, 900, f"{name} burst")
-        writes = writes_settled(bed, ns, wall_start)
+        writes = writes_settled(lambda: audit_writes(bed, ns, wall_start))
         op1, rss = proc_stats(operator_pid)
         cpu = {"operator": op1 - op0, "controller-manager": proc_stats(kcm)[0] - kcm0,
                "rss": rss}
@@ -358,8 +374,7 @@ def start_kubeloop(bed: Bed, rep: int) -> tuple[int, Any]:
                                                          bed.kubeconfig})
 
     def stop() -> None:
-        op.terminate()
-        op.wait(30)
+        end(op)
         log.close()
 
     try:
@@ -376,6 +391,15 @@ def start_kubeflow() -> tuple[int, Any]:
     ports = json.loads((ROOT / ".cluster" / "training-operator.json").read_text())
     return int(ports["pid"]), lambda: sh("python3", str(ROOT / "hack" / "kubeflow.py"), "stop",
                                          check=False)
+
+
+def end(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def _up(port: int) -> bool:
@@ -476,8 +500,8 @@ def quiet_and_memory(bed: Bed, quiet_seconds: int) -> dict[str, Any]:
         result["rss_mb_3000"] = round(proc_stats(op.pid)[1] / 2**20)
         return result
     finally:
-        op.terminate()
-        op.wait(30)
+        end(op)
+        log.close()
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -532,6 +556,8 @@ def render_table(result: dict[str, Any]) -> str:
         ("jobs per second", "jobs_per_s"),
         ("**write requests per job, all writers**", "writes_per_job"),
         ("… of them by the operator", "operator_writes_per_job"),
+        ("… of them refused or failed (status 400 or more; conflicts included)",
+         "failed_writes_per_job"),
         ("operator CPU per job, ms", "operator_cpu_ms_per_job"),
         ("operator CPU for the burst, s", "operator_cpu_s"),
         ("controller-manager CPU for the burst, s", "controller_manager_cpu_s"),
@@ -543,7 +569,8 @@ def render_table(result: dict[str, Any]) -> str:
         "## Operator: Kubeloop vs Kubeflow Training Operator v1",
         "",
         f"`make bench-operator` (`bench/operator_bench.py`), run {result.get('date', '?')} at "
-        f"{result.get('commit', '?')}: {result['jobs']} single-worker CPU jobs created at once "
+        f"{result.get('commit', '?')} on {result.get('cpus', '?')} CPUs (load average "
+        f"{_load(result)}): {result['jobs']} single-worker CPU jobs created at once "
         f"by 16 client threads. Each operator gets a fresh local control plane in each of "
         f"{reps} repetitions, in the order {', '.join(result.get('order', []))}; each runs as "
         "its own process with the kubeconfig's admin identity. Kubeflow Training Operator "
@@ -608,16 +635,23 @@ def write_readme(result: dict[str, Any]) -> None:
     block = render_table(result)
     if START in text:
         before, rest = text.split(START, 1)
-        text = before + block + rest.split(END, 1)[1].lstrip("\n")
+        text = before + block + "\n" + rest.split(END, 1)[1].lstrip("\n")
     else:
         text = text.rstrip() + "\n\n" + block
     README.write_text(text)
 
 
+def _load(result: dict[str, Any]) -> str:
+    before, after = result.get("load_average"), result.get("load_average_after")
+    if not before or not after:
+        return "not recorded"
+    return f"{before[0]:.2f} before the run, {after[0]:.2f} after"
+
+
 def stamp() -> dict[str, Any]:
     commit = sh("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD", check=False).stdout
     return {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit.strip(),
-            "load_average": list(os.getloadavg())}
+            "cpus": os.cpu_count(), "load_average": list(os.getloadavg())}
 
 
 def balanced_order(reps: int) -> list[str]:
@@ -638,6 +672,8 @@ def main() -> int:
     parser.add_argument("--render-only", action="store_true",
                         help="only write the table from bench/results/operator.json")
     args = parser.parse_args()
+    if args.reps < 2 or args.reps % 2:
+        parser.error("--reps: an even number, so that each operator goes first equally often")
     # Stopped from outside: run the `finally`s, so that no operator process is left.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = ROOT / "bench" / "results" / "operator.json"

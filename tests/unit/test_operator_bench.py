@@ -40,7 +40,7 @@ def event(verb: str, resource: str, *, user: str = "kubeloop-admin", agent: str 
     stamp = f"{datetime.fromtimestamp(at, UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
     return json.dumps({"stage": stage, "verb": verb, "objectRef": ref, "userAgent": agent,
                        "user": {"username": user}, "responseStatus": {"code": code},
-                       "requestReceivedTimestamp": stamp})
+                       "requestReceivedTimestamp": stamp}) + "\n"
 
 
 def test_writes_are_attributed_to_their_writer(bench: ModuleType) -> None:
@@ -51,7 +51,8 @@ def test_writes_are_attributed_to_their_writer(bench: ModuleType) -> None:
         event("patch", "jobs", agent="kopf/1.38.0"),
         event("create", "pods", agent="training-operator-v1.9.4/v0.0.0 (linux/amd64)"),
         event("update", "jobs", sub="status", user=job_controller, agent="kube-controller-manager"),
-        event("create", "pods/binding", user="system:kube-scheduler", agent="kube-scheduler"),
+        event("create", "pods", sub="binding", user="system:kube-scheduler", agent="scheduler"),
+        event("deletecollection", "pods", user=job_controller, agent="kube-controller-manager"),
         event("patch", "pods", sub="status", user="kwok", agent="kwok"),
         event("create", "events", user="kubeloop-admin", agent="kubectl/v1.35"),
         event("patch", "trainingjobs", sub="status", code=409),
@@ -63,12 +64,17 @@ def test_writes_are_attributed_to_their_writer(bench: ModuleType) -> None:
         event("update", "clusterkopfpeerings", ns=None),
         event("patch", "jobs", ns="other"),
         event("patch", "jobs", ns="other", user=job_controller),
+        # The last line, while the API server is still writing it.
+        event("patch", "jobs")[:40],
     ]
     counts = bench.count_writes(lines, "bench-0", START)
     assert counts["by_writer"] == {
         "benchmark client": {"create trainingjobs": 1},
         "operator": {"patch trainingjobs/status": 2, "patch jobs": 1, "create pods": 1},
-        "controller-manager (job-controller)": {"update jobs/status": 1},
+        "controller-manager (job-controller)": {
+            "update jobs/status": 1,
+            "deletecollection pods": 1,
+        },
         "scheduler": {"create pods/binding": 1},
         "kwok (the simulated kubelets)": {"patch pods/status": 1},
         "other (kubeloop-admin, kubectl/v1.35)": {"create events": 1},
@@ -133,6 +139,36 @@ def test_targets_are_read_from_the_medians(bench: ModuleType) -> None:
         row["operator_cpu_ms_per_job"] = 15
     faster["median"] = {k: bench.median_row(v) for k, v in faster["runs"].items()}
     assert [met for _, met, _ in bench.targets(faster)] == [True, True, True, True]
+
+
+def test_counts_are_taken_once_they_stop_changing(bench: ModuleType) -> None:
+    totals = iter([1, 5, 9, 9, 9, 9, 9, 9, 9, 9])
+    reads: list[int] = []
+
+    def read() -> dict[str, Any]:
+        reads.append(next(totals))
+        return {"by_writer": {"operator": {"patch jobs": reads[-1]}}}
+
+    counts = bench.writes_settled(read, quiet=0.03, limit=5, poll=0.01)
+    assert counts["settled"] and counts["by_writer"]["operator"]["patch jobs"] == 9
+    assert reads[:3] == [1, 5, 9] and len(reads) >= 5  # waited past the last change
+    growing = iter(range(1000))
+    counts = bench.writes_settled(
+        lambda: {"by_writer": {"x": {"y": next(growing)}}}, quiet=1, limit=0.05, poll=0.01
+    )
+    assert counts["settled"] is False  # never quiet: stops at the limit, and says so
+
+
+def test_readme_block_is_replaced_in_place(bench: ModuleType, tmp_path: Any,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# B\n\n{bench.START}\nold figures\n{bench.END}\n\n### Next\n")
+    monkeypatch.setattr(bench, "README", readme)
+    bench.write_readme(result(bench))
+    text = readme.read_text()
+    assert "old figures" not in text and text.count(bench.START) == 1
+    assert text.startswith("# B\n\n" + bench.START)
+    assert text.endswith(bench.END + "\n\n### Next\n")
 
 
 def test_order_is_balanced(bench: ModuleType) -> None:
