@@ -11,7 +11,7 @@ import numpy as np
 from kubeloop import conditions as c
 from kubeloop.api.common import Condition
 from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, RetrainRecord
-from kubeloop.controllers.driftmonitor import Scrape, judge
+from kubeloop.controllers.driftverdict import Scrape, judge
 from kubeloop.drift.profile import Profile, build_profile, counts_for
 
 NOW = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)

@@ -24,7 +24,7 @@ from kubeloop.api.common import API_VERSION
 from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, RetrainRecord
 from kubeloop.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus
-from kubeloop.controllers import driftmonitor as dm
+from kubeloop.controllers import driftverdict as dm
 from kubeloop.controllers import modeldeployment as md
 from kubeloop.controllers import trainingjob as tj
 from kubeloop.controllers.common import (

@@ -23,7 +23,14 @@ QUANTITY_HINT = (
     "Gi, T, Ti, P, Pi, E or Ei, for example 500m, 2, 4Gi or 4G (4GB is not one)"
 )
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def duration_seconds(text: str) -> float:
+    """`1m30s` -> 90.0; a duration that DURATION_PATTERN admits."""
+    return sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubeloop.api.common import duration_seconds
 from kubeloop.api.modeldeployment import CanaryAnalysis
 from kubeloop.canary.figures import (
     Figures,
@@ -38,13 +38,10 @@ TRACK_LABEL = "kubeloop.io/track"
 MODEL_URI_ANNOTATION = "kubeloop.io/model-uri"
 STABLE, CANARY = "stable", "canary"
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
 
 def seconds(duration: str) -> float:
-    """`1m30s` -> 90.0 (the schema has checked the pattern)."""
-    total = sum(int(n) * _DURATION_UNITS[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h)", duration))
-    return max(total, 1.0)
+    """`1m30s` -> 90.0, at least 1 s (the schema has checked the pattern)."""
+    return max(duration_seconds(duration), 1.0)
 
 
 @dataclass(frozen=True)

@@ -12,23 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
-import json
 import logging
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kubeloop import conditions as c
 from kubeloop import metrics
+from kubeloop.api.common import duration_seconds
 from kubeloop.api.driftmonitor import (
     DriftMonitorSpec,
     DriftMonitorStatus,
-    FeatureScore,
-    Window,
 )
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.controllers import retrain
@@ -42,8 +38,15 @@ from kubeloop.controllers.common import (
     transition_event,
     write_status,
 )
+from kubeloop.controllers.driftverdict import (
+    Scrape,
+    broken,
+    judge,
+    reference_pending,
+    target_missing,
+)
 from kubeloop.controllers.runtime import Key, Result
-from kubeloop.drift import report, sources, stats
+from kubeloop.drift import sources
 from kubeloop.drift.profile import Profile
 from kubeloop.drift.reference import (
     ReferenceInvalid,
@@ -64,14 +67,6 @@ MONITOR_LABEL = retrain.MONITOR_LABEL
 PROMOTER = retrain.PROMOTER
 MAX_PODS_SCRAPED = 20
 SCRAPE_TIMEOUT = 5.0
-
-_DURATION = re.compile(r"([0-9]+)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    return sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text))
-
 
 def forget(namespace: str, name: str) -> None:
     """Drop the gauges of a deleted monitor."""
@@ -107,14 +102,6 @@ def refused_url(spec: DriftMonitorSpec, allowlist: list[str]) -> str | None:
     return None
 
 
-@dataclass
-class Scrape:
-    """Cumulative (metrics) or windowed (prometheus) per-bin counts."""
-
-    counts: np.ndarray
-    cumulative: bool
-
-
 def _scrape_metrics(urls: list[str], profile: Profile, model: str) -> Scrape:
     total: np.ndarray | None = None
     errors = []
@@ -144,217 +131,6 @@ def _scrape_prometheus(
         timeout=SCRAPE_TIMEOUT,
     )
     return Scrape(counts, cumulative=False)
-
-
-def reference_hash(profile: Profile) -> str:
-    """Identifies the bins: a new model brings new edges, and a new window."""
-    text = json.dumps([[f.name, f.kind, f.edges, f.categories] for f in profile.features])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _as_counts(window: Window | None, profile: Profile) -> np.ndarray | None:
-    if window is None or window.reference != reference_hash(profile):
-        return None
-    out = np.zeros((len(profile.features), profile.max_bins))
-    for row, feature in enumerate(profile.features):
-        values = window.counts.get(feature.name)
-        if values is None or len(values) != feature.bins:
-            return None
-        out[row, : feature.bins] = values
-    return out
-
-
-def _window_from(counts: np.ndarray, profile: Profile, now: str) -> Window:
-    return Window(
-        time=now,
-        reference=reference_hash(profile),
-        counts={
-            f.name: [float(v) for v in counts[row, : f.bins]]
-            for row, f in enumerate(profile.features)
-        },
-    )
-
-
-def collecting(status: DriftMonitorStatus, spec: DriftMonitorSpec, why: str) -> list[c.Cond]:
-    message = f"collecting: {why}, need {spec.min_samples}"
-    status.phase = c.COLLECTING
-    status.message = message
-    return [
-        c.Cond(c.READY, True, c.COLLECTING, message),
-        c.Cond(c.SOURCE_READY, True, c.RECONCILED, why),
-    ]
-
-
-def reference_pending(status: DriftMonitorStatus, why: str) -> list[c.Cond]:
-    """The reference is on its way (the model's pods are starting): a wait, not Stalled."""
-    status.phase = c.PENDING
-    status.message = why
-    return [
-        c.Cond(c.READY, False, c.REFERENCE_PENDING, why),
-        c.Cond(c.SOURCE_READY, False, c.REFERENCE_PENDING, why),
-        c.Cond(c.RECONCILING, True, c.REFERENCE_PENDING, why),
-    ]
-
-
-def broken(
-    status: DriftMonitorStatus, reason: str, message: str, stalled: bool = False
-) -> list[c.Cond]:
-    status.phase = c.DEGRADED
-    status.message = message
-    conds = [
-        c.Cond(c.READY, False, reason, message),
-        c.Cond(c.SOURCE_READY, False, reason, message),
-    ]
-    if stalled:
-        conds.append(c.Cond(c.STALLED, True, reason, message))
-    return conds
-
-
-def verdict_stands(
-    status: DriftMonitorStatus, spec: DriftMonitorSpec, samples: int, now: dt.datetime
-) -> list[c.Cond]:
-    """The window after a verdict has too few samples so far: the last verdict stands
-    (its phase, scores and sample count), and the message says how far the next window
-    is, and what a retrain is doing. Going back to Collecting would flap the phase, and
-    send an Event, at every interval of light traffic. A standing verdict starts no
-    retrain: only a judged window does."""
-    drifted = next((cd for cd in status.conditions if cd.type == c.DRIFTED), None)
-    judged = drifted.message if drifted is not None else ""
-    if status.drifted and spec.on_drift.retrain is not None:
-        cooldown = parse_duration(spec.on_drift.retrain.cooldown)
-        judged += retrain.retrain_blocked(spec, status, now, cooldown) or ""
-    progress = f"next window: {samples} of {spec.min_samples} samples so far"
-    status.phase = "Drifted" if status.drifted else "Healthy"
-    status.message = f"{judged}; {progress}" if judged else progress
-    reason = c.DRIFT_DETECTED if status.drifted else c.NO_DRIFT
-    return [
-        c.Cond(c.READY, True, c.RECONCILED, "checks running"),
-        c.Cond(c.SOURCE_READY, True, c.RECONCILED, progress),
-        c.Cond(c.DRIFTED, bool(status.drifted), reason, drifted.message if drifted else ""),
-    ]
-
-
-@dataclass
-class Verdict:
-    """The outcome of one check: conditions, per-feature gauges, and whether to retrain."""
-
-    conds: list[c.Cond]
-    scores: list[tuple[str, str, float]] = field(default_factory=list)
-    wants_retrain: bool = False
-
-
-def target_missing(
-    status: DriftMonitorStatus, spec: DriftMonitorSpec, namespace: str
-) -> list[c.Cond]:
-    message = f"ModelDeployment {namespace}/{spec.model_deployment} does not exist"
-    status.phase, status.message = "Pending", message
-    return [
-        c.Cond(c.READY, False, c.TARGET_NOT_FOUND, message),
-        c.Cond(c.RECONCILING, True, c.TARGET_NOT_FOUND, message),
-    ]
-
-
-def judge(
-    spec: DriftMonitorSpec,
-    status: DriftMonitorStatus,
-    profile: Profile,
-    scrape: Scrape,
-    now: dt.datetime,
-    events: list[tuple[str, str, str]],
-    spec_changed: bool = False,
-) -> Verdict:
-    """Pure: from the scraped counts and the previous window, the new status (updated in
-    place), its conditions and Events. A verdict judged under an earlier spec (another
-    method or threshold) does not stand for the new one."""
-    stamp = rfc3339(now)
-    if scrape.cumulative:
-        baseline = _as_counts(status.window, profile)
-        if baseline is None:
-            if status.window is not None:
-                # A new reference (a new model): the old verdict no longer applies.
-                if status.drifted:
-                    events.append(
-                        (
-                            "Normal",
-                            c.DRIFT_RESET,
-                            "the reference changed (a new model); the drift verdict is reset "
-                            "and a new window starts",
-                        )
-                    )
-                status.drifted, status.score, status.features = None, None, []
-            status.window = _window_from(scrape.counts, profile, stamp)
-            status.samples = 0
-            return Verdict(collecting(status, spec, "baseline taken"))
-        window = sources.window(baseline, scrape.counts)
-    else:
-        window = scrape.counts
-    samples = int(window.sum(axis=1).min()) if len(window) else 0
-    if samples < spec.min_samples:
-        if status.drifted is not None and not spec_changed:
-            return Verdict(verdict_stands(status, spec, samples, now))
-        status.drifted, status.score, status.features = None, None, []
-        status.samples = samples
-        return Verdict(collecting(status, spec, f"{samples} samples so far"))
-    status.samples = samples
-
-    try:
-        # compare() scores categorical features with chi2 where the method needs
-        # ordered bins (ks, wasserstein).
-        verdicts = report.compare(profile, window, spec.method, spec.threshold).features
-    except stats.InsufficientData as err:
-        if err.side == "current":
-            return Verdict(collecting(status, spec, str(err)))
-        return Verdict(broken(status, c.REFERENCE_INVALID, str(err), stalled=True))
-    except ValueError as err:
-        return Verdict(broken(status, c.REFERENCE_INVALID, str(err), stalled=True))
-    if scrape.cumulative:
-        status.window = _window_from(scrape.counts, profile, stamp)  # next window
-    status.features = [
-        FeatureScore(
-            name=f.name,
-            score=round(v.score, 6),
-            p_value=None if v.p_value is None else round(v.p_value, 6),
-            drifted=v.drifted,
-        )
-        for f, v in zip(profile.features, verdicts, strict=True)
-    ]
-    drifted_names = [f.name for f in status.features if f.drifted]
-    status.score = max((f.score for f in status.features), default=0.0)
-    was = status.drifted
-    status.drifted = bool(drifted_names)
-    scores: list[tuple[str, str, float]] = [
-        (f.name, str(v.method), v.score) for f, v in zip(profile.features, verdicts, strict=True)
-    ]
-    wants_retrain = False
-
-    if status.drifted:
-        message = (
-            f"{spec.method} drift in {len(drifted_names)} of {len(status.features)} "
-            f"features ({', '.join(drifted_names)}) over {samples} samples"
-        )
-        if not was:
-            events.append(("Warning", c.DRIFT_DETECTED, message))
-        drifted_cond = c.Cond(c.DRIFTED, True, c.DRIFT_DETECTED, message)
-        cooldown = parse_duration(spec.on_drift.retrain.cooldown) if spec.on_drift.retrain else 0
-        blocked = retrain.retrain_blocked(spec, status, now, cooldown)
-        wants_retrain = blocked is None
-        message += blocked or ""
-    else:
-        message = f"no {spec.method} drift over {samples} samples"
-        if was:
-            events.append(("Normal", c.NO_DRIFT, message))
-        drifted_cond = c.Cond(c.DRIFTED, False, c.NO_DRIFT, message)
-    status.phase = "Drifted" if status.drifted else "Healthy"
-    status.message = message
-    return Verdict(
-        [
-            c.Cond(c.READY, True, c.RECONCILED, "checks running"),
-            c.Cond(c.SOURCE_READY, True, c.RECONCILED, f"{samples} samples read"),
-            drifted_cond,
-        ],
-        scores,
-        wants_retrain,
-    )
 
 
 # Phases that are the verdict of a check that ran, carried until the next interval.
@@ -490,7 +266,7 @@ class Reconciler:
         stamp = rfc3339(now)
         prev = DriftMonitorStatus.model_validate(body.get("status") or {})
         status = prev.model_copy(deep=True)
-        interval = max(parse_duration(spec.interval), 1.0)
+        interval = max(duration_seconds(spec.interval), 1.0)
         events: list[tuple[str, str, str]] = []
 
         # The loop first: follow the retrain we started, evaluate and promote its model.
