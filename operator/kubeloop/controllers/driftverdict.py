@@ -33,7 +33,7 @@ class Scrape:
     cumulative: bool
 
 
-def retrain_blocked(
+def retrain_note(
     spec: DriftMonitorSpec, status: DriftMonitorStatus, now: dt.datetime
 ) -> str | None:
     """Why a drifted verdict starts no retrain now (cooldown, one running, evaluating,
@@ -118,7 +118,7 @@ def verdict_stands(
     drifted = next((cd for cd in status.conditions if cd.type == c.DRIFTED), None)
     judged = drifted.message if drifted is not None else ""
     if status.drifted:
-        judged += retrain_blocked(spec, status, now) or ""
+        judged += retrain_note(spec, status, now) or ""
     progress = f"next window: {samples} of {spec.min_samples} samples so far"
     status.phase = "Drifted" if status.drifted else "Healthy"
     status.message = f"{judged}; {progress}" if judged else progress
@@ -231,7 +231,7 @@ def judge(
         if not was:
             events.append(("Warning", c.DRIFT_DETECTED, message))
         drifted_cond = c.Cond(c.DRIFTED, True, c.DRIFT_DETECTED, message)
-        blocked = retrain_blocked(spec, status, now)
+        blocked = retrain_note(spec, status, now)
         wants_retrain = blocked is None
         message += blocked or ""
     else:
