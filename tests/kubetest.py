@@ -28,6 +28,10 @@ PLURALS = {
 T = TypeVar("T")
 # How often wait_for and stays look again: the waits are bounded by their deadlines.
 POLL_INTERVAL = 0.1
+# On a simulated node, a Job pod with this annotation runs until `Cluster.release`
+# removes it (hack/kwok-stages.yaml): a run that lasts as long as the test needs, on a
+# fast machine or a slow one, instead of a fixed `kubeloop.io/fake-duration`.
+HOLD = {"kubeloop.io/fake-hold": "true"}
 
 
 def tool(name: str) -> str:
@@ -73,20 +77,6 @@ def stays(check: Callable[[], object], seconds: float, what: str) -> None:
     while time.monotonic() < deadline:
         assert check(), f"{what} stopped holding"
         time.sleep(POLL_INTERVAL)
-
-
-def holds_until(
-    check: Callable[[], object], until: Callable[[], bool], timeout: float, what: str
-) -> float:
-    """Assert that `check` holds at every poll until `until()` is true (within `timeout`
-    seconds); returns how long it held."""
-    start = time.monotonic()
-    while not until():
-        assert check(), f"{what} stopped holding"
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: still waiting after {timeout}s")
-        time.sleep(POLL_INTERVAL)
-    return time.monotonic() - start
 
 
 class Cluster:
@@ -198,6 +188,30 @@ class Cluster:
             return wait_for(check, timeout, f"{kind} {name} phase {phase}")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; status: {self.status(kind, namespace, name)}") from None
+
+    def release(self, namespace: str, training_job: str, timeout: float = 30.0) -> list[str]:
+        """End the held pods (HOLD) of a TrainingJob: the annotation is removed from each
+        live pod, and kwok then completes it like any other. Waits for at least one held
+        pod; returns their names. Pods made later (a resume, a retry) are held again."""
+
+        def held() -> list[Any] | None:
+            pods = self.core.list_namespaced_pod(
+                namespace, label_selector=f"kubeloop.io/training-job={training_job}"
+            ).items
+            found = [
+                p for p in pods
+                if not p.metadata.deletion_timestamp
+                and set(HOLD) <= set(p.metadata.annotations or {})
+            ]
+            return found or None
+
+        pods = wait_for(held, timeout, f"a held pod of {training_job}")
+        for pod in pods:
+            self.core.patch_namespaced_pod(
+                pod.metadata.name, namespace,
+                {"metadata": {"annotations": dict.fromkeys(HOLD)}},
+            )
+        return [p.metadata.name for p in pods]
 
     def condition(self, kind: str, namespace: str, name: str, ctype: str) -> dict[str, Any] | None:
         for cond in self.status(kind, namespace, name).get("conditions", []):

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.kubetest import Cluster, wait_for
+from tests.kubetest import HOLD, Cluster, wait_for
 from tests.modelserver import ModelServer, free_port, shifted_rows, train
 
 PROMOTER = "kubeloop-promoter"
@@ -34,13 +34,16 @@ def test_operator_writes_only_status_of_users_objects(
             "image": "t:1",
             "output": {"uri": "s3://m/t"},
             "maxRestarts": 1,
-            "podMetadata": {"annotations": {"kubeloop.io/fake-duration": "2s"}},
+            # Runs until released, so that the suspend lands while it runs.
+            "podMetadata": {"annotations": HOLD},
         },
     )
     cluster.wait_phase("TrainingJob", ns, "t", "Running", 30)
     cluster.patch_spec("TrainingJob", ns, "t", {"suspend": True})
     cluster.wait_phase("TrainingJob", ns, "t", "Suspended", 30)
     cluster.patch_spec("TrainingJob", ns, "t", {"suspend": False})
+    cluster.wait_phase("TrainingJob", ns, "t", "Running", 30)
+    cluster.release(ns, "t")
     cluster.wait_phase("TrainingJob", ns, "t", "Succeeded", 60)
     cluster.create(
         "ModelDeployment",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.kubetest import Cluster, InProcessOperator, stays, wait_for
+from tests.kubetest import HOLD, Cluster, InProcessOperator, stays, wait_for
 
 TJ = "TrainingJob"
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
@@ -242,7 +242,8 @@ def test_suspend_frees_the_pods_and_resume_finishes(cluster: Cluster, namespace:
         TJ,
         namespace,
         "pause",
-        spec(gpu={"count": 2}, annotations={"kubeloop.io/fake-duration": "4s"}),
+        # Runs until released: the suspend lands while it runs, however fast the machine.
+        spec(gpu={"count": 2}, annotations=HOLD),
     )
     cluster.wait_phase(TJ, namespace, "pause", "Running", 20)
     cluster.patch_spec(TJ, namespace, "pause", {"suspend": True})
@@ -259,6 +260,7 @@ def test_suspend_frees_the_pods_and_resume_finishes(cluster: Cluster, namespace:
     )
     cluster.patch_spec(TJ, namespace, "pause", {"suspend": False})
     cluster.wait_phase(TJ, namespace, "pause", "Running", 20)
+    cluster.release(namespace, "pause")
     cluster.wait_phase(TJ, namespace, "pause", "Succeeded", 30)
     assert len(jobs_of(cluster, namespace, "pause")) == 1
 
