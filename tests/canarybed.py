@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import requests
+from kubernetes.client.exceptions import ApiException
 
 from kubeloop.serving.model import LoadedModel
 from kubeloop.serving.server import ModelServer, start
@@ -134,7 +135,14 @@ class Fleet:
             {"op": "replace", "path": "/status/podIP", "value": ip},
             {"op": "replace", "path": "/status/podIPs", "value": [{"ip": ip}]},
         ]
-        self.cluster.core.patch_namespaced_pod_status(pod.metadata.name, self.namespace, body)
+        try:
+            self.cluster.core.patch_namespaced_pod_status(pod.metadata.name, self.namespace, body)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            # Deleted between the list and the patch (a rollout replaced it): no server.
+            self.servers.pop(uid).stop()
+            self.addresses.pop(uid)
 
     def _assign_forever(self) -> None:
         while not self._stop.is_set():
