@@ -50,5 +50,5 @@ def install() -> bool:
         return True
     if orjson is None or current is not json:
         return False
-    api.json = _Json("json")  # type: ignore[attr-defined]
+    api.json = _Json("json")
     return True
