@@ -18,7 +18,6 @@ from typing import Any
 
 import kopf
 
-from kubeloop import watchjson
 from kubeloop.api.common import GROUP, VERSION
 from kubeloop.canary.measure import METER
 from kubeloop.controllers import (
@@ -394,8 +393,6 @@ class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
-    if not watchjson.install():
-        log.info("Watch events are decoded by the standard library (orjson not available)")
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = NoDiffBase(
         prefix=STORAGE_PREFIX, key="last-handled-configuration"
