@@ -310,6 +310,50 @@ def test_reads_a_csv_matching_columns_by_snake_case(tmp_path: Path, iris_model: 
     assert data.labels.tolist() == ["setosa", "virginica"]
 
 
+def test_a_label_column_of_class_values_reads_as_the_class_labels(
+    tmp_path: Path, iris_model: Any
+) -> None:
+    """The estimator's own classes_ (0, 1, 2), as text or as a number, stand for the
+    labels model.json gives them; a column of labels is read as before."""
+    rows = ["5.1,3.5,1.4,0.2,{}", "6.3,3.3,6.0,2.5,{}", "5.9,3.0,4.2,1.5,{}"]
+    for values in (["0", "2", "1"], [" 0", "2.0", "1e0"], ["setosa", "virginica", "versicolor"]):
+        lines = [row.format(value) for row, value in zip(rows, values, strict=True)]
+        table = read_table(str(csv_file(tmp_path, IRIS_HEADER, *lines)))
+        data = select(table, iris_model, "species")
+        assert data.labels.tolist() == ["setosa", "virginica", "versicolor"], values
+
+
+def test_a_label_column_of_class_values_scores_as_the_labels(
+    tmp_path: Path, three_classes: Any
+) -> None:
+    """Every classification metric is the same on the class values 0, 1, 2 as on the
+    names model.json gives them (NAMES, out of alphabetical order)."""
+    model, x, y = three_classes
+    header = "a,b,label"
+    by_name = [f"{a},{b},{NAMES[c]}" for (a, b), c in zip(x.tolist(), y.tolist(), strict=True)]
+    by_value = [f"{a},{b},{c}" for (a, b), c in zip(x.tolist(), y.tolist(), strict=True)]
+    named = select(read_table(str(csv_file(tmp_path, header, *by_name))), model, "label")
+    raw = select(read_table(str(csv_file(tmp_path, header, *by_value))), model, "label")
+    np.testing.assert_array_equal(raw.labels, names(y))
+    for metric in ("accuracy", "f1", "log_loss", "roc_auc"):
+        expected = score(model, metric, named.features, named.labels)
+        assert score(model, metric, raw.features, raw.labels) == expected, metric
+
+
+def test_a_parquet_label_column_of_class_values(tmp_path: Path, iris_model: Any) -> None:
+    """Parquet's integers and floats are class values too."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    columns = {name: [1.0, 2.0, 3.0] for name in IRIS_FEATURES}
+    for species in ([2, 0, 1], [2.0, 0.0, 1.0]):
+        pq.write_table(pa.table({**columns, "species": species}), tmp_path / "data.parquet")
+        data = select(read_table(str(tmp_path / "data.parquet")), iris_model, "species")
+        assert data.labels.tolist() == ["virginica", "setosa", "versicolor"], species
+    pq.write_table(pa.table({**columns, "species": [2, 0, 5]}), tmp_path / "data.parquet")
+    with pytest.raises(EvaluationError, match=r"row 3: '5' is not one of the model's classes"):
+        select(read_table(str(tmp_path / "data.parquet")), iris_model, "species")
+
+
 def test_the_label_column_can_come_from_model_json(tmp_path: Path) -> None:
     model = load_model(
         write_model(
@@ -353,7 +397,22 @@ def test_the_label_column_can_come_from_model_json(tmp_path: Path) -> None:
             [IRIS_HEADER, "5.1,3.5,1.4,0.2,setosa", "5.1,3.5,1.4,0.2,daisy"],
             "species",
             r"data.csv: label column 'species', line 3: 'daisy' is not one of the model's "
-            r"classes \(setosa, versicolor, virginica\)",
+            r"classes \(setosa, versicolor, virginica\) nor one of the estimator's class "
+            r"values \(0, 1, 2\); unknown labels: 'daisy'$",
+        ),
+        (
+            [IRIS_HEADER, "5.1,3.5,1.4,0.2,0", "5.1,3.5,1.4,0.2,3", "5.1,3.5,1.4,0.2,1.5"],
+            "species",
+            r"data.csv: label column 'species', line 3: '3' is not one of the model's "
+            r"classes \(setosa, versicolor, virginica\) nor one of the estimator's class "
+            r"values \(0, 1, 2\); unknown labels: '1.5', '3'$",
+        ),
+        (
+            [IRIS_HEADER, "5.1,3.5,1.4,0.2,setosa", "5.1,3.5,1.4,0.2,2"],
+            "species",
+            r"data.csv: label column 'species' mixes the model's classes \(setosa, "
+            r"versicolor, virginica\) and the estimator's class values \(0, 1, 2\): line 3: "
+            r"'2' is a class value, line 2: 'setosa' a class label",
         ),
         (
             [IRIS_HEADER, "5.1,3.5,1.4,0.2,setosa", "5.1,wide,1.4,0.2,setosa"],
@@ -557,6 +616,22 @@ def test_the_better_model_passes(
     written = log.read_bytes()
     assert len(written) <= TERMINATION_MESSAGE_LIMIT
     assert json.loads(written) == result
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "log_loss"])
+def test_the_command_scores_class_values_as_the_named_labels(
+    trained: dict[str, Path], tmp_path: Path, metric: str
+) -> None:
+    """The iris CSV with the estimator's classes_ (0, 1, 2) in the species column in
+    place of the names train.py writes into model.json: the same scores."""
+    header, *rows = trained["data"].read_text().splitlines()
+    value = {name: str(i) for i, name in enumerate(IRIS_CLASSES)}
+    as_values = [row.rpartition(",")[0] + "," + value[row.rpartition(",")[2]] for row in rows]
+    raw = csv_file(tmp_path, header, *as_values, name="iris-values.csv")
+    args = (str(trained["shifted"]), str(trained["good"]))
+    named_result = evaluate(*args, str(trained["data"]), metric, "species", 0, None)
+    raw_result = evaluate(*args, str(raw), metric, "species", 0, None)
+    assert raw_result == named_result
 
 
 def test_the_worse_model_is_rejected(

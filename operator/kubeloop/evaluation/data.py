@@ -233,7 +233,7 @@ def select(table: Table, model: LoadedModel, label_column: str) -> LabelledData:
         [_feature(table, column, model.allow_nan) for column in feature_columns]
     )
     if model.classes is not None:
-        labels = _class_labels(table, label_column, model.class_labels)
+        labels = _class_labels(table, label_column, model.classes, model.class_labels)
     else:
         labels = _numbers(table, label_column, "label")
         _check_finite(table, label_column, labels, "every row needs a label")
@@ -284,10 +284,31 @@ def _check_finite(table: Table, column: str, values: np.ndarray, nan_problem: st
         )
 
 
-def _class_labels(table: Table, column: str, known: Sequence[str]) -> np.ndarray:
-    """The label column as strings, each one of the model's class labels."""
+def _class_labels(
+    table: Table, column: str, classes: np.ndarray, known: Sequence[str]
+) -> np.ndarray:
+    """The label column as the model's class labels (strings). The column may hold
+    those labels (``setosa``, the names in ``model.json``), or else the estimator's own
+    class values (``classes_``: ``0``, ``1``, ``2``), which become the labels they stand
+    for; not a mix of the two. Labels are tried first: a column whose every cell is a
+    label is read as labels, even where those are class values too (``model.json``
+    naming class 0 ``"1"``). A cell matches a class value by its text (a CSV cell is
+    text, a Parquet one is turned into it), or for numeric classes by its number
+    (``1.0`` and ``1`` are the class 1)."""
     labels = np.asarray(["" if v is None else str(v).strip() for v in table.columns[column]])
-    unknown = np.flatnonzero(~np.isin(labels, np.asarray(known, dtype=str)))
+    is_label = np.isin(labels, np.asarray(known, dtype=str))
+    if is_label.all():
+        return labels
+    values, inverse = np.unique(labels, return_inverse=True)
+    positions = np.asarray([_class_position(str(v), classes) for v in values])[inverse]
+    is_value = positions >= 0
+    if is_value.all():
+        return np.asarray(known, dtype=str)[positions]
+    value_names = [str(c) for c in classes.tolist()]
+    accepted = f"the model's classes ({', '.join(known)})"
+    if value_names != list(known):
+        accepted += f" nor one of the estimator's class values ({', '.join(value_names)})"
+    unknown = np.flatnonzero(~is_label & ~is_value)
     if len(unknown):
         first = int(unknown[0])
         others = sorted(set(labels[unknown].tolist()))
@@ -295,7 +316,31 @@ def _class_labels(table: Table, column: str, known: Sequence[str]) -> np.ndarray
         more = f" and {len(others) - SHOWN_VALUES} more" if len(others) > SHOWN_VALUES else ""
         raise EvaluationError(
             f"{table.source}: label column {column!r}, {table.where(first)}: "
-            f"{str(labels[first])!r} is not one of the model's classes "
-            f"({', '.join(known)}); unknown labels: {shown}{more}"
+            f"{str(labels[first])!r} is not one of {accepted}; unknown labels: {shown}{more}"
         )
-    return labels
+    # Every cell is one or the other, but not all the same one: which was meant is a guess.
+    label_row = int(np.flatnonzero(is_label & ~is_value)[0])
+    value_row = int(np.flatnonzero(is_value & ~is_label)[0])
+    raise EvaluationError(
+        f"{table.source}: label column {column!r} mixes the model's classes "
+        f"({', '.join(known)}) and the estimator's class values ({', '.join(value_names)}): "
+        f"{table.where(value_row)}: {str(labels[value_row])!r} is a class value, "
+        f"{table.where(label_row)}: {str(labels[label_row])!r} a class label; use one or "
+        "the other throughout"
+    )
+
+
+def _class_position(text: str, classes: np.ndarray) -> int:
+    """The index in ``classes`` of the class value ``text`` stands for, -1 if none:
+    equal text, else for numeric classes an equal number."""
+    for i, value in enumerate(classes.tolist()):
+        if str(value) == text:
+            return i
+    if classes.dtype.kind not in "iuf":
+        return -1
+    try:
+        number = float(text)
+    except ValueError:
+        return -1
+    matches = np.flatnonzero(classes == number)
+    return int(matches[0]) if len(matches) else -1

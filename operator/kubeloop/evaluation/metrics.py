@@ -5,7 +5,8 @@ only feeds it the right labels and columns:
 
 * predictions are the estimator's class values (``classes_``, e.g. 0, 1, 2), mapped to
   the model's class labels (``model.json`` ``classes``, e.g. ``setosa``) so that they
-  compare with the labels in the data;
+  compare with the labels in the data (a label column that holds class values is mapped
+  to the labels the same way when it is read, :mod:`kubeloop.evaluation.data`);
 * probability matrices have one column per class of the model, in the model's class
   order, then permuted into the lexicographic order of the labels, because
   ``log_loss`` and ``roc_auc_score`` read the columns in sorted ``labels=`` order. The
