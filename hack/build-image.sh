@@ -27,7 +27,7 @@ log() { echo "[build-image] $*" >&2; }
 base_key="bookworm-$(echo "$base_packages" | sha256sum | cut -c1-12)"
 base="$images/base-$base_key.tar"
 if [[ ! -f "$base" ]]; then
-  command -v debootstrap >/dev/null || bash "$here/build-node.sh" >/dev/null
+  command -v debootstrap >/dev/null || bash "$here/build-node.sh" --packages >/dev/null
   mirror="$(awk '/^URIs:/ && !/security/ {print $2; exit}' /etc/apt/sources.list.d/*.sources \
             2>/dev/null || true)"
   [[ -n "$mirror" ]] || mirror="$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list)"
@@ -64,7 +64,7 @@ if [[ ! -f "$deps" ]]; then
   work="$(mktemp -d)"
   log "wheels of kubeloop[serve] and its dependencies"
   python3 -m pip wheel -q --disable-pip-version-check -w "$work/wheels" "$root[serve]" pip \
-    "setuptools>=68" wheel >&2
+    "setuptools>=77" wheel >&2
   mkdir -p "$work/rootfs"
   tar -C "$work/rootfs" -xf "$base"
   copy_source "$work/rootfs"

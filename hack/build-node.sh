@@ -7,6 +7,8 @@
 # CNI plugins (bridge, host-local, loopback, portmap) and iptables come from Debian's
 # packages, installed here when missing. Binaries are cached per version in
 # $KUBELOOP_CACHE/bin. Prints the bin directory on the last line of stdout.
+#   hack/build-node.sh [--packages]   (--packages: only the Debian packages, which
+#   hack/build-image.sh needs too; `make` runs that first so the two never race on apt)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -114,6 +116,10 @@ build_pause() {
 
 start=$(date +%s)
 debian_packages
+if [[ "${1:-}" == --packages ]]; then
+  echo "$bin"
+  exit 0
+fi
 build_pause
 build_runc
 build_containerd

@@ -9,6 +9,12 @@ hack/build-controlplane.sh built, with simulated nodes (two 8-GPU nodes and one 
     python3 hack/cluster.py restart-apiserver   # for fault tests
     python3 hack/cluster.py import-image ARCHIVE NAME   # an OCI archive into the real node
 
+KUBELOOP_CLUSTER_DIR=DIR keeps a cluster's state in DIR instead of .cluster, so that
+two clusters can run at once (`make test` runs its two lanes so); KUBELOOP_REAL_NODE=0
+at `up` starts one without the real node (kwok's nodes only), which leaves the machine's
+one real node to the other. The real node is a machine-wide thing (its bridge, cgroups,
+iptables chains): only one cluster at a time may have it.
+
 KUBELOOP_AUDIT_LOG=PATH at `up` makes the API server write an audit log there: one JSON
 line per write request (create, update, patch, delete), with its user and user agent,
 for benchmarks that count every writer (bench/operator_bench.py). Reads are not logged.
@@ -19,6 +25,7 @@ Stdlib only, so it runs before any virtual environment exists.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -330,8 +337,22 @@ def audit_flags(log: str) -> list[str]:
 SIMULATED_POD_CIDR = "198.18.0.0/16"
 
 
+BLACKHOLE_HOLDERS = Path("/run/kubeloop/blackhole")
+
+
 def blackhole(add: bool) -> None:
-    """An `unreachable` route for the simulated pods' addresses (root only)."""
+    """An `unreachable` route for the simulated pods' addresses (root only). Every
+    cluster on this machine shares it: each one running holds it (a file named for its
+    state directory), and the route goes only with the last holder."""
+    holder = BLACKHOLE_HOLDERS / hashlib.sha256(str(STATE.resolve()).encode()).hexdigest()[:16]
+    with contextlib.suppress(OSError):
+        BLACKHOLE_HOLDERS.mkdir(parents=True, exist_ok=True)
+        if add:
+            holder.write_text(str(STATE.resolve()))
+        else:
+            holder.unlink(missing_ok=True)
+    if not add and BLACKHOLE_HOLDERS.is_dir() and any(BLACKHOLE_HOLDERS.iterdir()):
+        return
     verb = "replace" if add else "del"
     result = subprocess.run(
         ["ip", "route", verb, "unreachable", SIMULATED_POD_CIDR],
@@ -345,6 +366,13 @@ def blackhole(add: bool) -> None:
             "connections to simulated pods will time out instead of failing at once",
             file=sys.stderr,
         )
+
+
+def wants_real_node() -> bool:
+    """The real node is started when it is built, unless KUBELOOP_REAL_NODE=0."""
+    return os.environ.get("KUBELOOP_REAL_NODE", "1") != "0" and realnode.available(
+        CACHE, versions()
+    )
 
 
 def up() -> None:
@@ -396,7 +424,9 @@ def up() -> None:
         ],
     )
     write_pids(pids)
-    real = realnode.available(CACHE, versions())
+    real = wants_real_node()
+    cfg["real_node"] = real
+    (STATE / "config.json").write_text(json.dumps(cfg))
     if real:
         realnode.network_up()
     pids["kube-apiserver"] = start("kube-apiserver", apiserver_cmd(bins, cfg, pki))
@@ -473,6 +503,8 @@ def up() -> None:
         )
         write_pids(pids)
         run([ctl, "--kubeconfig", kc, "apply", "-f", "-"], input=realnode.addons(cfg))
+    elif os.environ.get("KUBELOOP_REAL_NODE") == "0":
+        print("real node skipped: KUBELOOP_REAL_NODE=0", file=sys.stderr)
     else:
         print("real node skipped: run hack/build-node.sh to build it", file=sys.stderr)
     nodes = ROOT / "hack" / "nodes.yaml"
@@ -532,7 +564,10 @@ def down(quiet: bool = False) -> None:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
     (STATE / "pids.json").unlink(missing_ok=True)
-    realnode.cleanup(STATE, CACHE, versions())
+    # A cluster started without the real node leaves it alone: another cluster may run it.
+    config = STATE / "config.json"
+    if not config.exists() or json.loads(config.read_text()).get("real_node", True):
+        realnode.cleanup(STATE, CACHE, versions())
     blackhole(add=False)
     import shutil
 
