@@ -20,8 +20,21 @@ default body, built by tritonclient itself), and gRPC (raw tensor contents, as t
 sends them). wrk drives REST; bench/grpcload (a small Go closed-loop generator on
 google.golang.org/grpc, built by bench/build-grpcload.sh) drives gRPC; both keep one
 request in flight per connection. Every server starts up front and idles while another
-is measured; each cell warms both up, then alternates them round by round; the figures
-are medians over rounds.
+is measured; each cell warms both up, then measures them in rounds (5 by default), the
+order of the servers reversed every round, and the first round's order alternating from
+cell to cell, so that neither server always goes first. The figures are medians over
+rounds, with each round's figures kept: the rendered section shows the range, and a cell
+meets the goal only when Kubeloop's worst round beats MLServer's best.
+
+Before measuring, each server process is checked for the HTTP parser and event loop it
+has loaded (its native modules in /proc/PID/maps): MLServer must run on httptools and
+uvloop (uvicorn[standard], which bench/serving_bench.sh installs), or the run stops. The
+results record them, with the commit (and whether the working tree was dirty) and the
+UTC date.
+
+    bash bench/serving_bench.sh            # the run of record (about 45 minutes)
+    bash bench/serving_bench.sh --smoke    # one cell per request kind, 1 s rounds, to a
+                                           # scratch results file; no README change
 
 Two more tables: batching on against off (gradient boosting, 16 connections of one row,
 REST JSON), and the ceiling, scikit-learn's own ``predict`` with no server, on the same
@@ -71,6 +84,7 @@ TARGET_RATIO = 2.0  # the issue's goal: this many times MLServer's throughput, l
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 SERVER_CPU = "0"
 LOAD_CPU = "1"
+IDLE_LOAD = 0.5  # the 1-minute load average under which the machine counts as idle
 
 
 @dataclass
@@ -114,13 +128,13 @@ def free_port() -> int:
         return port
 
 
-def train(workdir: Path) -> dict[str, Path]:
+def train(workdir: Path, estimators: tuple[str, ...] = ESTIMATORS) -> dict[str, Path]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO / "operator"), env.get("PYTHONPATH")) if p
     )
     dirs = {}
-    for estimator in ESTIMATORS:
+    for estimator in estimators:
         out = workdir / "models" / estimator
         subprocess.run(
             [sys.executable, str(TRAIN), "--output", str(out), "--estimator", estimator],
@@ -330,11 +344,32 @@ def load(
     return parse_summary(result.stdout)
 
 
+SUMMARY_KEYS = ("requests_per_s", "p50_ms", "p99_ms")
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the rounds, and each figure's range (lowest, highest round)."""
     return {
-        key: round(statistics.median(r[key] for r in runs), 3)
-        for key in ("requests_per_s", "p50_ms", "p99_ms")
-    } | {"errors": sum(r["errors"] for r in runs)}
+        key: round(statistics.median(r[key] for r in runs), 3) for key in SUMMARY_KEYS
+    } | {
+        "range": {
+            key: [round(min(r[key] for r in runs), 3), round(max(r[key] for r in runs), 3)]
+            for key in SUMMARY_KEYS
+        },
+        "errors": sum(r["errors"] for r in runs),
+    }
+
+
+def round_orders(keys: list[str], rounds: int, reverse_first: bool) -> list[list[str]]:
+    """The contenders' order in each round: reversed every round, the first round
+    reversed when `reverse_first` (which alternates from cell to cell)."""
+    orders = []
+    for index in range(rounds):
+        order = list(keys)
+        if (index + reverse_first) % 2:
+            order.reverse()
+        orders.append(order)
+    return orders
 
 
 def measure(
@@ -347,10 +382,11 @@ def measure(
     workdir: Path,
     args: argparse.Namespace,
     expected: list[Any],
+    reverse_first: bool = False,
 ) -> dict[str, Any]:
     """One cell: every contender's answer checked against `expected` (the model's own),
-    a warm-up, then rounds alternating the contenders. A contender that refuses the
-    request is recorded as unsupported, with its message."""
+    a warm-up, then rounds with the contenders' order reversed every round. A contender
+    that refuses the request is recorded as unsupported, with its message."""
     cell: dict[str, Any] = {
         "model": estimator,
         "rows": rows,
@@ -374,20 +410,25 @@ def measure(
         "grpcload": args.grpcload,
         "connections": connections,
     }
-    for server in contenders.values():
-        load(server, estimator, kind, seconds=args.warmup, **run)
+    orders = round_orders(list(contenders), args.rounds, reverse_first)
+    for key in orders[0]:
+        load(contenders[key], estimator, kind, seconds=args.warmup, **run)
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in contenders}
-    for _ in range(args.rounds):
-        for key, server in contenders.items():
-            runs[key].append(load(server, estimator, kind, seconds=args.duration, **run))
+    for order in orders:
+        for key in order:
+            runs[key].append(load(contenders[key], estimator, kind, seconds=args.duration, **run))
     for key, measured in runs.items():
         cell[key] = summarise(measured) | {"runs": measured}
+    cell["orders"] = orders
     cell["loadavg_after"] = loadavg()
     cell["with_errors"] = [k for k in runs if cell[k]["errors"]]
     print(
         f"{estimator}, {rows} rows, {connections} connections, {kind}: "
         + "; ".join(
-            f"{key} {cell[key]['requests_per_s']:,.0f} req/s, p99 {cell[key]['p99_ms']:.1f} ms"
+            f"{key} {cell[key]['requests_per_s']:,.0f} req/s "
+            f"({cell[key]['range']['requests_per_s'][0]:,.0f}-"
+            f"{cell[key]['range']['requests_per_s'][1]:,.0f}), "
+            f"p99 {cell[key]['p99_ms']:.1f} ms"
             for key in runs
         ),
         file=sys.stderr,
@@ -467,13 +508,85 @@ def http_stacks(mlserver: str) -> dict[str, dict[str, str | None]]:
     return {"kubeloop": kubeloop, "mlserver": mlserver_side}
 
 
+def stack_from_maps(maps: str) -> dict[str, Any]:
+    """The HTTP parser and event loop a server process has loaded, from its memory map
+    (/proc/PID/maps): the native modules of httptools, uvloop and aiohttp's C parser.
+    uvicorn's automatic choices (which MLServer keeps) take httptools and uvloop when
+    they import; aiohttp imports its C parser unless told not to, and then uses it."""
+    libs = sorted(
+        {
+            line.split()[-1]
+            for line in maps.splitlines()
+            if len(line.split()) >= 6 and ".so" in line.split()[-1]
+        }
+    )
+
+    def loaded(fragment: str) -> str | None:
+        return next((lib for lib in libs if fragment in lib), None)
+
+    found = {
+        "httptools": loaded("/httptools/parser/"),
+        "uvloop": loaded("/uvloop/loop"),
+        "aiohttp_c_parser": loaded("/aiohttp/_http_parser"),
+    }
+    return {
+        "loaded": {k: Path(v).name for k, v in found.items() if v},
+        "event_loop": "uvloop" if found["uvloop"] else "asyncio (standard library)",
+        "uvicorn_http_parser": "httptools (C)" if found["httptools"] else "h11 (pure Python)",
+        "aiohttp_http_parser": (
+            "aiohttp's C parser (llhttp)" if found["aiohttp_c_parser"] else "pure Python"
+        ),
+    }
+
+
+def runtime_stack(server: Server) -> dict[str, Any]:
+    """What `server`'s process parses HTTP with and loops on, as loaded at run time."""
+    found = stack_from_maps(Path(f"/proc/{server.process.pid}/maps").read_text())
+    mlserver = server.label.startswith("mlserver")
+    return {
+        "http_parser": found["uvicorn_http_parser" if mlserver else "aiohttp_http_parser"],
+        "event_loop": found["event_loop"],
+        "native_modules": found["loaded"],
+    }
+
+
+def git_commit() -> dict[str, Any]:
+    """HEAD, and whether the working tree differs from it (the paths that do)."""
+    def git(*argv: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(REPO), *argv], capture_output=True, text=True, check=True
+        ).stdout
+
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines() if line]
+    return {
+        "sha": git("rev-parse", "HEAD").strip(),
+        "dirty": bool(changed),
+        "dirty_paths": changed[:50],
+    }
+
+
+def wait_idle(limit_s: float) -> list[float]:
+    """The load averages once the 1-minute one is under IDLE_LOAD, waiting up to
+    `limit_s`; the run stops if the machine stays busy."""
+    deadline = time.monotonic() + limit_s
+    while (load_now := loadavg())[0] >= IDLE_LOAD:
+        if time.monotonic() >= deadline:
+            raise SystemExit(
+                f"the machine is busy (load average {load_now[0]:.2f}, not under "
+                f"{IDLE_LOAD}): a run of record needs an idle machine (--allow-busy to "
+                "measure anyway, recorded as not idle)"
+            )
+        time.sleep(10)
+    return load_now
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mlserver", required=True, help="the mlserver executable")
     parser.add_argument("--grpcload", required=True, help="the grpcload executable")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per cell")
-    parser.add_argument("--rounds", type=int, default=3, help="measured runs per cell")
+    parser.add_argument("--rounds", type=int, default=5, help="measured runs per cell")
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -483,7 +596,29 @@ def main() -> int:
     )
     parser.add_argument("--batch-wait-ms", type=float, default=1.0, help="max_batch_time, both")
     parser.add_argument("--no-readme", action="store_true", help="only write the JSON")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the results file")
+    parser.add_argument(
+        "--allow-busy", action="store_true", help="measure even if the machine is not idle"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check the script: one model, 1-row requests, 16 connections, every request "
+        "kind, 1 s warm-up, 2 rounds of 1 s, into a scratch results file, no README",
+    )
     args = parser.parse_args()
+    estimators, rows_grid, connections_grid, ceiling_rows = (
+        ESTIMATORS,
+        ROWS,
+        CONNECTIONS,
+        CEILING_ROWS,
+    )
+    if args.smoke:
+        estimators, rows_grid, connections_grid, ceiling_rows = (NO_BATCHING,), (1,), (16,), (1,)
+        args.duration, args.warmup, args.rounds = 1, 1, 2
+        args.no_readme, args.allow_busy = True, True
+        if args.results == RESULTS:
+            args.results = Path(tempfile.gettempdir()) / "serving-smoke.json"
 
     from serving_bench_report import render_section, write_readme
 
@@ -499,26 +634,28 @@ def main() -> int:
     def row_cap(rows: int) -> int:
         return int(args.batch_size * rows)
 
-    loadavg_start = loadavg()
+    loadavg_start = loadavg() if args.allow_busy else wait_idle(300)
+    commit = git_commit()
     started = time.monotonic()
     cells, unbatched_cells = [], []
     ceilings = []
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         workdir = Path(tmp)
-        models = train(workdir)
+        models = train(workdir, estimators)
         own = {e: joblib.load(d / "model.joblib") for e, d in models.items()}
-        for estimator in ESTIMATORS:
-            for rows in CEILING_ROWS:
+        for estimator in estimators:
+            for rows in ceiling_rows:
                 figures = ceiling(models[estimator], samples[rows], args.duration, args.rounds)
                 ceilings.append({"model": estimator, "rows": rows} | figures)
         servers: list[Server] = []
+        stacks: dict[str, dict[str, Any]] = {}
         try:
             kubeloop = {
                 (e, rows): start_kubeloop(
                     f"kubeloop/{e}/{rows}", e, d, workdir, row_cap(rows), args.batch_wait_ms
                 )
                 for e, d in models.items()
-                for rows in ROWS
+                for rows in rows_grid
             }
             kubeloop_off = start_kubeloop(
                 "kubeloop/unbatched", NO_BATCHING, models[NO_BATCHING], workdir, 1, 0
@@ -530,12 +667,20 @@ def main() -> int:
             servers = [*kubeloop.values(), kubeloop_off, kubeloop_wait0, mlserver]
             for server in [*servers, mlserver_off]:
                 wait_ready(server)
+            stacks = {server.label: runtime_stack(server) for server in servers}
+            if stacks["mlserver"]["http_parser"] != "httptools (C)" or (
+                stacks["mlserver"]["event_loop"] != "uvloop"
+            ):
+                raise SystemExit(
+                    f"MLServer runs on {stacks['mlserver']}, not httptools and uvloop: "
+                    "install uvicorn[standard] in its virtualenv (bench/serving_bench.sh does)"
+                )
             names = [*models, f"{NO_BATCHING}-unbatched"]
-            bodies = {rows: make_bodies(samples[rows], names) for rows in ROWS}
-            for estimator in ESTIMATORS:
-                for rows in ROWS:
+            bodies = {rows: make_bodies(samples[rows], names) for rows in rows_grid}
+            for estimator in estimators:
+                for rows in rows_grid:
                     expected = list(own[estimator].predict(samples[rows]))
-                    for connections in CONNECTIONS:
+                    for connections in connections_grid:
                         for kind in KINDS:
                             pair = {"kubeloop": kubeloop[estimator, rows], "mlserver": mlserver}
                             cells.append(
@@ -549,6 +694,7 @@ def main() -> int:
                                     workdir,
                                     args,
                                     expected,
+                                    reverse_first=len(cells) % 2 == 1,
                                 )
                             )
             # Batching on and off, side by side in the same rounds.
@@ -579,12 +725,18 @@ def main() -> int:
 
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        "smoke": args.smoke,
         "elapsed_s": round(time.monotonic() - started),
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "rounds": args.rounds,
+        "round_order": "reversed every round; the first round's order alternates from cell "
+        "to cell",
+        "met_rule": "kubeloop's lowest round req/s > throughput_ratio x MLServer's highest, "
+        "and kubeloop's highest round p99 < MLServer's lowest",
         "batching": batching,
-        "kubeloop_max_batch_rows": {str(rows): row_cap(rows) for rows in ROWS},
+        "kubeloop_max_batch_rows": {str(rows): row_cap(rows) for rows in rows_grid},
         "pinning": {"servers": SERVER_CPU, "load_generator": LOAD_CPU},
         "load_generators": {
             "rest": "wrk -t1 (one request in flight per connection)",
@@ -596,8 +748,10 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "loadavg_start": loadavg_start,
             "loadavg_end": loadavg(),
+            "idle_load": IDLE_LOAD,
             "python": platform.python_version(),
         },
+        "runtime_stacks": stacks,
         "versions": {
             **http_stacks(args.mlserver),
             "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
@@ -608,8 +762,8 @@ def main() -> int:
         "unbatched": unbatched_cells,
         "ceiling": ceilings,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(report, indent=1) + "\n")
     section = render_section(report)
     if not args.no_readme:
         write_readme(README, section)

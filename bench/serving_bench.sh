@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Model server benchmark: `kubeloop serve` vs MLServer on the same model and protocol.
 # MLServer lives in its own virtualenv, with the project's scikit-learn version so that
-# both servers unpickle the very same model file. wrk comes from Debian (apt-get install wrk);
+# both servers unpickle the very same model file, and with uvicorn[standard]: MLServer's
+# REST server is uvicorn with its automatic choices, which take httptools (the C HTTP
+# parser) and uvloop when they are installed, as uvicorn's docs advise; `pip install
+# mlserver` alone brings uvloop but not httptools, so uvicorn would parse HTTP with h11
+# (pure Python). serving_bench.py checks in each server process which parser and event
+# loop are loaded, and records them. wrk comes from Debian (apt-get install wrk);
 # the gRPC load generator is built from bench/grpcload with Go (bench/build-grpcload.sh).
 set -euo pipefail
 
@@ -25,12 +30,14 @@ import sys
 from importlib.metadata import version
 assert version("mlserver") == sys.argv[1] and version("mlserver-sklearn") == sys.argv[1]
 assert version("scikit-learn") == sys.argv[2]
+version("httptools"), version("uvloop")  # uvicorn[standard]'s C parser and event loop
 EOF
 then
-  echo "creating ${mlserver_venv} (mlserver ${mlserver_version}, scikit-learn ${sklearn_version})" >&2
-  python3 -m venv "${mlserver_venv}"
+  echo "setting up ${mlserver_venv} (mlserver ${mlserver_version}, uvicorn[standard]," \
+    "scikit-learn ${sklearn_version})" >&2
+  [[ -x "${mlserver_venv}/bin/pip" ]] || python3 -m venv "${mlserver_venv}"
   "${mlserver_venv}/bin/pip" install --quiet "mlserver==${mlserver_version}" \
-    "mlserver-sklearn==${mlserver_version}" "scikit-learn==${sklearn_version}"
+    "mlserver-sklearn==${mlserver_version}" "scikit-learn==${sklearn_version}" "uvicorn[standard]"
 fi
 
 grpcload="$(bash "${repo}/bench/build-grpcload.sh" | tail -n1)"
