@@ -1,7 +1,8 @@
 """The operator benchmark's counting and rendering: writes are attributed to the right
 writer from the API server's audit events, the benchmark's own creates and anything
-before the burst are left out, and the README block's targets are computed from the
-medians, not written by hand."""
+before the burst are left out, the settled window counts every writer's writes at the
+API server (DriftMonitors' periodic checks included) within its bounds, and the README
+block's targets are computed from the results, not written by hand."""
 
 from __future__ import annotations
 
@@ -126,19 +127,107 @@ def test_targets_are_read_from_the_medians(bench: ModuleType) -> None:
         in block
     assert "| writes per job: kwok | 2.0 | 0 |" in block
     assert "writes per job: benchmark client (not counted)" in block
-    settled = {"quiet_seconds": 300, "quiet_writes": 0.0, "quiet_reads": 0.0,
-               "quiet_cpu_percent": 0.1, "rss_mb_1000": 150, "rss_mb_3000": 260}
+    settled = settled_figures(bench, [])
     block = bench.render_table({**res, "settled": settled})
-    assert "- zero writes when settled: **met**" in block
+    assert "- zero writes when settled (every writer, at the API server, DriftMonitors " \
+        "checking): **met**" in block
     assert "- RSS under 250 MB at 3,000 objects: **missed**" in block
-    block = bench.render_table({**res, "settled": {**settled, "quiet_writes": 3.0}})
-    assert "- zero writes when settled: **missed**" in block
+    block = bench.render_table({**res, "settled": settled_figures(bench, [
+        event("patch", "driftmonitors", ns="bench-quiet", sub="status", at=WINDOW + 60)])})
+    assert "**missed**" in block.split("- zero writes when settled")[1].splitlines()[0]
     faster = copy.deepcopy(res)
     for row in faster["runs"]["kubeloop"]:
         row["all_succeeded_s"] = 20
         row["operator_cpu_ms_per_job"] = 15
     faster["median"] = {k: bench.median_row(v) for k, v in faster["runs"].items()}
     assert [met for _, met, _ in bench.targets(faster)] == [True, True, True, True]
+
+
+WINDOW = START + 1000.0  # the settled window's start, epoch seconds; it lasts 300 s
+
+
+def settled_figures(bench: ModuleType, lines: list[str], **extra: Any) -> dict[str, Any]:
+    """The settled part's results as quiet_and_memory writes them, from audit lines."""
+    counts = bench.count_writes(lines, "bench-quiet", WINDOW, WINDOW + 300)
+    return {"quiet_seconds": 300, "counted_from": "audit log", **bench.quiet_writes(counts),
+            "quiet_client_counter_writes": 0, "quiet_reads": 12, "drift_monitors": 100,
+            "drift_interval": "60s", "drift_checks_due": 500, "drift_reconciles": 503,
+            "quiet_cpu_percent": 0.1, "rss_mb_1000": 150, "rss_mb_3000": 260,
+            "date": "2026-12-07T08:00:00+0000", "commit": "abc1234", **extra}
+
+
+def test_settled_writes_are_counted_from_the_audit_log(bench: ModuleType) -> None:
+    """Every writer's writes inside the window count, the DriftMonitors' periodic status
+    writes and the operator's Events included, the operator's writes outside the namespace
+    too; the benchmark's own, and anything before or after the window, do not."""
+    quiet = "bench-quiet"
+    lines = [
+        # Before the window: the objects' creation and their settling.
+        event("create", "driftmonitors", ns=quiet, agent="kubeloop-bench", at=WINDOW - 200),
+        event("patch", "driftmonitors", ns=quiet, sub="status", at=WINDOW - 1),
+        # In the window: a check of each of two monitors, its Event, a kwok pod update, a
+        # refused write, a cluster-scoped write by the operator, the benchmark's own write.
+        event("patch", "driftmonitors", ns=quiet, sub="status", at=WINDOW),
+        event("patch", "driftmonitors", ns=quiet, sub="status", at=WINDOW + 60.5),
+        event("create", "events", ns=quiet, agent="kopf/1.38.0", at=WINDOW + 61),
+        event("patch", "pods", ns=quiet, sub="status", user="kwok", agent="kwok",
+              at=WINDOW + 100),
+        event("patch", "modeldeployments", ns=quiet, sub="status", code=409, at=WINDOW + 120),
+        event("update", "clusterkopfpeerings", ns=None, agent="kopf/1.38.0", at=WINDOW + 130),
+        event("create", "configmaps", ns=quiet, agent="kubeloop-bench", at=WINDOW + 150),
+        # Reads, another namespace's writers, an unfinished request: never counted.
+        event("get", "driftmonitors", ns=quiet, at=WINDOW + 10),
+        event("patch", "jobs", ns="bench-0", user="kwok", agent="kwok", at=WINDOW + 10),
+        event("patch", "driftmonitors", ns=quiet, stage="ResponseStarted", at=WINDOW + 10),
+        # After the window: the next 2,000 objects.
+        event("patch", "driftmonitors", ns=quiet, sub="status", at=WINDOW + 300),
+        event("patch", "trainingjobs", ns=quiet, sub="status", at=WINDOW + 400),
+    ]
+    figures = bench.quiet_writes(bench.count_writes(lines, quiet, WINDOW, WINDOW + 300))
+    assert figures["quiet_writes_by_writer"] == {
+        "operator": {"patch driftmonitors/status": 2, "create events": 1,
+                     "patch modeldeployments/status": 1},
+        "kwok (the simulated kubelets)": {"patch pods/status": 1},
+    }
+    assert figures["quiet_writes"] == 6  # 5 in the namespace, 1 cluster-scoped
+    assert figures["quiet_operator_writes"] == 5
+    assert figures["quiet_operator_writes_elsewhere"] == 1
+    assert figures["quiet_failed_writes"] == 1
+    # Without an end, the burst's counting is unchanged: everything from `since` on.
+    open_ended = bench.count_writes(lines, quiet, WINDOW)
+    assert open_ended["by_writer"]["operator"]["patch driftmonitors/status"] == 3
+
+
+def test_the_settled_paragraph_says_where_its_writes_were_counted(bench: ModuleType) -> None:
+    quiet = "bench-quiet"
+    lines = [event("patch", "driftmonitors", ns=quiet, sub="status", at=WINDOW + 60 * i)
+             for i in range(5)]
+    text = "\n".join(bench.render_settled(settled_figures(bench, lines)))
+    assert "100 DriftMonitors checking every 60s" in text
+    assert "500 checks due in the window, 503 DriftMonitor reconciles" in text
+    assert "**5 write requests**, 5 of them by the operator (0 outside the namespace)" in text
+    assert "(operator: 5 patch driftmonitors/status)" in text
+    assert "checking): **missed**" in text
+    quiet_text = "\n".join(bench.render_settled(settled_figures(bench, [])))
+    assert "**0 write requests**" in quiet_text and "checking): **met**" in quiet_text
+    # A window counted by the operator's own client only (the older protocol): shown as
+    # such, and not judged.
+    old = {"quiet_seconds": 300, "quiet_writes": 0.0, "quiet_reads": 0.0,
+           "quiet_cpu_percent": 0.07, "rss_mb_1000": 148, "rss_mb_3000": 229,
+           "date": "2026-12-02T07:30:37+0000", "commit": "564912f"}
+    old_text = "\n".join(bench.render_settled(old))
+    assert "counted by the operator's own client (not at the API server)" in old_text
+    assert "- zero writes when settled: **not judged**" in old_text
+    assert "**met**" in old_text.split("RSS under")[1]
+
+
+def test_drift_intervals_are_read_like_the_operator_reads_them(bench: ModuleType) -> None:
+    assert bench.interval_seconds("60s") == 60
+    assert bench.interval_seconds("1m30s") == 90
+    assert bench.interval_seconds("1h") == 3600
+    for bad in ("", "60", "1 m", "s60"):
+        with pytest.raises(ValueError):
+            bench.interval_seconds(bad)
 
 
 def test_counts_are_taken_once_they_stop_changing(bench: ModuleType) -> None:
