@@ -607,12 +607,10 @@ def main() -> int:
         "kind, 1 s warm-up, 2 rounds of 1 s, into a scratch results file, no README",
     )
     args = parser.parse_args()
-    estimators, rows_grid, connections_grid, ceiling_rows = (
-        ESTIMATORS,
-        ROWS,
-        CONNECTIONS,
-        CEILING_ROWS,
-    )
+    estimators: tuple[str, ...] = ESTIMATORS
+    rows_grid: tuple[int, ...] = ROWS
+    connections_grid: tuple[int, ...] = CONNECTIONS
+    ceiling_rows: tuple[int, ...] = CEILING_ROWS
     if args.smoke:
         estimators, rows_grid, connections_grid, ceiling_rows = (NO_BATCHING,), (1,), (16,), (1,)
         args.duration, args.warmup, args.rounds = 1, 1, 2
@@ -637,7 +635,8 @@ def main() -> int:
     loadavg_start = loadavg() if args.allow_busy else wait_idle(300)
     commit = git_commit()
     started = time.monotonic()
-    cells, unbatched_cells = [], []
+    cells: list[dict[str, Any]] = []
+    unbatched_cells: list[dict[str, Any]] = []
     ceilings = []
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         workdir = Path(tmp)
