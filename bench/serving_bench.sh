@@ -3,7 +3,7 @@
 # MLServer lives in its own virtualenv, with the project's scikit-learn version so that
 # both servers unpickle the very same model file, and with uvicorn[standard]: MLServer's
 # REST server is uvicorn with its automatic choices, which take httptools (the C HTTP
-# parser) and uvloop when they are installed, as uvicorn's docs advise; `pip install
+# parser) and uvloop when they are installed (uvicorn.org/installation); `pip install
 # mlserver` alone brings uvloop but not httptools, so uvicorn would parse HTTP with h11
 # (pure Python). serving_bench.py checks in each server process which parser and event
 # loop are loaded, and records them. wrk comes from Debian (apt-get install wrk);
