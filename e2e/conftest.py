@@ -14,14 +14,16 @@ from typing import Any
 import pytest
 
 from tests.kubetest import ROOT, Cluster, tool, wait_for
-from tests.rbac import drop_from_release, token_kubeconfig
+from tests.rbac import helm_drop, refused, release_refused, token_kubeconfig
 
 RELEASE, SYSTEM_NS = "kubeloop", "kubeloop-system"
 
 
 def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([tool("helm"), "--kubeconfig", cluster.kubeconfig, *args],
-                          capture_output=True, text=True)
+    # An install or upgrade renders the chart without $KUBELOOP_RBAC_DROP (tests/rbac.py).
+    flags, env = helm_drop(args)
+    done = subprocess.run([tool("helm"), "--kubeconfig", cluster.kubeconfig, *args, *flags],
+                          capture_output=True, text=True, env={**os.environ, **env})
     if check and done.returncode != 0:
         raise AssertionError(f"helm {' '.join(args[:2])} failed: {done.stderr.strip()}")
     return done
@@ -98,7 +100,7 @@ def chart(cluster: Cluster) -> Iterator[str]:
     """`helm install` of charts/kubeloop, removed at the end of the session."""
     helm(cluster, "upgrade", "--install", RELEASE, str(ROOT / "charts" / "kubeloop"),
          "--namespace", SYSTEM_NS, "--create-namespace", "--wait", "--timeout", "120s")
-    drop_from_release(cluster, RELEASE)  # $KUBELOOP_RBAC_DROP, for hack/rbac_necessity.py
+    release_refused(cluster, RELEASE, SYSTEM_NS, RELEASE)  # hack/rbac_necessity.py
     cluster.install_crds()
     yield RELEASE
     helm(cluster, "uninstall", RELEASE, "--namespace", SYSTEM_NS, "--wait", check=False)
@@ -112,8 +114,7 @@ def operator_process(cluster: Cluster, chart: str, tmp_path_factory: pytest.Temp
     op = OperatorProcess(kubeconfig, work / "operator.log")
     yield op
     op.stop()
-    forbidden = op.forbidden()
-    assert not forbidden, "the operator was refused:\n" + "\n".join(forbidden[:20])
+    refused(op.forbidden())
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def namespace(cluster: Cluster, operator_process: OperatorProcess) -> Iterator[s
     assert operator_process.proc.poll() is None, "the operator process died"
     name = cluster.new_namespace()
     yield name
-    assert not operator_process.forbidden(), operator_process.forbidden()[:10]
+    refused(operator_process.forbidden())
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from e2e.conftest import RELEASE, SYSTEM_NS, helm
 from tests.kubetest import GROUP, ROOT, VERSION, Cluster, wait_for
-from tests.rbac import drop_from_release
+from tests.rbac import release_refused
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 CHART = ROOT / "charts" / "kubeloop"
@@ -23,10 +23,9 @@ def starter_menu(cluster: Cluster, chart: str) -> Iterator[None]:
     """The session's release upgraded with the starter menu, and back without it."""
     helm(cluster, "upgrade", RELEASE, str(CHART), "--namespace", SYSTEM_NS, "--wait",
          "-f", str(CHART / "starter-templates.values.yaml"))
-    drop_from_release(cluster, RELEASE)  # the upgrade put the whole RBAC back
+    release_refused(cluster, RELEASE, SYSTEM_NS, RELEASE)  # hack/rbac_necessity.py
     yield
     helm(cluster, "upgrade", RELEASE, str(CHART), "--namespace", SYSTEM_NS, "--wait")
-    drop_from_release(cluster, RELEASE)
 
 
 def test_the_chart_ships_the_policy_and_a_menu_the_operator_counts(

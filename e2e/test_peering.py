@@ -9,7 +9,7 @@ import pytest
 
 from e2e.conftest import SYSTEM_NS, OperatorProcess, helm, managers, token_kubeconfig
 from tests.kubetest import ROOT, Cluster, wait_for
-from tests.rbac import drop_from_release
+from tests.rbac import refused, release_refused
 
 PAUSED = "Pausing operations in favour of"
 RESUMED = "Resuming operations after the pause"
@@ -37,7 +37,7 @@ def test_two_replicas_exactly_one_active_then_failover(
     helm(cluster, "install", release, str(ROOT / "charts" / "kubeloop"), "--namespace",
          SYSTEM_NS, "--create-namespace", "--set", "replicas=2", *values,
          "--wait", "--timeout", "120s")
-    drop_from_release(cluster, release)  # $KUBELOOP_RBAC_DROP, for hack/rbac_necessity.py
+    release_refused(cluster, release, SYSTEM_NS, f"{release}-kubeloop", (watched,))
     ops: list[OperatorProcess] = []
     try:
         kubeconfig = token_kubeconfig(cluster, SYSTEM_NS, f"{release}-kubeloop",
@@ -52,13 +52,13 @@ def test_two_replicas_exactly_one_active_then_failover(
         try:
             which = wait_for(lambda: paused() or None, 60, "one operator pausing for the other")
         except AssertionError as err:
-            refused = [line for op in ops for line in op.forbidden()]
-            raise AssertionError(f"{err}; the API server refused:\n" + "\n".join(refused[:5])
-                                 if refused else str(err)) from None
+            lines = [line for op in ops for line in op.forbidden()]
+            raise AssertionError(f"{err}; the API server refused:\n" + "\n".join(lines[:5])
+                                 if lines else str(err)) from None
         assert len(which) == 1, "both operators paused: no active replica"
         standby, active = ops[which[0]], ops[1 - which[0]]
         assert PAUSED not in active.log.read_text()
-        assert not active.forbidden() and not standby.forbidden()
+        refused(active.forbidden() + standby.forbidden())
         cluster.create("TrainingJob", watched, "before-failover", {"image": "t:1"})
         cluster.wait_phase("TrainingJob", watched, "before-failover", "Succeeded", 60)
         made = managers(cluster.batch.read_namespaced_job("before-failover-r0", watched))
