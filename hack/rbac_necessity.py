@@ -11,7 +11,11 @@ written; not an error in a fixture), and the API server's refusal of that very v
 that resource shows in the output or the recorded refusals. The tests run the operator
 with the chart's RBAC, and pass with all of it in the normal suite (`make test`).
 
-    python hack/rbac_necessity.py [--only GROUP/RESOURCE/VERB ...] [--out FILE]
+    python hack/rbac_necessity.py [--only GROUP/RESOURCE/VERB ...] [--shard I/N] [--out FILE]
+
+`--shard I/N` runs every N-th rule from the I-th: `make test` runs the two halves at
+once, each on its own lane's cluster ($KUBELOOP_CLUSTER_DIR), and each shard merges its
+rules into the one results file (under a lock), every rule with its own date and commit.
 
 Writes a results file (default tests/results/rbac-necessity.json: each rule's verdict,
 the test's failing assertion, the first refusal seen) and exits non-zero when a rule was
@@ -21,7 +25,9 @@ not shown needed. Needs the local cluster; one pytest run a rule.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import subprocess
@@ -127,9 +133,44 @@ def run_one(rule: tuple[str, str, str], test: str, logs: Path) -> dict[str, obje
     }
 
 
+def shard(todo: list[tuple[str, str, str]], spec: str) -> list[tuple[str, str, str]]:
+    """The I-th of N interleaved shares of `todo` ("I/N", 1-based)."""
+    index, _, count = spec.partition("/")
+    i, n = int(index), int(count)
+    if not 1 <= i <= n:
+        raise SystemExit(f"--shard {spec}: expected I/N with 1 <= I <= N")
+    return todo[i - 1::n]
+
+
+def commit() -> str:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return f"{head}{' (dirty)' if dirty else ''}" if head else "unknown"
+
+
+def write_results(out: Path, results: list[dict[str, object]], merge: bool,
+                  protocol: str) -> None:
+    """The results file; a shard's rules merged into what the other shards wrote."""
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        kept: dict[str, object] = {}
+        if merge and out.is_file():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                kept = {r["rule"]: r for r in json.loads(out.read_text())["results"]}
+        kept.update({str(r["rule"]): r for r in results})
+        out.write_text(json.dumps({
+            "written": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "protocol": protocol,
+            "results": [kept[rule] for rule in sorted(kept)],
+        }, indent=1) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", default=None, help="GROUP/RESOURCE/VERB ...")
+    parser.add_argument("--shard", default=None, help="I/N: every N-th rule from the I-th")
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "results" /
                         "rbac-necessity.json")
     args = parser.parse_args()
@@ -141,6 +182,8 @@ def main() -> int:
     todo = sorted(granted)
     if args.only is not None:
         todo = [r for r in todo if "/".join(r) in set(args.only)]
+    if args.shard is not None:
+        todo = shard(todo, args.shard)
     logs = args.out.parent / "rbac-necessity-logs"
     logs.mkdir(parents=True, exist_ok=True)
     # One control plane for all the runs: each pytest session finds it running and
@@ -150,26 +193,27 @@ def main() -> int:
     if started:
         subprocess.run([*cluster, "up"], check=True)
     results = []
+    head = commit()
     try:
         for rule in todo:
             result = run_one(rule, WRITES[rule][1], logs)
+            result["written"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            result["commit"] = head
             results.append(result)
             print(f"{result['rule']:50} {result['seconds']:6.1f}s  {result['verdict']}\n"
                   f"    {result['test']}\n    {result['assertion']}", flush=True)
     finally:
         if started:
             subprocess.run([*cluster, "down"], check=False)
-    args.out.write_text(json.dumps({
-        "written": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "protocol": "one pytest run per rule with KUBELOOP_RBAC_DROP=group/resource/verb: "
+    protocol = ("one pytest run per rule with KUBELOOP_RBAC_DROP=group/resource/verb: "
                     "the verb is never granted (integration: the chart's RBAC applied "
                     "without it; e2e: every helm install/upgrade post-rendered without it) "
                     "and the API server refuses it before the operator starts; the "
                     "harness's refusal checks only record; needed = the named test failed "
                     "in its own body (junit failure, not a fixture error) and the API "
-                    "server's refusal of that verb shows",
-        "results": results,
-    }, indent=1) + "\n")
+                    "server's refusal of that verb shows")
+    write_results(args.out, results, merge=args.shard is not None or args.only is not None,
+                  protocol=protocol)
     return 0 if all(r["verdict"] == "needed" for r in results) else 1
 
 
