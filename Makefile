@@ -95,9 +95,9 @@ test-faults: deps
 # Everything CI runs, set-up included. The builds, lint and unit tests go first (three
 # jobs at once); then two lanes, each on its own local cluster, run at the same time:
 # the kwok-only lane (integration, faults) and the real-node lane (e2e, e2e-real), each
-# ending with half of the RBAC necessity check. Each lane's output shows when it ends.
+# ending with half of the RBAC necessity check. Each suite's output shows when it ends.
 test:
-	@$(MAKE) --no-print-directory -j3 --output-sync=target lint unit lane-kwok lane-real
+	@$(MAKE) --no-print-directory -j3 --output-sync=line lint unit lane-kwok lane-real
 
 # A second cluster, without the real node (the machine has one), in .cluster-kwok.
 KWOK_LANE := KUBELOOP_CLUSTER_DIR=$(CURDIR)/.cluster-kwok KUBELOOP_REAL_NODE=0
