@@ -13,7 +13,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import pytest
 import requests
 
 from tests.kubetest import ROOT, Cluster, tool, wait_for
-from tests.rbac import drop_from_release
+from tests.rbac import helm_drop, release_refused
 
 sys.path.insert(0, str(ROOT / "examples" / "train"))
 from make_data import write_iris_csv
@@ -36,23 +38,108 @@ ON_REAL_NODE: dict[str, Any] = {
     "tolerations": [{"key": REAL_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
 }
 TRAIN_COMMAND = ["python", "/opt/kubeloop/examples/train/train.py"]
+# What a run measured: every run writes .cluster/e2e-real.json; a run of the whole suite
+# (`make e2e-real`: every test file here, nothing deselected) also writes the committed
+# tests/results/e2e-real.json, from which hack/e2e_real_figures.py renders the README's
+# real-node figures. $KUBELOOP_E2E_REAL_RESULTS names another file for any run.
 RESULTS = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster")) / "e2e-real.json"
+COMMITTED_RESULTS = ROOT / "tests" / "results" / "e2e-real.json"
 
 
 def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([tool("helm"), "--kubeconfig", cluster.kubeconfig, *args],
-                          capture_output=True, text=True)
+    # An install or upgrade renders the chart without $KUBELOOP_RBAC_DROP (tests/rbac.py).
+    flags, env = helm_drop(args)
+    done = subprocess.run([tool("helm"), "--kubeconfig", cluster.kubeconfig, *args, *flags],
+                          capture_output=True, text=True, env={**os.environ, **env})
     if check and done.returncode != 0:
         raise AssertionError(f"helm {' '.join(args[:2])} failed: {done.stderr.strip()}")
     return done
 
 
+class _Run:
+    """This pytest session's figures and test outcomes, written out when it ends."""
+
+    started = time.monotonic()
+    date = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    figures: dict[str, dict[str, Any]] = {}
+    outcomes: dict[str, str] = {}
+    deselected = 0
+
+
+def _current_test() -> str:
+    return os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+
+
 def record(name: str, value: object) -> None:
-    """A figure a test measured, kept in .cluster/e2e-real.json for the README."""
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data[name] = value
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    """A figure a test measured, with the test that measured it: the run writes them to
+    its results file when it ends (see RESULTS)."""
+    _Run.figures[name] = {"value": value, "test": _current_test()}
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def run_results(items: list[str]) -> dict[str, Any]:
+    """The results of this run: the commit it ran (and whether the tree had changes
+    beside it), when, each selected test's outcome ("not run" if it never got to run)
+    and the figures."""
+    return {
+        "commit": _git("rev-parse", "HEAD") or None,
+        # Changes to tracked files beside the commit (the results file itself aside).
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                           f":!{COMMITTED_RESULTS.relative_to(ROOT)}")),
+        "date": _Run.date,
+        "duration_s": round(time.monotonic() - _Run.started, 1),
+        "tests": {nodeid: _Run.outcomes.get(nodeid, "not run") for nodeid in items},
+        "figures": dict(sorted(_Run.figures.items())),
+    }
+
+
+def _write(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _Run.deselected += len(items)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A test's outcome: failed if its setup, call or teardown failed, skipped if it was
+    skipped, else passed."""
+    if not report.nodeid.startswith("e2e/real/"):
+        return
+    seen = _Run.outcomes.get(report.nodeid)
+    if report.failed:
+        _Run.outcomes[report.nodeid] = "failed"
+    elif report.skipped and seen != "failed":
+        _Run.outcomes[report.nodeid] = "skipped"
+    elif seen is None:
+        _Run.outcomes[report.nodeid] = "passed"
+
+
+def whole_suite(items: list[str], deselected: int) -> bool:
+    """Every test file of e2e/real was collected and nothing was deselected (-k, -m,
+    --lf ...): a run the committed results may come from."""
+    files = {nodeid.split("::", 1)[0] for nodeid in items}
+    every = {f"e2e/real/{p.name}" for p in (ROOT / "e2e" / "real").glob("test_*.py")}
+    return deselected == 0 and files == every
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    items = [item.nodeid for item in session.items if item.nodeid.startswith("e2e/real/")]
+    if not _Run.outcomes:  # nothing ran (--collect-only, or nothing selected)
+        return
+    results = run_results(items)
+    _write(RESULTS, results)
+    if os.environ.get("KUBELOOP_E2E_REAL_RESULTS"):
+        _write(Path(os.environ["KUBELOOP_E2E_REAL_RESULTS"]), results)
+    elif whole_suite(items, _Run.deselected):
+        _write(COMMITTED_RESULTS, results)
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +182,7 @@ def operator_pod(cluster: Cluster, image: str) -> Iterator[dict[str, Any]]:
     helm(cluster, "upgrade", "--install", RELEASE, str(ROOT / "charts" / "kubeloop"),
          "--namespace", SYSTEM_NS, "--create-namespace", *chart_values(),
          "--wait", "--timeout", "180s")
-    drop_from_release(cluster, RELEASE)  # $KUBELOOP_RBAC_DROP, for hack/rbac_necessity.py
+    release_refused(cluster, RELEASE, SYSTEM_NS, RELEASE)  # hack/rbac_necessity.py
 
     def ready_pod() -> dict[str, Any] | None:
         pods = json.loads(cluster.kubectl("get", "pods", "-n", SYSTEM_NS, "-l",
@@ -224,5 +311,27 @@ def infer(url: str, model: str, rows: list[list[float]]) -> dict[str, Any]:
     return dict(response.json())
 
 
+def served(url: str, model: str, rows: list[list[float]],
+           count: int) -> set[tuple[int, str, tuple[int, ...]]]:
+    """What `count` clients get through the Service for the same rows, each request on a
+    new connection (kube-proxy picks a pod per connection): the distinct answers as
+    (status, model version, predicted classes), the version and classes empty for an
+    answer that is not a 200."""
+    body = {"inputs": [{"name": "input-0", "datatype": "FP64",
+                        "shape": [len(rows), len(rows[0])], "data": rows}]}
+    seen = set()
+    for _ in range(count):
+        response = requests.post(f"{url}/v2/models/{model}/infer", json=body,
+                                 headers={"Connection": "close"}, timeout=10)
+        if response.status_code != 200:
+            seen.add((response.status_code, "", ()))
+            continue
+        answer = response.json()
+        classes = next(o["data"] for o in answer["outputs"] if o["name"] == "predict")
+        seen.add((200, answer["model_version"], tuple(int(c) for c in classes)))
+    return seen
+
+
 __all__ = ["IMAGE", "ON_REAL_NODE", "REAL_NODE", "TRAIN_COMMAND", "ModelVolume", "helm",
-           "infer", "pods_of", "reachable", "record", "service_url", "wait_for", "write_iris_csv"]
+           "infer", "pods_of", "reachable", "record", "served", "service_url", "wait_for",
+           "write_iris_csv"]

@@ -2,19 +2,25 @@
 Service (kube-proxy on this machine), and the operator pod judging each step on the
 pods' own /metrics. A canary model that fails on part of its inputs is rolled back with
 its figures while the stable keeps answering; a good one goes through its steps and is
-promoted: the stable Deployment's pods then serve it."""
+promoted: the stable Deployment's pods then serve it. v1 and v2 are different models
+(trained on different splits of the data), so what the clients get through the Service
+says which one serves."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import pytest
 import requests
 from sklearn.compose import ColumnTransformer
@@ -23,14 +29,36 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from e2e.real.conftest import ON_REAL_NODE, ModelVolume, pods_of, reachable, record, service_url
+from e2e.real.conftest import (
+    ON_REAL_NODE,
+    ModelVolume,
+    pods_of,
+    reachable,
+    record,
+    served,
+    service_url,
+)
 from kubeloop.serving.fetch import write_manifest
-from tests.kubetest import Cluster, wait_for
-from tests.modelserver import train
+from kubeloop.serving.model import load_model
+from tests.kubetest import ROOT, Cluster, wait_for
 
 MD = "ModelDeployment"
 NAME = "iris-steps"
 ANALYSIS = {"interval": "10s", "minRequests": 30, "maxErrorPercent": 1}
+# Iris rows on which v1 (split seed 0) and v2 (seed 1) disagree, the first two, and
+# agree, the last two; the first one's sepal length, 4.9, is one the failing canary
+# cannot score.
+PROBE = [[4.9, 2.5, 4.5, 1.7], [7.2, 3.0, 5.8, 1.6], [5.1, 3.5, 1.4, 0.2],
+         [7.0, 3.2, 4.7, 1.4]]
+PROBE_REQUESTS = 20
+
+
+def train(out: Path, seed: int) -> Path:
+    """examples/train/train.py, its train/test split (and boosting) seeded with `seed`."""
+    subprocess.run([sys.executable, str(ROOT / "examples" / "train" / "train.py"),
+                    "--output", str(out), "--seed", str(seed)], check=True,
+                   capture_output=True)
+    return out
 
 
 def chown_tree(path: Path) -> None:
@@ -52,16 +80,35 @@ def failing_copy(source: Path, out: Path) -> None:
                              remainder="passthrough")
     model = Pipeline([("gate", gate), ("clf", LogisticRegression(max_iter=1000))])
     joblib.dump(model.fit(x[seen], y[seen]), out / "model.joblib")
+    # Its own version, so that its answers name it.
+    meta = json.loads((out / "model.json").read_text())
+    meta["version"] = "failing"
+    (out / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
     write_manifest(out)
 
 
 @pytest.fixture(scope="module")
 def models(volume: ModelVolume) -> dict[str, str]:
-    v1 = train(volume.path / "iris-v1")
-    train(volume.path / "iris-v2")
+    v1 = train(volume.path / "iris-v1", seed=0)
+    train(volume.path / "iris-v2", seed=1)
     failing_copy(v1, volume.path / "iris-failing")
     chown_tree(volume.path)
     return {name: f"pvc://models/{name}" for name in ("iris-v1", "iris-v2", "iris-failing")}
+
+
+@pytest.fixture(scope="module")
+def answers(volume: ModelVolume) -> dict[str, tuple[int, str, tuple[int, ...]]]:
+    """What a client gets for the probe rows from v1 and from v2 (status, model version,
+    predicted classes), by the model files themselves; they must differ for the checks
+    through the Service to say which model serves."""
+    expected = {}
+    for name in ("iris-v1", "iris-v2"):
+        model = load_model(volume.path / name)
+        classes = tuple(int(c) for c in model.estimator.predict(np.asarray(PROBE)))
+        expected[name] = (200, model.metadata.version, classes)
+    v1, v2 = expected["iris-v1"], expected["iris-v2"]
+    assert v1[1] != v2[1] and v1[2][:2] != v2[2][:2], expected
+    return expected
 
 
 class Traffic:
@@ -72,6 +119,7 @@ class Traffic:
     def __init__(self, url: str) -> None:
         self.url = url
         self.answers: list[int] = []
+        self.versions: set[str] = set()
         self._rows = load_iris().data
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -87,6 +135,8 @@ class Traffic:
                 answer = requests.post(f"{self.url}/v2/models/{NAME}/infer", json=body,
                                        headers={"Connection": "close"}, timeout=5)
                 self.answers.append(answer.status_code)
+                if answer.status_code == 200:
+                    self.versions.add(answer.json()["model_version"])
             except requests.RequestException:
                 self.answers.append(0)
             self._stop.wait(0.02)
@@ -141,7 +191,8 @@ def stable(cluster: Cluster, namespace: str, models: dict[str, str]) -> Iterator
 
 @pytest.mark.timeout(600)
 def test_a_canary_failing_on_part_of_its_inputs_is_rolled_back(
-    cluster: Cluster, namespace: str, models: dict[str, str], stable: str
+    cluster: Cluster, namespace: str, models: dict[str, str], stable: str,
+    answers: dict[str, tuple[int, str, tuple[int, ...]]],
 ) -> None:
     with Traffic(stable) as traffic:
         cluster.patch_spec(MD, namespace, NAME, {"canary": {
@@ -157,6 +208,7 @@ def test_a_canary_failing_on_part_of_its_inputs_is_rolled_back(
         # The clients did see the canary's errors, through the Service, before the rollback.
         assert 500 in traffic.answers, "no request reached the failing canary"
         record("canary_rollback_figures", judged)
+        record("canary_rollback_message", message)
 
         def canary_pods_gone() -> bool:
             return not pods_of(cluster, namespace,
@@ -168,12 +220,18 @@ def test_a_canary_failing_on_part_of_its_inputs_is_rolled_back(
     # The stable serves everything again: every answer after the canary left is a 200.
     assert set(traffic.answers[after:]) == {200}, sorted(set(traffic.answers[after:]))
     assert cluster.status(MD, namespace, NAME)["activeModelUri"] == models["iris-v1"]
+    # What the clients get is v1's answers only: the failing canary would refuse the
+    # first probe row (500), and names itself "failing".
+    assert served(stable, NAME, PROBE, PROBE_REQUESTS) == {answers["iris-v1"]}
 
 
 @pytest.mark.timeout(600)
 def test_a_good_canary_goes_through_its_steps_and_is_promoted(
-    cluster: Cluster, namespace: str, models: dict[str, str], stable: str
+    cluster: Cluster, namespace: str, models: dict[str, str], stable: str,
+    answers: dict[str, tuple[int, str, tuple[int, ...]]],
 ) -> None:
+    # Before: v1's answers only.
+    assert served(stable, NAME, PROBE, PROBE_REQUESTS) == {answers["iris-v1"]}
     with Traffic(stable) as traffic:
         cluster.patch_spec(MD, namespace, NAME, {"canary": {
             "model": {"uri": models["iris-v2"]}, "steps": [50, 100], "analysis": ANALYSIS}})
@@ -182,16 +240,24 @@ def test_a_good_canary_goes_through_its_steps_and_is_promoted(
     assert status["promotion"]["replaces"] == models["iris-v1"]
     assert status["canary"]["analysis"]["decision"] == "Pass"
     assert set(traffic.answers) == {200}, sorted(set(traffic.answers))
+    # The clients got answers from both models while the canary ran its steps.
+    assert traffic.versions == {answers["iris-v1"][1], answers["iris-v2"][1]}, traffic.versions
 
     def stable_serves_v2() -> bool:
-        pods = pods_of(cluster, namespace, f"kubeloop.io/model-deployment={NAME},"
-                                           "kubeloop.io/track=stable")
-        uris = {p["metadata"]["annotations"]["kubeloop.io/model-uri"] for p in pods
-                if not p["metadata"].get("deletionTimestamp")}
-        return uris == {models["iris-v2"]} and cluster.status(
+        pods = pods_of(cluster, namespace, f"kubeloop.io/model-deployment={NAME}")
+        uris = {p["metadata"]["annotations"]["kubeloop.io/model-uri"] for p in pods}
+        stable_pods = [p for p in pods if p["metadata"]["labels"].get("kubeloop.io/track")
+                       == "stable" and not p["metadata"].get("deletionTimestamp")]
+        # No pod of v1 left at all, terminating ones included.
+        return bool(stable_pods) and uris == {models["iris-v2"]} and cluster.status(
             MD, namespace, NAME).get("phase") == "Ready"
 
-    wait_for(stable_serves_v2, 120, "the stable's pods serving v2, Ready")
+    wait_for(stable_serves_v2, 120, "the stable's pods serving v2, Ready, v1's pods gone")
+    # What the clients get through the Service now is v2's answers only.
+    assert served(stable, NAME, PROBE, PROBE_REQUESTS) == {answers["iris-v2"]}
+    record("canary_probe", {
+        "rows": PROBE, "requests": PROBE_REQUESTS,
+        "v1": list(answers["iris-v1"][2]), "v2": list(answers["iris-v2"][2])})
     reasons = {e.reason for e in cluster.events_for(namespace, NAME)
                if e.involved_object.kind == MD}
     assert {"CanaryStarted", "CanaryPromoting", "CanaryPromoted"} <= reasons, reasons

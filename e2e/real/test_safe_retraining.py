@@ -1,14 +1,17 @@
 """Safe retraining, for real: a training run reports its progress and metrics onto the
-TrainingJob while its pod runs; a retrain that is no better than the serving model is
-rejected by the evaluation gate (an evaluation Job in a real pod) and the champion keeps
-serving; a retrain on the new data beats it and is promoted, and the deployment's
-history says who changed the model and on what scores."""
+TrainingJob while its pod runs; a retrain worse than the serving model (on mislabelled
+data) is rejected by the evaluation gate (an evaluation Job in a real pod) and the
+champion's answers are still what clients get; a retrain on the new data beats it and
+is promoted, its answers are then what clients get, and the deployment's history says
+who changed the model and on what scores."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,15 +26,22 @@ from e2e.real.conftest import (
     TRAIN_COMMAND,
     ModelVolume,
     infer,
+    pods_of,
     reachable,
     record,
+    served,
     service_url,
     write_iris_csv,
 )
+from kubeloop.serving.model import load_model
 from tests.kubetest import Cluster, stays, wait_for
 
 SHIFT = 2.0
 TJ, MD, DM = "TrainingJob", "ModelDeployment", "DriftMonitor"
+# Shifted iris rows (one of each species, the new world's traffic) on which the champion,
+# the mislabelled retrain and the retrain on the new data all answer differently.
+PROBE_INDEXES = (0, 50, 100)
+PROBE_REQUESTS = 10
 
 
 class StatusLog:
@@ -159,6 +169,32 @@ def iris_rows(count: int, shift: float, seed: int) -> list[list[float]]:
     return (data[rng.integers(0, len(data), count)] + shift * data.std(axis=0)).tolist()
 
 
+def write_mislabelled_csv(path: Path, source: Path) -> None:
+    """`source` with every row's species replaced by the next one (setosa -> versicolor
+    -> virginica -> setosa): a labelling pipeline gone wrong, whose model is worse than
+    any on every species."""
+    species = ["setosa", "versicolor", "virginica"]
+    with source.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(header)
+        out.writerows([*row[:-1], species[(species.index(row[-1]) + 1) % 3]] for row in rows)
+
+
+def probe_rows() -> list[list[float]]:
+    data = load_iris().data
+    return (data[list(PROBE_INDEXES)] + SHIFT * data.std(axis=0)).tolist()
+
+
+def model_answers(path: Path, rows: list[list[float]]) -> tuple[int, str, tuple[int, ...]]:
+    """What a client gets from the model in `path` for `rows` (status, version, classes),
+    by the model files themselves."""
+    model = load_model(path)
+    return 200, model.metadata.version, tuple(
+        int(c) for c in model.estimator.predict(np.asarray(rows)))
+
+
 def monitor(name: str, data: str, min_improvement: float) -> dict[str, Any]:
     return {
         "modelDeployment": "gated",
@@ -205,6 +241,7 @@ def test_gate_rejects_a_worse_model_and_promotes_a_better_one(
     data = volume.path / "data"
     write_iris_csv(data / "same.csv", shift=0.0)
     write_iris_csv(data / "shifted.csv", shift=SHIFT)
+    write_mislabelled_csv(data / "mislabelled.csv", data / "shifted.csv")
     # The labelled holdout: recent data, after the world moved.
     write_iris_csv(data / "holdout.csv", shift=SHIFT)
     cluster.create(TJ, namespace, "champion", {
@@ -223,28 +260,35 @@ def test_gate_rejects_a_worse_model_and_promotes_a_better_one(
     cluster.wait_phase(MD, namespace, "gated", "Ready", 240)
     url = service_url(cluster, namespace, "gated")
     reachable(url, "gated")
+    probe = probe_rows()
+    champion_answers = model_answers(volume.path / "champion", probe)
+    assert served(url, "gated", probe, PROBE_REQUESTS) == {champion_answers}
 
-    # A retrain on the same old data is no better on the new holdout: Rejected.
+    # A retrain on mislabelled new data is worse on the new holdout: Rejected.
     started = time.monotonic()
-    cluster.create(DM, namespace, "same-data", monitor("same-data", "same.csv", 0.01))
-    drift(cluster, namespace, "same-data", url, seed=1)
-    rejected = final_result(cluster, namespace, "same-data", 300)
+    cluster.create(DM, namespace, "mislabelled", monitor("mislabelled", "mislabelled.csv", 0.01))
+    drift(cluster, namespace, "mislabelled", url, seed=1)
+    rejected = final_result(cluster, namespace, "mislabelled", 300)
     record("gate_reject_seconds", round(time.monotonic() - started, 1))
     ev = rejected["evaluation"]
     assert rejected["result"] == "Rejected", rejected
     assert ev["passed"] is False and ev["reason"] == "NotBetter"
     assert ev["championUri"] == champion
-    assert ev["challenger"] <= ev["champion"] + 0.01
-    accepted = cluster.condition(DM, namespace, "same-data", "RetrainAccepted")
+    assert ev["challenger"] < ev["champion"], ev
+    accepted = cluster.condition(DM, namespace, "mislabelled", "RetrainAccepted")
     assert accepted and (accepted["status"], accepted["reason"]) == ("False", "NotBetter")
-    reasons = {e.reason for e in cluster.events_for(namespace, "same-data")}
+    reasons = {e.reason for e in cluster.events_for(namespace, "mislabelled")}
     assert "Rejected" in reasons and "Promoted" not in reasons
     stays(
         lambda: cluster.get(MD, namespace, "gated")["spec"]["model"].get("uri") == champion,
         5,
         "the champion kept after the rejection",
     )
-    cluster.delete(DM, namespace, "same-data")
+    # The rejected model answers otherwise; the clients still get the champion's answers.
+    rejected_answers = model_answers(volume.path / "mislabelled-retrain-1", probe)
+    assert rejected_answers[2] != champion_answers[2], (rejected_answers, champion_answers)
+    assert served(url, "gated", probe, PROBE_REQUESTS) == {champion_answers}
+    cluster.delete(DM, namespace, "mislabelled")
 
     # A retrain on the new data beats the champion on the holdout: promoted.
     started = time.monotonic()
@@ -275,3 +319,21 @@ def test_gate_rejects_a_worse_model_and_promotes_a_better_one(
     assert entries[0]["evaluation"] == {
         "metric": "accuracy", "champion": ev["champion"], "challenger": ev["challenger"]}
     assert entries[1]["manifestSha256"] and entries[1]["to"]
+
+    # Rolled out: every pod of the champion gone, the new model's Ready; what the clients
+    # get through the Service is then the promoted model's answers only.
+    promoted_answers = model_answers(volume.path / "new-data-retrain-1", probe)
+    assert promoted_answers[2] not in (champion_answers[2], rejected_answers[2])
+
+    def rolled_out() -> bool:
+        pods = pods_of(cluster, namespace, "kubeloop.io/model-deployment=gated")
+        return bool(pods) and all(
+            p["metadata"]["annotations"]["kubeloop.io/model-uri"] == new_uri for p in pods
+        ) and cluster.status(MD, namespace, "gated").get("phase") == "Ready"
+
+    wait_for(rolled_out, 240, "the champion's pods replaced by the new model's, Ready")
+    assert served(url, "gated", probe, PROBE_REQUESTS) == {promoted_answers}
+    record("gate_probe", {
+        "rows": [[round(v, 3) for v in row] for row in probe], "requests": PROBE_REQUESTS,
+        "champion": list(champion_answers[2]), "rejected": list(rejected_answers[2]),
+        "promoted": list(promoted_answers[2])})
