@@ -50,6 +50,8 @@ RESOURCES: dict[tuple[str, str], Resource] = {
     ("kubeloop.io/v1alpha1", "ModelDeployment"): Resource("modeldeployments"),
     ("kubeloop.io/v1alpha1", "DriftMonitor"): Resource("driftmonitors"),
     ("kubeloop.io/v1alpha1", "ComputeTemplate"): Resource("computetemplates", namespaced=False),
+    ("kopf.dev/v1", "KopfPeering"): Resource("kopfpeerings"),
+    ("kopf.dev/v1", "ClusterKopfPeering"): Resource("clusterkopfpeerings", namespaced=False),
 }
 
 

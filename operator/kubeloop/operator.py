@@ -9,6 +9,7 @@ so the operator writes nothing to an object it has nothing to change on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import threading
@@ -31,6 +32,7 @@ from kubeloop.controllers import (
 from kubeloop.controllers.common import Ctx, OperatorConfig
 from kubeloop.controllers.runtime import Key, Result, Store, WorkQueue
 from kubeloop.kube import Kube, KubeError
+from kubeloop.peering import Leadership, own_identity
 from kubeloop.render.common import MANAGED_BY
 from kubeloop.render.evaluation import EVALUATION_LABEL
 from kubeloop.render.modeldeployment import MODEL_DEPLOYMENT_LABEL
@@ -453,16 +455,30 @@ async def run_operator(
 ) -> None:
     ctx = make_context(config, kube)
     registry = build_registry({"ctx": ctx}, namespaces)
-    await kopf.operator(
-        registry=registry,
-        clusterwide=not namespaces,
-        namespaces=list(namespaces),
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
-        liveness_endpoint=liveness_endpoint,
-        standalone=not peering,
-        # Kopf pauses every operator of equal priority: each replica draws its own, and
-        # the highest one alive is the active one.
-        priority=secrets.randbelow(2**31 - 1) + 1 if peering else 0,
-        memo=kopf.Memo(),
-    )
+    # Kopf pauses every operator of equal priority: each replica draws its own, and the
+    # highest one alive is the active one; only that one's queue reconciles.
+    priority = secrets.randbelow(2**31 - 1) + 1 if peering else 0
+    identity = own_identity()
+    leadership = None
+    if peering:
+        leadership = asyncio.ensure_future(
+            Leadership(ctx.kube, ctx.queue.gate, identity, priority, namespaces).follow()
+        )
+    try:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not namespaces,
+            namespaces=list(namespaces),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+            liveness_endpoint=liveness_endpoint,
+            standalone=not peering,
+            priority=priority,
+            identity=identity,  # type: ignore[arg-type]  # (Kopf's Identity is a NewType of str)
+            memo=kopf.Memo(),
+        )
+    finally:
+        if leadership is not None:
+            leadership.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await leadership

@@ -116,6 +116,10 @@ class WorkQueue:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.idle = asyncio.Event()
+        # Open unless peered replicas keep it shut (kubeloop.peering): no reconcile starts
+        # while it is shut, and what is queued waits.
+        self.gate = asyncio.Event()
+        self.gate.set()
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -176,6 +180,7 @@ class WorkQueue:
     async def _worker(self, index: int) -> None:
         while True:
             priority, _, key = await self._queue.get()
+            await self.gate.wait()
             if self._queued.get(key) != priority:
                 continue  # superseded by an urgent entry, or already reconciled
             del self._queued[key]
