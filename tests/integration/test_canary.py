@@ -420,7 +420,9 @@ def test_drift_monitor_promotion_goes_through_the_canary(
         else:
             assert md["activeModelUri"] == f"file://{v1}"
         assert cluster.status(DM, ns, "watch")["retrains"][0]["result"] == outcome
-        assert outcome in {e.reason for e in cluster.events_for(ns, "watch")}
+        # The Event follows the status write that says the same: wait for it, not race it.
+        wait_for(lambda: outcome in {e.reason for e in cluster.events_for(ns, "watch")} or None,
+                 15, f"a {outcome} Event on the DriftMonitor")
     finally:
         source.stop()
 
