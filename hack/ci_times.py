@@ -128,6 +128,16 @@ def minutes(seconds: object) -> str:
     return f"{whole // 60} min {whole % 60} s"
 
 
+def outcome(suite: dict[str, object]) -> str:
+    """A pytest suite's summary and length; the RBAC check's verdicts (one per rule)."""
+    verdicts = suite.get("verdicts")
+    if isinstance(verdicts, dict):
+        return ", ".join(f"{count} rules {verdict}" for verdict, count in verdicts.items())
+    if "summary" not in suite:
+        return "no summary (did not finish)"
+    return f"{suite['summary']} in {minutes(suite.get('seconds'))}"
+
+
 def render_block() -> str:
     lines = [START, "| `.ci/run` in a fresh clone (2 cores) | budget | measured | commit, "
              "date | suites |", "| --- | --- | --- | --- | --- |"]
@@ -138,17 +148,18 @@ def render_block() -> str:
             continue
         data = json.loads(path.read_text())
         total = data.get("total_seconds")
-        verdict = ("within" if isinstance(total, int) and total <= 60 * data["budget_minutes"]
-                   else "OVER")
-        passed = "passed" if data.get("exit_code") == 0 else f"exit {data.get('exit_code')}"
-        suites = "; ".join(
-            f"{s['suite']}: {s.get('summary', 'no summary')} in {minutes(s.get('seconds'))}"
-            for s in data.get("suites", []))
+        if data.get("exit_code") != 0:  # a failed run's length says nothing of the budget
+            judged = f"exit {data.get('exit_code')}: failed, budget not judged"
+        elif isinstance(total, int) and total <= 60 * data["budget_minutes"]:
+            judged = "within budget, passed"
+        else:
+            judged = "OVER budget, passed"
+        suites = "; ".join(f"{s['suite']}: {outcome(s)}" for s in data.get("suites", []))
         lanes = ", ".join(f"{name} {minutes(info.get('seconds'))}"
                           for name, info in sorted(data.get("lanes", {}).items()))
         lines.append(
-            f"| {mode} | ≤ {data['budget_minutes']} min | **{minutes(total)}** ({verdict} "
-            f"budget, {passed}) | `{str(data['commit'])[:12]}`, {data['started']} | "
+            f"| {mode} | ≤ {data['budget_minutes']} min | **{minutes(total)}** ({judged}) "
+            f"| `{str(data['commit'])[:12]}`, {data['started']} | "
             f"{suites}; lanes: {lanes} |")
     lines.append(END)
     return "\n".join(lines)

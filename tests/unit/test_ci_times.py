@@ -76,10 +76,15 @@ def test_the_block_judges_the_budget_and_says_what_was_not_measured(
     assert "**41 min 40 s** (OVER budget, passed)" in block
     assert "`0123456789ab`, 2026-12-07T08:30:00Z" in block
     assert "tests/integration: 96 passed, 1 warning in 7 min 18 s" in block
+    assert "rbac-necessity 1/2: 1 rules needed, 1 rules NOT SHOWN: the test passed" in block
     (tmp_path / "ci-warm.json").write_text(json.dumps({
         "commit": "0123456789abcdef", "started": "2026-12-07T08:30:00Z", "exit_code": 2,
         "budget_minutes": 40, **mod.parse(LOG)}))
-    assert "**33 min 32 s** (within budget, exit 2)" in mod.render_block()
+    assert "**33 min 32 s** (exit 2: failed, budget not judged)" in mod.render_block()
+    (tmp_path / "ci-warm.json").write_text(json.dumps({
+        "commit": "0123456789abcdef", "started": "2026-12-07T08:30:00Z", "exit_code": 0,
+        "budget_minutes": 40, **mod.parse(LOG)}))
+    assert "**33 min 32 s** (within budget, passed)" in mod.render_block()
 
 
 def test_the_readme_block_is_rendered_from_the_committed_results() -> None:
