@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from tests.kubetest import ROOT, Cluster, tool, wait_for
 from tests.rbac import helm_drop, release_refused
@@ -234,9 +235,20 @@ class ModelVolume:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def host_operators() -> list[str]:
+def servers_of(kubeconfig: str) -> set[str]:
+    """The API server addresses a kubeconfig file names (empty when it cannot be read)."""
+    try:
+        config = yaml.safe_load(Path(kubeconfig).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return set()
+    return {str((c.get("cluster") or {}).get("server")) for c in config.get("clusters") or []}
+
+
+def host_operators(server: str) -> list[str]:
     """`kubeloop run` processes of this machine, outside containers (the pod's own runs
-    in its own PID namespace)."""
+    in its own PID namespace), that may talk to `server`: `make test` runs another
+    cluster beside this one, whose host operators (KUBECONFIG naming its own API server)
+    cannot have done any work here. One whose API server cannot be told counts."""
     own = os.readlink("/proc/self/ns/pid")
     found = []
     for proc in Path("/proc").iterdir():
@@ -245,10 +257,17 @@ def host_operators() -> list[str]:
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
             same_ns = os.readlink(proc / "ns" / "pid") == own
+            environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if same_ns and b"kubeloop" in b" ".join(argv) and b"run" in argv:
-            found.append(f"{proc.name}: {b' '.join(argv).decode(errors='replace')[:120]}")
+        if not (same_ns and b"kubeloop" in b" ".join(argv) and b"run" in argv):
+            continue
+        kubeconfig = next((e[len(b"KUBECONFIG="):].decode(errors="replace") for e in environ
+                           if e.startswith(b"KUBECONFIG=")), None)
+        servers = servers_of(kubeconfig) if kubeconfig else set()
+        if servers and server not in servers:
+            continue  # another cluster's operator
+        found.append(f"{proc.name}: {b' '.join(argv).decode(errors='replace')[:120]}")
     return found
 
 
@@ -264,7 +283,9 @@ def namespace(cluster: Cluster, operator_pod: dict[str, Any]) -> Iterator[str]:
     """A namespace for one module; the operator pod, and nothing else, must have done
     the work in it: no other `kubeloop run` on this machine, and the pod's own status
     write counter grew."""
-    assert not host_operators(), f"another operator runs on this machine: {host_operators()}"
+    server = next(iter(servers_of(cluster.kubeconfig)))
+    assert not host_operators(server), (
+        f"another operator runs on this machine: {host_operators(server)}")
     before = status_writes(operator_pod)
     name = cluster.new_namespace()
     yield name
