@@ -225,6 +225,32 @@ class Cluster:
         )
         return list(events.items)
 
+    def event_reasons(self, namespace: str, name: str, kind: str | None = None) -> list[str]:
+        """The reasons of the Events about `name` (of `kind` only, when given), oldest first."""
+        return [
+            e.reason
+            for e in self.events_for(namespace, name)
+            if kind is None or e.involved_object.kind == kind
+        ]
+
+    def await_events(
+        self, namespace: str, name: str, wanted: set[str], timeout: float = 20.0,
+        kind: str | None = None,
+    ) -> list[str]:
+        """Wait until Events with every reason in `wanted` are about `name`, and return all
+        the reasons then seen. The operator posts an Event after the status write it
+        explains, so a test that saw the status must wait for the Event, not read once."""
+        seen: list[str] = []
+
+        def arrived() -> list[str] | None:
+            seen[:] = self.event_reasons(namespace, name, kind)
+            return list(seen) if wanted <= set(seen) else None
+
+        try:
+            return wait_for(arrived, timeout, f"Events {sorted(wanted)} about {name}")
+        except AssertionError as err:
+            raise AssertionError(f"{err}; reasons seen: {sorted(set(seen))}") from None
+
     def new_namespace(self) -> str:
         name = f"t-{uuid.uuid4().hex[:8]}"
         self.core.create_namespace(

@@ -258,8 +258,7 @@ def test_a_good_canary_goes_through_its_steps_and_is_promoted(
     record("canary_probe", {
         "rows": PROBE, "requests": PROBE_REQUESTS,
         "v1": list(answers["iris-v1"][2]), "v2": list(answers["iris-v2"][2])})
-    reasons = {e.reason for e in cluster.events_for(namespace, NAME)
-               if e.involved_object.kind == MD}
-    assert {"CanaryStarted", "CanaryPromoting", "CanaryPromoted"} <= reasons, reasons
+    cluster.await_events(
+        namespace, NAME, {"CanaryStarted", "CanaryPromoting", "CanaryPromoted"}, kind=MD)
     listed = cluster.kubectl("get", "mdep", NAME, "-n", namespace).stdout
     record("canary_promoted_kubectl_get", listed)

@@ -277,8 +277,8 @@ def test_gate_rejects_a_worse_model_and_promotes_a_better_one(
     assert ev["challenger"] < ev["champion"], ev
     accepted = cluster.condition(DM, namespace, "mislabelled", "RetrainAccepted")
     assert accepted and (accepted["status"], accepted["reason"]) == ("False", "NotBetter")
-    reasons = {e.reason for e in cluster.events_for(namespace, "mislabelled")}
-    assert "Rejected" in reasons and "Promoted" not in reasons
+    reasons = cluster.await_events(namespace, "mislabelled", {"Rejected"})
+    assert "Promoted" not in reasons
     stays(
         lambda: cluster.get(MD, namespace, "gated")["spec"]["model"].get("uri") == champion,
         5,

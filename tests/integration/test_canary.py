@@ -77,12 +77,13 @@ def replicas(cluster: Cluster, ns: str, name: str) -> int | None:
     return None if dep is None else int(dep.spec.replicas)
 
 
-def reasons(cluster: Cluster, ns: str, name: str) -> set[str]:
-    """The canary Events on the ModelDeployment (not its Deployment of the same name)."""
+def reasons(cluster: Cluster, ns: str, name: str, *wanted: str) -> set[str]:
+    """The canary Events on the ModelDeployment (not its Deployment of the same name),
+    once every reason in `wanted` is among them (the Event follows the status write)."""
     return {
-        e.reason
-        for e in cluster.events_for(ns, name)
-        if e.involved_object.kind == MD and e.reason.startswith("Canary")
+        reason
+        for reason in cluster.await_events(ns, name, set(wanted), kind=MD)
+        if reason.startswith("Canary")
     }
 
 
@@ -147,9 +148,8 @@ def test_good_canary_goes_step_by_step_and_is_promoted(cluster: Cluster, fleet: 
     judged = status["canary"]["analysis"]
     assert judged["decision"] == "Pass" and judged["canary"]["requests"] >= 20
     assert judged["canary"]["errorPercent"] == 0
-    assert {"CanaryStarted", "CanaryStepPassed", "CanaryPromoting", "CanaryPromoted"} <= (
-        reasons(cluster, ns, "iris")
-    )
+    reasons(cluster, ns, "iris", "CanaryStarted", "CanaryStepPassed", "CanaryPromoting",
+            "CanaryPromoted")
     wait_for(lambda: cluster.status(MD, ns, "iris")["phase"] == "Ready", 20, "Ready")
 
     # A new canary model starts a new analysis, from step 1, against the promoted stable.
@@ -187,7 +187,7 @@ def test_failing_canary_is_rolled_back_with_its_numbers(cluster: Cluster, fleet:
     assert status["activeModelUri"] == V1 and "promotion" not in status
     cond = cluster.condition(MD, ns, "iris", "CanaryAvailable")
     assert cond and cond["reason"] == "CanaryRolledBack", cond
-    assert "CanaryRolledBack" in reasons(cluster, ns, "iris")
+    reasons(cluster, ns, "iris", "CanaryRolledBack")
     # It stays rolled back: the same model is not tried again by itself.
     stays(lambda: canary_in(cluster, ns, "iris", "RolledBack"), 5, "rolled back")
 
@@ -246,7 +246,7 @@ def test_too_few_requests_hold_then_pause_resume_and_abort(cluster: Cluster, fle
     wait_for(
         lambda: (cluster.status(MD, ns, "iris").get("canary") or {}).get("step") == 2, 40, "step 2"
     )
-    assert "CanaryResumed" in reasons(cluster, ns, "iris")
+    reasons(cluster, ns, "iris", "CanaryResumed")
     # Aborted: the canary goes to zero, the stable serves everything, nothing is promoted.
     cluster.patch_spec(MD, ns, "iris", {"canary": {"abort": True}})
     status = wait_for(lambda: canary_in(cluster, ns, "iris", "Aborted"), 20, "aborted")
@@ -254,7 +254,7 @@ def test_too_few_requests_hold_then_pause_resume_and_abort(cluster: Cluster, fle
     assert status["message"].startswith("CanaryAborted: ")
     wait_for(lambda: replicas(cluster, ns, "iris-canary") == 0, 20, "canary at zero")
     assert cluster.apps.read_namespaced_deployment("iris", ns).spec.replicas == 4
-    assert "CanaryAborted" in reasons(cluster, ns, "iris")
+    reasons(cluster, ns, "iris", "CanaryAborted")
     stays(lambda: canary_in(cluster, ns, "iris", "Aborted"), 4, "aborted")
     # Abort cleared: the same model starts again from the first step.
     cluster.patch_spec(MD, ns, "iris", {"canary": {"abort": False}})
@@ -421,8 +421,7 @@ def test_drift_monitor_promotion_goes_through_the_canary(
             assert md["activeModelUri"] == f"file://{v1}"
         assert cluster.status(DM, ns, "watch")["retrains"][0]["result"] == outcome
         # The Event follows the status write that says the same: wait for it, not race it.
-        wait_for(lambda: outcome in {e.reason for e in cluster.events_for(ns, "watch")} or None,
-                 15, f"a {outcome} Event on the DriftMonitor")
+        cluster.await_events(ns, "watch", {outcome}, 15)
     finally:
         source.stop()
 

@@ -151,8 +151,9 @@ def test_drift_retrains_once_and_promotes(
         (f"file://{model_v1}", "user"),
     ]
     assert served[1]["to"] == served[0]["from"] and "to" not in served[0]
-    reasons = [e.reason for e in cluster.events_for(namespace, "watch")]
-    assert {"DriftDetected", "RetrainStarted", "Promoted", "DriftReset"} <= set(reasons)
+    cluster.await_events(
+        namespace, "watch", {"DriftDetected", "RetrainStarted", "Promoted", "DriftReset"}
+    )
 
     # Deleting the monitor does not delete the ModelDeployment.
     cluster.delete(DM, namespace, "watch")
@@ -425,8 +426,7 @@ def test_evaluation_without_a_verdict_is_never_a_promotion(
     assert [(r["trainingJob"], r["result"]) for r in status["retrains"]] == [
         ("gated-retrain-1", "EvaluationFailed")
     ]
-    reasons = [e.reason for e in cluster.events_for(namespace, "gated")]
-    assert {"EvaluationStarted", "EvaluationFailed"} <= set(reasons)
+    reasons = cluster.await_events(namespace, "gated", {"EvaluationStarted", "EvaluationFailed"})
     assert "Promoted" not in reasons
     stays(
         lambda: cluster.get(MD, namespace, "iris")["spec"]["model"].get("uri") == champion,
@@ -470,6 +470,7 @@ def test_a_deleted_retrain_is_failed_not_created_again(
         "the deleted retrain recorded as Failed",
     )
     assert record["finishTime"]
+    cluster.await_events(namespace, "stop", {"RetrainFailed"})
     reasons = [
         e.message for e in cluster.events_for(namespace, "stop") if e.reason == "RetrainFailed"
     ]

@@ -272,10 +272,7 @@ def test_failing_canary_is_rolled_back_and_stable_keeps_serving(
     )
     status = cluster.wait_phase(MD, namespace, "risky", "Ready", 30)
     assert status["canary"]["state"] == "RolledBack"
-    reasons = [
-        e.reason for e in cluster.events_for(namespace, "risky") if e.involved_object.kind == MD
-    ]
-    assert "CanaryRolledBack" in reasons
+    cluster.await_events(namespace, "risky", {"CanaryRolledBack"}, kind=MD)
 
 
 def test_crash_looping_pods_keep_ready_false(cluster: Cluster, namespace: str) -> None:

@@ -73,10 +73,7 @@ def test_distributed_gpu_job_runs_on_both_gpu_nodes_and_succeeds(
     assert done["completionTime"] and done["startTime"]
     ready = cluster.condition(TJ, namespace, "ddp", "Ready")
     assert ready and ready["status"] == "True" and ready["observedGeneration"] == 1
-    reasons = {
-        e.reason for e in cluster.events_for(namespace, "ddp") if e.involved_object.kind == TJ
-    }
-    assert {"Running", "Succeeded"} <= reasons
+    cluster.await_events(namespace, "ddp", {"Running", "Succeeded"}, kind=TJ)
     # No pod of a finished job holds a GPU.
     assert all(
         p.status.phase in ("Succeeded", "Failed") for p in pods_of(cluster, namespace, "ddp")
@@ -189,9 +186,7 @@ def test_failed_worker_restarts_the_gang_then_fails_after_max_restarts(
         if not j.metadata.deletion_timestamp
     ]
     assert names == ["oom-r2"]
-    reasons = [
-        e.reason for e in cluster.events_for(namespace, "oom") if e.involved_object.kind == TJ
-    ]
+    reasons = cluster.await_events(namespace, "oom", {"BackoffLimitExceeded"}, kind=TJ)
     # Each Event names the condition's reason: why it failed, not only that it did.
     assert reasons.count("Restarting") == 2 and "BackoffLimitExceeded" in reasons
 
