@@ -11,10 +11,11 @@ output directory:
     model.json      metadata the server reads: name, version, inputs, classes, metrics
     manifest.json   size and sha256 of each file (what ``kubeloop fetch-model`` checks)
 
-Settings come from flags or, the way a TrainingJob passes them, from the environment:
-hyperparameter ``NAME`` from ``HP_NAME`` (``HP_N_ESTIMATORS``, ``HP_SEED``, ...) and
-the output directory from ``KUBELOOP_OUTPUT_URI`` (a ``file://`` URI or a path). Flags
-win over the environment.
+Settings come from flags or from the environment, both the way a TrainingJob passes
+hyperparameters (docs/hyperparameters.md): hyperparameter ``n_estimators: "50"`` arrives
+as ``--n_estimators=50`` and as ``HP_N_ESTIMATORS=50``, so every flag is accepted with
+``_`` as well as ``-`` (``--n-estimators``); the output directory comes from
+``KUBELOOP_OUTPUT_URI`` (a ``file://`` URI or a path). Flags win over the environment.
 
 Progress goes to Kubeloop through ``kubeloop.train`` (docs/training-progress.md): once
 fitted, the held-out accuracy of each boosting stage as one step each, and the final
@@ -128,6 +129,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--n-estimators",
+        "--n_estimators",
         type=int,
         default=int(hyperparameter("N_ESTIMATORS", "100")),
         help="boosting stages, gradient-boosting only (env HP_N_ESTIMATORS; default 100)",

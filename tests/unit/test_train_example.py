@@ -168,3 +168,65 @@ def test_termination_log_holds_the_final_accuracy(
     accuracy = json.loads(done.stdout)["accuracy"]
     assert final.metrics == {"accuracy": accuracy}
     assert read_metadata(tmp_path / "model").model_extra["metrics"] == {"accuracy": accuracy}  # type: ignore[index]
+
+
+def _example_training_jobs() -> list[tuple[str, dict]]:
+    """Every TrainingJob spec in examples/ that runs this script (DriftMonitor retrain
+    templates included)."""
+    import yaml
+
+    found = []
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            spec = doc["spec"]
+            if doc["kind"] == "DriftMonitor":
+                spec = spec["onDrift"]["retrain"]["template"]
+            elif doc["kind"] != "TrainingJob":
+                continue
+            if any(part.endswith("train/train.py") for part in spec.get("command", [])):
+                found.append((f"{path.name}:{doc['metadata']['name']}", spec))
+    return found
+
+
+@pytest.mark.parametrize(
+    "spec", [s for _, s in _example_training_jobs()], ids=[n for n, _ in _example_training_jobs()]
+)
+def test_the_examples_run_with_the_arguments_and_variables_a_trainingjob_passes(
+    tmp_path: Path, spec: dict
+) -> None:
+    """The worker's arguments and HP_ variables exactly as the operator renders them for
+    the example (hyperparameters as arguments, the default): the script accepts them
+    and trains with them (docs/hyperparameters.md)."""
+    from kubeloop.api.trainingjob import TrainingJobSpec
+    from kubeloop.render.trainingjob import worker_args, worker_env
+
+    parsed = TrainingJobSpec.model_validate(spec)
+    env = {
+        e["name"]: e["value"]
+        for e in worker_env(parsed, "example", "default", 0)
+        if e["name"].startswith("HP_")
+    }
+    result = train(*worker_args(parsed), KUBELOOP_OUTPUT_URI=tmp_path.as_uri(), **env)
+    assert result.returncode == 0, result.stderr
+    recorded = read_metadata(tmp_path).model_extra["hyperparameters"]  # type: ignore[index]
+    for name, value in parsed.hyperparameters.items():
+        assert str(recorded[name]) == value, name
+
+
+def test_hyperparameters_as_arguments_by_default_reach_the_script(tmp_path: Path) -> None:
+    """The default (`passHyperparametersAsArgs` unset) with this script's names as a user
+    writes them: `--n_estimators=7 --seed=3`, the variables HP_* set to other values to
+    show which wins (the arguments)."""
+    from kubeloop.api.trainingjob import TrainingJobSpec
+    from kubeloop.render.trainingjob import worker_args
+
+    spec = TrainingJobSpec.model_validate(
+        {"image": "i", "hyperparameters": {"n_estimators": "7", "seed": "3"}}
+    )
+    args = worker_args(spec)
+    assert args == ["--n_estimators=7", "--seed=3"]
+    result = train(*args, KUBELOOP_OUTPUT_URI=tmp_path.as_uri(), HP_N_ESTIMATORS="9")
+    assert result.returncode == 0, result.stderr
+    assert load_model(tmp_path).estimator.n_estimators == 7
