@@ -26,6 +26,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+PROBE_AGENT = "kube-probe/"
+
+
+class QuietProbes(logging.Filter):
+    """Drops the access-log line of a kubelet's probe (User-Agent `kube-probe/...`): the
+    health endpoint (Kopf's aiohttp server) is asked every 5 s by the readiness probe
+    alone, which buried everything else. Any other request is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # aiohttp's access logger passes the request headers of its format as `extra`.
+        headers = getattr(record, "request_header", None)
+        agent = headers.get("User-Agent") if isinstance(headers, dict) else None
+        if isinstance(agent, str):
+            return not agent.startswith(PROBE_AGENT)
+        return f'"{PROBE_AGENT}' not in record.getMessage()
+
+
 def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -39,3 +56,9 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     logging.getLogger("kopf").setLevel(max(logging.INFO, root.level))
     # One line per handled watch event is noise at scale; our reconciles log decisions.
     logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, root.level))
+    # Probes' access-log lines only at DEBUG.
+    access = logging.getLogger("aiohttp.access")
+    for old in [f for f in access.filters if isinstance(f, QuietProbes)]:
+        access.removeFilter(old)
+    if root.level > logging.DEBUG:
+        access.addFilter(QuietProbes())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from typing import Any
 
 import pytest
@@ -147,3 +148,76 @@ def test_a_window_opens_holds_longer_and_keeps_its_verdict(
     assert judge_now()[0] is failed  # kept until the status moves on
     meter.forget(key)
     assert judge_now() == (None, 10.0)  # a new window
+
+
+def test_a_pods_failure_is_news_once_and_its_recovery_once() -> None:
+    from kubeloop.canary.measure import Reachability
+
+    reach = Reachability()
+    a, b = "http://10.0.0.1:8080/metrics", "http://10.0.0.2:8080/metrics"
+    assert reach.observe({a: None, b: None}) == []
+    assert reach.observe({a: "ConnectionError: refused", b: None}) == [
+        f"Could not read {a}: ConnectionError: refused (logged again once it answers)"]
+    assert reach.observe({a: "ConnectionError: refused", b: None}) == []
+    assert reach.observe({a: "ReadTimeout", b: "HTTP 503"}) == [
+        f"Could not read {b}: HTTP 503 (logged again once it answers)"]
+    assert reach.observe({a: None, b: "HTTP 503"}) == [f"{a} answers again"]
+    assert reach.observe({a: None}) == []  # b is not read any more: forgotten
+    assert reach.failing == {}
+    assert reach.observe({a: None, b: "HTTP 503"}) == [
+        f"Could not read {b}: HTTP 503 (logged again once it answers)"]
+
+
+def test_an_unreachable_pod_is_logged_once_per_change_not_per_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Meter.measure reading a real address: nothing listens (refused), then a server
+    answers, then it is gone again. Each read is a new window's baseline (a new step)."""
+    import http.server
+    import threading
+
+    from kubeloop.api.modeldeployment import CanaryAnalysis
+    from kubeloop.canary import measure
+    from tests.modelserver import free_port
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    pods = [ServingPod("c", CANARY, url, BEFORE)]
+    meter, key = measure.Meter(), ("ModelDeployment", "ns", "iris")
+    analysis = CanaryAnalysis(interval="1m")
+    steps = iter(range(100))
+
+    def read() -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="kubeloop.canary"):
+            asyncio.run(meter.measure(key, analysis, "iris", pods, "s3://m/v2", next(steps),
+                                      OPENED))
+        return [r.getMessage() for r in caplog.records if r.name == "kubeloop.canary"]
+
+    first = read()
+    assert len(first) == 1 and first[0].startswith(f"ModelDeployment ns/iris: Could not read {url}")
+    assert "ConnectionError" in first[0]
+    assert read() == [] and read() == []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Metrics)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert read() == [f"ModelDeployment ns/iris: {url} answers again"]
+        assert read() == []
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert len(read()) == 1 and read() == []
+    meter.forget(key)  # the ModelDeployment went: so does what was known of its pods
+    assert key not in meter.reachability

@@ -123,19 +123,47 @@ def serving_pods(
     ]
 
 
+@dataclass
+class Reachability:
+    """The pods of one ModelDeployment whose last read failed, and why. A pod that
+    cannot be read is read again at every window; its failure is logged when it starts
+    and its recovery once, not at every read."""
+
+    failing: dict[str, str] = field(default_factory=dict)
+
+    def observe(self, reads: dict[str, str | None]) -> list[str]:
+        """The lines to log for one read of the pods: metrics URL -> why it failed, None
+        when it answered. A pod not read any more (gone, not ready) is forgotten."""
+        lines = []
+        for url, error in reads.items():
+            before = self.failing.get(url)
+            if error is not None and before is None:
+                lines.append(f"Could not read {url}: {error} (logged again once it answers)")
+            elif error is None and before is not None:
+                lines.append(f"{url} answers again")
+        self.failing = {
+            url: self.failing.get(url, error) for url, error in reads.items() if error is not None
+        }
+        return lines
+
+
 def _read(url: str, model: str) -> Sample:
     text = sources.fetch_metrics(url, timeout=SCRAPE_TIMEOUT, retries=0)
     return parse_sample(text, model)
 
 
-async def read_all(pods: Sequence[ServingPod], model: str) -> dict[str, Sample | None]:
-    """Every pod's sample, read at once; None for a pod that did not answer in time."""
+async def read_all(
+    pods: Sequence[ServingPod], model: str, errors: dict[str, str] | None = None
+) -> dict[str, Sample | None]:
+    """Every pod's sample, read at once; None for a pod that did not answer in time, and
+    why in `errors` (by pod uid)."""
+    why: dict[str, str] = {} if errors is None else errors
 
     async def one(pod: ServingPod) -> Sample | None:
         try:
             return await asyncio.to_thread(_read, pod.url, model)
         except (sources.SourceUnavailable, sources.SourceInvalid, FiguresInvalid) as err:
-            log.info("Could not read %s: %s", pod.url, err)
+            why[pod.uid] = str(err)
             return None
 
     # Each read has its own timeout once a thread runs it; all of them together get a
@@ -147,6 +175,9 @@ async def read_all(pods: Sequence[ServingPod], model: str) -> dict[str, Sample |
         for task in pending:
             task.cancel()
     samples = [t.result() if t in done else None for t in tasks]
+    for pod, task in zip(pods, tasks, strict=True):
+        if task not in done:
+            why[pod.uid] = f"no answer within {3 * SCRAPE_TIMEOUT:.0f} s"
     return {pod.uid: sample for pod, sample in zip(pods, samples, strict=True)}
 
 
@@ -186,9 +217,22 @@ class Meter:
 
     def __init__(self) -> None:
         self.windows: dict[Key, Window] = {}
+        self.reachability: dict[Key, Reachability] = {}
 
     def forget(self, key: Key) -> None:
+        """Nothing is measured for this ModelDeployment any more."""
         self.windows.pop(key, None)
+        self.reachability.pop(key, None)
+
+    async def _read(
+        self, key: Key, pods: Sequence[ServingPod], model: str
+    ) -> dict[str, Sample | None]:
+        errors: dict[str, str] = {}
+        read = await read_all(pods, model, errors)
+        reach = self.reachability.setdefault(key, Reachability())
+        for line in reach.observe({pod.url: errors.get(pod.uid) for pod in pods}):
+            log.info("%s %s/%s: %s", *key, line)
+        return read
 
     async def measure(
         self,
@@ -205,7 +249,7 @@ class Meter:
         clock = time.monotonic()
         window = self.windows.get(key)
         if window is None or window.uri != uri or window.step != step:
-            read = await read_all(pods, model)
+            read = await self._read(key, pods, model)
             window = Window(uri, step, clock, now, clock + interval)
             window.baselines = {uid: s for uid, s in read.items() if s is not None}
             self.windows[key] = window
@@ -214,7 +258,7 @@ class Meter:
             return window.verdict, interval
         if clock < window.due:
             return None, window.due - clock
-        read = await read_all(pods, model)
+        read = await self._read(key, pods, model)
         canary = track_figures(CANARY, pods, read, window)
         stable = track_figures(STABLE, pods, read, window)
         verdict = judge(analysis, canary, stable)
@@ -223,7 +267,7 @@ class Meter:
         if verdict.decision == HOLD:
             window.due = clock + interval
         elif step is None:
-            self.forget(key)  # a fixed share is judged window after window
+            self.windows.pop(key, None)  # a fixed share is judged window after window
         else:
             window.verdict = measured
         return measured, interval
