@@ -138,6 +138,7 @@ EXPECTED = {
     "ModelDeployment Ready (canary rolled back, stable serving)": "Healthy",
     "ModelDeployment Failed (its TrainingJob failed)": "Degraded",
     "ModelDeployment Failed (PodsCrashing)": "Degraded",
+    "ModelDeployment Progressing (WaitingForScheduler: no node fits a pod)": "Progressing",
     "ModelDeployment Invalid (spec.replicas: -1)": "Degraded",
     "ModelDeployment Ready, spec edited (generation not yet observed)": "Progressing",
     "DriftMonitor Pending (TargetNotFound)": "Progressing",

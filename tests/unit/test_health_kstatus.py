@@ -323,6 +323,26 @@ def crashing_pod(dep: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def unscheduled_pod(dep: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"{dep['metadata']['name']}-5d9c-fghij",
+            "labels": dep["spec"]["template"]["metadata"]["labels"],
+        },
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/3 nodes are available: 3 Insufficient cpu.",
+                }
+            ],
+        },
+    }
+
+
 def modeldeployment_samples(tjs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     training = tjs["Running"]
     trained = tjs["Succeeded"]
@@ -394,6 +414,9 @@ def modeldeployment_samples(tjs: dict[str, dict[str, Any]]) -> dict[str, dict[st
         ),
         "Failed (its TrainingJob failed)": md_reconciled(from_job, [train_failed]),
         "Failed (PodsCrashing)": md_reconciled(by_uri, stable=broken, pods=[crashing_pod(broken)]),
+        "Progressing (WaitingForScheduler: no node fits a pod)": md_reconciled(
+            by_uri, stable=broken, pods=[unscheduled_pod(broken)]
+        ),
         "Invalid (spec.replicas: -1)": md_reconciled(invalid),
         "Ready, spec edited (generation not yet observed)": edited(ready),
     }
@@ -547,6 +570,7 @@ EXPECTED: dict[str, dict[str, tuple[health.Status, str | None]]] = {
         "Ready (canary rolled back, stable serving)": (CUR, "Reconciled"),
         "Failed (its TrainingJob failed)": (FAIL, "TrainingJobFailed"),
         "Failed (PodsCrashing)": (FAIL, "PodsCrashing"),
+        "Progressing (WaitingForScheduler: no node fits a pod)": (IP, "WaitingForScheduler"),
         "Invalid (spec.replicas: -1)": (FAIL, "InvalidSpec"),
         "Ready, spec edited (generation not yet observed)": (IP, "Reconciled"),
     },

@@ -61,6 +61,18 @@ def test_failed_attempt_restarts_with_status_written_first() -> None:
     assert "exit code 3" in (decided.status.message or "")
 
 
+def test_the_first_failure_already_says_why_in_the_scripts_own_words() -> None:
+    failed = job("t-r0", [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])
+    pod = failed_pod("t-r0", 2)
+    pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = (
+        "usage: train.py [-h]\ntrain.py: error: unrecognized arguments: --n_estimators=50\n")
+    decided = decide(body(maxRestarts=2), [failed], [pod])
+    message = decided.status.message or ""
+    assert decided.status.phase == "Restarting"
+    assert "worker 0 failed: exit code 2 (Error): usage: train.py [-h] | train.py: error:" \
+        " unrecognized arguments: --n_estimators=50; restarting all workers" in message
+
+
 def test_no_restarts_left_fails_with_exit_code() -> None:
     failed = job("t-r2", [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])
     decided = decide(body({"restarts": 2, "phase": "Running"}, maxRestarts=2), [failed],

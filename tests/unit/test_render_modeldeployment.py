@@ -60,6 +60,13 @@ def test_share_of_ready_pods() -> None:
     assert traffic_share(0, 0) is None
 
 
+def test_a_failing_fetch_or_server_leaves_the_end_of_its_log() -> None:
+    spec = ModelDeploymentSpec.model_validate({"model": {"uri": "pvc://models/iris/v1"}})
+    pod = pod_template(spec, "iris", "stable", "pvc://models/iris/v1", "img:1")
+    for container in (*pod["spec"]["initContainers"], *pod["spec"]["containers"]):
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError", container
+
+
 def test_server_drains_before_it_stops() -> None:
     spec = ModelDeploymentSpec.model_validate({"model": {"uri": "s3://m/v1"}})
     pod = pod_template(spec, "iris", "stable", "s3://m/v1", "img:1")

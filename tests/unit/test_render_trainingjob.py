@@ -171,6 +171,21 @@ def test_spec_hash_changes_with_the_template_only() -> None:
     assert a != job(image="img:2")["metadata"]["annotations"]["kubeloop.io/spec-hash"]
 
 
+def test_a_worker_that_fails_silently_leaves_the_end_of_its_log() -> None:
+    assert container(job())["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_the_policy_alone_does_not_replace_a_running_attempt() -> None:
+    """A Job rendered before the policy existed keeps its spec hash: an operator upgrade
+    must not restart the attempts that are running."""
+    from kubeloop.render.common import spec_hash
+
+    rendered = job()
+    template = rendered["spec"]["template"]
+    del template["spec"]["containers"][0]["terminationMessagePolicy"]
+    assert rendered["metadata"]["annotations"]["kubeloop.io/spec-hash"] == spec_hash(template)
+
+
 def test_headless_service() -> None:
     svc = render_service(TrainingJobSpec(image="i", masterPort=1234), "t", "ns", OWNER)
     assert svc["metadata"]["name"] == "t-workers"

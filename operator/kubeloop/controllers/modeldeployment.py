@@ -32,6 +32,7 @@ from kubeloop.controllers.common import (
     transition_event,
     write_status,
 )
+from kubeloop.controllers.k8sread import message_tail, scheduler_message
 from kubeloop.controllers.runtime import Key, Result
 from kubeloop.kube import KubeError
 from kubeloop.render.modeldeployment import (
@@ -39,6 +40,7 @@ from kubeloop.render.modeldeployment import (
     MODEL_URI_ANNOTATION,
     SERVER_CONTAINER,
     STABLE,
+    TRACK_LABEL,
     canary_beside,
     deployment_name,
     render_deployment,
@@ -134,8 +136,13 @@ class Plan:
     requeue_after: float | None = None
 
 
+def track_pods(pods: list[dict[str, Any]], track: str) -> list[dict[str, Any]]:
+    return [p for p in pods if p["metadata"].get("labels", {}).get(TRACK_LABEL) == track]
+
+
 def crash_message(pods: list[dict[str, Any]], track: str) -> str | None:
-    """Why pods of a track cannot serve: crash loops, failed model fetches, bad images."""
+    """Why pods of a track cannot serve: crash loops, failed model fetches, bad images,
+    in the container's own words (the end of its log) where it left any."""
     bad_reasons = {
         "CrashLoopBackOff",
         "ImagePullBackOff",
@@ -144,9 +151,7 @@ def crash_message(pods: list[dict[str, Any]], track: str) -> str | None:
         "InvalidImageName",
         "CreateContainerConfigError",
     }
-    for pod in pods:
-        if pod["metadata"].get("labels", {}).get("kubeloop.io/track") != track:
-            continue
+    for pod in track_pods(pods, track):
         status = pod.get("status") or {}
         for key in ("initContainerStatuses", "containerStatuses"):
             for cs in status.get(key, []) or []:
@@ -158,7 +163,7 @@ def crash_message(pods: list[dict[str, Any]], track: str) -> str | None:
                     cs.get("restartCount", 0) and term.get("exitCode", 0) != 0
                 ):
                     what = waiting.get("reason") or f"exit code {term.get('exitCode')}"
-                    detail = term.get("message") or waiting.get("message") or ""
+                    detail = message_tail(term.get("message")) or waiting.get("message") or ""
                     container = cs.get("name", SERVER_CONTAINER)
                     text = f"pod {pod['metadata']['name']} container {container}: {what}"
                     return f"{text}: {detail}" if detail else text
@@ -324,6 +329,11 @@ def plan(
     elif serving >= 1:
         available = c.Cond(
             c.AVAILABLE, True, c.MINIMUM_REPLICAS_AVAILABLE, f"{serving} replicas available"
+        )
+    elif unscheduled := scheduler_message(track_pods(observed.pods, STABLE)):
+        # The scheduler's words: no node fits, or a claim the pods mount does not exist.
+        available = c.Cond(
+            c.AVAILABLE, False, c.WAITING_FOR_SCHEDULER, f"pods pending: {unscheduled}"
         )
     else:
         available = c.Cond(

@@ -40,6 +40,7 @@ from kubeloop.controllers.common import (
     rfc3339,
     write_status,
 )
+from kubeloop.controllers.k8sread import message_tail
 from kubeloop.kube import KubeError
 from kubeloop.progress import MAX_MESSAGE_BYTES
 from kubeloop.render import evaluation as render_eval
@@ -643,7 +644,7 @@ def _no_verdict(job: dict[str, Any], done: dict[str, Any], pod: dict[str, Any] |
     if done.get("type") == "Complete":
         return "the evaluation Job completed without a verdict in its termination message"
     if term:
-        tail = str(term.get("message") or "").strip().splitlines()[-1:]
-        said = f": {tail[0][:300]}" if tail else ""
+        tail = message_tail(term.get("message"))
+        said = f": {tail}" if tail else ""
         return f"exit code {term.get('exitCode')} ({term.get('reason', '')}){said}"
     return f"{done.get('reason', 'Failed')}: {done.get('message', 'the Job failed')}"

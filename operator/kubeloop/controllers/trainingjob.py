@@ -27,6 +27,7 @@ from kubeloop.controllers.common import (
     transition_event,
     write_status,
 )
+from kubeloop.controllers.k8sread import message_tail, scheduler_message
 from kubeloop.controllers.runtime import Key, Result
 from kubeloop.kube import KubeError
 from kubeloop.render.common import SPEC_HASH_ANNOTATION
@@ -125,30 +126,15 @@ def failure_message(pods: list[dict[str, Any]]) -> str:
         text += f": exit code {term.get('exitCode')}"
         if term.get("reason"):
             text += f" ({term['reason']})"
-        if term.get("message"):
-            text += f": {term['message']}"
+        tail = message_tail(term.get("message"))
+        if tail:
+            text += f": {tail}"
     else:
         reason = (pod.get("status") or {}).get("reason") or ""
         message = (pod.get("status") or {}).get("message") or ""
         if reason or message:
             text += f": {reason} {message}".rstrip()
     return text
-
-
-def scheduler_message(pods: list[dict[str, Any]]) -> str | None:
-    """The scheduler's own words for a Pending worker, e.g. `0/3 nodes are available`."""
-    for pod in pods:
-        status = pod.get("status") or {}
-        if status.get("phase") != "Pending":
-            continue
-        for cond in status.get("conditions", []) or []:
-            if (
-                cond.get("type") == "PodScheduled"
-                and cond.get("status") == "False"
-                and cond.get("message")
-            ):
-                return str(cond["message"])
-    return None
 
 
 def _pod_phase(pod: dict[str, Any]) -> str:

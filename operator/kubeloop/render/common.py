@@ -12,6 +12,10 @@ from kubeloop.api.common import GPU, ComputeResources, EnvVar, Toleration
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubeloop"}
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 SPEC_HASH_ANNOTATION = "kubeloop.io/spec-hash"
+# On every container the operator creates: one that fails without writing a termination
+# message gets the end of its log as one, which the operator quotes in the resource's
+# conditions and Events (controllers/k8sread.py).
+TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
 
 
 def spec_hash(obj: Any) -> str:

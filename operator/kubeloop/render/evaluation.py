@@ -15,7 +15,13 @@ from kubeloop.api.common import ComputeResources
 from kubeloop.api.driftmonitor import Evaluate
 from kubeloop.api.trainingjob import Scheduling
 from kubeloop.render import storage
-from kubeloop.render.common import MANAGED_BY, container_security, placement, pod_security
+from kubeloop.render.common import (
+    MANAGED_BY,
+    TERMINATION_MESSAGE_POLICY,
+    container_security,
+    placement,
+    pod_security,
+)
 
 # Labels the pod and the Job with the monitor it belongs to (the operator's watch key).
 EVALUATION_LABEL = "kubeloop.io/evaluation-of"
@@ -96,7 +102,7 @@ def render_job(
         "securityContext": {**container_security(), "readOnlyRootFilesystem": True},
         "terminationMessagePath": TERMINATION_LOG,
         # A crash before the verdict leaves the end of its log as the message instead.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
         "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
     }
     pod_spec: dict[str, Any] = {

@@ -8,6 +8,7 @@ from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.render import storage
 from kubeloop.render.common import (
     MANAGED_BY,
+    TERMINATION_MESSAGE_POLICY,
     container_security,
     env_list,
     placement,
@@ -143,6 +144,7 @@ def pod_template(
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "securityContext": {**container_security(), "readOnlyRootFilesystem": True},
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
         # A pod scaled away (a canary taking its share, the HPA scaling down) keeps
         # serving while the endpoint removal reaches every node, then gets SIGTERM.
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
@@ -158,6 +160,7 @@ def pod_template(
         "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR}, *claim_mounts],
         "securityContext": {**container_security(), "readOnlyRootFilesystem": True},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     pod_spec: dict[str, Any] = {
         "enableServiceLinks": False,

@@ -10,6 +10,7 @@ from kubeloop.render import storage
 from kubeloop.render.common import (
     MANAGED_BY,
     SPEC_HASH_ANNOTATION,
+    TERMINATION_MESSAGE_POLICY,
     container_security,
     env_list,
     env_name,
@@ -131,6 +132,7 @@ def pod_template(spec: TrainingJobSpec, name: str, namespace: str, attempt: int)
         "env": worker_env(spec, name, namespace, attempt),
         "ports": [{"name": "rendezvous", "containerPort": spec.master_port}],
         "securityContext": container_security(spec.run_as_root),
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     if spec.command:
         container["command"] = list(spec.command)
@@ -207,11 +209,22 @@ def render_job(
             "name": job_name(name, attempt),
             "namespace": namespace,
             "labels": job_labels,
-            "annotations": {SPEC_HASH_ANNOTATION: spec_hash(template)},
+            "annotations": {SPEC_HASH_ANNOTATION: spec_hash(_hashed(template))},
             "ownerReferences": [owner],
         },
         "spec": job_spec,
     }
+
+
+def _hashed(template: dict[str, Any]) -> dict[str, Any]:
+    """The pod template as the spec hash sees it: without the termination message policy,
+    which operators before it did not set, so that an upgrade does not replace the Job of
+    an attempt already running (a spec hash that differs replaces it)."""
+    containers = [
+        {k: v for k, v in container.items() if k != "terminationMessagePolicy"}
+        for container in template["spec"]["containers"]
+    ]
+    return {**template, "spec": {**template["spec"], "containers": containers}}
 
 
 def render_service(
