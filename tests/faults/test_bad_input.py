@@ -115,11 +115,14 @@ TJ_FIELDS: dict[Path_, st.SearchStrategy[Any]] = {
     ("gpu", "resourceName"): TEXT | SCALAR,
     ("resources", "cpu"): QUANTITY,
     ("resources", "memory"): QUANTITY,
-    ("hyperparameters",): dicts(TEXT | SCALAR),
     ("passHyperparametersAsArgs",): SCALAR,
     ("dataset",): ANY,
     ("output", "uri"): TEXT | SCALAR,
-    ("masterPort",): ints(1, 65535),
+    ("masterPort",): ints(1, 65535) | st.just(9464),  # the progress port's default
+    ("hyperparameters",): dicts(TEXT | SCALAR) | st.sampled_from(
+        [{"lr": "0.1", "LR": "0.2"}, {"learning rate": "1"}, {"n_estimators": "5"}]),
+    ("dataset", "uri"): TEXT | st.sampled_from(
+        ["gs://b/data.csv", "pvc:///d", "pvc://Data/x", "s3:///k", "file://host/x", "/data"]),
     ("backoffLimit",): ints(0, 100),
     ("maxRestarts",): ints(0, 100),
     ("activeDeadlineSeconds",): ints(1, 2**63 - 1, cap=3600),
@@ -143,7 +146,8 @@ TJ_FIELDS: dict[Path_, st.SearchStrategy[Any]] = {
 MD_FIELDS: dict[Path_, st.SearchStrategy[Any]] = {
     (): st.sampled_from([None, [], "spec", 1, {}]),
     ("model",): ANY,
-    ("model", "uri"): TEXT | SCALAR,
+    ("model", "uri"): TEXT | SCALAR | st.sampled_from(
+        ["gs://b/m", "hdfs://nn/m", "pvc:///m", "s3://", "https://", "file://h/m", "m/1"]),
     ("model", "fromTrainingJob"): ANY | st.sampled_from([{"name": SENTINEL_TJ}, {"name": ""}]),
     ("model", "format"): TEXT | SCALAR,
     ("replicas",): ints(0, 1000, cap=2),
@@ -157,7 +161,7 @@ MD_FIELDS: dict[Path_, st.SearchStrategy[Any]] = {
     ("canary", "trafficPercent"): ints(0, 100),
     ("canary", "progressDeadlineSeconds"): ints(10, 2**63 - 1),
     ("runtime",): ANY,
-    ("runtime", "port"): ints(1, 65535),
+    ("runtime", "port"): ints(1, 65535) | st.just(8081),  # the gRPC port's default
     ("runtime", "image"): TEXT | SCALAR,
     ("runtime", "args"): st.lists(TEXT | SCALAR, max_size=3),
     ("runtime", "env"): st.lists(ANY, max_size=2),
@@ -221,6 +225,12 @@ EDGES: list[tuple[str, list[tuple[Path_, Any]]]] = [
     (DM, [(("source",), {"type": "prometheus"})]),
     (DM, [(("interval",), "0s")]),
     (DM, [(("onDrift", "retrain"), {"template": {"image": "x", "activeDeadlineSeconds": 0}})]),
+    # Refused at apply time because they could never work (docs/design.md).
+    (MD, [(("model", "uri"), "gs://bucket/model")]),
+    (MD, [(("runtime",), {"port": 8081})]),
+    (TJ, [(("dataset",), {"uri": "pvc:///data"})]),
+    (TJ, [(("hyperparameters",), {"lr": "0.1", "LR": "0.2"})]),
+    (TJ, [(("masterPort",), 9464)]),
 ]
 
 
@@ -284,13 +294,23 @@ def spoiled(draw: st.DrawFn, kind: str) -> tuple[dict[str, Any], list[Path_]]:
     return spec, touched
 
 
+# Rules over two fields that blame one of them (their fieldPath): a change of the other
+# is blamed on it.
+SPANS = {
+    "spec.progressPort": ("spec.masterPort",),
+    "spec.runtime.grpcPort": ("spec.runtime.port",),
+}
+
+
 def related(field: str, path: str) -> bool:
     """The API server blamed this field for a change at `path`: the field itself, a
-    part of it, or the object holding it (where a CEL rule spans several fields)."""
+    part of it, the object holding it (where a CEL rule spans several fields), or the
+    field a two-field rule blames."""
     return (
         field == path
         or field.startswith((path + ".", path + "["))
         or (field != "spec" and path.startswith((field + ".", field + "[")))
+        or path in SPANS.get(field, ())
     )
 
 

@@ -192,6 +192,33 @@ def test_overreach_is_refused_at_apply_time(
     assert free.returncode == 0, free.stderr
 
 
+def test_every_overreach_is_reported_in_one_apply(
+    cluster: Cluster, namespace: str, template: str
+) -> None:
+    """The API server denies with the first failing validation of a policy only, so the
+    policy's one validation lists every rule that fails: one apply, every fix."""
+    body = tj(
+        template,
+        workers=3,
+        activeDeadlineSeconds=7200,
+        gpu={"count": 16},
+        resources={"memory": "1Ti"},
+        scheduling={"nodeSelector": {"kubernetes.io/os": "windows"}},
+    )
+    result = apply(cluster, namespace, TJ, "greedy", body)
+    assert result.returncode != 0, "the overreach was accepted"
+    for message in (
+        "spec.resources.memory is 1Ti, but ComputeTemplate {t} fixes it at 256Gi",
+        "spec.gpu.count is 16, but ComputeTemplate {t} fixes it at 8",
+        "spec.scheduling.nodeSelector changes a label that ComputeTemplate {t} fixes: "
+        "kubernetes.io/os=linux",
+        "spec.workers is 3, more than ComputeTemplate {t} allows (maxWorkers 2)",
+        "spec.activeDeadlineSeconds is 7200, longer than ComputeTemplate {t} allows "
+        "(maxRunSeconds 3600)",
+    ):
+        assert message.format(t=template) in result.stderr, (message, result.stderr)
+
+
 def test_a_job_runs_with_the_templates_settings_and_keeps_them(
     cluster: Cluster, namespace: str, template: str
 ) -> None:

@@ -3,6 +3,8 @@ message that names the field and says what is wrong."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 
@@ -271,6 +273,110 @@ INVALID = [
         {"method": "psi"},
         "spec.modelDeployment: Required value",
     ),
+    # Locations Kubeloop cannot read or mount: refused with the scheme and the forms
+    # allowed, wherever a model or data location is accepted.
+    (
+        "md-gs-model",
+        "ModelDeployment",
+        {"model": {"uri": "gs://bucket/iris/v1"}},
+        'spec.model.uri: Invalid value: "gs://bucket/iris/v1": scheme gs:// is not supported: use '
+        "http(s)://HOST/PATH, s3://BUCKET/KEY, pvc://CLAIM/PATH, file:///PATH or an absolute "
+        "path",
+    ),
+    (
+        "md-gs-canary",
+        "ModelDeployment",
+        {"model": {"uri": "s3://m/1"}, "canary": {"model": {"uri": "gs://bucket/v2"}}},
+        "spec.canary.model.uri: Invalid value: \"gs://bucket/v2\": scheme gs:// is not supported",
+    ),
+    (
+        "md-relative-model-path",
+        "ModelDeployment",
+        {"model": {"uri": "models/iris"}},
+        'spec.model.uri: Invalid value: "models/iris": must be a URI or an absolute path',
+    ),
+    (
+        "md-pvc-without-claim",
+        "ModelDeployment",
+        {"model": {"uri": "pvc:///iris/v1"}},
+        "spec.model.uri: Invalid value: \"pvc:///iris/v1\": a pvc:// location is pvc://CLAIM/PATH",
+    ),
+    (
+        "md-pvc-upper-case-claim",
+        "ModelDeployment",
+        {"model": {"uri": "pvc://Models/iris"}},
+        "a pvc:// location is pvc://CLAIM/PATH, CLAIM a PersistentVolumeClaim of this namespace",
+    ),
+    (
+        "md-s3-without-bucket",
+        "ModelDeployment",
+        {"model": {"uri": "s3:///iris/v1"}},
+        "spec.model.uri: Invalid value: \"s3:///iris/v1\": an s3:// location names its bucket",
+    ),
+    (
+        "md-file-with-host",
+        "ModelDeployment",
+        {"model": {"uri": "file://models/iris"}},
+        "a file:// location is an absolute path inside the pod: file:///PATH",
+    ),
+    (
+        "md-https-without-host",
+        "ModelDeployment",
+        {"model": {"uri": "https:///iris"}},
+        "an http(s):// location names its host",
+    ),
+    (
+        "tj-gs-dataset",
+        "TrainingJob",
+        {"image": "x", "dataset": {"uri": "gs://bucket/data.csv"}},
+        "spec.dataset.uri: Invalid value: \"gs://bucket/data.csv\": scheme gs:// is not supported",
+    ),
+    (
+        "tj-hdfs-output",
+        "TrainingJob",
+        {"image": "x", "output": {"uri": "hdfs://nn/models/a"}},
+        "spec.output.uri: Invalid value: \"hdfs://nn/models/a\": scheme hdfs:// is not supported",
+    ),
+    (
+        "dm-gs-retrain-output",
+        "DriftMonitor",
+        {"modelDeployment": "m", "onDrift": {"retrain": {"template": {
+            "image": "x", "output": {"uri": "gs://b/{trainingJob}"}}}}},
+        "spec.onDrift.retrain.template.output.uri: Invalid value: \"gs://b/{trainingJob}\": "
+        "scheme gs:// is not supported",
+    ),
+    (
+        "tj-hyperparameter-name",
+        "TrainingJob",
+        {"image": "x", "hyperparameters": {"learning rate": "0.1", "ok": "1"}},
+        "spec.hyperparameters: Invalid value: hyperparameter names are letters, digits, '_', "
+        "'-' and '.', starting with a letter or '_'",
+    ),
+    (
+        "tj-hyperparameters-same-variable",
+        "TrainingJob",
+        {"image": "x", "hyperparameters": {"learning-rate": "0.1", "learning_rate": "0.2"}},
+        "spec.hyperparameters: Invalid value: two hyperparameter names differ only in case, "
+        "'-', '.' or '_', so both would set the same HP_<NAME> variable",
+    ),
+    (
+        "tj-progress-port-is-master-port",
+        "TrainingJob",
+        {"image": "x", "progressPort": 29500},
+        "spec.progressPort: Invalid value: progressPort and masterPort must differ",
+    ),
+    (
+        "md-bad-service-account",
+        "ModelDeployment",
+        {"model": {"uri": "s3://m/1"}, "serviceAccountName": "Not_A_Valid_Name"},
+        "spec.serviceAccountName in body should match",
+    ),
+    (
+        "md-grpc-port-is-http-port",
+        "ModelDeployment",
+        {"model": {"uri": "s3://m/1"}, "runtime": {"port": 9000, "grpcPort": 9000}},
+        "spec.runtime.grpcPort: Invalid value: runtime.grpcPort and runtime.port must differ",
+    ),
 ]
 
 
@@ -317,3 +423,99 @@ def test_explain_shows_the_field_descriptions(cluster: Cluster) -> None:
     assert "replica ratio" in out
     # Defaults and bounds are in the text that explain shows.
     assert "Default: 10. Range: 0 to 100." in " ".join(out.split())
+
+
+def test_locations_kubeloop_reads_are_accepted(cluster: Cluster) -> None:
+    """Every form the rules allow, as a server-side dry run creates nothing."""
+    for i, uri in enumerate([
+        "s3://m/1", "S3://bucket/key", "https://models.example/iris", "http://10.0.0.1:8080/m",
+        "pvc://models/iris/v1", "pvc://my.claim", "file:///models/iris",
+        "file://localhost/models", "/mnt/models/iris",
+    ]):
+        manifest = yaml.safe_dump({
+            "apiVersion": "kubeloop.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": f"uri-{i}", "namespace": "default"},
+            "spec": {"model": {"uri": uri}},
+        })
+        result = cluster.kubectl(
+            "apply", "--dry-run=server", "-f", "-", input=manifest, check=False
+        )
+        assert result.returncode == 0, (uri, result.stderr)
+
+
+def test_one_apply_reports_every_mistake(cluster: Cluster) -> None:
+    """Each rule is its own validation with its own message: one apply lists them all,
+    not only the first."""
+    manifest = yaml.safe_dump({
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "many-mistakes", "namespace": "default"},
+        "spec": {
+            "model": {"uri": "gs://bucket/v1"},
+            "autoscaling": {"minReplicas": 5, "maxReplicas": 2},
+            "runtime": {"port": 9000, "grpcPort": 9000},
+            "canary": {"model": {"uri": "pvc:///v2"}, "steps": [50, 25, 100]},
+        },
+    })
+    result = cluster.kubectl("apply", "-f", "-", input=manifest, check=False)
+    assert result.returncode != 0
+    for message in (
+        "spec.model.uri: Invalid value: \"gs://bucket/v1\": scheme gs:// is not supported",
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        "runtime.grpcPort and runtime.port must differ",
+        "spec.canary.model.uri: Invalid value: \"pvc:///v2\": a pvc:// location is "
+        "pvc://CLAIM/PATH",
+        "canary.steps must rise strictly",
+    ):
+        assert message in result.stderr, (message, result.stderr)
+
+
+def _apply_tj(cluster: Cluster, namespace: str, name: str, spec: dict, **meta: Any) -> Any:
+    manifest = yaml.safe_dump({
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "namespace": namespace, **meta},
+        "spec": spec,
+    })
+    return cluster.kubectl("apply", "-f", "-", input=manifest, check=False)
+
+
+@pytest.mark.parametrize(
+    ("phase", "annotations"),
+    [("Succeeded", {}), ("Failed", {"kubeloop.io/fake-exit-code": "3"})],
+)
+def test_a_finished_training_jobs_spec_is_immutable(
+    cluster: Cluster, namespace: str, phase: str, annotations: dict[str, str]
+) -> None:
+    """Like a Job's pod template: once Succeeded or Failed, an edit of the spec is
+    refused at apply time with what to do instead (not `configured` and nothing
+    happening); labels still change, and an apply of the same spec passes (GitOps
+    re-syncs). Before it finished, the same edit is accepted."""
+    spec = {
+        "image": "registry.local/train:1",
+        "maxRestarts": 0,
+        "podMetadata": {"annotations": annotations},
+    }
+    first = _apply_tj(cluster, namespace, "done", {**spec, "suspend": True})
+    assert first.returncode == 0, first.stderr
+    cluster.wait_phase("TrainingJob", namespace, "done", "Suspended", 30)
+    # Not finished: an edit is taken (here: resuming it).
+    resumed = _apply_tj(cluster, namespace, "done", spec)
+    assert resumed.returncode == 0, resumed.stderr
+    cluster.wait_phase("TrainingJob", namespace, "done", phase, 60)
+
+    edited = _apply_tj(cluster, namespace, "done", {**spec, "hyperparameters": {"lr": "0.1"}})
+    assert edited.returncode != 0, "an edit of a finished TrainingJob was accepted"
+    assert (
+        f"spec: Invalid value: spec is immutable once the TrainingJob has finished "
+        f"(phase {phase}): to train again, create a TrainingJob under a new name, or delete and "
+        "re-create this one"
+    ) in edited.stderr, edited.stderr
+    assert not cluster.get("TrainingJob", namespace, "done")["spec"].get("hyperparameters")
+
+    same = _apply_tj(cluster, namespace, "done", spec, labels={"team": "vision"})
+    assert same.returncode == 0, same.stderr
+    finished = cluster.get("TrainingJob", namespace, "done")
+    assert finished["metadata"]["labels"] == {"team": "vision"}
+    assert finished["status"]["phase"] == phase

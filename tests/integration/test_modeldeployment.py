@@ -242,7 +242,7 @@ def test_failing_canary_is_rolled_back_and_stable_keeps_serving(
             "replicas": 4,
             # On the local cluster, kwok makes this model fail to load (hack/kwok-stages.yaml).
             "canary": {
-                "model": {"uri": "kwok://broken-model"},
+                "model": {"uri": "s3://kwok/broken-model"},
                 "trafficPercent": 25,
                 "progressDeadlineSeconds": 10,
             },
@@ -277,7 +277,7 @@ def test_failing_canary_is_rolled_back_and_stable_keeps_serving(
 
 def test_crash_looping_pods_keep_ready_false(cluster: Cluster, namespace: str) -> None:
     cluster.create(
-        MD, namespace, "crashy", {"model": {"uri": "kwok://broken-model"}, "replicas": 1}
+        MD, namespace, "crashy", {"model": {"uri": "s3://kwok/broken-model"}, "replicas": 1}
     )
     cond = wait_for(
         lambda: (

@@ -4,12 +4,18 @@ time, another GPU type, a changed node selector) is refused at `kubectl apply` t
 with a message that names the field and the template's limit. No webhook runs: the API
 server evaluates the CEL itself, with each ComputeTemplate as the policy's parameter
 (the binding selects all of them; only the one a resource names applies to it). The
-operator checks the same rules again (kubeloop/compute.py)."""
+operator checks the same rules again (kubeloop/compute.py).
+
+Every rule is its own (condition, message) pair, but a policy holds them in one
+validation: the API server denies with the message of the first failing validation
+only (the dispatcher reports `deniedDecisions[0]`), so one validation per rule would
+show one overreach per `kubectl apply`. The one validation collects the message of
+every rule that fails (`variables.violations`) and reports them all, joined by "; "."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -18,8 +24,28 @@ from kubeloop.api.common import GROUP, VERSION
 FILE = "kubeloop-compute-templates.yaml"
 
 
-def _rule(expression: str, message: str) -> dict[str, Any]:
-    return {"expression": expression, "messageExpression": message, "reason": "Invalid"}
+class Rule(NamedTuple):
+    """One limit of a template: `holds` is CEL that is true when the checked spec keeps
+    to it (only evaluated when the template applies); `message` is CEL of the words."""
+
+    holds: str
+    message: str
+
+
+def violations(rules: list[Rule]) -> str:
+    """CEL of the list of the messages of the rules that fail (lazily: a message is
+    only built for a rule that fails)."""
+    return " + ".join(f"(({rule.holds}) ? [] : [{rule.message}])" for rule in rules)
+
+
+# The policy's one validation, reporting every failing rule at once.
+VALIDATIONS: list[dict[str, Any]] = [
+    {
+        "expression": "!variables.applies || size(variables.violations) == 0",
+        "messageExpression": "variables.violations.join('; ')",
+        "reason": "Invalid",
+    }
+]
 
 
 def _unset(root: str, path: str) -> str:
@@ -34,25 +60,25 @@ def _has(path: str) -> str:
     return _unset("variables.s", path)
 
 
-def _fixed(field: str, path: str, template_path: str, compare: str | None = None) -> dict[str, Any]:
+def _fixed(field: str, path: str, template_path: str, compare: str | None = None) -> Rule:
     """`path` of the checked spec `s` must be unset or equal the template's value."""
     have, fixed = f"variables.s.{path}", f"variables.t.{template_path}"
-    return _rule(
-        f"!variables.applies || {_unset('variables.t', template_path)} || {_has(path)} || "
+    return Rule(
+        f"{_unset('variables.t', template_path)} || {_has(path)} || "
         f"{compare or f'{have} == {fixed}'}",
         f"'{field} is ' + string({have}) + ', but ComputeTemplate ' + params.metadata.name + "
         f"' fixes it at ' + string({fixed})",
     )
 
 
-def _checks(prefix: str, training: bool) -> list[dict[str, Any]]:
+def _checks(prefix: str, training: bool) -> list[Rule]:
     rules = [
         _fixed(f"{prefix}.resources.cpu", "resources.cpu", "cpu"),
         _fixed(f"{prefix}.resources.memory", "resources.memory", "memory"),
         _fixed(f"{prefix}.gpu.count", "gpu.count", "gpu.count"),
         _fixed(f"{prefix}.gpu.resourceName", "gpu.resourceName", "gpu.resourceName"),
-        _rule(
-            f"!variables.applies || !has(variables.t.gpu) || {_has('gpu.type')} || "
+        Rule(
+            f"!has(variables.t.gpu) || {_has('gpu.type')} || "
             "(has(variables.t.gpu.type) && variables.s.gpu.type == variables.t.gpu.type)",
             f"'{prefix}.gpu.type is ' + variables.s.gpu.type + ', but ComputeTemplate ' + "
             "params.metadata.name + (has(variables.t.gpu.type) ? ' fixes it at ' + "
@@ -63,8 +89,8 @@ def _checks(prefix: str, training: bool) -> list[dict[str, Any]]:
             "scheduling.priorityClassName",
             "priorityClassName",
         ),
-        _rule(
-            "!variables.applies || !has(variables.t.nodeSelector) || "
+        Rule(
+            "!has(variables.t.nodeSelector) || "
             f"{_has('scheduling.nodeSelector')} || variables.t.nodeSelector.all(k, "
             "!(k in variables.s.scheduling.nodeSelector) || "
             "variables.s.scheduling.nodeSelector[k] == variables.t.nodeSelector[k])",
@@ -78,15 +104,15 @@ def _checks(prefix: str, training: bool) -> list[dict[str, Any]]:
     if training:
         rules += [
             _fixed(f"{prefix}.scheduling.queueName", "scheduling.queueName", "queueName"),
-            _rule(
-                "!variables.applies || !has(variables.t.maxWorkers) || !has(variables.s.workers)"
-                " || variables.s.workers <= variables.t.maxWorkers",
+            Rule(
+                "!has(variables.t.maxWorkers) || !has(variables.s.workers) || "
+                "variables.s.workers <= variables.t.maxWorkers",
                 f"'{prefix}.workers is ' + string(variables.s.workers) + ', more than "
                 "ComputeTemplate ' + params.metadata.name + ' allows (maxWorkers ' + "
                 "string(variables.t.maxWorkers) + ')'",
             ),
-            _rule(
-                "!variables.applies || !has(variables.t.maxRunSeconds) || "
+            Rule(
+                "!has(variables.t.maxRunSeconds) || "
                 "!has(variables.s.activeDeadlineSeconds) || "
                 "variables.s.activeDeadlineSeconds <= variables.t.maxRunSeconds",
                 f"'{prefix}.activeDeadlineSeconds is ' + "
@@ -115,6 +141,7 @@ TARGETS = [
 def policies() -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for plural, spec, exists, prefix, training in TARGETS:
+        rules = _checks(prefix, training)
         name = f"kubeloop-compute-template-{plural}"
         labels = {"app.kubernetes.io/name": "kubeloop", "app.kubernetes.io/part-of": "kubeloop"}
         docs.append(
@@ -135,7 +162,8 @@ def policies() -> list[dict[str, Any]]:
                             }
                         ]
                     },
-                    # Variables are evaluated when first used: `s` only once `applies`.
+                    # Variables are evaluated when first used: `s` and `violations`
+                    # only once `applies`.
                     "variables": [
                         {
                             "name": "applies",
@@ -144,8 +172,9 @@ def policies() -> list[dict[str, Any]]:
                         },
                         {"name": "s", "expression": spec},
                         {"name": "t", "expression": "params.spec"},
+                        {"name": "violations", "expression": violations(rules)},
                     ],
-                    "validations": _checks(prefix, training),
+                    "validations": VALIDATIONS,
                 },
             }
         )

@@ -26,6 +26,7 @@ DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 def duration_seconds(text: str) -> float:
@@ -33,12 +34,61 @@ def duration_seconds(text: str) -> float:
     return sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
-    """One x-kubernetes-validations entry: a CEL rule and the message users see."""
+def cel(
+    rule: str,
+    message: str,
+    field_path: str | None = None,
+    message_expression: str | None = None,
+) -> dict[str, Any]:
+    """One x-kubernetes-validations entry: a CEL rule and the message users see (with a
+    message expression, that message is the fallback when the expression fails)."""
     entry: dict[str, Any] = {"rule": rule, "message": message}
+    if message_expression:
+        entry["messageExpression"] = message_expression
     if field_path:
         entry["fieldPath"] = field_path
     return entry
+
+
+# The locations Kubeloop itself can read or mount: the model server's fetch step
+# (serving/fetch.py) reads http(s)://, s3:// and file://, and the renderers mount
+# pvc:// claims (render/storage.py). Anything else (gs://, hdfs://, a typo) is refused
+# at apply time instead of failing in a pod minutes later. One rule per mistake, each
+# with its own message, so that the API server reports every one at once.
+LOCATION_FORMS = (
+    "http(s)://HOST/PATH, s3://BUCKET/KEY, pvc://CLAIM/PATH, file:///PATH or an absolute path"
+)
+# A PersistentVolumeClaim's name: a DNS subdomain (the backslash escapes the dot in CEL).
+_CLAIM = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+LOCATION_RULES: list[Any] = [
+    cel(
+        "self.startsWith('/') || self.matches('^(?i:https?|s3|pvc|file)://')",
+        f"must be one of {LOCATION_FORMS}; other schemes (gs://, hdfs://, ...) are not "
+        "supported",
+        message_expression=(
+            "self.contains('://') ? 'scheme ' + self.substring(0, self.indexOf('://')) + "
+            f"':// is not supported: use {LOCATION_FORMS}' : "
+            f"'must be a URI or an absolute path: {LOCATION_FORMS}'"
+        ),
+    ),
+    cel(
+        f"!self.matches('^(?i:pvc)://') || self.matches('^(?i:pvc)://{_CLAIM}(/.*)?$')",
+        "a pvc:// location is pvc://CLAIM/PATH, CLAIM a PersistentVolumeClaim of this "
+        "namespace (lower-case letters, digits, '-' and '.'), e.g. pvc://models/iris/v1",
+    ),
+    cel(
+        "!self.matches('^(?i:s3)://') || self.matches('^(?i:s3)://[^/]+')",
+        "an s3:// location names its bucket: s3://BUCKET/KEY",
+    ),
+    cel(
+        "!self.matches('^(?i:file)://') || self.matches('^(?i:file)://(localhost)?/')",
+        "a file:// location is an absolute path inside the pod: file:///PATH",
+    ),
+    cel(
+        "!self.matches('^(?i:https?)://') || self.matches('^(?i:https?)://[^/]+')",
+        "an http(s):// location names its host: https://HOST/PATH",
+    ),
+]
 
 
 class KubeModel(BaseModel):

@@ -23,7 +23,7 @@ from kubeloop.api.common import GROUP, VERSION
 from kubeloop.api.computetemplate import ComputeTemplateSpec, ComputeTemplateStatus
 from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus
 from kubeloop.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus
+from kubeloop.api.trainingjob import FINISHED_SPEC_IMMUTABLE, TrainingJobSpec, TrainingJobStatus
 
 CATEGORY = "kubeloop"
 _DROP_KEYS = {"title"}
@@ -39,6 +39,9 @@ class Kind:
     description: str
     columns: list[dict[str, Any]] = field(default_factory=list)
     scope: str = "Namespaced"
+    # Rules on the whole object (x-kubernetes-validations at the schema's root): the
+    # only place a CRD rule sees both the spec and the status, and the old object.
+    rules: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def singular(self) -> str:
@@ -87,6 +90,7 @@ KINDS: list[Kind] = [
             _MESSAGE,
             _AGE,
         ],
+        rules=[FINISHED_SPEC_IMMUTABLE],
     ),
     Kind(
         "ModelDeployment",
@@ -296,6 +300,7 @@ def crd_for(kind: Kind) -> dict[str, Any]:
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },
+                            **({"x-kubernetes-validations": kind.rules} if kind.rules else {}),
                         }
                     },
                 }

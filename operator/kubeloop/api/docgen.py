@@ -64,6 +64,8 @@ def render_reference(kind: Kind) -> str:
         f"namespaced, category `{names['categories'][0]}`.",
         "",
     ]
+    for rule in schema.get("x-kubernetes-validations", []):
+        lines += [f"Rule: {rule['message']}.", ""]
     for section in ("spec", "status"):
         node = schema["properties"][section]
         lines += [f"## {section}", "", " ".join(node.get("description", "").split()), ""]

@@ -8,9 +8,11 @@ from pydantic import ConfigDict, Field
 
 from kubeloop.api.common import (
     DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
     DURATION_PATTERN,
     GPU,
     INT32_MAX,
+    LOCATION_RULES,
     CommonStatus,
     ComputeResources,
     EnvVar,
@@ -38,7 +40,9 @@ class ModelSource(KubeModel):
         max_length=2048,
         description="Model directory: `http(s)://`, `s3://`, `pvc://CLAIM/PATH` (a "
         "PersistentVolumeClaim of this namespace, mounted read-only into the fetch "
-        "container) or `file://` (a path inside the fetch container).",
+        "container), `file:///PATH` or an absolute path (inside the fetch container). "
+        "Other schemes (`gs://`, ...) are refused at apply time.",
+        json_schema_extra={"x-kubernetes-validations": LOCATION_RULES},
     )
     from_training_job: TrainingJobRef | None = Field(
         default=None,
@@ -68,6 +72,19 @@ class Batching(KubeModel):
 
 
 class Runtime(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.grpcPort) || !has(self.port) || self.grpcPort == 0 || "
+                    "self.grpcPort != self.port",
+                    "runtime.grpcPort and runtime.port must differ (or grpcPort 0: REST only)",
+                    ".grpcPort",
+                ),
+            ]
+        }
+    )
+
     image: str | None = Field(
         default=None,
         description="Server image. Default: the Kubeloop image running `kubeloop serve`.",
@@ -348,7 +365,12 @@ class ModelDeploymentSpec(KubeModel):
         "Gateway, with one Service per track whose weights carry the canary's exact share "
         "(the Service's split by replica ratio is coarser).",
     )
-    service_account_name: str | None = Field(default=None, description="Pods' service account.")
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Pods' service account.",
+    )
     scheduling: ServingScheduling | None = Field(
         default=None, description="Where the model server pods may run."
     )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from kubeloop.api.common import (
     DNS_LABEL_PATTERN,
     GPU,
     INT32_MAX,
+    LOCATION_FORMS,
+    LOCATION_RULES,
     PRESERVE,
     CommonStatus,
     ComputeResources,
@@ -17,6 +19,7 @@ from kubeloop.api.common import (
     KubeModel,
     PodMetadata,
     Toleration,
+    cel,
 )
 from kubeloop.api.computetemplate import AppliedTemplate
 
@@ -25,10 +28,34 @@ class DataLocation(KubeModel):
     uri: str = Field(
         min_length=1,
         max_length=2048,
-        description="A location: `s3://`, `gs://`, `http(s)://`, `pvc://CLAIM/PATH` (a "
-        "PersistentVolumeClaim of this namespace, mounted at `/mnt/pvc/CLAIM` and passed "
-        "to the script as a `file://` URI), `file://` or a path.",
+        description=f"A location Kubeloop can read or mount: {LOCATION_FORMS}. "
+        "`pvc://CLAIM/PATH` is a PersistentVolumeClaim of this namespace, mounted at "
+        "`/mnt/pvc/CLAIM` and passed to the script as a `file://` URI. Other schemes "
+        "(`gs://`, ...) are refused at apply time; a script that reads such a store itself "
+        "takes its location in `env` or `hyperparameters`.",
+        json_schema_extra={"x-kubernetes-validations": LOCATION_RULES},
     )
+
+
+# Every hyperparameter becomes the variable HP_<NAME> (upper case, '-' and '.' as '_')
+# and the argument --NAME=VALUE (docs/hyperparameters.md): names that are neither, or
+# two names that make the same variable, are refused at apply time.
+HYPERPARAMETER_NAME = "^[A-Za-z_][A-Za-z0-9_.-]*$"
+_AS_VARIABLE = "upperAscii().replace('-', '_').replace('.', '_')"
+# Static messages: a message expression that names the offending keys (a join over the
+# map's keys) costs more than the API server's estimate allows for a map of strings.
+HYPERPARAMETER_RULES: list[Any] = [
+    cel(
+        f"self.all(k, k.matches('{HYPERPARAMETER_NAME}'))",
+        "hyperparameter names are letters, digits, '_', '-' and '.', starting with a letter "
+        "or '_' (each becomes the variable HP_<NAME> and the argument --NAME=VALUE)",
+    ),
+    cel(
+        f"self.all(k, self.filter(j, j.{_AS_VARIABLE} == k.{_AS_VARIABLE}).size() == 1)",
+        "two hyperparameter names differ only in case, '-', '.' or '_', so both would "
+        "set the same HP_<NAME> variable: keep one of them",
+    ),
+]
 
 
 class Scheduling(KubeModel):
@@ -50,7 +77,40 @@ class Scheduling(KubeModel):
     )
 
 
+FINISHED_PHASES = ("Succeeded", "Failed")
+# A finished run is a record of what ran: like a batch/v1 Job's pod template, its spec
+# no longer changes (`kubectl apply` of an edit is refused instead of answering
+# `configured` and doing nothing). A rule on the whole object, since only there does a
+# CRD rule see the old status. Labels and annotations may still change; status writes
+# (the subresource) keep the spec as it was, so they always pass.
+FINISHED_SPEC_IMMUTABLE = cel(
+    "!has(oldSelf.status) || !has(oldSelf.status.phase) || "
+    f"!(oldSelf.status.phase in {list(FINISHED_PHASES)!r}) || self.spec == oldSelf.spec",
+    "spec is immutable once the TrainingJob has finished (Succeeded or Failed): to train "
+    "again, create a TrainingJob under a new name, or delete and re-create this one",
+    ".spec",
+    message_expression=(
+        "'spec is immutable once the TrainingJob has finished (phase ' + "
+        "oldSelf.status.phase + '): to train again, create a TrainingJob under a new name, "
+        "or delete and re-create this one'"
+    ),
+)
+
+
 class TrainingJobSpec(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.progressPort) || !has(self.masterPort) || "
+                    "self.progressPort != self.masterPort",
+                    "progressPort and masterPort must differ: both listen on worker 0",
+                    ".progressPort",
+                ),
+            ]
+        }
+    )
+
     image: str = Field(min_length=1, description="Container image of every worker.")
     compute: str | None = Field(
         default=None,
@@ -74,11 +134,18 @@ class TrainingJobSpec(KubeModel):
     )
     hyperparameters: dict[str, str] = Field(
         default_factory=dict,
+        max_length=128,
         description="Passed to every worker as environment variables `HP_<NAME>` "
-        "(upper case) and as `--name=value` arguments after `args`. Quote numbers.",
+        "(upper case, `-` and `.` as `_`) and as `--name=value` arguments after `args`, "
+        "sorted by name. Quote numbers. The contract: docs/hyperparameters.md.",
+        json_schema_extra={"x-kubernetes-validations": HYPERPARAMETER_RULES},
     )
     pass_hyperparameters_as_args: bool = Field(
-        default=True, description="Also append hyperparameters as `--name=value` arguments."
+        default=True,
+        description="Also append hyperparameters as `--name=value` arguments, which the "
+        "script must accept (the example script does, in both `--n_estimators` and "
+        "`--n-estimators` spelling). false: only the `HP_<NAME>` variables "
+        "(docs/hyperparameters.md).",
     )
     dataset: DataLocation | None = Field(
         default=None, description="Training data; exposed as `KUBELOOP_DATASET_URI`."
