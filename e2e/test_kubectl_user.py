@@ -62,3 +62,74 @@ def test_examples_reach_their_state_and_read_well_in_kubectl(
 
     wait_for(nothing_left, 60, "every child garbage-collected")
     cluster.kubectl("delete", "pv", f"models-{namespace}", "--wait=false", check=False)
+
+
+def test_users_get_the_kinds_through_the_built_in_edit_and_view_roles(
+    cluster: Cluster, chart: str, namespace: str
+) -> None:
+    """By Kubernetes' convention: a RoleBinding of the built-in `edit` in a namespace
+    lets its user create, change and delete every namespaced kind there, `view` lets
+    them read; ComputeTemplates are readable by every signed-in user and written by
+    cluster administrators only. Asked of the real API server as those users
+    (impersonation)."""
+    ns = namespace
+    cluster.kubectl("create", "rolebinding", "ml-edit", "--clusterrole=edit",
+                    "--group=ml-team", "-n", ns)
+    cluster.kubectl("create", "rolebinding", "bob-view", "--clusterrole=view",
+                    "--user=bob", "-n", ns)
+    alice = ["--as=alice", "--as-group=ml-team"]
+    bob, carol = ["--as=bob"], ["--as=carol"]  # carol has no binding at all
+
+    def can(who: list[str], *what: str) -> str:
+        return cluster.kubectl("auth", "can-i", *what, "-n", ns, *who,
+                               check=False).stdout.strip()
+
+    # The aggregation controller copies the chart's rules into edit and view.
+    wait_for(lambda: can(alice, "create", "driftmonitors.kubeloop.io") == "yes"
+             and can(bob, "list", "driftmonitors.kubeloop.io") == "yes", 30,
+             "the chart's rules aggregated into edit and view")
+
+    specs = {
+        "TrainingJob": {"image": "t:1", "suspend": True},
+        "ModelDeployment": {"model": {"uri": "s3://m/v1"}},
+        "DriftMonitor": {"modelDeployment": "by-alice"},
+    }
+
+    def manifest(kind: str, name: str, spec: dict[str, object]) -> str:
+        return json.dumps({"apiVersion": "kubeloop.io/v1alpha1", "kind": kind,
+                           "metadata": {"name": name}, "spec": spec})
+
+    def as_user(who: list[str], *args: str, input: str | None = None) -> tuple[int, str]:
+        done = cluster.kubectl(*who, *args, "-n", ns, input=input, check=False)
+        return done.returncode, done.stdout + done.stderr
+
+    for kind, spec in specs.items():
+        code, out = as_user(alice, "create", "-f", "-", input=manifest(kind, "by-alice", spec))
+        assert code == 0, f"edit cannot create a {kind}: {out}"
+        code, out = as_user(bob, "create", "-f", "-", input=manifest(kind, "by-bob", spec))
+        assert code != 0 and "forbidden" in out, f"view created a {kind}: {out}"
+        for who in (alice, bob):
+            code, out = as_user(who, "get", kind.lower(), "by-alice", "-o", "name")
+            assert code == 0 and "by-alice" in out, out
+        code, out = as_user(carol, "get", kind.lower())
+        assert code != 0 and "forbidden" in out, f"anyone may list {kind}s: {out}"
+    code, out = as_user(alice, "patch", "trainingjob", "by-alice", "--type=merge",
+                        "-p", '{"spec": {"suspend": false}}')
+    assert code == 0, out
+    # Status is the operator's: not even edit writes it.
+    code, out = as_user(alice, "patch", "trainingjob", "by-alice", "--subresource=status",
+                        "--type=merge", "-p", '{"status": {"phase": "Succeeded"}}')
+    assert code != 0 and "forbidden" in out, out
+    code, out = as_user(bob, "get", "kubeloop", "-o", "name")
+    assert code == 0 and "trainingjob.kubeloop.io/by-alice" in out, out
+
+    template = json.dumps({"apiVersion": "kubeloop.io/v1alpha1", "kind": "ComputeTemplate",
+                           "metadata": {"name": f"by-user-{ns}"},
+                           "spec": {"description": "not allowed"}})
+    for who in (alice, bob, carol):
+        code, out = as_user(who, "get", "computetemplates")
+        assert code == 0, f"{who} cannot read the ComputeTemplates: {out}"
+        code, out = as_user(who, "create", "-f", "-", input=template)
+        assert code != 0 and "forbidden" in out, f"{who} created a ComputeTemplate: {out}"
+    code, out = as_user(alice, "delete", "driftmonitor", "by-alice")
+    assert code == 0, out

@@ -84,13 +84,27 @@ def without(rules: list[dict[str, Any]], drop: Rule) -> list[dict[str, Any]]:
     return out
 
 
+AGGREGATE_LABEL = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def operators_role(doc: dict[str, Any]) -> bool:
+    """A Role or ClusterRole that grants the operator something: not one of the chart's
+    roles for people (templates/user-roles.yaml), which Kubernetes aggregates into the
+    built-in admin, edit and view roles by their `aggregate-to-*` labels and which no
+    binding of the chart gives the operator."""
+    labels = (doc.get("metadata") or {}).get("labels") or {}
+    return doc.get("kind") in ("Role", "ClusterRole") and not any(
+        key.startswith(AGGREGATE_LABEL) for key in labels)
+
+
 def apply_drop(docs: list[dict[str, Any]], drop: Rule | None) -> bool:
-    """Take `drop` out of every Role and ClusterRole in `docs`; True when one had it."""
+    """Take `drop` out of every Role and ClusterRole of the operator in `docs`; True when
+    one had it."""
     if drop is None:
         return False
     found = False
     for doc in docs:
-        if doc.get("kind") in ("Role", "ClusterRole"):
+        if operators_role(doc):
             rules = doc.get("rules") or []
             kept = without(rules, drop)
             found = found or kept != rules
@@ -103,12 +117,12 @@ _SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
 
 
 def post_render(manifests: str, drop: Rule) -> str:
-    """Helm's rendered manifests with `drop` taken out of every Role and ClusterRole;
-    every other document passes through as it came, byte for byte."""
+    """Helm's rendered manifests with `drop` taken out of every Role and ClusterRole of
+    the operator; every other document passes through as it came, byte for byte."""
     out = []
     for chunk in _SEPARATOR.split(manifests):
         doc = yaml.safe_load(chunk) if chunk.strip() else None
-        if isinstance(doc, dict) and doc.get("kind") in ("Role", "ClusterRole"):
+        if isinstance(doc, dict) and operators_role(doc):
             apply_drop([doc], drop)
             lines = chunk.splitlines(keepends=True)
             # Helm's "# Source: chart/templates/x.yaml" line stays with its document.
@@ -248,8 +262,9 @@ def chart_identity(cluster: Cluster, release: str, namespace: str, path: Path) -
 def release_refused(cluster: Cluster, release: str, namespace: str, account: str,
                     where: tuple[str, ...] = ()) -> None:
     """With $KUBELOOP_RBAC_DROP set, after a `helm install` or `upgrade` (which
-    `helm_drop` renders without it): no Role or ClusterRole of the release grants it, and
-    the API server refuses it to the release's ServiceAccount (`wait_refused`)."""
+    `helm_drop` renders without it): no Role or ClusterRole of the release's operator
+    grants it, and the API server refuses it to the release's ServiceAccount
+    (`wait_refused`)."""
     if dropped() is None:
         return
     listed = yaml.safe_load(cluster.kubectl(

@@ -1,7 +1,9 @@
 """Least privilege, read off the rendered chart: no wildcard anywhere, no Secrets, no
 verb that grants more power (escalate, bind, impersonate), and every write permission
 is one the operator has a named reason and a named test for. A new write rule fails
-here until it is listed with both."""
+here until it is listed with both. The chart's roles for people (aggregated into the
+built-in admin, edit and view) are not the operator's: they are held to Kubernetes'
+convention instead."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 import yaml
 
 from tests.kubetest import ROOT, tool
+from tests.rbac import AGGREGATE_LABEL, operators_role
 
 CHART = ROOT / "charts" / "kubeloop"
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
@@ -103,14 +106,20 @@ VALUES = {
 }
 
 
-def rules(values: list[str]) -> list[dict[str, Any]]:
+def rendered_docs(values: list[str]) -> list[dict[str, Any]]:
     out = subprocess.run(
         [tool("helm"), "template", "kubeloop", str(CHART), "-n", "kubeloop-system", *values],
         capture_output=True, text=True, check=True,
     ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def rules(values: list[str]) -> list[dict[str, Any]]:
+    """The rules of the operator's own Roles and ClusterRoles (not the roles for
+    people, templates/user-roles.yaml)."""
     found = []
-    for doc in yaml.safe_load_all(out):
-        if doc and doc.get("kind") in ("ClusterRole", "Role"):
+    for doc in rendered_docs(values):
+        if operators_role(doc):
             found += doc.get("rules") or []
     assert found, "the chart renders no RBAC rules"
     return found
@@ -145,3 +154,63 @@ def test_every_write_has_a_reason_and_a_test(rendered: list[dict[str, Any]]) -> 
         assert (ROOT / path).is_file(), test
         function = name.split("[")[0]  # a parametrized test's id names one case
         assert f"def {function}(" in (ROOT / path).read_text(), f"{test}: no such test"
+
+
+NAMESPACED_KINDS = {"trainingjobs", "modeldeployments", "driftmonitors"}
+READ_VERBS = {"get", "list", "watch"}
+
+
+def user_roles(values: list[str]) -> dict[str, dict[str, Any]]:
+    """The chart's roles for people, by the built-in role they are aggregated into
+    (`view`, `edit`, `admin`): name -> role."""
+    return {doc["metadata"]["name"]: doc for doc in rendered_docs(values)
+            if doc["kind"] in ("Role", "ClusterRole") and not operators_role(doc)}
+
+
+def aggregated_into(role: str, roles: dict[str, dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """What the roles labelled `aggregate-to-<role>` add to the built-in one."""
+    return {
+        (group, resource, verb)
+        for doc in roles.values()
+        if doc["metadata"]["labels"].get(AGGREGATE_LABEL + role) == "true"
+        for rule in doc["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_users_get_the_kinds_through_the_built_in_roles() -> None:
+    """view reads the namespaced kinds and their status; edit and admin also write
+    them (never their status, which is the operator's); ComputeTemplates are read by
+    all three and written by none (cluster administrators only); and every signed-in
+    user may read them, since a RoleBinding cannot grant a cluster-scoped kind."""
+    roles = user_roles([])
+    reads = {("kubeloop.io", r, v) for r in NAMESPACED_KINDS | {f"{k}/status" for k in
+             NAMESPACED_KINDS} | {"computetemplates", "computetemplates/status"}
+             for v in READ_VERBS}
+    writes = {("kubeloop.io", r, v) for r in NAMESPACED_KINDS
+              for v in ("create", "update", "patch", "delete", "deletecollection")}
+    assert aggregated_into("view", roles) == reads
+    assert aggregated_into("edit", roles) == reads | writes
+    assert aggregated_into("admin", roles) == reads | writes
+    for doc in roles.values():
+        assert doc["kind"] == "ClusterRole" and "aggregationRule" not in doc
+        for rule in doc["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], rule
+    bindings = [d for d in rendered_docs([]) if d["kind"] == "ClusterRoleBinding"
+                and d["roleRef"]["name"] in roles]
+    assert [(b["roleRef"]["name"], b["subjects"]) for b in bindings] == [
+        ("kubeloop-computetemplates-view",
+         [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+           "name": "system:authenticated"}])]
+
+
+def test_the_roles_for_people_can_be_turned_off() -> None:
+    assert user_roles(["--set", "userRoles.create=false"]) == {}
+    docs = rendered_docs(["--set", "userRoles.computeTemplatesReadableByAll=false"])
+    assert not [d for d in docs if d["kind"] == "ClusterRoleBinding"
+                and d["roleRef"]["name"].endswith("-computetemplates-view")]
+    assert user_roles(["--set", "userRoles.computeTemplatesReadableByAll=false"]) == \
+        user_roles([])

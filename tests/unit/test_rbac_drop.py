@@ -25,6 +25,7 @@ from tests.rbac import (
     can_i_args,
     dropped,
     helm_drop,
+    operators_role,
     post_render,
     refused,
     without,
@@ -131,6 +132,26 @@ def test_every_helm_install_and_upgrade_renders_the_chart_without_the_grant(
                     ("", "events", "create")}
             else:
                 assert after == before
+
+
+def test_the_roles_for_people_are_not_the_operators(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The aggregated roles for people (templates/user-roles.yaml) grant users what the
+    operator may not have: the necessity check neither counts nor drops them, so a
+    user's `edit` keeps creating TrainingJobs while the operator's create is away."""
+    monkeypatch.setenv(DROP_ENV, "kubeloop.io/trainingjobs/create")
+    flags, env = helm_drop(["install", "x", "chart"])
+    out = subprocess.run([tool("helm"), "template", "x", str(CHART), *flags],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, **env}).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Role", "ClusterRole")}
+    create = ("kubeloop.io", "trainingjobs", "create")
+    assert create in grants(roles["x-kubeloop-edit"]["rules"])
+    assert not any(create in grants(r["rules"]) for r in roles.values() if operators_role(r))
+    assert not apply_drop([roles["x-kubeloop-edit"]], create)
+    writes = necessity().rendered_writes()
+    assert ("kubeloop.io", "driftmonitors", "create") not in writes
+    assert create in writes  # the operator's own: a DriftMonitor's retrain
 
 
 def test_can_i_asks_for_the_verb_on_the_resource_of_the_group() -> None:
