@@ -100,8 +100,7 @@ if [[ ! -f "$archive" ]]; then
   wheel="$(basename "$work"/wheels/kubeloop-*.whl)"
   chroot "$work/rootfs" /opt/kubeloop/bin/pip install -q --disable-pip-version-check \
     --no-index --no-deps --force-reinstall --no-compile "/wheels/$wheel" >&2
-  cp "$root/examples/train/train.py" "$root/examples/train/ddp.py" \
-    "$work/rootfs/opt/kubeloop/examples/train/"
+  cp "$root"/examples/train/*.py "$work/rootfs/opt/kubeloop/examples/train/"
   chroot "$work/rootfs" /opt/kubeloop/bin/kubeloop version >&2
   rm -rf "$work/rootfs/wheels" "$work/rootfs/root/.cache"
   find "$work/rootfs/opt/kubeloop" -name '__pycache__' -prune -exec rm -rf {} +

@@ -8,6 +8,7 @@ src="${2:-.}"
 python3 -m venv "$prefix"
 "$prefix/bin/pip" install --no-cache-dir --disable-pip-version-check -q --upgrade pip
 "$prefix/bin/pip" install --no-cache-dir --disable-pip-version-check -q "$src[serve]"
+# Every example script (train.py, ddp.py, make_data.py): the docs run them in the image.
 mkdir -p "$prefix/examples/train"
-cp "$src/examples/train/train.py" "$src/examples/train/ddp.py" "$prefix/examples/train/"
+cp "$src"/examples/train/*.py "$prefix/examples/train/"
 "$prefix/bin/kubeloop" version

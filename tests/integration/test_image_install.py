@@ -52,3 +52,15 @@ def test_install_steps_in_a_fresh_virtualenv(tmp_path: Path) -> None:
         capture_output=True,
     )
     assert (model / "manifest.json").exists()
+    # docs/safe-retraining.md writes the holdout data with the image's make_data.py.
+    holdout = tmp_path / "data" / "holdout.csv"
+    subprocess.run(
+        [
+            str(prefix / "bin" / "python"),
+            str(prefix / "examples" / "train" / "make_data.py"),
+            str(holdout),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert holdout.read_text().splitlines()[0].endswith(",species")

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -174,6 +175,29 @@ def test_served_under_another_name(model: LoadedModel) -> None:
         )
         assert infer(url, matrix(ROWS), model="flowers").json()["model_name"] == "flowers"
         assert infer(url, matrix(ROWS), model="iris").status_code == 404
+
+
+def test_the_json_requests_of_the_docs_get_the_answers_the_docs_show(
+    model: LoadedModel,
+) -> None:
+    """docs/serving.md's curl examples, sent as written to a server named as the
+    ModelDeployment (`flowers`): the answers have the outputs and predictions shown."""
+    doc = (REPO / "docs" / "serving.md").read_text()
+    bodies = re.findall(r"/v2/models/(\w+)/infer -d '(\{.*?\})'\n```", doc, re.S)
+    answers = [json.loads(a) for a in re.findall(r"```json\n(\{.*?\})\n```", doc, re.S)]
+    assert len(bodies) == len(answers) == 2
+    server = ModelServer(model.metadata, name="flowers")
+    server.set_model(model)
+    with running(server) as url:
+        for (name, body), shown in zip(bodies, answers, strict=True):
+            assert name == "flowers"
+            got = infer(url, json.loads(body), model=name)
+            assert got.status_code == 200, got.text
+            answer = got.json()
+            assert answer["model_name"] == shown["model_name"]
+            assert [(o["name"], o["shape"]) for o in answer["outputs"]] == [
+                (o["name"], o["shape"]) for o in shown["outputs"]]
+            assert answer["outputs"][0]["data"] == shown["outputs"][0]["data"]
 
 
 @pytest.mark.parametrize(
