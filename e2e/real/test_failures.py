@@ -1,6 +1,7 @@
 """What breaks, breaks for real: a model the server cannot load crash-loops in
-containerd and the resource says why; a broken canary is rolled back while the stable
-model keeps answering."""
+containerd and the resource says why, in the server's own words, as it does for a model
+that cannot be fetched and for a training script that fails; a broken canary is rolled
+back while the stable model keeps answering."""
 
 from __future__ import annotations
 
@@ -73,9 +74,64 @@ def test_a_model_that_cannot_load_crash_loops_and_says_why(
         return cond if cond and cond["reason"] == "PodsCrashing" else None
 
     ready = wait_for(says_why, 60, "Ready False with reason PodsCrashing")
-    # It names the container and why: the kubelet's back-off, or the exit code it saw.
+    # It names the container and why: the kubelet's back-off, or the exit code it saw,
+    # and the end of the server's log (terminationMessagePolicy FallbackToLogsOnError).
     assert ready["status"] == "False" and "container server" in ready["message"]
     assert "CrashLoopBackOff" in ready["message"] or "exit code 1" in ready["message"]
+    assert "Failed to load model" in ready["message"], ready
+
+
+def warning_about(cluster: Cluster, namespace: str, kind: str, name: str, reason: str,
+                  timeout: float = 20) -> Any:
+    """The Event the operator posts about the resource for `reason` (after its status)."""
+
+    def posted() -> Any:
+        return next((e for e in cluster.events_for(namespace, name)
+                     if e.involved_object.kind == kind and e.reason == reason), None)
+
+    return wait_for(posted, timeout, f"a {reason} Event about {kind} {name}")
+
+
+def test_a_model_that_cannot_be_fetched_says_why(
+    cluster: Cluster, namespace: str, volume: ModelVolume
+) -> None:
+    """No such directory on the claim: the fetch-model init container's own words reach
+    the condition and the Event, not only its log."""
+    cluster.create("ModelDeployment", namespace, "nomodel", {
+        "model": {"uri": "pvc://models/flowers/v9"}, "scheduling": ON_REAL_NODE,
+        "resources": {"cpu": "100m", "memory": "256Mi"},
+    })
+    words = "/mnt/pvc/models/flowers/v9/manifest.json: No such file or directory"
+
+    def says_why() -> dict[str, Any] | None:
+        cond = cluster.condition("ModelDeployment", namespace, "nomodel", "Ready")
+        return cond if cond and cond["reason"] == "PodsCrashing" else None
+
+    ready = wait_for(says_why, 60, "Ready False with reason PodsCrashing")
+    assert "container fetch-model" in ready["message"] and words in ready["message"], ready
+    event = warning_about(cluster, namespace, "ModelDeployment", "nomodel", "PodsCrashing")
+    assert event.type == "Warning" and words in event.message, event.message
+
+
+def test_a_failing_script_says_why_at_its_first_failure(
+    cluster: Cluster, namespace: str, volume: ModelVolume
+) -> None:
+    """A dataset that is not there: the script's own last words are in the Event of the
+    first restart (attempt 0 failed), and in the final condition."""
+    cluster.create("TrainingJob", namespace, "typo", {
+        "image": IMAGE, "command": TRAIN_COMMAND, "dataset": {"uri": "pvc://models/irs.csv"},
+        "output": {"uri": "pvc://models/typo"}, "maxRestarts": 1, "scheduling": ON_REAL_NODE,
+    })
+    words = "No such file or directory: '/mnt/pvc/models/irs.csv'"
+    # The worker runs first (a pod start, imports): the Event follows its failure.
+    event = warning_about(cluster, namespace, "TrainingJob", "typo", "Restarting", 120)
+    assert "worker 0 failed: exit code 1" in event.message and words in event.message, (
+        event.message)
+    assert "restarting all workers (restart 1 of 1)" in event.message
+    final = cluster.wait_phase("TrainingJob", namespace, "typo", "Failed", 60)
+    ready = cluster.condition("TrainingJob", namespace, "typo", "Ready")
+    assert ready and ready["reason"] == "BackoffLimitExceeded" and words in ready["message"]
+    assert words in final["message"]
 
 
 def test_a_broken_canary_is_rolled_back_and_the_stable_keeps_serving(
