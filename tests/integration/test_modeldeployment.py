@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 from tests.kubetest import Cluster, or_none, wait_for
@@ -292,6 +293,34 @@ def test_crash_looping_pods_keep_ready_false(cluster: Cluster, namespace: str) -
     assert "sha256 mismatch" in cond["message"]
     ready = cluster.condition(MD, namespace, "crashy", "Ready")
     assert ready and ready["status"] == "False"
+
+
+def test_pods_that_cannot_be_placed_quote_the_scheduler(cluster: Cluster, namespace: str) -> None:
+    """More CPU than any node has, and a claim that does not exist: the scheduler says
+    which, and so does the ModelDeployment, instead of "0 replicas available"."""
+    cluster.create(
+        MD,
+        namespace,
+        "huge",
+        {"model": {"uri": "s3://m/v1"}, "resources": {"cpu": "900"}},
+    )
+    cluster.create(MD, namespace, "unclaimed", {"model": {"uri": "pvc://nosuchclaim/iris/v1"}})
+    nodes = len(cluster.core.list_node().items)
+
+    def waiting(name: str) -> dict[str, Any] | None:
+        cond = cluster.condition(MD, namespace, name, "Available")
+        return cond if cond and cond["reason"] == "WaitingForScheduler" else None
+
+    for name, words in (
+        ("huge", "Insufficient cpu"),
+        ("unclaimed", 'persistentvolumeclaim "nosuchclaim" not found'),
+    ):
+        cond = wait_for(partial(waiting, name), 20, f"{name}: Available False, WaitingForScheduler")
+        assert cond["status"] == "False"
+        assert f"0/{nodes} nodes are available" in cond["message"] and words in cond["message"]
+        ready = cluster.condition(MD, namespace, name, "Ready")
+        assert ready and ready["reason"] == "WaitingForScheduler" and words in ready["message"]
+        assert words in cluster.status(MD, namespace, name)["message"]
 
 
 def test_deletion_cleans_up(cluster: Cluster, namespace: str) -> None:
