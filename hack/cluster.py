@@ -39,7 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realnode
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster"))
+# Absolute: the kubeconfigs name their certificates by this path (a relative one would
+# resolve against the kubeconfig's own directory).
+STATE = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster")).absolute()
 CACHE = Path(os.environ.get("KUBELOOP_CACHE", Path.home() / ".cache" / "kubeloop"))
 COMPONENTS = [
     "etcd",

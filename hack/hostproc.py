@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster"))
+STATE = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster")).absolute()
 
 
 def kubeconfig() -> str:

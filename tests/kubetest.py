@@ -88,7 +88,7 @@ class Cluster:
         if external:
             self.kubeconfig = external
         else:
-            state = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster"))
+            state = Path(os.environ.get("KUBELOOP_CLUSTER_DIR", ROOT / ".cluster")).absolute()
             self.kubeconfig = str(state / "kubeconfig")
             running = (
                 subprocess.run(
