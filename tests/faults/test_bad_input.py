@@ -414,7 +414,7 @@ def test_bad_specs_at_volume(
                 obj = by_name[name]
                 status = obj.get("status") or {}
                 if status.get("observedGeneration") != obj["metadata"]["generation"]:
-                    pending.append(f"{kind} {name}: {json.dumps(obj['spec'])[:300]}")
+                    pending.append(f"{kind} {name}: {json.dumps(obj['spec'])[:2000]}")
                 elif status.get("phase") == "Invalid" and "spec" not in status["message"]:
                     pending.append(f"{kind} {name}: Invalid, names no field: {status}")
         return not pending

@@ -263,9 +263,15 @@ def log_forbidden(exc: KubeError, what: str) -> None:
         log.warning("Forbidden: %s: %s", what, exc)
 
 
+# Server-side apply answers 500 (not 422) when the applied object does not fit the
+# kind's schema at all, e.g. a volumeMount the CRD's free-form item let through with
+# fields a VolumeMount does not have, or two with the same mountPath.
+UNTYPABLE = "failed to create typed patch object"
+
+
 def refused(exc: KubeError) -> bool:
     """The API server rejected what we rendered: retrying the same spec cannot help."""
-    return exc.status in (400, 422)
+    return exc.status in (400, 422) or (exc.status == 500 and UNTYPABLE in exc.message)
 
 
 async def report_refused_child(
