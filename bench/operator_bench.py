@@ -748,11 +748,15 @@ def _load(result: dict[str, Any]) -> str:
 
 
 def stamp() -> dict[str, Any]:
-    """When (UTC) and at which commit; `dirty`: the working tree differed from it."""
+    """When (UTC) and at which commit; `dirty`: a tracked file differed from it (an
+    untracked file, such as a worktree's link to the virtualenv, is not code under test);
+    `dirty_paths` names them."""
     commit = sh("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD", check=False).stdout
-    changed = sh("git", "-C", str(ROOT), "status", "--porcelain", check=False).stdout
+    changed = sh("git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no",
+                 check=False).stdout
+    paths = [line[3:] for line in changed.splitlines() if line.strip()]
     return {"date": time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime()),
-            "commit": commit.strip(), "dirty": bool(changed.strip()),
+            "commit": commit.strip(), "dirty": bool(paths), "dirty_paths": paths[:50],
             "cpus": os.cpu_count(), "load_average": list(os.getloadavg())}
 
 
