@@ -26,7 +26,6 @@ from kubeloop.serving.model import LoadedModel
 from kubeloop.serving.server import ModelServer, start
 from tests.kubetest import Cluster
 
-TRACK_LABEL = "kubeloop.io/track"
 _subnets = itertools.count(10)
 
 

@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from kubeloop.names import GROUP, VERSION
+
 ROOT = Path(__file__).resolve().parent.parent
-GROUP, VERSION = "kubeloop.io", "v1alpha1"
 PLURALS = {
     "TrainingJob": "trainingjobs",
     "ModelDeployment": "modeldeployments",

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kubeloop import __version__
+from kubeloop.names import OPERATOR_HEALTH_PORT, OPERATOR_METRICS_PORT
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -142,9 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("KUBELOOP_IMAGE", "ghcr.io/kubeloop/kubeloop:0.1.0"),
         help="image for the model server and the model-fetch init container",
     )
-    p.add_argument("--metrics-port", type=int, default=8080, help="0 disables /metrics")
+    p.add_argument(
+        "--metrics-port", type=int, default=OPERATOR_METRICS_PORT, help="0 disables /metrics"
+    )
     p.add_argument("--metrics-addr", default="0.0.0.0")
-    p.add_argument("--health-port", type=int, default=8081, help="0 disables /healthz")
+    p.add_argument(
+        "--health-port", type=int, default=OPERATOR_HEALTH_PORT, help="0 disables /healthz"
+    )
     p.add_argument("--health-addr", default="0.0.0.0")
     p.add_argument("--workers", type=int, default=32, help="concurrent reconciles")
     p.add_argument(

@@ -32,7 +32,7 @@ from kubeloop.api.common import GPU, ComputeResources
 from kubeloop.api.computetemplate import ComputeTemplateSpec
 from kubeloop.api.modeldeployment import ModelDeploymentSpec, ServingScheduling
 from kubeloop.api.trainingjob import Scheduling, TrainingJobSpec
-from kubeloop.render.common import GPU_PRODUCT_LABEL, gpu_placement
+from kubeloop.render.common import gpu_placement
 
 KIND = "ComputeTemplate"
 Sched = TypeVar("Sched", Scheduling, ServingScheduling)
@@ -267,7 +267,6 @@ def requested_per_node(pods: list[dict[str, Any]]) -> dict[str, dict[str, Decima
 
 
 __all__ = [
-    "GPU_PRODUCT_LABEL",
     "KIND",
     "Fit",
     "choose",

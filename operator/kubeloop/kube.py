@@ -21,6 +21,7 @@ from kubernetes import config as kube_config
 from kubernetes.client import Configuration
 
 from kubeloop import __version__, metrics
+from kubeloop.names import API_VERSION
 
 FIELD_MANAGER = "kubeloop"
 # Names the operator in the API server's audit log and request logs.
@@ -46,10 +47,10 @@ RESOURCES: dict[tuple[str, str], Resource] = {
     ("autoscaling/v2", "HorizontalPodAutoscaler"): Resource("horizontalpodautoscalers"),
     ("discovery.k8s.io/v1", "EndpointSlice"): Resource("endpointslices"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): Resource("httproutes"),
-    ("kubeloop.io/v1alpha1", "TrainingJob"): Resource("trainingjobs"),
-    ("kubeloop.io/v1alpha1", "ModelDeployment"): Resource("modeldeployments"),
-    ("kubeloop.io/v1alpha1", "DriftMonitor"): Resource("driftmonitors"),
-    ("kubeloop.io/v1alpha1", "ComputeTemplate"): Resource("computetemplates", namespaced=False),
+    (API_VERSION, "TrainingJob"): Resource("trainingjobs"),
+    (API_VERSION, "ModelDeployment"): Resource("modeldeployments"),
+    (API_VERSION, "DriftMonitor"): Resource("driftmonitors"),
+    (API_VERSION, "ComputeTemplate"): Resource("computetemplates", namespaced=False),
     ("kopf.dev/v1", "KopfPeering"): Resource("kopfpeerings"),
     ("kopf.dev/v1", "ClusterKopfPeering"): Resource("clusterkopfpeerings", namespaced=False),
 }

@@ -19,7 +19,6 @@ from typing import Any
 
 import kopf
 
-from kubeloop.api.common import GROUP, VERSION
 from kubeloop.canary.measure import METER
 from kubeloop.controllers import (
     computetemplate,
@@ -32,16 +31,20 @@ from kubeloop.controllers import (
 from kubeloop.controllers.common import Ctx, OperatorConfig
 from kubeloop.controllers.runtime import Key, Result, Store, WorkQueue
 from kubeloop.kube import Kube, KubeError
+from kubeloop.names import (
+    EVALUATION_LABEL,
+    GROUP,
+    MANAGED_BY,
+    MODEL_DEPLOYMENT_LABEL,
+    TRAINING_JOB_LABEL,
+    VERSION,
+)
 from kubeloop.peering import Leadership, own_identity
-from kubeloop.render.common import MANAGED_BY
-from kubeloop.render.evaluation import EVALUATION_LABEL
-from kubeloop.render.modeldeployment import MODEL_DEPLOYMENT_LABEL
-from kubeloop.render.trainingjob import TRAINING_JOB_LABEL
 
 log = logging.getLogger("kubeloop.operator")
 
 MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
-STORAGE_PREFIX = "kubeloop.io"
+STORAGE_PREFIX = GROUP
 CHILD_EVENT_DELAY = 0.2
 
 KIND_PLURALS = {

@@ -38,8 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PORT_ENV = "KUBELOOP_PROGRESS_PORT"
-DEFAULT_PORT = 9464
+PORT_ENV = "KUBELOOP_PROGRESS_PORT"  # default: kubeloop.names.PROGRESS_PORT
 TERMINATION_LOG_ENV = "KUBELOOP_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 MAX_MESSAGE_BYTES = 4096  # what the kubelet keeps of a termination message

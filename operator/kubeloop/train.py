@@ -33,8 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from kubeloop.names import PROGRESS_PORT
 from kubeloop.progress import (
-    DEFAULT_PORT,
     DEFAULT_TERMINATION_LOG,
     MAX_METRICS,
     MAX_NAME_LENGTH,
@@ -281,7 +281,7 @@ def _progress_port() -> int | None:
     """The port to serve on; None when disabled (0) or unreadable (a warning)."""
     raw = os.environ.get(PORT_ENV, "").strip()
     if not raw:
-        return DEFAULT_PORT
+        return PROGRESS_PORT
     try:
         port = int(raw)
     except ValueError:

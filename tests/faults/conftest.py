@@ -24,7 +24,6 @@ from tests.modelserver import train
 
 T = TypeVar("T")
 TJ, MD, DM = "TrainingJob", "ModelDeployment", "DriftMonitor"
-GROUP, VERSION = "kubeloop.io", "v1alpha1"
 # What a client sees while the API server restarts: refused connections, resets.
 TRANSIENT = (ApiException, urllib3.exceptions.HTTPError, OSError)
 

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kubernetes.client.rest import ApiException
 
-from tests.faults.conftest import DM, GROUP, MD, TJ, VERSION, OperatorProcess, poll
+from kubeloop.names import GROUP, VERSION
+from tests.faults.conftest import DM, MD, TJ, OperatorProcess, poll
 from tests.kubetest import PLURALS, Cluster
 
 Path_ = tuple[str | int, ...]

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import GROUP, TJ, VERSION, JobWatch, OperatorProcess, poll
+from kubeloop.names import GROUP, VERSION
+from tests.faults.conftest import TJ, JobWatch, OperatorProcess, poll
 from tests.kubetest import ROOT, Cluster
 
 TERMINAL = ("Succeeded", "Failed")

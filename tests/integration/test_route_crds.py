@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
-from kubeloop.render.modeldeployment import CANARY, STABLE, TRACK_LABEL, labels
+from kubeloop.names import TRACK_LABEL
+from kubeloop.render.modeldeployment import CANARY, STABLE, labels
 from kubeloop.render.route import render_route, render_track_service
 from tests.kubetest import GROUP, ROOT, VERSION, Cluster, wait_for
 

@@ -11,6 +11,7 @@ from kubeloop import compute
 from kubeloop.api.computetemplate import ComputeTemplateSpec
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.api.trainingjob import TrainingJobSpec
+from kubeloop.names import GPU_PRODUCT_LABEL
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 GPU8 = ComputeTemplateSpec.model_validate({
@@ -149,16 +150,16 @@ def node(name: str, labels: dict[str, str], allocatable: dict[str, str],
 
 
 NODES = [
-    node("gpu-1", {"pool": "gpu", compute.GPU_PRODUCT_LABEL: H100},
+    node("gpu-1", {"pool": "gpu", GPU_PRODUCT_LABEL: H100},
          {"cpu": "96", "memory": "1000Gi", "pods": "110", "nvidia.com/gpu": "8"},
          [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
           {"key": "dedicated", "value": "ml", "effect": "NoSchedule"}]),
-    node("gpu-2", {"pool": "gpu", compute.GPU_PRODUCT_LABEL: H100},
+    node("gpu-2", {"pool": "gpu", GPU_PRODUCT_LABEL: H100},
          {"cpu": "96", "memory": "1000Gi", "pods": "110", "nvidia.com/gpu": "8"},
          [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]),
     node("cpu-1", {"pool": "cpu"}, {"cpu": "16", "memory": "64Gi", "pods": "110"}),
     # Tainted for something the templates do not tolerate.
-    node("gpu-3", {"pool": "gpu", compute.GPU_PRODUCT_LABEL: H100},
+    node("gpu-3", {"pool": "gpu", GPU_PRODUCT_LABEL: H100},
          {"cpu": "96", "memory": "1000Gi", "pods": "110", "nvidia.com/gpu": "8"},
          [{"key": "maintenance", "value": "yes", "effect": "NoSchedule"}]),
 ]

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from kubeloop import health
-from kubeloop.api.common import API_VERSION
 from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, RetrainRecord
 from kubeloop.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus
@@ -35,8 +34,9 @@ from kubeloop.controllers.common import (
     rfc3339,
 )
 from kubeloop.drift.profile import Profile
+from kubeloop.names import API_VERSION, COMPLETION_INDEX_ANNOTATION
 from kubeloop.render.modeldeployment import deployment_name
-from kubeloop.render.trainingjob import COMPLETION_INDEX_ANNOTATION, render_job
+from kubeloop.render.trainingjob import render_job
 
 Status = health.Status
 NS = "ml"

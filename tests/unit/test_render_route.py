@@ -7,11 +7,10 @@ from typing import Any
 import pytest
 
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
+from kubeloop.names import MODEL_DEPLOYMENT_LABEL, TRACK_LABEL
 from kubeloop.render.modeldeployment import (
     CANARY,
-    MODEL_DEPLOYMENT_LABEL,
     STABLE,
-    TRACK_LABEL,
     labels,
     pod_template,
     render_service,

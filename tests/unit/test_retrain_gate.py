@@ -19,8 +19,9 @@ from kubeloop.api.driftmonitor import (
 from kubeloop.api.modeldeployment import HistoryEntry
 from kubeloop.api.trainingjob import Scheduling
 from kubeloop.controllers import history, retrain
+from kubeloop.names import EVALUATION_LABEL, MODEL_URI_ANNOTATION, PROMOTION_ANNOTATION
 from kubeloop.render import evaluation as render_eval
-from kubeloop.render.modeldeployment import FETCH_CONTAINER, MODEL_URI_ANNOTATION
+from kubeloop.render.modeldeployment import FETCH_CONTAINER
 
 VERDICT = {
     "metric": "accuracy",
@@ -158,7 +159,7 @@ def test_evaluation_job_is_bounded_and_safe() -> None:
     assert all(m["readOnly"] for m in container["volumeMounts"] if m["name"] != "tmp")
     assert pod["nodeSelector"] == {"pool": "train"}
     labels = spec["template"]["metadata"]["labels"]
-    assert labels[render_eval.EVALUATION_LABEL] == "m"
+    assert labels[EVALUATION_LABEL] == "m"
 
 
 def test_evaluation_without_champion_and_long_names() -> None:
@@ -226,12 +227,12 @@ def test_no_manifest_hash_from_garbage(message: str) -> None:
 
 def test_a_note_for_another_model_is_not_trusted() -> None:
     note = json.dumps({"uri": "pvc://m/other", "by": "DriftMonitor/x"})
-    assert history.promoted_by({retrain.PROMOTION_ANNOTATION: note}, "pvc://m/b") == (
+    assert history.promoted_by({PROMOTION_ANNOTATION: note}, "pvc://m/b") == (
         "user",
         None,
         None,
     )
-    assert history.promoted_by({retrain.PROMOTION_ANNOTATION: "{oops"}, "pvc://m/b")[0] == "user"
+    assert history.promoted_by({PROMOTION_ANNOTATION: "{oops"}, "pvc://m/b")[0] == "user"
 
 
 def test_old_status_with_a_count_is_read() -> None:

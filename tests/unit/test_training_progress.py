@@ -15,8 +15,9 @@ import pytest
 
 from kubeloop.api.trainingjob import Progress, TrainingJobSpec, TrainingJobStatus
 from kubeloop.controllers import trainingprogress as tp
+from kubeloop.names import COMPLETION_INDEX_ANNOTATION
 from kubeloop.progress import Report, render_text
-from kubeloop.render.trainingjob import COMPLETION_INDEX_ANNOTATION, WORKER_CONTAINER
+from kubeloop.render.trainingjob import WORKER_CONTAINER
 
 KEY = ("TrainingJob", "ns", "t")
 

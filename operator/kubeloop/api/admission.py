@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from kubeloop.api.common import GROUP, VERSION
+from kubeloop.names import API_VERSION, GROUP, INSTALLED_BY, VERSION
 
 FILE = "kubeloop-compute-templates.yaml"
 
@@ -143,7 +143,7 @@ def policies() -> list[dict[str, Any]]:
     for plural, spec, exists, prefix, training in TARGETS:
         rules = _checks(prefix, training)
         name = f"kubeloop-compute-template-{plural}"
-        labels = {"app.kubernetes.io/name": "kubeloop", "app.kubernetes.io/part-of": "kubeloop"}
+        labels = dict(INSTALLED_BY)
         docs.append(
             {
                 "apiVersion": "admissionregistration.k8s.io/v1",
@@ -151,7 +151,7 @@ def policies() -> list[dict[str, Any]]:
                 "metadata": {"name": name, "labels": labels},
                 "spec": {
                     "failurePolicy": "Fail",
-                    "paramKind": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ComputeTemplate"},
+                    "paramKind": {"apiVersion": API_VERSION, "kind": "ComputeTemplate"},
                     "matchConstraints": {
                         "resourceRules": [
                             {

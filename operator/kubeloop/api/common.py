@@ -8,10 +8,6 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-GROUP = "kubeloop.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-
 # Marks a field whose content the API server keeps as written (Kubernetes types we
 # pass through to pods unchanged, such as volumes).
 PRESERVE: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}

@@ -19,11 +19,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kubeloop.api.common import GROUP, VERSION
 from kubeloop.api.computetemplate import ComputeTemplateSpec, ComputeTemplateStatus
 from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus
 from kubeloop.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from kubeloop.api.trainingjob import FINISHED_SPEC_IMMUTABLE, TrainingJobSpec, TrainingJobStatus
+from kubeloop.names import GROUP, INSTALLED_BY, VERSION
 
 CATEGORY = "kubeloop"
 _DROP_KEYS = {"title"}
@@ -265,10 +265,7 @@ def crd_for(kind: Kind) -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": kind.crd_name,
-            "labels": {
-                "app.kubernetes.io/name": "kubeloop",
-                "app.kubernetes.io/part-of": "kubeloop",
-            },
+            "labels": dict(INSTALLED_BY),
         },
         "spec": {
             "group": GROUP,

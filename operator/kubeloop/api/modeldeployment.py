@@ -20,6 +20,7 @@ from kubeloop.api.common import (
     Toleration,
     cel,
 )
+from kubeloop.names import SERVER_GRPC_PORT, SERVER_PORT
 
 EXACTLY_ONE_SOURCE = cel(
     "has(self.uri) != has(self.fromTrainingJob)",
@@ -89,9 +90,9 @@ class Runtime(KubeModel):
         default=None,
         description="Server image. Default: the Kubeloop image running `kubeloop serve`.",
     )
-    port: int = Field(default=8080, ge=1, le=65535, description="HTTP port of the server.")
+    port: int = Field(default=SERVER_PORT, ge=1, le=65535, description="HTTP port of the server.")
     grpc_port: int = Field(
-        default=8081,
+        default=SERVER_GRPC_PORT,
         ge=0,
         le=65535,
         description="gRPC port of the server (the protocol's gRPC side), also on the "

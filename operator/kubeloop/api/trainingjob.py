@@ -22,6 +22,7 @@ from kubeloop.api.common import (
     cel,
 )
 from kubeloop.api.computetemplate import AppliedTemplate
+from kubeloop.names import PROGRESS_PORT, RENDEZVOUS_PORT
 
 
 class DataLocation(KubeModel):
@@ -156,10 +157,10 @@ class TrainingJobSpec(KubeModel):
         "and reported as `status.modelUri` on success.",
     )
     master_port: int = Field(
-        default=29500, ge=1, le=65535, description="Rendezvous port on worker 0."
+        default=RENDEZVOUS_PORT, ge=1, le=65535, description="Rendezvous port on worker 0."
     )
     progress_port: int = Field(
-        default=9464,
+        default=PROGRESS_PORT,
         ge=0,
         le=65535,
         description="Port on worker 0 where the run reports progress and metrics "

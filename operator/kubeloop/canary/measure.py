@@ -28,14 +28,13 @@ from kubeloop.canary.figures import (
 )
 from kubeloop.canary.judge import HOLD, Verdict, judge
 from kubeloop.drift import sources
+from kubeloop.names import MODEL_URI_ANNOTATION, TRACK_LABEL
 
 log = logging.getLogger("kubeloop.canary")
 
 Key = tuple[str, str, str]
 SCRAPE_TIMEOUT = 5.0
 MAX_PODS_READ = 50
-TRACK_LABEL = "kubeloop.io/track"
-MODEL_URI_ANNOTATION = "kubeloop.io/model-uri"
 STABLE, CANARY = "stable", "canary"
 
 

@@ -31,7 +31,7 @@ from kubeloop.canary.figures import Figures
 from kubeloop.canary.judge import FAIL, HOLD, PASS
 from kubeloop.canary.measure import Measured
 from kubeloop.controllers.common import parse_time, rfc3339
-from kubeloop.render.modeldeployment import MODEL_URI_ANNOTATION
+from kubeloop.names import MODEL_URI_ANNOTATION
 
 # Canary states (status.canary.state).
 WAITING = "Waiting"

@@ -14,9 +14,9 @@ from pydantic import BaseModel, ValidationError
 
 from kubeloop import conditions as c
 from kubeloop import metrics
-from kubeloop.api.common import API_VERSION
 from kubeloop.controllers.runtime import Key, Store, WorkQueue
 from kubeloop.kube import Kube, KubeError
+from kubeloop.names import API_VERSION
 
 log = logging.getLogger("kubeloop")
 

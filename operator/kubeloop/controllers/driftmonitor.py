@@ -55,7 +55,7 @@ from kubeloop.drift.reference import (
     profile_from_server,
     profile_from_url,
 )
-from kubeloop.render.modeldeployment import MODEL_URI_ANNOTATION
+from kubeloop.names import API_VERSION, MODEL_URI_ANNOTATION, SERVER_PORT
 
 log = logging.getLogger("kubeloop.driftmonitor")
 
@@ -63,10 +63,10 @@ KIND = retrain.KIND
 MODEL_DEPLOYMENT = retrain.MODEL_DEPLOYMENT
 TRAINING_JOB = retrain.TRAINING_JOB
 MD_POD = "ModelDeployment/Pod"
-MONITOR_LABEL = retrain.MONITOR_LABEL
 PROMOTER = retrain.PROMOTER
 MAX_PODS_SCRAPED = 20
 SCRAPE_TIMEOUT = 5.0
+
 
 def forget(namespace: str, name: str) -> None:
     """Drop the gauges of a deleted monitor."""
@@ -224,7 +224,7 @@ class Reconciler:
     def _server_of(ctx: Ctx, namespace: str, target: dict[str, Any], uri: str) -> str:
         """A ready pod of the target that serves `uri`: only pods can read a claim."""
         md_spec = ModelDeploymentSpec.model_validate(target.get("spec") or {})
-        port = md_spec.runtime.port if md_spec.runtime else 8080
+        port = md_spec.runtime.port if md_spec.runtime else SERVER_PORT
         for pod in ctx.store.owned(MD_POD, namespace, target["metadata"]["name"]):
             meta, pod_status = pod["metadata"], pod.get("status") or {}
             ready = any(
@@ -245,7 +245,7 @@ class Reconciler:
         if spec.source.url:
             return [spec.source.url]
         md_spec = ModelDeploymentSpec.model_validate(target.get("spec") or {})
-        port = md_spec.runtime.port if md_spec.runtime else 8080
+        port = md_spec.runtime.port if md_spec.runtime else SERVER_PORT
         pods = ctx.store.owned(MD_POD, namespace, target["metadata"]["name"])
         urls = [
             f"http://{p['status']['podIP']}:{port}/metrics"
@@ -401,7 +401,7 @@ async def _migrate_count(ctx: Ctx, key: Key) -> bool:
     if body is None or not isinstance(count, int):
         return False
     patched = await ctx.kube.merge_patch(
-        "kubeloop.io/v1alpha1",
+        API_VERSION,
         KIND,
         key[1],
         key[2],

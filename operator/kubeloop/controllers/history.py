@@ -13,8 +13,8 @@ import re
 from typing import Any
 
 from kubeloop.api.modeldeployment import HistoryEntry, Scores
-from kubeloop.controllers.retrain import PROMOTION_ANNOTATION
-from kubeloop.render.modeldeployment import FETCH_CONTAINER, MODEL_URI_ANNOTATION
+from kubeloop.names import MODEL_URI_ANNOTATION, PROMOTION_ANNOTATION
+from kubeloop.render.modeldeployment import FETCH_CONTAINER
 
 MAX_ENTRIES = 10
 USER = "user"

@@ -35,12 +35,11 @@ from kubeloop.controllers.common import (
 from kubeloop.controllers.k8sread import message_tail, scheduler_message
 from kubeloop.controllers.runtime import Key, Result
 from kubeloop.kube import KubeError
+from kubeloop.names import MODEL_URI_ANNOTATION, SERVER_PORT, TRACK_LABEL
 from kubeloop.render.modeldeployment import (
     CANARY,
-    MODEL_URI_ANNOTATION,
     SERVER_CONTAINER,
     STABLE,
-    TRACK_LABEL,
     canary_beside,
     deployment_name,
     render_deployment,
@@ -183,7 +182,7 @@ def plan(
     name, namespace = meta["name"], meta["namespace"]
     owner = owner_reference(body)
     prev = ModelDeploymentStatus.model_validate(body.get("status") or {})
-    port = spec.runtime.port if spec.runtime else 8080
+    port = spec.runtime.port if spec.runtime else SERVER_PORT
     status = ModelDeploymentStatus(url=service_url(name, namespace, port))
     result = Plan(status=status, conds=[])
 
@@ -474,7 +473,7 @@ async def _measure(
         return None, None
     uri = prev.canary.model_uri or ""
     tracks = {CANARY: uri, STABLE: prev.active_model_uri or ""}
-    port = spec.runtime.port if spec.runtime else 8080
+    port = spec.runtime.port if spec.runtime else SERVER_PORT
     pods = serving_pods(observed.pods, port, tracks)
     step = prev.canary.step if spec.canary and spec.canary.steps else None
     return await METER.measure(key, analysis, body["metadata"]["name"], pods, uri, step, now)

@@ -42,18 +42,21 @@ from kubeloop.controllers.common import (
 )
 from kubeloop.controllers.k8sread import message_tail
 from kubeloop.kube import KubeError
+from kubeloop.names import (
+    API_VERSION,
+    CHAMPION_ANNOTATION,
+    MANAGED_BY,
+    MONITOR_LABEL,
+    PROMOTION_ANNOTATION,
+)
 from kubeloop.progress import MAX_MESSAGE_BYTES
 from kubeloop.render import evaluation as render_eval
-from kubeloop.render.common import MANAGED_BY
 
 KIND = "DriftMonitor"
 MODEL_DEPLOYMENT = "ModelDeployment"
 TRAINING_JOB = "TrainingJob"
 EVAL_JOB = "DriftMonitor/Job"
 EVAL_POD = "DriftMonitor/Pod"
-MONITOR_LABEL = "kubeloop.io/drift-monitor"
-# Says who put a model on a ModelDeployment, for its history (`status.history`).
-PROMOTION_ANNOTATION = "kubeloop.io/promotion"
 # The one writer of a user's spec: promotion of a retrained model (onDrift.promote).
 PROMOTER = "kubeloop-promoter"
 MAX_RETRAINS_KEPT = 10
@@ -110,7 +113,7 @@ def render_retrain(spec: DriftMonitorSpec, body: dict[str, Any], name: str) -> d
         output["uri"] = output["uri"].replace("{trainingJob}", name)
     meta = body["metadata"]
     return {
-        "apiVersion": "kubeloop.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": TRAINING_JOB,
         "metadata": {
             "name": name,
@@ -283,7 +286,7 @@ async def _follow_training(
     namespace = body["metadata"]["namespace"]
     tj = ctx.store.get(TRAINING_JOB, namespace, last.training_job)
     if tj is None and last.created:
-        tj = await ctx.kube.get("kubeloop.io/v1alpha1", TRAINING_JOB, namespace, last.training_job)
+        tj = await ctx.kube.get(API_VERSION, TRAINING_JOB, namespace, last.training_job)
         if tj is None:
             # Created, and gone before it ended: someone deleted it to stop the retrain.
             events.append(
@@ -358,7 +361,7 @@ async def _start_evaluation(
     if existing is not None:
         # Created before a restart that lost the status write: its champion stands.
         annotations = existing["metadata"].get("annotations") or {}
-        champion = annotations.get(render_eval.CHAMPION_ANNOTATION) or None
+        champion = annotations.get(CHAMPION_ANNOTATION) or None
     last.result = EVALUATING
     last.evaluation = Evaluation(job=name, metric=evaluate.metric, champion_uri=champion)
     if champion is not None and champion == last.model_uri:
@@ -514,7 +517,7 @@ async def _promote(
     patch = promotion_patch(target, uri, monitor, last)
     try:
         patched = await ctx.kube.merge_patch(
-            "kubeloop.io/v1alpha1",
+            API_VERSION,
             MODEL_DEPLOYMENT,
             namespace,
             spec.model_deployment,

@@ -30,10 +30,9 @@ from kubeloop.controllers.common import (
 from kubeloop.controllers.k8sread import message_tail, scheduler_message
 from kubeloop.controllers.runtime import Key, Result
 from kubeloop.kube import KubeError
-from kubeloop.render.common import SPEC_HASH_ANNOTATION
+from kubeloop.names import COMPLETION_INDEX_ANNOTATION, SPEC_HASH_ANNOTATION
 from kubeloop.render.fit import explain_never_fits, worker_demand
 from kubeloop.render.trainingjob import (
-    COMPLETION_INDEX_ANNOTATION,
     WORKER_CONTAINER,
     job_name,
     needs_service,

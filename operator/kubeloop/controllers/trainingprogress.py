@@ -22,8 +22,9 @@ from kubeloop import conditions as c
 from kubeloop.api.trainingjob import Progress, TrainingJobSpec, TrainingJobStatus
 from kubeloop.controllers.common import rfc3339
 from kubeloop.controllers.runtime import Key
+from kubeloop.names import COMPLETION_INDEX_ANNOTATION
 from kubeloop.progress import Report, parse_final, parse_text
-from kubeloop.render.trainingjob import COMPLETION_INDEX_ANNOTATION, WORKER_CONTAINER
+from kubeloop.render.trainingjob import WORKER_CONTAINER
 
 READ_INTERVAL = 10.0
 MAX_BACKOFF = 120.0

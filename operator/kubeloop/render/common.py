@@ -8,10 +8,8 @@ import re
 from typing import Any, Protocol
 
 from kubeloop.api.common import GPU, ComputeResources, EnvVar, Toleration
+from kubeloop.names import GPU_PRODUCT_LABEL
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "kubeloop"}
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-SPEC_HASH_ANNOTATION = "kubeloop.io/spec-hash"
 # On every container the operator creates: one that fails without writing a termination
 # message gets the end of its log as one, which the operator quotes in the resource's
 # conditions and Events (controllers/k8sread.py).

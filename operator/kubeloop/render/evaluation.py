@@ -14,19 +14,18 @@ from typing import Any
 from kubeloop.api.common import ComputeResources
 from kubeloop.api.driftmonitor import Evaluate
 from kubeloop.api.trainingjob import Scheduling
+from kubeloop.names import CHAMPION_ANNOTATION, EVALUATION_LABEL, MANAGED_BY
 from kubeloop.render import storage
 from kubeloop.render.common import (
-    MANAGED_BY,
     TERMINATION_MESSAGE_POLICY,
     container_security,
     placement,
     pod_security,
 )
 
-# Labels the pod and the Job with the monitor it belongs to (the operator's watch key).
-EVALUATION_LABEL = "kubeloop.io/evaluation-of"
-# The champion the Job scores, as the cluster names it (its args hold the pod's path).
-CHAMPION_ANNOTATION = "kubeloop.io/champion"
+# The pod and the Job are labelled EVALUATION_LABEL with the monitor they belong to (the
+# operator's watch key), and annotated CHAMPION_ANNOTATION with the champion the Job
+# scores, as the cluster names it (its args hold the pod's path).
 CONTAINER = "evaluate"
 TERMINATION_LOG = "/dev/termination-log"
 TTL_SECONDS = 86400

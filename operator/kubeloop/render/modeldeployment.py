@@ -5,9 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
+from kubeloop.names import (
+    MANAGED_BY,
+    MODEL_DEPLOYMENT_LABEL,
+    MODEL_URI_ANNOTATION,
+    PROMETHEUS_PATH_ANNOTATION,
+    PROMETHEUS_PORT_ANNOTATION,
+    PROMETHEUS_SCRAPE_ANNOTATION,
+    SERVER_GRPC_PORT,
+    SERVER_PORT,
+    TRACK_LABEL,
+)
 from kubeloop.render import storage
 from kubeloop.render.common import (
-    MANAGED_BY,
     TERMINATION_MESSAGE_POLICY,
     container_security,
     env_list,
@@ -17,16 +27,12 @@ from kubeloop.render.common import (
 )
 from kubeloop.render.fit import parse_quantity
 
-MODEL_DEPLOYMENT_LABEL = "kubeloop.io/model-deployment"
-TRACK_LABEL = "kubeloop.io/track"
-MODEL_URI_ANNOTATION = "kubeloop.io/model-uri"
 STABLE, CANARY = "stable", "canary"
 MODEL_DIR = "/mnt/models"
 SERVER_CONTAINER = "server"
 FETCH_CONTAINER = "fetch-model"
 RPS_METRIC = "kubeloop_model_requests_per_second"
 DEFAULT_CPU_TARGET = 80
-DEFAULT_GRPC_PORT = 8081
 # How long a stopping server keeps answering after its pod leaves the Service's
 # endpoints: kube-proxy and other clients take a moment to stop sending to it.
 DRAIN_SECONDS = 5
@@ -95,14 +101,14 @@ def pod_template(
     image: str,
 ) -> dict[str, Any]:
     runtime = spec.runtime
-    port = runtime.port if runtime else 8080
+    port = runtime.port if runtime else SERVER_PORT
     server_image = runtime.image if runtime and runtime.image else image
     monitoring = spec.monitoring.enabled if spec.monitoring else True
     args = ["serve", "--model-dir", MODEL_DIR, "--name", name, "--port", str(port)]
     if not monitoring:
         args.append("--no-monitoring")
     args += ["--workers", str(server_workers(spec))]
-    grpc_port = runtime.grpc_port if runtime else DEFAULT_GRPC_PORT
+    grpc_port = runtime.grpc_port if runtime else SERVER_GRPC_PORT
     if grpc_port:
         args += ["--grpc-port", str(grpc_port)]
     if runtime and runtime.batching:
@@ -183,9 +189,9 @@ def pod_template(
             "labels": {**labels(name), TRACK_LABEL: track},
             "annotations": {
                 MODEL_URI_ANNOTATION: model_uri,
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(port),
-                "prometheus.io/path": "/metrics",
+                PROMETHEUS_SCRAPE_ANNOTATION: "true",
+                PROMETHEUS_PORT_ANNOTATION: str(port),
+                PROMETHEUS_PATH_ANNOTATION: "/metrics",
             },
         },
         "spec": pod_spec,
@@ -233,8 +239,8 @@ def render_deployment(
 
 def service_ports(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
     """HTTP, and gRPC unless it is off."""
-    port = spec.runtime.port if spec.runtime else 8080
-    grpc_port = spec.runtime.grpc_port if spec.runtime else DEFAULT_GRPC_PORT
+    port = spec.runtime.port if spec.runtime else SERVER_PORT
+    grpc_port = spec.runtime.grpc_port if spec.runtime else SERVER_GRPC_PORT
     ports = [{"name": "http", "port": port, "targetPort": "http"}]
     if grpc_port:
         ports.append({"name": "grpc", "port": grpc_port, "targetPort": "grpc"})

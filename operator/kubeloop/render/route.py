@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
-from kubeloop.render.modeldeployment import CANARY, STABLE, TRACK_LABEL, labels, service_ports
+from kubeloop.names import SERVER_PORT, TRACK_LABEL
+from kubeloop.render.modeldeployment import CANARY, STABLE, labels, service_ports
 
 ROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
-DEFAULT_PORT = 8080
 
 
 def track_service_name(name: str, track: str) -> str:
@@ -23,7 +23,7 @@ def track_service_name(name: str, track: str) -> str:
 
 
 def _port(spec: ModelDeploymentSpec) -> int:
-    return spec.runtime.port if spec.runtime else DEFAULT_PORT
+    return spec.runtime.port if spec.runtime else SERVER_PORT
 
 
 def render_track_service(

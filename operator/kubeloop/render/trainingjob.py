@@ -6,10 +6,17 @@ from typing import Any
 
 from kubeloop import progress
 from kubeloop.api.trainingjob import TrainingJobSpec
+from kubeloop.names import (
+    ATTEMPT_LABEL,
+    COMPLETION_INDEX_ANNOTATION,
+    KUEUE_QUEUE_LABEL,
+    MANAGED_BY,
+    PROGRESS_PORT,
+    SPEC_HASH_ANNOTATION,
+    TRAINING_JOB_LABEL,
+)
 from kubeloop.render import storage
 from kubeloop.render.common import (
-    MANAGED_BY,
-    SPEC_HASH_ANNOTATION,
     TERMINATION_MESSAGE_POLICY,
     container_security,
     env_list,
@@ -20,10 +27,6 @@ from kubeloop.render.common import (
     spec_hash,
 )
 
-TRAINING_JOB_LABEL = "kubeloop.io/training-job"
-ATTEMPT_LABEL = "kubeloop.io/attempt"
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 WORKER_CONTAINER = "worker"
 
 
@@ -88,7 +91,7 @@ def worker_env(
     env = rendezvous_env(spec, name, namespace, attempt)
     env += [{"name": "KUBELOOP_TRAINING_JOB", "value": name}]
     env += [{"name": "KUBELOOP_ATTEMPT", "value": str(attempt)}]
-    if spec.progress_port != progress.DEFAULT_PORT:
+    if spec.progress_port != PROGRESS_PORT:
         # Only when not the default: the pod template (and its hash) of every job that
         # keeps the default stays as it was before progress reporting existed.
         env.append({"name": progress.PORT_ENV, "value": str(spec.progress_port)})

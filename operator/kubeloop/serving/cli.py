@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from kubeloop.logs import setup_logging
+from kubeloop.names import SERVER_PORT
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     serve.add_argument(
         "--port",
         type=int,
-        default=int(os.environ.get("KUBELOOP_PORT", "8080")),
-        help="port to listen on, 0 for any free one (env KUBELOOP_PORT; default 8080)",
+        default=int(os.environ.get("KUBELOOP_PORT", str(SERVER_PORT))),
+        help=f"port to listen on, 0 for any free one (env KUBELOOP_PORT; default {SERVER_PORT})",
     )
     serve.add_argument(
         "--no-monitoring",
