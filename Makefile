@@ -53,7 +53,7 @@ tools:
 	bash hack/install-tools.sh >/dev/null
 
 # The real kstatus library (sigs.k8s.io/cli-utils), which tests/unit checks
-# operator/kubeloop/health.py against: built once per version, cached like the control plane.
+# tests/kstatus.py against: built once per version, cached like the control plane.
 .PHONY: kstatus
 kstatus:
 	bash hack/build-kstatus.sh >/dev/null

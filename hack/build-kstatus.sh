@@ -2,7 +2,7 @@
 # Builds hack/kstatus (the real kstatus library, sigs.k8s.io/cli-utils pkg/kstatus/status,
 # at KSTATUS_VERSION) from Go modules through the module proxy, in a wrapper module under
 # $KUBELOOP_CACHE/src. tests/unit/test_kstatus_library.py checks
-# operator/kubeloop/health.py against it.
+# tests/kstatus.py against it.
 # The binary is cached as $KUBELOOP_CACHE/bin/kstatus-$KSTATUS_VERSION (default cache
 # ~/.cache/kubeloop), rebuilt only when the version or hack/kstatus/main.go changes.
 # Prints the binary's path on the last line of stdout.

@@ -69,7 +69,7 @@ def dicts(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(st.dictionaries(TEXT, values, max_size=3), ANY)
 
 
-# -- the three kinds: a valid base and the fields to spoil -------------------------
+# -- the three namespaced kinds: a valid base and the fields to spoil --------------
 
 
 def base_tj() -> dict[str, Any]:

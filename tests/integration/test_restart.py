@@ -1,6 +1,6 @@
 """An operator restart writes nothing that was not true. Over settled resources of all
-three kinds, the operator is restarted again and again, stopped at different moments
-of its start: no resource is written (its resourceVersion stays) and no Event is
+three namespaced kinds, the operator is restarted again and again, stopped at different
+moments of its start: no resource is written (its resourceVersion stays) and no Event is
 added. A reconcile on a half-filled store would write what is not true (a target "not
 found", "no Deployment yet"); the store is filled from a list of every watched kind
 before the first reconcile."""

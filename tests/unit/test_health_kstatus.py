@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kubeloop import health
 from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, RetrainRecord
 from kubeloop.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus
@@ -37,8 +36,9 @@ from kubeloop.drift.profile import Profile
 from kubeloop.names import API_VERSION, COMPLETION_INDEX_ANNOTATION
 from kubeloop.render.modeldeployment import deployment_name
 from kubeloop.render.trainingjob import render_job
+from tests import kstatus
 
-Status = health.Status
+Status = kstatus.Status
 NS = "ml"
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 STAMP = rfc3339(NOW)
@@ -66,7 +66,7 @@ PHASES = {
 class Sample:
     id: str
     obj: dict[str, Any]
-    kstatus: health.Status
+    kstatus: kstatus.Status
     ready_reason: str | None  # the Ready condition's reason: which state this is
 
     @property
@@ -541,7 +541,7 @@ def driftmonitor_samples(mds: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
 
 IP, CUR, FAIL = Status.IN_PROGRESS, Status.CURRENT, Status.FAILED
 # label -> (kstatus, reason of the Ready condition)
-EXPECTED: dict[str, dict[str, tuple[health.Status, str | None]]] = {
+EXPECTED: dict[str, dict[str, tuple[kstatus.Status, str | None]]] = {
     "TrainingJob": {
         "Pending (creating its Job)": (IP, "Pending"),
         "Pending (WaitingForScheduler)": (IP, "WaitingForScheduler"),
@@ -555,7 +555,7 @@ EXPECTED: dict[str, dict[str, tuple[health.Status, str | None]]] = {
         "Failed (DeadlineExceeded)": (FAIL, "DeadlineExceeded"),
         "Suspended": (CUR, "Suspended"),
         "Invalid (spec.workers: 0)": (FAIL, "InvalidSpec"),
-        # kstatus takes a resource without conditions as reconciled (see health.py): a
+        # kstatus takes a resource without conditions as reconciled (see tests/kstatus.py): a
         # Flux health check that runs before the operator's first status write passes.
         "no status yet (just created)": (CUR, None),
         "Running, spec edited (generation not yet observed)": (IP, "Running"),
@@ -611,7 +611,7 @@ SAMPLES = build_samples()
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.id)
 def test_kstatus_of_each_status_the_operator_writes(sample: Sample) -> None:
-    result = health.compute(sample.obj)
+    result = kstatus.compute(sample.obj)
     assert result.status == sample.kstatus, result.message
 
 
@@ -750,8 +750,8 @@ def cond(ctype: str, status: str, message: str = "") -> dict[str, str]:
         (obj_with(), Status.CURRENT, "Resource is current"),
     ],
 )
-def test_generic_rules(obj: dict[str, Any], expected: health.Status, message: str) -> None:
-    assert health.compute(obj) == health.Result(expected, message)
+def test_generic_rules(obj: dict[str, Any], expected: kstatus.Status, message: str) -> None:
+    assert kstatus.compute(obj) == kstatus.Result(expected, message)
 
 
 @pytest.mark.parametrize(
@@ -773,5 +773,5 @@ def test_generic_rules(obj: dict[str, Any], expected: health.Status, message: st
     ],
 )
 def test_malformed_objects_are_unknown(obj: dict[str, Any], message: str) -> None:
-    result = health.compute(obj)
+    result = kstatus.compute(obj)
     assert result.status == Status.UNKNOWN and result.message.startswith(message)

@@ -1,11 +1,11 @@
-"""kubeloop.health against the real kstatus library it re-states.
+"""tests/kstatus.py against the real kstatus library it re-states.
 
 hack/build-kstatus.sh builds hack/kstatus (sigs.k8s.io/cli-utils `status.Compute`, at
 KSTATUS_VERSION in hack/versions.env) once per version and prints the binary's path; a
 binary that cannot be built fails these tests, it does not skip them. Every status the
 operator writes (test_health_kstatus.SAMPLES) and the hand-made generic and malformed
 objects of test_health_kstatus go to the binary in one call, and each result must match
-`health.compute` on the same object.
+`kstatus.compute` on the same object.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import test_health_kstatus as kstatus_samples  # pytest puts tests/unit on sys.path
 
-from kubeloop import health
+from tests import kstatus
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "hack" / "build-kstatus.sh"
@@ -64,7 +64,7 @@ def build_binary() -> Path:
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         raise RuntimeError(
-            f"hack/build-kstatus.sh failed (exit {proc.returncode}), so health.py cannot be "
+            f"hack/build-kstatus.sh failed (exit {proc.returncode}), so tests/kstatus.py cannot be "
             f"checked against the kstatus library:\n{proc.stderr[-4000:]}"
         )
     binary = Path(lines[-1])
@@ -104,7 +104,7 @@ def library_verdicts() -> dict[str, Verdict]:
 
 
 def ours(name: str) -> Verdict:
-    result = health.compute(CASES[name])
+    result = kstatus.compute(CASES[name])
     return Verdict(str(result.status), result.message)
 
 
@@ -154,9 +154,9 @@ def test_the_library_agrees_on_the_generic_rules_and_malformed_objects() -> None
 
 
 def test_the_library_gives_the_same_messages() -> None:
-    """health.py repeats the library's messages (test_health_kstatus.test_generic_rules pins
-    them). Not for Unknown: there the library's message is its Go error text."""
-    names = [n for n in CASES if ours(n).status != health.Status.UNKNOWN]
+    """tests/kstatus.py repeats the library's messages (test_health_kstatus.test_generic_rules
+    pins them). Not for Unknown: there the library's message is its Go error text."""
+    names = [n for n in CASES if ours(n).status != kstatus.Status.UNKNOWN]
     assert len(names) > 10
     check(names, same_result)
 

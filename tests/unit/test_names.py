@@ -36,9 +36,8 @@ def _duplicates(tree: ast.AST) -> list[tuple[int, object]]:
         if not isinstance(node, ast.Constant) or isinstance(node.value, bool):
             continue
         value = node.value
-        if isinstance(value, str) and (value in strings or value.startswith(OWN_PREFIXES)):
-            found.append((node.lineno, value))
-        elif isinstance(value, int) and value in PORTS:
+        key = isinstance(value, str) and (value in strings or value.startswith(OWN_PREFIXES))
+        if key or (isinstance(value, int) and value in PORTS):
             found.append((node.lineno, value))
     return found
 

@@ -20,6 +20,10 @@ kstatus pollers report it.
 
 The operator writes its status for these rules (kubeloop.conditions): `Ready` always,
 `Reconciling` or `Stalled` only while True, and `observedGeneration` on every write.
+
+Test support, not part of the product: tests/unit/test_health_kstatus.py judges every
+status the operator writes with it, and tests/unit/test_kstatus_library.py checks it
+against the real library (hack/kstatus, built by `make kstatus`).
 """
 
 from __future__ import annotations
