@@ -1,4 +1,4 @@
-"""The chart's RBAC is enough for every main path of the three kinds (the operator
+"""The chart's RBAC is enough for every main path of the four kinds (the operator
 runs as the chart's ServiceAccount: a refusal fails the session), a ServiceAccount
 without the binding is refused, and with watchNamespaces the operator acts nowhere
 else."""
@@ -11,14 +11,31 @@ from pathlib import Path
 import yaml
 
 from e2e.conftest import SYSTEM_NS, OperatorProcess, helm, managers, token_kubeconfig
+from kubeloop.names import API_VERSION, GROUP, VERSION
 from tests.kubetest import ROOT, Cluster, stays, wait_for
 from tests.modelserver import ModelServer, free_port, shifted_rows, train
 
 
-def test_all_three_kinds_through_their_main_paths(
+def test_all_four_kinds_through_their_main_paths(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
     ns = namespace
+    # ComputeTemplate (cluster-scoped): counted in its status; a TrainingJob that names it.
+    template = f"lp-{ns}"
+    cluster.custom.create_cluster_custom_object(GROUP, VERSION, "computetemplates", {
+        "apiVersion": API_VERSION, "kind": "ComputeTemplate", "metadata": {"name": template},
+        "spec": {"cpu": "1", "maxWorkers": 1}})
+    try:
+        wait_for(lambda: "fitsNow" in (cluster.custom.get_cluster_custom_object(
+            GROUP, VERSION, "computetemplates", template).get("status") or {}),
+            60, "the template counted")
+        cluster.create("TrainingJob", ns, "sized", {
+            "image": "t:1", "compute": template, "output": {"uri": "s3://m/sized"}})
+        sized = cluster.wait_phase("TrainingJob", ns, "sized", "Succeeded", 60)
+        assert sized["compute"]["name"] == template
+    finally:
+        cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "computetemplates", template)
+
     # TrainingJob: success, and a failing gang that restarts (Job delete + create).
     cluster.create("TrainingJob", ns, "ok", {"image": "t:1", "output": {"uri": "s3://m/ok"}})
     cluster.create("TrainingJob", ns, "bad", {
