@@ -223,11 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_evaluate)
 
+    from kubeloop.batch.cli import add_commands as add_batch
     from kubeloop.drift.cli import add_commands as add_drift
     from kubeloop.serving.cli import add_commands as add_serving
 
     add_serving(sub)
     add_drift(sub)
+    add_batch(sub)
     return parser
 
 

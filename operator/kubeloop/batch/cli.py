@@ -1,0 +1,211 @@
+"""``kubeloop batch score|finalize|shards``: what a BatchPrediction's pods run.
+
+Exit codes: 0 done, 2 a run that cannot go on (bad input, no model, a shard that
+fails); the message names the file and goes to stderr and to the termination log, where
+the operator reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from kubeloop.batch import BatchError
+from kubeloop.batch.locations import FORMATS, PARQUET
+from kubeloop.batch.shards import DEFAULT_BATCH_ROWS, DEFAULT_MIN_ROWS
+
+EXIT_OK = 0
+EXIT_FAILED = 2
+INDEX_ENV = "JOB_COMPLETION_INDEX"
+COUNT_ENV = "KUBELOOP_BATCH_COUNT"
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", required=True, help="the model directory to score with")
+    parser.add_argument(
+        "--input",
+        required=True,
+        metavar="URI",
+        help="CSV/Parquet files: a directory, a file or a glob (pvc://, file:// or a path)",
+    )
+    parser.add_argument(
+        "--output", required=True, metavar="URI", help="the output directory (pvc://, file://)"
+    )
+    parser.add_argument("--format", choices=FORMATS, default=PARQUET, help="default: parquet")
+    parser.add_argument(
+        "--passthrough",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="an input column copied to the output, such as an id (repeatable)",
+    )
+    parser.add_argument("--no-predictions", action="store_true", help="leave predictions out")
+    parser.add_argument(
+        "--no-probabilities", action="store_true", help="leave class probabilities out"
+    )
+    parser.add_argument("--prediction-column", default="prediction")
+    parser.add_argument(
+        "--probability-prefix",
+        default="probability_",
+        help="probability columns are this prefix and the class name",
+    )
+    parser.add_argument(
+        "--batch-rows",
+        type=int,
+        default=DEFAULT_BATCH_ROWS,
+        help=f"rows read and predicted at a time: bounds memory (default {DEFAULT_BATCH_ROWS})",
+    )
+    parser.add_argument(
+        "--min-shard-rows",
+        type=int,
+        default=DEFAULT_MIN_ROWS,
+        help="consecutive Parquet row groups are joined into shards of at least this many "
+        f"rows (default {DEFAULT_MIN_ROWS}); must be the same in every pod",
+    )
+
+
+def _index_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--count",
+        type=int,
+        default=_int_env(COUNT_ENV, 1),
+        help=f"pods sharing the run (env {COUNT_ENV}; default 1)",
+    )
+    parser.add_argument(
+        "--index",
+        type=int,
+        default=_int_env(INDEX_ENV, 0),
+        help=f"this pod's completion index (env {INDEX_ENV}; default 0)",
+    )
+
+
+def _request(args: argparse.Namespace) -> Any:
+    # Imported here: pyarrow and scikit-learn load only when a batch command runs.
+    from kubeloop.batch.features import OutputSpec
+    from kubeloop.batch.run import Request
+
+    spec = OutputSpec(
+        format=args.format,
+        passthrough=tuple(args.passthrough),
+        predictions=not args.no_predictions,
+        probabilities=not args.no_probabilities,
+        prediction_column=args.prediction_column,
+        probability_prefix=args.probability_prefix,
+    )
+    if args.batch_rows < 1 or args.min_shard_rows < 1:
+        raise BatchError("--batch-rows and --min-shard-rows must be at least 1")
+    return Request(
+        model_dir=args.model_dir,
+        input=args.input,
+        output=args.output,
+        spec=spec,
+        batch_rows=args.batch_rows,
+        min_shard_rows=args.min_shard_rows,
+    )
+
+
+def _fail(error: BatchError) -> int:
+    import kubeloop.train
+
+    message = f"kubeloop batch: {error}"
+    print(message, file=sys.stderr)
+    # The error, not the progress so far, is what the pod's termination message says.
+    kubeloop.train.finish()
+    path = kubeloop.train.termination_log()
+    if path is not None:
+        try:
+            path.write_text(message[-4000:], encoding="utf-8")
+        except OSError as exc:
+            print(f"kubeloop batch: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from kubeloop.batch.cpus import available_cpus
+    from kubeloop.batch.run import score
+
+    try:
+        if not 0 <= args.index < args.count:
+            raise BatchError(f"--index {args.index} is not in 0..{args.count - 1} (--count)")
+        summary = score(_request(args), args.index, args.count, args.workers or available_cpus())
+    except BatchError as exc:
+        return _fail(exc)
+    print(json.dumps(summary))
+    return EXIT_OK
+
+
+def run_finalize(args: argparse.Namespace) -> int:
+    from kubeloop.batch.run import finalize_run
+
+    try:
+        manifest = finalize_run(_request(args))
+    except BatchError as exc:
+        return _fail(exc)
+    print(json.dumps({"rows": manifest.rows, "files": len(manifest.files)}))
+    return EXIT_OK
+
+
+def run_shards(args: argparse.Namespace) -> int:
+    from kubeloop.batch.run import prepare_run
+    from kubeloop.batch.shards import assign
+
+    try:
+        prepared = prepare_run(_request(args))
+    except BatchError as exc:
+        print(f"kubeloop batch: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    shards = list(prepared.layout.shards)
+    plan = [
+        {"index": i, "shards": [s.describe() for s in assign(shards, i, args.count)]}
+        for i in range(args.count)
+    ]
+    print(json.dumps(plan, indent=1))
+    return EXIT_OK
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``batch`` and its subcommands on the main parser's subparsers."""
+    batch = subparsers.add_parser(
+        "batch",
+        help="score a dataset with a model directory (a BatchPrediction's pods)",
+        description="Score CSV or Parquet files with a model directory, sharded over the "
+        "pods of an Indexed Job; see docs/batch-prediction.md.",
+    )
+    commands = batch.add_subparsers(dest="batch_command", required=True)
+
+    score = commands.add_parser(
+        "score",
+        help="score this pod's shards, then finalize if every shard is in",
+        description="Score the shards assigned to --index of --count, skipping shards "
+        "already complete; the last pod to finish writes the output's _manifest.json.",
+    )
+    _run_arguments(score)
+    _index_arguments(score)
+    score.add_argument(
+        "--workers", type=int, default=0, help="processes (default: the pod's CPU limit)"
+    )
+    score.set_defaults(func=run_score)
+
+    finalize = commands.add_parser(
+        "finalize",
+        help="write the output's manifest, or name the shards not done",
+        description="Check that every shard's output and manifest is there and write "
+        "_manifest.json (files, rows, sha256).",
+    )
+    _run_arguments(finalize)
+    finalize.set_defaults(func=run_finalize)
+
+    shards = commands.add_parser(
+        "shards", help="print which shards each index scores (JSON)", description=None
+    )
+    _run_arguments(shards)
+    _index_arguments(shards)
+    shards.set_defaults(func=run_shards)

@@ -1,0 +1,152 @@
+"""One pod's whole run: list and check the input, take this index's shards, score
+them, and finalize the output if every shard of every pod is in.
+
+Every pod tries to finalize when its own shards are done; the last one to finish
+finds all shards there and writes ``_manifest.json`` (two finishing together write
+the same bytes). ``kubeloop batch finalize`` does the same on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubeloop.batch import BatchError
+from kubeloop.batch.commit import (
+    MANIFEST_FILE,
+    OutputManifest,
+    finalize,
+    missing_shards,
+    run_key,
+)
+from kubeloop.batch.discover import Layout, discover
+from kubeloop.batch.features import OutputSpec
+from kubeloop.batch.locations import check_apart, list_inputs, local_path
+from kubeloop.batch.meter import Meter
+from kubeloop.batch.scorer import Job, score_shards
+from kubeloop.batch.shards import DEFAULT_BATCH_ROWS, DEFAULT_MIN_ROWS, assign
+from kubeloop.serving.model import LoadedModel, ModelLoadError, load_model
+
+MODEL_MANIFEST = "manifest.json"
+MODEL_FILES = ("model.json", "model.joblib")
+
+
+@dataclass(frozen=True)
+class Request:
+    """A batch run as the pod's command line states it."""
+
+    model_dir: str
+    input: str
+    output: str
+    spec: OutputSpec = field(default_factory=OutputSpec)
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    min_shard_rows: int = DEFAULT_MIN_ROWS
+
+
+def model_sha256(model_dir: str | Path) -> str:
+    """The model's identity: the sha256 of its ``manifest.json`` (which lists every
+    file's sha256), or of its model files where a directory has no manifest."""
+    root = Path(model_dir)
+    digest = hashlib.sha256()
+    names = (MODEL_MANIFEST,) if (root / MODEL_MANIFEST).is_file() else MODEL_FILES
+    for name in names:
+        try:
+            digest.update((root / name).read_bytes())
+        except OSError as exc:
+            raise BatchError(f"{root / name}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    model: LoadedModel
+    layout: Layout
+    run: str
+    model_info: dict[str, Any]
+    out_dir: Path
+
+
+def prepare_run(request: Request) -> Prepared:
+    """Load the model, check the output settings and every input file."""
+    try:
+        model = load_model(request.model_dir)
+    except ModelLoadError as exc:
+        raise BatchError(str(exc)) from exc
+    request.spec.check(model)
+    check_apart(request.input, request.output)
+    layout = discover(
+        list_inputs(request.input),
+        model.feature_names,
+        request.spec.passthrough,
+        request.min_shard_rows,
+    )
+    digest = model_sha256(request.model_dir)
+    info = {"name": model.metadata.name, "version": model.metadata.version, "sha256": digest}
+    return Prepared(
+        model=model,
+        layout=layout,
+        run=run_key(digest, asdict(request.spec)),
+        model_info=info,
+        out_dir=local_path(request.output),
+    )
+
+
+def _forget_other_run(out_dir: Path, run: str) -> None:
+    """An output manifest of another run no longer describes this directory."""
+    path = out_dir / MANIFEST_FILE
+    try:
+        previous = OutputManifest.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        previous = None
+    if path.exists() and (previous is None or previous.run != run):
+        path.unlink(missing_ok=True)
+
+
+def score(request: Request, index: int, count: int, workers: int) -> dict[str, Any]:
+    """Score completion index ``index`` of ``count``'s shards; a summary to print."""
+    prepared = prepare_run(request)
+    out_dir = prepared.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _forget_other_run(out_dir, prepared.run)
+    mine = assign(list(prepared.layout.shards), index, count)
+    meter = Meter(prepared.layout.total_rows(mine), len(mine))
+    meter.report()
+    job = Job(
+        model_dir=request.model_dir,
+        out_dir=str(out_dir),
+        layout=prepared.layout,
+        spec=request.spec,
+        run=prepared.run,
+        batch_rows=request.batch_rows,
+    )
+    manifests = score_shards(job, mine, workers, meter, prepared.model)
+    meter.finish()
+    summary: dict[str, Any] = {
+        "index": index,
+        "count": count,
+        "shards": len(mine),
+        "rows": sum(m.output.rows for m in manifests),
+        "rowsScored": meter.rows_scored,
+        "rowsPerSecond": round(meter.rows_per_second(), 1),
+    }
+    _, missing = missing_shards(out_dir, prepared.layout.shards, prepared.run, request.spec.format)
+    if not missing:
+        manifest = finalize(
+            out_dir, prepared.layout.shards, prepared.run, request.spec.format, prepared.model_info
+        )
+        summary["output"] = {"rows": manifest.rows, "files": len(manifest.files)}
+    return summary
+
+
+def finalize_run(request: Request) -> OutputManifest:
+    """Write the output's manifest, or fail naming the shards not done."""
+    prepared = prepare_run(request)
+    return finalize(
+        prepared.out_dir,
+        prepared.layout.shards,
+        prepared.run,
+        request.spec.format,
+        prepared.model_info,
+    )
