@@ -202,6 +202,19 @@ def test_a_killed_pod_redoes_only_its_unfinished_shards(
     assert score(req, 0, 1, workers=1)["rowsScored"] == 0
 
 
+def test_a_manifest_whose_file_is_gone_or_cut_short_vouches_for_nothing(
+    model_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    req = request(model_dir, dataset, out)
+    score(req, 0, 1, workers=1)
+    (out / "part-00005.parquet").unlink()  # b.parquet's output: 300 rows
+    part = out / "part-00009.parquet"  # c.parquet's last row group: 50 rows
+    part.write_bytes(part.read_bytes()[:-10])
+    assert score(req, 0, 1, workers=1)["rowsScored"] == 350
+    assert sorted(read_output(out).column("id").to_pylist()) == list(range(TOTAL))
+
+
 def test_changed_input_or_model_redoes_the_shards_it_touches(
     model_dir: Path, dataset: Path, tmp_path: Path
 ) -> None:

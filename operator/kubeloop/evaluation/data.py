@@ -145,7 +145,8 @@ def _check_header(path: Path, header: list[str]) -> None:
 
 
 def _read_parquet(path: Path) -> Table:
-    """Every column as Python values (pyarrow, which Kubeloop does not depend on)."""
+    """Every column as Python values (pyarrow: in the serve extra, so in the image, but
+    not in a bare ``pip install kubeloop``)."""
     try:
         parquet: Any = importlib.import_module("pyarrow.parquet")
     except ImportError as exc:
