@@ -192,8 +192,9 @@ def git_commit() -> dict[str, Any]:
             ["git", "-C", str(REPO), *argv], capture_output=True, text=True, check=True
         ).stdout
 
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines() if line]
-    return {"sha": git("rev-parse", "HEAD").strip(), "dirty": bool(changed)}
+    # Tracked files only: an untracked link to the virtualenv changes nothing measured.
+    changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
+    return {"sha": git("rev-parse", "HEAD").strip(), "dirty": any(changed)}
 
 
 def main(argv: list[str] | None = None) -> None:
