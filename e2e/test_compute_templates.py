@@ -34,9 +34,11 @@ def test_the_chart_ships_the_policy_and_a_menu_the_operator_counts(
     policies = cluster.kubectl("get", "validatingadmissionpolicies,"
                                "validatingadmissionpolicybindings", "-o", "name").stdout.split()
     for plural in ("trainingjobs", "modeldeployments", "driftmonitors"):
-        name = f"kubeloop-compute-template-{plural}"
-        assert f"validatingadmissionpolicy.admissionregistration.k8s.io/{name}" in policies
-        assert f"validatingadmissionpolicybinding.admissionregistration.k8s.io/{name}" in policies
+        for name in (f"kubeloop-compute-template-{plural}", f"kubeloop-pod-security-{plural}",
+                     f"kubeloop-pod-security-template-{plural}"):
+            assert f"validatingadmissionpolicy.admissionregistration.k8s.io/{name}" in policies
+            assert (f"validatingadmissionpolicybinding.admissionregistration.k8s.io/{name}"
+                    in policies)
 
     def menu() -> dict[str, dict[str, object]] | None:
         items = cluster.custom.list_cluster_custom_object(GROUP, VERSION, "computetemplates")

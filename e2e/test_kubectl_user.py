@@ -133,3 +133,42 @@ def test_users_get_the_kinds_through_the_built_in_edit_and_view_roles(
         assert code != 0 and "forbidden" in out, f"{who} created a ComputeTemplate: {out}"
     code, out = as_user(alice, "delete", "driftmonitor", "by-alice")
     assert code == 0, out
+
+
+def test_a_user_who_cannot_make_pods_gets_no_more_through_the_operator(
+    cluster: Cluster, chart: str, namespace: str
+) -> None:
+    """The confused deputy: dave may create TrainingJobs (the chart's own role, bound
+    alone) but no pods. The chart's pod-security policies refuse, at apply time, the
+    hostPath volume, the namespace's other service account and root he asks for, naming
+    each; the same run without them is accepted (docs/operations.md, "Pod security")."""
+    ns = namespace
+    cluster.kubectl("create", "rolebinding", "dave-kubeloop", f"--clusterrole={chart}-edit",
+                    "--user=dave", "-n", ns)
+    cluster.kubectl("create", "serviceaccount", "deployer", "-n", ns)
+    dave = ["--as=dave"]
+
+    def can(*what: str) -> str:
+        return cluster.kubectl("auth", "can-i", *what, "-n", ns, *dave,
+                               check=False).stdout.strip()
+
+    wait_for(lambda: can("create", "trainingjobs.kubeloop.io") == "yes", 30, "dave's binding")
+    assert can("create", "pods") == "no"
+
+    def apply(spec: dict[str, object]) -> tuple[int, str]:
+        text = json.dumps({"apiVersion": "kubeloop.io/v1alpha1", "kind": "TrainingJob",
+                           "metadata": {"name": "by-dave"}, "spec": spec})
+        done = cluster.kubectl(*dave, "apply", "-f", "-", "-n", ns, input=text, check=False)
+        return done.returncode, done.stdout + done.stderr
+
+    plain: dict[str, object] = {"image": "t:1", "suspend": True}
+    code, out = apply({**plain, "runAsRoot": True, "serviceAccountName": "deployer",
+                       "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+                       "volumeMounts": [{"name": "host", "mountPath": "/host"}]})
+    assert code != 0, f"dave got a hostPath, root and another account: {out}"
+    assert f"ValidatingAdmissionPolicy '{chart}-pod-security-trainingjobs'" in out, out
+    for words in ("spec.volumes: host is a hostPath volume",
+                  "spec.serviceAccountName is deployer", "spec.runAsRoot is true"):
+        assert f"{words}, which Pod Security restricted does not allow" in out, out
+    code, out = apply(plain)
+    assert code == 0, out

@@ -27,9 +27,10 @@ def _cmd_crds(args: argparse.Namespace) -> int:
         for path in write_reference(args.docs):
             print(f"wrote {path}", file=sys.stderr)
     if args.admission:
-        from kubeloop.api import admission
+        from kubeloop.api import admission, podsecurity_policy
 
-        print(f"wrote {admission.write(Path(args.admission))}", file=sys.stderr)
+        for module in (admission, podsecurity_policy):
+            print(f"wrote {module.write(Path(args.admission))}", file=sys.stderr)
     if args.output:
         for path in write_crds(args.output):
             print(f"wrote {path}", file=sys.stderr)

@@ -87,6 +87,7 @@ COMPUTE_TEMPLATE_NOT_FOUND = "ComputeTemplateNotFound"
 COMPUTE_TEMPLATE_CONFLICT = "ComputeTemplateConflict"
 COMPUTE_TEMPLATE_CHANGED = "TemplateChanged"
 COMPUTE_TEMPLATE_APPLIED = "Applied"
+POD_SECURITY_REFUSED = "PodSecurityRefused"
 COUNTED = "Counted"
 
 MAX_MESSAGE = 1024

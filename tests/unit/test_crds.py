@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kubeloop.api.crdgen import KINDS, crd_for, render_yaml
@@ -154,13 +156,13 @@ def test_every_condition_reason_is_explained_in_troubleshooting() -> None:
     assert not missing, f"docs/troubleshooting.md does not explain: {missing}"
 
 
-def test_admission_policies_are_up_to_date_and_in_the_chart() -> None:
-    from kubeloop.api import admission
-
-    committed = ROOT / "admission" / admission.FILE
-    assert committed.read_text() == admission.render_yaml(), "run `make crds`"
-    chart = ROOT / "charts" / "kubeloop" / "files" / admission.FILE
+@pytest.mark.parametrize(("module", "policies"), [("admission", 3), ("podsecurity_policy", 6)])
+def test_admission_policies_are_up_to_date_and_in_the_chart(module: str, policies: int) -> None:
+    generator = importlib.import_module(f"kubeloop.api.{module}")
+    committed = ROOT / "admission" / generator.FILE
+    assert committed.read_text() == generator.render_yaml(), "run `make crds`"
+    chart = ROOT / "charts" / "kubeloop" / "files" / generator.FILE
     assert chart.read_text() == committed.read_text()
     kinds = [d["kind"] for d in yaml.safe_load_all(committed.read_text())]
-    assert kinds.count("ValidatingAdmissionPolicy") == 3
-    assert kinds.count("ValidatingAdmissionPolicyBinding") == 3
+    assert kinds.count("ValidatingAdmissionPolicy") == policies
+    assert kinds.count("ValidatingAdmissionPolicyBinding") == policies

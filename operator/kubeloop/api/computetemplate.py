@@ -7,7 +7,68 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from kubeloop.api.common import GPU, INT32_MAX, CommonStatus, KubeModel, Quantity, Toleration
+from kubeloop.api.common import (
+    GPU,
+    INT32_MAX,
+    CommonStatus,
+    KubeModel,
+    Quantity,
+    Toleration,
+)
+
+# What Pod Security's "restricted" level lets a pod mount; every pod the operator makes
+# keeps to it unless a template allows more (docs/operations.md, "Pod security").
+RESTRICTED_VOLUME_TYPES = (
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+)
+# Pod annotations that choose a container's AppArmor profile: Pod Security (baseline,
+# hence restricted) allows only the runtime's default or a profile loaded on the node.
+APPARMOR_PREFIX = "container.apparmor.security.beta.kubernetes.io/"
+APPARMOR_ALLOWED = "runtime/default or localhost/<profile>"
+ANY = "*"
+_NAME_OR_ANY = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"
+_VOLUME_TYPE = r"^(\*|[a-z][A-Za-z0-9]*)$"
+
+
+class PodSecurityAllowance(KubeModel):
+    """What resources that name the template may ask for beyond Pod Security
+    "restricted", in the namespaces listed."""
+
+    namespaces: list[str] = Field(
+        min_length=1,
+        max_length=256,
+        description="Namespaces where these allowances hold; `*` for every namespace. A "
+        "resource in another namespace that names the template keeps to the restricted "
+        "defaults.",
+        json_schema_extra={"items": {"type": "string", "pattern": _NAME_OR_ANY}},
+    )
+    service_account_names: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Service accounts (of the resource's own namespace) its pods may run "
+        "as, besides the namespace's `default`; `*` for any. Without it, `serviceAccountName` "
+        "may only be `default`.",
+        json_schema_extra={"items": {"type": "string", "pattern": _NAME_OR_ANY}},
+    )
+    volume_types: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Volume kinds a TrainingJob's `volumes` may use besides those Pod "
+        "Security restricted allows (" + ", ".join(RESTRICTED_VOLUME_TYPES) + "), e.g. "
+        "`hostPath` or `nfs`; `*` for any.",
+        json_schema_extra={"items": {"type": "string", "pattern": _VOLUME_TYPE}},
+    )
+    run_as_root: bool = Field(
+        default=False,
+        description="Let TrainingJobs set `runAsRoot: true` (workers may run as user 0).",
+    )
 
 
 class ComputeTemplateSpec(KubeModel):
@@ -46,6 +107,12 @@ class ComputeTemplateSpec(KubeModel):
     )
     max_workers: int | None = Field(
         default=None, ge=1, le=1024, description="Most workers a TrainingJob may ask for."
+    )
+    pod_security: PodSecurityAllowance | None = Field(
+        default=None,
+        description="More than Pod Security restricted for the resources that name this "
+        "template in `spec.compute` (not those that use it as the default): other volume "
+        "kinds, other service accounts, root. Unset: nothing more.",
     )
     default: bool = Field(
         default=False,

@@ -370,7 +370,8 @@ class ModelDeploymentSpec(KubeModel):
         default=None,
         max_length=253,
         pattern=DNS_SUBDOMAIN_PATTERN,
-        description="Pods' service account.",
+        description="Pods' service account. Only `default` unless the ComputeTemplate "
+        "named in `compute` allows others here (`podSecurity.serviceAccountNames`).",
     )
     scheduling: ServingScheduling | None = Field(
         default=None, description="Where the model server pods may run."

@@ -199,19 +199,27 @@ class TrainingJobSpec(KubeModel):
     )
     scheduling: Scheduling | None = Field(default=None, description="Placement and queueing.")
     service_account_name: str | None = Field(
-        default=None, pattern=DNS_LABEL_PATTERN, description="Service account of the workers."
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        description="Service account of the workers. Only `default` unless the "
+        "ComputeTemplate named in `compute` allows others here "
+        "(`podSecurity.serviceAccountNames`); without one, the workers get no API token.",
     )
     run_as_root: bool = Field(
         default=False,
         description="Allow the container to run as root. By default workers must run "
-        "as a non-root user.",
+        "as a non-root user (Pod Security restricted); true needs the ComputeTemplate "
+        "named in `compute` to allow it here (`podSecurity.runAsRoot`).",
     )
     pod_metadata: PodMetadata | None = Field(
         default=None, description="Labels and annotations added to every worker pod."
     )
     volumes: list[dict[str, Any]] = Field(
         default_factory=list,
-        description="Pod volumes, as in a PodSpec.",
+        description="Pod volumes, as in a PodSpec, of the kinds Pod Security restricted "
+        "allows (configMap, csi, downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, "
+        "projected, secret); others (hostPath, nfs, ...) only where the ComputeTemplate named "
+        "in `compute` allows them (`podSecurity.volumeTypes`).",
         json_schema_extra={"items": {"type": "object", **PRESERVE}},
     )
     volume_mounts: list[dict[str, Any]] = Field(

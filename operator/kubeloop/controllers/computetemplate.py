@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from kubeloop import compute
+from kubeloop import compute, podsecurity
 from kubeloop import conditions as c
 from kubeloop.api.common import CommonStatus
 from kubeloop.api.computetemplate import (
@@ -58,6 +58,34 @@ def _missing(name: str) -> c.Cond:
 
 
 def for_training(
+    ctx: Ctx,
+    spec: TrainingJobSpec,
+    recorded: AppliedTemplate | None,
+    started: bool,
+    namespace: str,
+) -> Applied:
+    """The spec with its template applied (below), or why it cannot run: a conflict
+    with the template, or pods beyond what Pod Security restricted and the template
+    allow (kubeloop/podsecurity.py)."""
+    applied = _training_template(ctx, spec, recorded, started)
+    if applied.blocked is not None:
+        return applied
+    allowed = podsecurity.allowance(spec.compute, _named(applied), namespace)
+    return _secured(applied, podsecurity.training(spec, "spec", namespace, allowed))
+
+
+def _named(applied: Applied) -> ComputeTemplateSpec | None:
+    return applied.template.spec if applied.template is not None else None
+
+
+def _secured(applied: Applied, refusals: list[str]) -> Applied:
+    if not refusals:
+        return applied
+    cond = c.Cond(c.READY, False, c.POD_SECURITY_REFUSED, "; ".join(refusals))
+    return Applied(applied.spec, blocked=cond, stalled=True)
+
+
+def _training_template(
     ctx: Ctx, spec: TrainingJobSpec, recorded: AppliedTemplate | None, started: bool
 ) -> Applied:
     """A run keeps the template it recorded at its start; a new one takes the named
@@ -85,8 +113,17 @@ def for_training(
     return Applied(merged, template, changed=changed)
 
 
-def for_serving(ctx: Ctx, spec: ModelDeploymentSpec) -> Applied:
-    """Replicas follow the template as it is now (a change rolls them out)."""
+def for_serving(ctx: Ctx, spec: ModelDeploymentSpec, namespace: str) -> Applied:
+    """As for_training; replicas follow the template as it is now (a change rolls
+    them out)."""
+    applied = _serving_template(ctx, spec)
+    if applied.blocked is not None:
+        return applied
+    allowed = podsecurity.allowance(spec.compute, _named(applied), namespace)
+    return _secured(applied, podsecurity.serving(spec, namespace, allowed))
+
+
+def _serving_template(ctx: Ctx, spec: ModelDeploymentSpec) -> Applied:
     name, obj = compute.choose(spec.compute, templates(ctx))
     if name is None:
         return Applied(spec)

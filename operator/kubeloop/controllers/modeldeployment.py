@@ -376,7 +376,7 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     if started is None:
         return None
     body, spec, now = started
-    template = computetemplate.for_serving(ctx, spec)
+    template = computetemplate.for_serving(ctx, spec, namespace)
     if template.blocked is not None:
         return await computetemplate.hold(ctx, body, template, ModelDeploymentStatus)
     spec = template.spec

@@ -410,7 +410,8 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     body, spec, now = started
     prev_status = TrainingJobStatus.model_validate(body.get("status") or {})
     applied = computetemplate.for_training(
-        ctx, spec, prev_status.compute, started=prev_status.job_name is not None
+        ctx, spec, prev_status.compute, started=prev_status.job_name is not None,
+        namespace=namespace,
     )
     if applied.blocked is not None:
         return await computetemplate.hold(ctx, body, applied, TrainingJobStatus)
