@@ -205,8 +205,8 @@ def test_the_operator_refuses_what_the_policy_could_not_see(
     cluster: Cluster, namespace: str
 ) -> None:
     """A template named before it exists passes the policies (no parameter matches); the
-    operator waits for it, then refuses what it does not allow, and runs the resource
-    once it does."""
+    operator waits for it, then refuses what it does not allow, and runs what it
+    allows once it does."""
     name = f"later-{namespace}"
     spec = tj(compute=name, volumes=[HOST])
     accepted = apply(cluster, namespace, TJ, "early", spec)
@@ -242,9 +242,14 @@ def test_the_operator_refuses_what_the_policy_could_not_see(
             {"spec": {"podSecurity": {"namespaces": [namespace], "volumeTypes": ["hostPath"],
                                       "serviceAccountNames": ["admin"]}}},
         )
-        wait_for(lambda: cluster.batch.list_namespaced_job(namespace).items, 30, "the Job")
+        # The ModelDeployment rolls out; the refused TrainingJob stays Failed (a finished
+        # run's spec is immutable) and the same run created again gets its Job.
         wait_for(lambda: cluster.apps.list_namespaced_deployment(namespace).items, 30,
                  "the Deployment")
+        assert cluster.status(TJ, namespace, "early")["phase"] == "Failed"
+        again = apply(cluster, namespace, TJ, "again", spec)
+        assert again.returncode == 0, again.stderr
+        wait_for(lambda: cluster.batch.list_namespaced_job(namespace).items, 30, "the Job")
     finally:
         delete_template(cluster, name)
 

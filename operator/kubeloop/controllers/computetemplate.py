@@ -250,11 +250,13 @@ def _counts(status: dict[str, Any]) -> tuple[Any, ...]:
 
 def dependents(ctx: Ctx, name: str) -> list[Key]:
     """Resources to look at again when template `name` changes: those naming it, and
-    those naming none (the default may have changed)."""
+    those naming none (the default may have changed). Ended runs are records; a
+    ModelDeployment is never ended (one held as Failed by its template recovers)."""
     keys: list[Key] = []
     for kind in ("TrainingJob", "ModelDeployment"):
         for obj in ctx.store.all(kind):
             named = (obj.get("spec") or {}).get("compute")
-            if named in (name, None) and (obj.get("status") or {}).get("phase") not in ENDED:
+            phase = (obj.get("status") or {}).get("phase")
+            if named in (name, None) and (kind != "TrainingJob" or phase not in ENDED):
                 keys.append((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
     return keys
