@@ -23,15 +23,14 @@ from typing import Any, NamedTuple
 import yaml
 
 from kubeloop.api.admission import VALIDATIONS, Rule, violations
-from kubeloop.api.common import GROUP, VERSION
 from kubeloop.api.computetemplate import (
     APPARMOR_ALLOWED,
     APPARMOR_PREFIX,
     RESTRICTED_VOLUME_TYPES,
 )
+from kubeloop.names import API_VERSION, GROUP, INSTALLED_BY, VERSION
 
 FILE = "kubeloop-pod-security.yaml"
-LABELS = {"app.kubernetes.io/name": "kubeloop", "app.kubernetes.io/part-of": "kubeloop"}
 
 
 class Allowance(NamedTuple):
@@ -143,7 +142,7 @@ def _policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name, "labels": LABELS},
+        "metadata": {"name": name, "labels": dict(INSTALLED_BY)},
         "spec": spec,
     }
 
@@ -155,7 +154,7 @@ def _binding(name: str, param_ref: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name, "labels": LABELS},
+        "metadata": {"name": name, "labels": dict(INSTALLED_BY)},
         "spec": spec,
     }
 
@@ -190,7 +189,7 @@ def policies() -> list[dict[str, Any]]:
                 name,
                 {
                     "failurePolicy": "Fail",
-                    "paramKind": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ComputeTemplate"},
+                    "paramKind": {"apiVersion": API_VERSION, "kind": "ComputeTemplate"},
                     "matchConstraints": _match(plural),
                     "variables": [
                         {
