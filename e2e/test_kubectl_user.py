@@ -158,7 +158,7 @@ def test_a_user_who_cannot_make_pods_gets_no_more_through_the_operator(
     def apply(spec: dict[str, object]) -> tuple[int, str]:
         text = json.dumps({"apiVersion": "kubeloop.io/v1alpha1", "kind": "TrainingJob",
                            "metadata": {"name": "by-dave"}, "spec": spec})
-        done = cluster.kubectl(*dave, "apply", "-f", "-", "-n", ns, input=text, check=False)
+        done = cluster.kubectl(*dave, "create", "-f", "-", "-n", ns, input=text, check=False)
         return done.returncode, done.stdout + done.stderr
 
     plain: dict[str, object] = {"image": "t:1", "suspend": True}
