@@ -1,4 +1,5 @@
-"""A TrainingJob trains for real, a ModelDeployment serves its model for real."""
+"""A TrainingJob trains for real, a ModelDeployment serves its model for real, in a
+namespace that enforces Pod Security restricted."""
 
 from __future__ import annotations
 
@@ -30,8 +31,14 @@ from tests.kubetest import Cluster, wait_for
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]]
 
 
+# Every pod the operator makes by default keeps to Pod Security restricted: here the
+# API server enforces it on the real node's pods too (docs/operations.md, "Pod security").
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
 @pytest.fixture(scope="module")
 def trained(cluster: Cluster, namespace: str, volume: ModelVolume) -> dict[str, Any]:
+    cluster.core.patch_namespace(namespace, {"metadata": {"labels": RESTRICTED}})
     started = time.monotonic()
     cluster.create("TrainingJob", namespace, "iris-train", {
         "image": IMAGE,
