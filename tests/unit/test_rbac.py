@@ -156,7 +156,7 @@ def test_every_write_has_a_reason_and_a_test(rendered: list[dict[str, Any]]) -> 
         assert f"def {function}(" in (ROOT / path).read_text(), f"{test}: no such test"
 
 
-NAMESPACED_KINDS = {"trainingjobs", "modeldeployments", "driftmonitors"}
+NAMESPACED_KINDS = {"trainingjobs", "modeldeployments", "driftmonitors", "experiments"}
 READ_VERBS = {"get", "list", "watch"}
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from kubeloop.api.computetemplate import ComputeTemplateSpec, ComputeTemplateStatus
 from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus
+from kubeloop.api.experiment import ExperimentSpec, ExperimentStatus
 from kubeloop.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from kubeloop.api.trainingjob import FINISHED_SPEC_IMMUTABLE, TrainingJobSpec, TrainingJobStatus
 from kubeloop.names import GROUP, INSTALLED_BY, VERSION
@@ -162,6 +163,32 @@ KINDS.append(
             _AGE,
         ],
         scope="Cluster",
+    )
+)
+
+KINDS.append(
+    Kind(
+        "Experiment",
+        "experiments",
+        "exp",
+        ExperimentSpec,
+        ExperimentStatus,
+        "A hyperparameter search: trials are TrainingJobs whose hyperparameters Optuna picks, "
+        "stopped early from what they report; `kubectl get exp` is the leaderboard.",
+        [
+            _col("Phase", ".status.phase"),
+            _REASON,
+            _col("Metric", ".spec.objective.metric"),
+            _col("Best", ".status.bestTrial.value", "number", desc="The best trial's value"),
+            _col("Best Trial", ".status.bestTrial.name"),
+            _col("Trials", ".status.trialsDone", desc="Finished trials / maxTrials"),
+            _col("Running", ".status.counts.running", "integer"),
+            _col("Pruned", ".status.counts.pruned", "integer", priority=1),
+            _col("Failed", ".status.counts.failed", "integer", priority=1),
+            _col("Model", ".status.bestTrial.modelUri", priority=1),
+            _MESSAGE,
+            _AGE,
+        ],
     )
 )
 
