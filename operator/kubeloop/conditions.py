@@ -83,6 +83,11 @@ BELOW_FLOOR = "BelowFloor"
 CHAMPION_CHANGED = "ChampionChanged"
 EVALUATION_CANCELLED = "EvaluationCancelled"
 
+# Experiment: why the search ended.
+GOAL_REACHED = "GoalReached"
+MAX_TRIALS_REACHED = "MaxTrialsReached"
+TOO_MANY_FAILURES = "TooManyFailures"
+
 COMPUTE_TEMPLATE_NOT_FOUND = "ComputeTemplateNotFound"
 COMPUTE_TEMPLATE_CONFLICT = "ComputeTemplateConflict"
 COMPUTE_TEMPLATE_CHANGED = "TemplateChanged"

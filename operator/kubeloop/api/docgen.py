@@ -31,7 +31,9 @@ def _constraints(node: dict[str, Any]) -> str:
             parts.append(f"{'>' if strict and key == 'minimum' else word} {node[key]}")
     if "pattern" in node:
         parts.append(f"pattern `{node['pattern']}`")
-    for rule in node.get("x-kubernetes-validations", []):
+    items = node.get("items") if node.get("type") == "array" else None
+    for rule in [*node.get("x-kubernetes-validations", []),
+                 *(items or {}).get("x-kubernetes-validations", [])]:
         parts.append(f"rule: {rule['message']}")
     return "; ".join(parts)
 

@@ -178,7 +178,7 @@ class EarlyStopping(KubeModel):
         default=0,
         ge=0,
         le=INT32_MAX,
-        description="median: steps a trial runs before it may be stopped.",
+        description="median: a trial is judged from this step on, never before.",
     )
     min_resource: int = Field(
         default=1,
