@@ -10,6 +10,12 @@ import yaml
 
 from tests.kubetest import Cluster
 
+EXPERIMENT: dict[str, Any] = {
+    "trainingJob": {"image": "registry.local/train:1"},
+    "parameters": [{"name": "lr", "type": "float", "min": 0.001, "max": 0.1, "log": True}],
+    "objective": {"metric": "loss", "direction": "minimize"},
+}
+
 INVALID = [
     (
         "tj-missing-image",
@@ -371,6 +377,75 @@ INVALID = [
         {"model": {"uri": "s3://m/1"}, "serviceAccountName": "Not_A_Valid_Name"},
         "spec.serviceAccountName in body should match",
     ),
+    # An Experiment's search space: refused at apply time, each mistake named.
+    *[
+        (f"exp-{case}", "Experiment", {**EXPERIMENT, **fields}, message)
+        for case, fields, message in [
+            ("min-over-max", {"parameters": [{"name": "lr", "type": "float", "min": 1,
+                                              "max": 0.1}]},
+             "spec.parameters[0]: Invalid value: min must be less than max"),
+            ("log-from-zero", {"parameters": [{"name": "lr", "type": "float", "min": 0,
+                                               "max": 1, "log": True}]},
+             "a log-scale parameter needs min greater than 0"),
+            ("log-and-step", {"parameters": [{"name": "lr", "type": "float", "min": 0.1,
+                                              "max": 1, "log": True, "step": 0.1}]},
+             "a parameter is either log-scale or stepped, not both"),
+            ("no-bounds", {"parameters": [{"name": "depth", "type": "int", "min": 2}]},
+             "a float or int parameter needs min and max"),
+            ("int-fraction", {"parameters": [{"name": "depth", "type": "int", "min": 2,
+                                              "max": 8.5}]},
+             "an int parameter's min, max and step are whole numbers"),
+            ("empty-categorical", {"parameters": [{"name": "opt", "type": "categorical"}]},
+             "a categorical parameter needs at least one value in values"),
+            ("bounds-on-categorical", {"parameters": [{"name": "opt", "type": "categorical",
+                                                       "values": ["a"], "min": 1}]},
+             "a categorical parameter takes values, not min, max, step or log"),
+            ("values-on-float", {"parameters": [{"name": "lr", "type": "float", "min": 0,
+                                                 "max": 1, "values": ["a"]}]},
+             "values are for categorical parameters"),
+            ("repeated-value", {"parameters": [{"name": "opt", "type": "categorical",
+                                                "values": ["a", "a"]}]},
+             "spec.parameters[0].values[1]: Duplicate value: \"a\""),
+            ("repeated-name", {"parameters": [
+                {"name": "lr", "type": "float", "min": 0.1, "max": 1},
+                {"name": "lr", "type": "float", "min": 0.1, "max": 1}]},
+             "spec.parameters[1]: Duplicate value: {\"name\":\"lr\"}"),
+            ("bad-name", {"parameters": [{"name": "learning rate", "type": "float", "min": 0.1,
+                                          "max": 1}]},
+             "spec.parameters[0].name in body should match"),
+            ("no-parameters", {"parameters": []},
+             "spec.parameters: Invalid value: 0: spec.parameters in body should have at least 1 "
+             "items"),
+            ("unknown-type", {"parameters": [{"name": "lr", "type": "bool"}]},
+             "spec.parameters[0].type: Unsupported value: \"bool\""),
+            ("grid-without-step", {"algorithm": {"name": "grid"}},
+             "spec.algorithm.name: Invalid value: algorithm grid needs a step on "
+             "every float parameter"),
+            ("unknown-algorithm", {"algorithm": {"name": "bayes"}},
+             "spec.algorithm.name: Unsupported value: \"bayes\""),
+            ("parallel-over-max", {"maxTrials": 4, "parallelTrials": 5},
+             "spec.parallelTrials: Invalid value: parallelTrials must not exceed "
+             "maxTrials"),
+            ("searched-and-fixed", {"trainingJob": {"image": "x",
+                                                    "hyperparameters": {"lr": "0.1"}}},
+             "a searched parameter is also set in trainingJob.hyperparameters"),
+            ("two-computes", {"compute": "small", "trainingJob": {"image": "x",
+                                                                   "compute": "big"}},
+             "spec.compute: Invalid value: set compute or trainingJob.compute, "
+             "not both"),
+            ("no-direction", {"objective": {"metric": "loss"}},
+             "spec.objective.direction: Required value"),
+            ("hyperband-without-max", {"earlyStopping": {"name": "hyperband"}},
+             "hyperband needs maxResource"),
+            ("reduction-factor-one", {"earlyStopping": {"name": "successiveHalving",
+                                                        "reductionFactor": 1}},
+             "spec.earlyStopping.reductionFactor in body should be greater than or equal to 2"),
+            ("bad-template", {"trainingJob": {"image": "x", "workers": 0}},
+             "spec.trainingJob.workers in body should be greater than or equal to 1"),
+            ("no-template", {"trainingJob": None},
+             "spec.trainingJob: Required value"),
+        ]
+    ],
     (
         "md-grpc-port-is-http-port",
         "ModelDeployment",
@@ -519,3 +594,75 @@ def test_a_finished_training_jobs_spec_is_immutable(
     finished = cluster.get("TrainingJob", namespace, "done")
     assert finished["metadata"]["labels"] == {"team": "vision"}
     assert finished["status"]["phase"] == phase
+
+
+def test_an_experiment_is_accepted_and_defaulted(cluster: Cluster) -> None:
+    """Every kind of parameter, every sampler and pruner; the defaults are written."""
+    spec = {
+        **EXPERIMENT,
+        "parameters": [
+            {"name": "lr", "type": "float", "min": 0.001, "max": 0.1, "log": True},
+            {"name": "dropout", "type": "float", "min": 0, "max": 0.5},
+            {"name": "depth", "type": "int", "min": 2, "max": 8, "step": 2},
+            {"name": "width", "type": "int", "min": 16, "max": 512, "log": True},
+            {"name": "optimizer", "type": "categorical", "values": ["adam", "sgd"]},
+        ],
+        "trainingJob": {"image": "x", "hyperparameters": {"epochs": "3"}},
+    }
+    for i, (algorithm, stopping) in enumerate([
+        ("random", {"name": "median"}),
+        ("tpe", {"name": "successiveHalving", "minResource": 2}),
+        ("cmaes", {"name": "hyperband", "maxResource": 27}),
+    ]):
+        manifest = yaml.safe_dump({
+            "apiVersion": "kubeloop.io/v1alpha1", "kind": "Experiment",
+            "metadata": {"name": f"search-{i}", "namespace": "default"},
+            "spec": {**spec, "algorithm": {"name": algorithm, "seed": 1},
+                     "earlyStopping": stopping},
+        })
+        result = cluster.kubectl("apply", "--dry-run=server", "-o", "yaml", "-f", "-",
+                                 input=manifest, check=False)
+        assert result.returncode == 0, (algorithm, result.stderr)
+    applied = yaml.safe_load(result.stdout)["spec"]
+    assert (applied["maxTrials"], applied["parallelTrials"], applied["maxFailedTrials"]) == (
+        10, 1, 3)
+    assert applied["earlyStopping"]["reductionFactor"] == 3
+    assert applied["trainingJob"]["workers"] == 1
+    grid = yaml.safe_dump({
+        "apiVersion": "kubeloop.io/v1alpha1", "kind": "Experiment",
+        "metadata": {"name": "grid", "namespace": "default"},
+        "spec": {**EXPERIMENT, "algorithm": {"name": "grid"}, "parameters": [
+            {"name": "lr", "type": "float", "min": 0.01, "max": 0.1, "step": 0.01},
+            {"name": "optimizer", "type": "categorical", "values": ["adam", "sgd"]}]},
+    })
+    result = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=grid, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_one_apply_reports_every_mistake_in_a_search_space(cluster: Cluster) -> None:
+    manifest = yaml.safe_dump({
+        "apiVersion": "kubeloop.io/v1alpha1", "kind": "Experiment",
+        "metadata": {"name": "bad-space", "namespace": "default"},
+        "spec": {**EXPERIMENT, "maxTrials": 2, "parallelTrials": 3, "parameters": [
+            {"name": "lr", "type": "float", "min": 0, "max": 1, "log": True},
+            {"name": "depth", "type": "int", "min": 8, "max": 2},
+            {"name": "opt", "type": "categorical"}]},
+    })
+    result = cluster.kubectl("apply", "-f", "-", input=manifest, check=False)
+    assert result.returncode != 0
+    for message in (
+        "spec.parameters[0]: Invalid value: a log-scale parameter needs min "
+        "greater than 0",
+        "spec.parameters[1]: Invalid value: min must be less than max",
+        "spec.parameters[2]: Invalid value: a categorical parameter needs at least "
+        "one value in values",
+        "parallelTrials must not exceed maxTrials",
+    ):
+        assert message in result.stderr, (message, result.stderr)
+
+
+def test_explain_shows_the_experiment(cluster: Cluster) -> None:
+    out = " ".join(cluster.kubectl("explain", "experiment.spec.parameters.log").stdout.split())
+    assert "min must be greater than 0" in out
+    out = " ".join(cluster.kubectl("explain", "experiment.spec.algorithm.name").stdout.split())
+    assert "One of: random, grid, tpe, cmaes" in out
