@@ -8,7 +8,7 @@ CLUSTER_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 .PHONY: help venv controlplane node debs images tools deps lint unit integration e2e e2e-real test \
         test-faults rbac-necessity lane-kwok lane-real \
         cluster-up cluster-down crds docs run demo bench bench-drift bench-serving \
-        bench-operator bench-profile clean
+        bench-operator bench-profile bench-batch clean
 
 help:
 	@echo "make demo         cluster (unless KUBECONFIG is set) + CRDs + operator + examples"
@@ -135,7 +135,7 @@ run: venv
 demo: deps images
 	bash hack/demo.sh
 
-bench: bench-drift bench-serving bench-operator
+bench: bench-drift bench-serving bench-operator bench-batch
 
 # Kubeloop vs Kubeflow's Training Operator on the local control plane (it restarts the
 # cluster: do not run it beside the tests).
@@ -153,6 +153,11 @@ bench-drift: venv
 
 bench-serving: venv
 	bash bench/serving_bench.sh
+
+# Kubeloop's batch scorer vs scikit-learn's predict on in-memory arrays (the ceiling); the
+# dataset is generated once under $(KUBELOOP_CACHE). ROWS=10000000 for the issue's size.
+bench-batch: venv
+	$(BIN)/python bench/batch_bench.py --rows $(or $(ROWS),2000000)
 
 clean: cluster-down
 	KUBELOOP_CLUSTER_DIR=$(CURDIR)/.cluster-kwok $(PYTHON) hack/cluster.py down

@@ -38,7 +38,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "batch.json"
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kubeloop"
+DEFAULT_CACHE = Path(os.environ.get("KUBELOOP_CACHE") or Path.home() / ".cache" / "kubeloop")
 FEATURES = 20
 SEED = 20241201
 
@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--row-group-rows", type=int, default=125_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", default=f"1,{os.cpu_count() or 1}", help="e.g. 1,2")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="dataset cache")
+    parser.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE, help="dataset cache ($KUBELOOP_CACHE)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
