@@ -340,6 +340,7 @@ def test_the_command_scores_and_says_why_it_fails(
     tmp_path: Path,
     quiet_progress: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "out"
     common = ["--model-dir", str(model_dir), "--input", f"file://{dataset}", "--output", str(out)]
@@ -349,9 +350,24 @@ def test_the_command_scores_and_says_why_it_fails(
     assert cli_main(["batch", "finalize", *common, "--passthrough", "id"]) == 0
     assert json.loads(capsys.readouterr().out) == {"rows": TOTAL, "files": 4}
 
+    capsys.readouterr()
+    assert cli_main(["batch", "shards", *common, "--passthrough", "id", "--count", "3"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [p["index"] for p in plan] == [0, 1, 2]
+    assert sorted(s for p in plan for s in p["shards"]) == [
+        "a.parquet (row groups 0-4)",
+        "b.parquet (row group 0)",
+        "d.csv",
+        "more/c.parquet (row groups 0-4)",
+    ]
+
     kubeloop.train.reset()
     (dataset / "b.parquet").write_bytes(b"not parquet")
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
     assert "b.parquet: not a readable Parquet file" in err
     assert "b.parquet: not a readable Parquet file" in quiet_progress.read_text()
+
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
+    assert cli_main(["batch", "score", *common, "--count", "3"]) == 2
+    assert "index 3 is not in 0..2 (count 3)" in capsys.readouterr().err

@@ -23,9 +23,16 @@ INDEX_ENV = "JOB_COMPLETION_INDEX"
 COUNT_ENV = "KUBELOOP_BATCH_COUNT"
 
 
-def _int_env(name: str, default: int) -> int:
+def _from_env(value: int | None, name: str, default: int) -> int:
+    """A flag's value, else the environment's (read when the command runs, so that no
+    other command depends on it), else ``default``."""
+    if value is not None:
+        return value
     raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise BatchError(f"${name}={raw!r} is not a whole number") from None
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,13 +83,11 @@ def _index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--count",
         type=int,
-        default=_int_env(COUNT_ENV, 1),
         help=f"pods sharing the run (env {COUNT_ENV}; default 1)",
     )
     parser.add_argument(
         "--index",
         type=int,
-        default=_int_env(INDEX_ENV, 0),
         help=f"this pod's completion index (env {INDEX_ENV}; default 0)",
     )
 
@@ -133,9 +138,11 @@ def run_score(args: argparse.Namespace) -> int:
     from kubeloop.batch.run import score
 
     try:
-        if not 0 <= args.index < args.count:
-            raise BatchError(f"--index {args.index} is not in 0..{args.count - 1} (--count)")
-        summary = score(_request(args), args.index, args.count, args.workers or available_cpus())
+        count = _from_env(args.count, COUNT_ENV, 1)
+        index = _from_env(args.index, INDEX_ENV, 0)
+        if not 0 <= index < count:
+            raise BatchError(f"index {index} is not in 0..{count - 1} (count {count})")
+        summary = score(_request(args), index, count, args.workers or available_cpus())
     except BatchError as exc:
         return _fail(exc)
     print(json.dumps(summary))
@@ -158,14 +165,17 @@ def run_shards(args: argparse.Namespace) -> int:
     from kubeloop.batch.shards import assign
 
     try:
+        count = _from_env(args.count, COUNT_ENV, 1)
+        if count < 1:
+            raise BatchError(f"count {count}: at least 1")
         prepared = prepare_run(_request(args))
     except BatchError as exc:
         print(f"kubeloop batch: {exc}", file=sys.stderr)
         return EXIT_FAILED
     shards = list(prepared.layout.shards)
     plan = [
-        {"index": i, "shards": [s.describe() for s in assign(shards, i, args.count)]}
-        for i in range(args.count)
+        {"index": i, "shards": [s.describe() for s in assign(shards, i, count)]}
+        for i in range(count)
     ]
     print(json.dumps(plan, indent=1))
     return EXIT_OK
