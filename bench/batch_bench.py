@@ -85,8 +85,13 @@ def write_model(out: Path, x: np.ndarray, y: np.ndarray) -> None:
     import joblib
     from sklearn.ensemble import GradientBoostingClassifier
 
-    from kubeloop.serving.fetch import write_manifest
-    from kubeloop.serving.model import METADATA_FILE, MODEL_FILE, ModelMetadata, TensorSpec
+    from kubeloop.modeldir import (
+        METADATA_FILE,
+        MODEL_FILE,
+        ModelMetadata,
+        TensorSpec,
+        write_manifest,
+    )
 
     estimator = GradientBoostingClassifier(n_estimators=100, random_state=0).fit(x, y)
     out.mkdir(parents=True)

@@ -22,7 +22,7 @@ import numpy as np
 import requests
 from kubernetes.client.exceptions import ApiException
 
-from kubeloop.serving.model import LoadedModel
+from kubeloop.modeldir import LoadedModel
 from kubeloop.serving.server import ModelServer, start
 from tests.kubetest import Cluster
 

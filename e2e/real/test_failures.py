@@ -23,8 +23,7 @@ from e2e.real.conftest import (
     reachable,
     service_url,
 )
-from kubeloop.serving.fetch import write_manifest
-from kubeloop.serving.model import load_model
+from kubeloop.modeldir import load_model, write_manifest
 from tests.kubetest import Cluster, stays, wait_for
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]

@@ -38,8 +38,7 @@ from e2e.real.conftest import (
     served,
     service_url,
 )
-from kubeloop.serving.fetch import write_manifest
-from kubeloop.serving.model import load_model
+from kubeloop.modeldir import load_model, write_manifest
 from tests.kubetest import ROOT, Cluster, wait_for
 
 MD = "ModelDeployment"

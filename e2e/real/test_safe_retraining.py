@@ -33,7 +33,7 @@ from e2e.real.conftest import (
     service_url,
     write_iris_csv,
 )
-from kubeloop.serving.model import load_model
+from kubeloop.modeldir import load_model
 from tests.kubetest import Cluster, stays, wait_for
 
 SHIFT = 2.0

@@ -24,8 +24,8 @@ from e2e.real.conftest import (
     record,
     service_url,
 )
+from kubeloop.modeldir import load_model
 from kubeloop.serving.fetch import fetch_model
-from kubeloop.serving.model import load_model
 from tests.kubetest import Cluster, wait_for
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]]

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import re
@@ -40,7 +39,6 @@ from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-import joblib
 import numpy as np
 from sklearn.datasets import load_iris
 from sklearn.ensemble import GradientBoostingClassifier
@@ -48,15 +46,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 import kubeloop.train
-from kubeloop.drift.profile import build_profile, save_profile
-from kubeloop.serving.fetch import write_manifest
-from kubeloop.serving.model import (
-    METADATA_FILE,
-    MODEL_FILE,
-    PROFILE_FILE,
-    ModelMetadata,
-    TensorSpec,
-)
+from kubeloop import modeldir
+from kubeloop.drift.profile import build_profile
+from kubeloop.modeldir import ModelMetadata, TensorSpec
 
 ESTIMATORS = ("gradient-boosting", "logistic-regression")
 
@@ -193,38 +185,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     estimator, accuracy = fit(make_estimator(args), x_train, y_train, x_test, y_test)
 
-    output.mkdir(parents=True, exist_ok=True)
-    joblib.dump(estimator, output / MODEL_FILE)
-    profile = build_profile({name: x_train[:, i] for i, name in enumerate(features)}, bins=10)
-    save_profile(profile, output / PROFILE_FILE)
-
-    model_sha256 = hashlib.sha256((output / MODEL_FILE).read_bytes()).hexdigest()
     classes = [class_names[c] for c in estimator.classes_]
-    metadata = ModelMetadata(
-        name=args.name,
-        version=args.version or model_sha256[:12],
-        framework="scikit-learn",
-        inputs=[TensorSpec(name=name, datatype="FP64", shape=[-1]) for name in features],
-        outputs=[
-            TensorSpec(name="predict", datatype="INT64", shape=[-1]),
-            TensorSpec(name="predict_proba", datatype="FP64", shape=[-1, len(classes)]),
-        ],
-        classes=classes,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-        estimator=type(estimator).__name__,
-        hyperparameters={
-            "estimator": args.estimator,
-            "seed": args.seed,
-            "shift": args.shift,
-            **({"n_estimators": args.n_estimators} if args.estimator == ESTIMATORS[0] else {}),
-        },
-        metrics={"accuracy": accuracy},
-        training_rows=len(x_train),
-        label_column="species",  # the class column of a CSV dataset (`kubeloop evaluate`)
-    )
-    (output / METADATA_FILE).write_text(metadata.model_dump_json(indent=1) + "\n")
-    # Last: a manifest marks the directory complete.
-    write_manifest(output)
+    # The model directory's own writer (kubeloop.modeldir): each file whole or not at
+    # all, and the manifest, which marks the directory complete, last.
+    with modeldir.Writer(output) as out:
+        model_sha256 = out.estimator(estimator)
+        out.profile(
+            build_profile({name: x_train[:, i] for i, name in enumerate(features)}, bins=10)
+        )
+        metadata = ModelMetadata(
+            name=args.name,
+            version=args.version or model_sha256[:12],
+            framework="scikit-learn",
+            inputs=[TensorSpec(name=name, datatype="FP64", shape=[-1]) for name in features],
+            outputs=[
+                TensorSpec(name="predict", datatype="INT64", shape=[-1]),
+                TensorSpec(name="predict_proba", datatype="FP64", shape=[-1, len(classes)]),
+            ],
+            classes=classes,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            estimator=type(estimator).__name__,
+            hyperparameters={
+                "estimator": args.estimator,
+                "seed": args.seed,
+                "shift": args.shift,
+                **({"n_estimators": args.n_estimators} if args.estimator == ESTIMATORS[0] else {}),
+            },
+            metrics={"accuracy": accuracy},
+            training_rows=len(x_train),
+            label_column="species",  # the class column of a CSV dataset (`kubeloop evaluate`)
+        )
+        out.metadata(metadata)
     # The result, as the TrainingJob's status shows it (the pod's termination message).
     kubeloop.train.finish({"accuracy": accuracy})
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from kubeloop.serving.model import LoadedModel, load_model
+from kubeloop.modeldir import LoadedModel, load_model
 from tests.canarybed import Behaviour, Fleet
 from tests.integration.test_route_crds import gateway_crds  # noqa: F401  (a fixture)
 from tests.kubetest import Cluster, InProcessOperator, or_none, stays, wait_for

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import requests
 
-from kubeloop.serving.model import LoadedModel
+from kubeloop.modeldir import LoadedModel
 from kubeloop.serving.server import ModelServer
 from tests.unit.test_serving import matrix, metric_samples, model, model_dir, running  # noqa: F401
 

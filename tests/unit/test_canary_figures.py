@@ -27,7 +27,7 @@ from kubeloop.canary.figures import (
     parse_sample,
     quantile,
 )
-from kubeloop.serving.model import LoadedModel
+from kubeloop.modeldir import LoadedModel
 from kubeloop.serving.server import DURATION_BUCKETS, ModelServer
 from tests.unit.test_serving import model, model_dir, running  # noqa: F401 (fixtures)
 

@@ -28,14 +28,14 @@ from kubeloop.evaluation.command import (
 from kubeloop.evaluation.data import read_table, resolve_label_column, select
 from kubeloop.evaluation.gate import decide
 from kubeloop.evaluation.metrics import METRICS, direction, score
-from kubeloop.serving.fetch import write_manifest
-from kubeloop.serving.model import (
+from kubeloop.modeldir import (
     METADATA_FILE,
     MODEL_FILE,
     LoadedModel,
     ModelMetadata,
     TensorSpec,
     load_model,
+    write_manifest,
 )
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from kubeloop.modeldir import MANIFEST_FILE, write_manifest
 from kubeloop.serving.cli import add_commands
-from kubeloop.serving.fetch import MANIFEST_FILE, FetchError, fetch_model, write_manifest
+from kubeloop.serving.fetch import FetchError, fetch_model
 
 FILES = {
     "model.joblib": b"\x80\x04not really a pickle" * 1000,

@@ -25,14 +25,14 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubeloop.drift.profile import FeatureProfile, Profile
-from kubeloop.serving.livestats import BIN_CHUNK_ROWS, LiveStats
-from kubeloop.serving.model import (
+from kubeloop.modeldir import (
     MODEL_FILE,
     LoadedModel,
     ModelLoadError,
     load_model,
     read_metadata,
 )
+from kubeloop.serving.livestats import BIN_CHUNK_ROWS, LiveStats
 from kubeloop.serving.server import (
     INLINE_MAX_ROWS,
     MAX_BODY_BYTES,

@@ -12,8 +12,8 @@ import requests
 import tritonclient.http as triton
 from tritonclient.utils import deserialize_bytes_tensor
 
+from kubeloop.modeldir import LoadedModel
 from kubeloop.serving import binary
-from kubeloop.serving.model import LoadedModel
 from kubeloop.serving.server import ModelServer
 from tests.unit.test_serving import ROWS, model, model_dir, running  # noqa: F401 (fixtures)
 

@@ -16,8 +16,8 @@ import requests
 import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
+from kubeloop.modeldir import LoadedModel
 from kubeloop.serving.grpc_server import start_grpc
-from kubeloop.serving.model import LoadedModel
 from kubeloop.serving.server import ModelServer, base_url, start
 from tests.modelserver import free_port
 from tests.unit.test_serving import ROWS, matrix, metric_samples, model, model_dir  # noqa: F401

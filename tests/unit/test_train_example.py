@@ -15,9 +15,9 @@ import pytest
 from sklearn.datasets import load_iris
 
 from kubeloop.drift.profile import load_profile
+from kubeloop.modeldir import load_model, read_metadata
 from kubeloop.progress import parse_final
 from kubeloop.serving.fetch import fetch_model
-from kubeloop.serving.model import load_model, read_metadata
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "examples" / "train" / "train.py"

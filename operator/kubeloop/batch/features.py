@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from kubeloop.batch import BatchError
 from kubeloop.batch.discover import Columns
 from kubeloop.batch.locations import FORMATS, PARQUET
-from kubeloop.serving.model import LoadedModel
+from kubeloop.modeldir import LoadedModel
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubeloop import modeldir
 from kubeloop.batch import BatchError
 from kubeloop.batch.commit import (
     MANIFEST_FILE,
@@ -27,10 +28,7 @@ from kubeloop.batch.locations import check_apart, list_inputs, local_path
 from kubeloop.batch.meter import Meter
 from kubeloop.batch.scorer import Job, score_shards
 from kubeloop.batch.shards import DEFAULT_BATCH_ROWS, DEFAULT_MIN_ROWS, assign
-from kubeloop.serving.model import LoadedModel, ModelLoadError, load_model
-
-MODEL_MANIFEST = "manifest.json"
-MODEL_FILES = ("model.json", "model.joblib")
+from kubeloop.modeldir import LoadedModel, ModelLoadError, load_model
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,9 @@ def model_sha256(model_dir: str | Path) -> str:
     file's sha256), or of its model files where a directory has no manifest."""
     root = Path(model_dir)
     digest = hashlib.sha256()
-    names = (MODEL_MANIFEST,) if (root / MODEL_MANIFEST).is_file() else MODEL_FILES
+    names: tuple[str, ...] = (modeldir.METADATA_FILE, modeldir.MODEL_FILE)
+    if (root / modeldir.MANIFEST_FILE).is_file():
+        names = (modeldir.MANIFEST_FILE,)
     for name in names:
         try:
             digest.update((root / name).read_bytes())

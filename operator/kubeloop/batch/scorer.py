@@ -25,7 +25,7 @@ from kubeloop.batch.meter import Meter
 from kubeloop.batch.output import ShardWriter
 from kubeloop.batch.reading import read_batches
 from kubeloop.batch.shards import Shard
-from kubeloop.serving.model import LoadedModel, load_model
+from kubeloop.modeldir import LoadedModel, load_model
 
 
 @dataclass(frozen=True)

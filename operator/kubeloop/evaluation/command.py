@@ -13,13 +13,10 @@ files are whole, not who wrote them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
 from typing import Any
-
-from pydantic import ValidationError
 
 from kubeloop.evaluation import EvaluationError
 from kubeloop.evaluation.data import (
@@ -31,12 +28,10 @@ from kubeloop.evaluation.data import (
 )
 from kubeloop.evaluation.gate import decide
 from kubeloop.evaluation.metrics import get_metric, score
-from kubeloop.serving.fetch import MANIFEST_FILE, Manifest
-from kubeloop.serving.model import LoadedModel, ModelLoadError, load_model
+from kubeloop.modeldir import LoadedModel, ModelLoadError, load_model, verify
 
 TERMINATION_MESSAGE_LIMIT = 4096
 """Bytes of a termination message that Kubernetes keeps."""
-CHUNK_BYTES = 1 << 20
 
 
 def evaluate(
@@ -110,7 +105,9 @@ def load_side(side: str, uri: str) -> LoadedModel:
         model_dir = local_path(uri)
         if not model_dir.is_dir():
             raise EvaluationError(f"{model_dir}: no such directory")
-        verify_manifest(model_dir)
+        # A directory made by hand, without a manifest, is scored unchecked
+        # (docs/evaluation.md); one with a manifest must match it.
+        verify(model_dir, required=False)
         return load_model(model_dir)
     except (EvaluationError, ModelLoadError) as exc:
         raise EvaluationError(f"{side} model: {exc}") from exc
@@ -128,46 +125,6 @@ def _fetched(side: str, uri: str) -> LoadedModel:
             return load_model(tmp)
         except (FetchError, ModelLoadError) as exc:
             raise EvaluationError(f"{side} model: {exc}") from exc
-
-
-def verify_manifest(model_dir: Path) -> None:
-    """Check every file ``manifest.json`` lists for size and sha256; a directory
-    without a manifest passes (nothing to check against)."""
-    manifest_path = model_dir / MANIFEST_FILE
-    if not manifest_path.exists():
-        return
-    try:
-        manifest = Manifest.model_validate_json(manifest_path.read_bytes())
-    except OSError as exc:
-        raise EvaluationError(f"{manifest_path}: {exc.strerror or exc}") from exc
-    except ValidationError as exc:
-        raise EvaluationError(f"{manifest_path}: invalid manifest: {exc}") from exc
-    root = model_dir.resolve()
-    for entry in manifest.files:
-        path = model_dir / entry.path
-        if not path.resolve().is_relative_to(root):
-            raise EvaluationError(f"{path}: resolves outside {model_dir}")
-        if not path.is_file():
-            raise EvaluationError(f"{path}: listed in {MANIFEST_FILE} but missing")
-        size = path.stat().st_size
-        if size != entry.size:
-            raise EvaluationError(f"{path}: {size} bytes, {MANIFEST_FILE} says {entry.size}")
-        digest = _sha256(path)
-        if digest != entry.sha256:
-            raise EvaluationError(
-                f"{path}: sha256 {digest} does not match {MANIFEST_FILE}'s {entry.sha256}"
-            )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as f:
-            while chunk := f.read(CHUNK_BYTES):
-                digest.update(chunk)
-    except OSError as exc:
-        raise EvaluationError(f"{path}: {exc.strerror or exc}") from exc
-    return digest.hexdigest()
 
 
 def to_json(result: dict[str, Any], indent: int | None = None) -> str:

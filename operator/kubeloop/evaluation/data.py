@@ -26,7 +26,7 @@ import numpy as np
 from kubeloop.evaluation import EvaluationError
 
 if TYPE_CHECKING:
-    from kubeloop.serving.model import LoadedModel
+    from kubeloop.modeldir import LoadedModel
 
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -28,7 +28,7 @@ import numpy as np
 from kubeloop.evaluation import EvaluationError
 
 if TYPE_CHECKING:
-    from kubeloop.serving.model import LoadedModel
+    from kubeloop.modeldir import LoadedModel
 
 Direction = Literal["higher", "lower"]
 Task = Literal["classification", "regression"]

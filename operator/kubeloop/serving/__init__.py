@@ -1,5 +1,5 @@
-"""The reference model server, the model fetcher and the model-directory format they share.
+"""The reference model server and the model fetcher.
 
-Kept free of imports so that a training script can use :mod:`kubeloop.serving.model`
-and :mod:`kubeloop.serving.fetch` without pulling in the HTTP server's dependencies.
+Kept free of imports so that :mod:`kubeloop.serving.fetch` can be used without the
+server's dependencies. The model directory's format is :mod:`kubeloop.modeldir`.
 """

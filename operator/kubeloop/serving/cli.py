@@ -126,7 +126,7 @@ def _configure_logging() -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from kubeloop.serving.model import ModelLoadError
+    from kubeloop.modeldir import ModelLoadError
     from kubeloop.serving.server import serve
     from kubeloop.serving.workers import available_cpus, supervise
 
@@ -205,8 +205,8 @@ def _report_manifest(dest: Path) -> None:
     import hashlib
     import json
 
+    from kubeloop.modeldir import MANIFEST_FILE
     from kubeloop.progress import DEFAULT_TERMINATION_LOG, TERMINATION_LOG_ENV
-    from kubeloop.serving.fetch import MANIFEST_FILE
 
     path = os.environ.get(TERMINATION_LOG_ENV) or DEFAULT_TERMINATION_LOG
     if TERMINATION_LOG_ENV not in os.environ and not Path(path).exists():

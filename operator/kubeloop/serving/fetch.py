@@ -5,7 +5,8 @@ URI names a model *directory*: ``http(s)://``, ``s3://`` (needs ``kubeloop[s3]``
 ``file://`` or a plain path (a mounted volume). Its ``manifest.json`` lists every file
 with size and sha256. Each file is streamed to a temporary name beside its target,
 checked, then renamed into place, so the server never reads a partial or corrupt file;
-``manifest.json`` is written last and so marks a complete directory. Files already
+``manifest.json`` is written last and so marks a complete directory (the format:
+:mod:`kubeloop.modeldir`). Files already
 present with the right digest are kept, which makes a restarted init container cheap.
 """
 
@@ -14,18 +15,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 from urllib.request import url2pathname
 
 import requests
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
-MANIFEST_FILE = "manifest.json"
-CHUNK_BYTES = 1 << 20
+from kubeloop.modeldir import (
+    CHUNK_BYTES,
+    MANIFEST_FILE,
+    Manifest,
+    ManifestEntry,
+    check_entry,
+    temp_beside,
+    write_atomically,
+)
+
 MAX_MANIFEST_BYTES = 1 << 20
 # (connect, read) seconds: a stalled download fails and the kubelet restarts the init
 # container, instead of a pod that waits forever.
@@ -34,89 +42,6 @@ HTTP_TIMEOUT = (10.0, 60.0)
 
 class FetchError(Exception):
     """The model could not be fetched whole; the message names the file and the cause."""
-
-
-class ManifestEntry(BaseModel):
-    path: str = Field(description="Relative POSIX path inside the model directory.")
-    size: int = Field(ge=0)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-    @field_validator("path")
-    @classmethod
-    def _inside_directory(cls, path: str) -> str:
-        # The manifest comes from the network: a path must not escape DIR or overwrite
-        # the manifest that marks DIR complete.
-        segments = path.split("/")
-        if "\\" in path or "\x00" in path or any(s in ("", ".", "..") for s in segments):
-            raise ValueError(f"unsafe path {path!r}: must be relative, without '..'")
-        if path == MANIFEST_FILE:
-            raise ValueError(f"{MANIFEST_FILE} cannot list itself")
-        return path
-
-
-class Manifest(BaseModel):
-    version: Literal[1] = 1
-    files: list[ManifestEntry]
-
-    @model_validator(mode="after")
-    def _unique_paths(self) -> Manifest:
-        paths = [f.path for f in self.files]
-        if len(set(paths)) != len(paths):
-            raise ValueError("duplicate paths")
-        return self
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def build_manifest(model_dir: str | Path) -> Manifest:
-    """Manifest of every regular file under ``model_dir`` except the manifest itself."""
-    root = Path(model_dir)
-    files = [
-        ManifestEntry(
-            path=path.relative_to(root).as_posix(),
-            size=path.stat().st_size,
-            sha256=_sha256_file(path),
-        )
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and path.relative_to(root).as_posix() != MANIFEST_FILE
-    ]
-    return Manifest(files=files)
-
-
-def write_manifest(model_dir: str | Path) -> Manifest:
-    """Write ``manifest.json`` for a finished model directory (the training side)."""
-    manifest = build_manifest(model_dir)
-    _write_atomically(
-        Path(model_dir) / MANIFEST_FILE, (manifest.model_dump_json(indent=1) + "\n").encode()
-    )
-    return manifest
-
-
-def _temp_beside(target: Path) -> tuple[int, str]:
-    """A temporary file next to `target`, readable by all like any file open() makes:
-    mkstemp's 0600 would hide a model from the model server's user."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.fchmod(fd, 0o644)
-    return fd, tmp
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    fd, tmp = _temp_beside(target)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Source(Protocol):
@@ -223,14 +148,8 @@ def _read_all(chunks: Iterable[bytes], limit: int, what: str) -> bytes:
     return bytes(data)
 
 
-def _matches(path: Path, entry: ManifestEntry) -> bool:
-    return (
-        path.is_file() and path.stat().st_size == entry.size and _sha256_file(path) == entry.sha256
-    )
-
-
 def _download(source: Source, entry: ManifestEntry, target: Path) -> None:
-    fd, tmp = _temp_beside(target)
+    fd, tmp = temp_beside(target)
     try:
         digest = hashlib.sha256()
         size = 0
@@ -281,9 +200,9 @@ def fetch_model(uri: str, dest: str | Path) -> list[ManifestEntry]:
         # Paths are checked lexically above; this also catches symlinks already in dest.
         if not target.resolve().is_relative_to(resolved_root):
             raise FetchError(f"{entry.path}: resolves outside {root}")
-        if _matches(target, entry):
+        if check_entry(root, entry) is None:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         _download(source, entry, target)
-    _write_atomically(root / MANIFEST_FILE, raw)
+    write_atomically(root / MANIFEST_FILE, raw)
     return manifest.files

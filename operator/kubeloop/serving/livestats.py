@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from kubeloop.drift.profile import FeatureProfile
-from kubeloop.serving.model import LoadedModel
+from kubeloop.modeldir import LoadedModel
 
 # Rows binned per numpy pass; bounds the (rows x features x edges) temporary.
 BIN_CHUNK_ROWS = 4096

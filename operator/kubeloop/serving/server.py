@@ -32,16 +32,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.exposition import generate_latest
 
 from kubeloop import __version__
-from kubeloop.serving import binary, workers
-from kubeloop.serving.batcher import Batcher
-from kubeloop.serving.livestats import LiveStats
-from kubeloop.serving.model import (
+from kubeloop.modeldir import (
     LoadedModel,
     ModelLoadError,
     ModelMetadata,
     load_model,
     read_metadata,
 )
+from kubeloop.serving import binary, workers
+from kubeloop.serving.batcher import Batcher
+from kubeloop.serving.livestats import LiveStats
 
 log = logging.getLogger(__name__)
 
