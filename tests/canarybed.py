@@ -23,7 +23,8 @@ import requests
 from kubernetes.client.exceptions import ApiException
 
 from kubeloop.modeldir import LoadedModel
-from kubeloop.serving.server import ModelServer, start
+from kubeloop.serving.dataplane import DataPlane
+from kubeloop.serving.rest import start
 from tests.kubetest import Cluster
 
 _subnets = itertools.count(10)
@@ -58,7 +59,7 @@ class _Server:
     """One model server on its own event loop thread (a slow predict blocks only it)."""
 
     def __init__(self, model: LoadedModel, name: str, host: str, port: int) -> None:
-        self.server = ModelServer(model.metadata, name=name)
+        self.server = DataPlane(model.metadata, name=name)
         self.server.set_model(model)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

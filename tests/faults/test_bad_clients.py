@@ -26,7 +26,7 @@ RSS_GROWTH_LIMIT_KB = 60 * 1024
 LORIS_SOCKETS = 100
 LORIS_MAX_SECONDS = 60.0  # a bound; the clients are stopped when the bad requests end
 HEALTH_TIMEOUT_S = 2.0
-MAX_BODY = 8 << 20  # serving/server.py MAX_BODY_BYTES
+MAX_BODY = 8 << 20  # serving/rest.py MAX_BODY_BYTES
 
 GOOD = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
                     "data": [[5.1, 3.5, 1.4, 0.2]]}]}

@@ -14,7 +14,7 @@ import numpy as np
 import requests
 
 from kubeloop.modeldir import LoadedModel
-from kubeloop.serving.server import ModelServer
+from kubeloop.serving.dataplane import DataPlane
 from tests.unit.test_serving import matrix, metric_samples, model, model_dir, running  # noqa: F401
 
 RNG = np.random.default_rng(11)
@@ -22,8 +22,8 @@ BATCHES = [np.round(RNG.uniform(0.1, 7.9, (int(n), 4)), 1) for n in RNG.integers
 
 
 @contextmanager
-def serving(model: LoadedModel, **batching: Any) -> Iterator[tuple[ModelServer, str]]:  # noqa: F811
-    server = ModelServer(model.metadata, **batching)
+def serving(model: LoadedModel, **batching: Any) -> Iterator[tuple[DataPlane, str]]:  # noqa: F811
+    server = DataPlane(model.metadata, **batching)
     server.set_model(model)
     with running(server) as url:
         yield server, url

@@ -28,7 +28,7 @@ from kubeloop.canary.figures import (
     quantile,
 )
 from kubeloop.modeldir import LoadedModel
-from kubeloop.serving.server import DURATION_BUCKETS, ModelServer
+from kubeloop.serving.dataplane import DURATION_BUCKETS, DataPlane
 from tests.unit.test_serving import model, model_dir, running  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ class Exploding:
 
 
 def test_a_live_servers_requests_errors_latency_and_predictions(model: LoadedModel) -> None:  # noqa: F811
-    server = ModelServer(model.metadata)
+    server = DataPlane(model.metadata)
     server.set_model(model)
     with running(server) as url:
         for _ in range(3):
@@ -96,7 +96,7 @@ def test_a_live_servers_requests_errors_latency_and_predictions(model: LoadedMod
 
 
 def test_a_fresh_server_has_zero_counts_and_an_empty_histogram(model: LoadedModel) -> None:  # noqa: F811
-    server = ModelServer(model.metadata)
+    server = DataPlane(model.metadata)
     server.set_model(model)
     with running(server) as url:
         sample = parse_sample(scrape(url), "iris")

@@ -32,14 +32,9 @@ from kubeloop.modeldir import (
     load_model,
     read_metadata,
 )
+from kubeloop.serving.dataplane import INLINE_MAX_ROWS, DataPlane
 from kubeloop.serving.livestats import BIN_CHUNK_ROWS, LiveStats
-from kubeloop.serving.server import (
-    INLINE_MAX_ROWS,
-    MAX_BODY_BYTES,
-    ModelServer,
-    base_url,
-    start,
-)
+from kubeloop.serving.rest import MAX_BODY_BYTES, base_url, start
 from tests.kubetest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +71,7 @@ def model(model_dir: Path) -> LoadedModel:
 
 
 @contextmanager
-def running(server: ModelServer) -> Iterator[str]:
+def running(server: DataPlane) -> Iterator[str]:
     """Serve on an ephemeral port from an event loop in a background thread."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -92,14 +87,14 @@ def running(server: ModelServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def server(model: LoadedModel) -> ModelServer:
-    server = ModelServer(model.metadata)
+def server(model: LoadedModel) -> DataPlane:
+    server = DataPlane(model.metadata)
     server.set_model(model)
     return server
 
 
 @pytest.fixture
-def url(server: ModelServer) -> Iterator[str]:
+def url(server: DataPlane) -> Iterator[str]:
     with running(server) as base:
         yield base
 
@@ -141,7 +136,7 @@ def test_health_and_server_metadata(url: str) -> None:
 
 
 def test_not_ready_until_the_model_is_set(model: LoadedModel) -> None:
-    server = ModelServer(model.metadata)
+    server = DataPlane(model.metadata)
     with running(server) as url:
         assert requests.get(f"{url}/v2/health/live", timeout=TIMEOUT).status_code == 200
         assert requests.get(f"{url}/v2/health/ready", timeout=TIMEOUT).status_code == 503
@@ -167,7 +162,7 @@ def test_model_metadata(url: str, model: LoadedModel) -> None:
 
 
 def test_served_under_another_name(model: LoadedModel) -> None:
-    server = ModelServer(model.metadata, name="flowers")
+    server = DataPlane(model.metadata, name="flowers")
     server.set_model(model)
     with running(server) as url:
         assert requests.get(f"{url}/v2/models/flowers", timeout=TIMEOUT).json()["name"] == (
@@ -186,7 +181,7 @@ def test_the_json_requests_of_the_docs_get_the_answers_the_docs_show(
     bodies = re.findall(r"/v2/models/(\w+)/infer -d '(\{.*?\})'\n```", doc, re.S)
     answers = [json.loads(a) for a in re.findall(r"```json\n(\{.*?\})\n```", doc, re.S)]
     assert len(bodies) == len(answers) == 2
-    server = ModelServer(model.metadata, name="flowers")
+    server = DataPlane(model.metadata, name="flowers")
     server.set_model(model)
     with running(server) as url:
         for (name, body), shown in zip(bodies, answers, strict=True):
@@ -403,7 +398,7 @@ class Exploding:
 def test_failing_predict_gets_500_is_logged_and_the_server_stays_up(
     model: LoadedModel, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = ModelServer(model.metadata)
+    server = DataPlane(model.metadata)
     server.set_model(dataclasses.replace(model, estimator=Exploding()))
     with running(server) as url, caplog.at_level(logging.ERROR):
         for _ in range(2):
@@ -471,7 +466,7 @@ def test_feature_histograms_count_exactly_on_the_profile_edges(
 
 
 def test_no_monitoring_exports_no_feature_histograms(model: LoadedModel) -> None:
-    server = ModelServer(model.metadata, monitoring=False)
+    server = DataPlane(model.metadata, monitoring=False)
     server.set_model(model)
     with running(server) as url:
         assert infer(url, matrix(ROWS)).status_code == 200

@@ -14,7 +14,7 @@ from tritonclient.utils import deserialize_bytes_tensor
 
 from kubeloop.modeldir import LoadedModel
 from kubeloop.serving import binary
-from kubeloop.serving.server import ModelServer
+from kubeloop.serving.dataplane import DataPlane
 from tests.unit.test_serving import ROWS, model, model_dir, running  # noqa: F401 (fixtures)
 
 X = np.array(ROWS * 5, dtype=np.float64)
@@ -22,7 +22,7 @@ X = np.array(ROWS * 5, dtype=np.float64)
 
 @pytest.fixture
 def url(model: LoadedModel) -> Iterator[str]:  # noqa: F811
-    server = ModelServer(model.metadata)
+    server = DataPlane(model.metadata)
     server.set_model(model)
     with running(server) as base:
         yield base

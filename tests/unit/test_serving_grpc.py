@@ -5,9 +5,14 @@ same metrics."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,18 +22,27 @@ import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from kubeloop.modeldir import LoadedModel
-from kubeloop.serving.grpc_server import start_grpc
-from kubeloop.serving.server import ModelServer, base_url, start
+from kubeloop.serving.dataplane import DataPlane
+from kubeloop.serving.grpc import start_grpc
+from kubeloop.serving.rest import base_url, start
+from kubeloop.serving.workers import CANNOT_LISTEN
 from tests.modelserver import free_port
-from tests.unit.test_serving import ROWS, matrix, metric_samples, model, model_dir  # noqa: F401
+from tests.unit.test_serving import (  # noqa: F401 (fixtures)
+    ROWS,
+    matrix,
+    metric_samples,
+    model,
+    model_dir,
+    subprocess_env,
+)
 
 X = np.array(ROWS * 4, dtype=np.float64)
 
 
 @pytest.fixture
-def served(model: LoadedModel) -> Iterator[tuple[ModelServer, str, str]]:  # noqa: F811
+def served(model: LoadedModel) -> Iterator[tuple[DataPlane, str, str]]:  # noqa: F811
     """REST and gRPC of one server, on an event loop in a background thread."""
-    server = ModelServer(model.metadata, max_batch_size=64, max_batch_wait=0.02)
+    server = DataPlane(model.metadata, max_batch_size=64, max_batch_wait=0.02)
     server.set_model(model)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -58,7 +72,7 @@ def tensor(values: np.ndarray, datatype: str) -> triton.InferInput:
     return item
 
 
-def test_health_and_metadata(served: tuple[ModelServer, str, str]) -> None:
+def test_health_and_metadata(served: tuple[DataPlane, str, str]) -> None:
     _, url, address = served
     grpc = client(address)
     assert grpc.is_server_live() and grpc.is_server_ready() and grpc.is_model_ready("iris")
@@ -67,7 +81,7 @@ def test_health_and_metadata(served: tuple[ModelServer, str, str]) -> None:
     assert meta["name"] == "iris" and meta["versions"] == rest["versions"]
     assert [i["name"] for i in meta["inputs"]] == [i["name"] for i in rest["inputs"]]
     assert "binary_tensor_data" in grpc.get_server_metadata(as_json=True)["extensions"]
-    with pytest.raises(InferenceServerException, match="unknown model"):
+    with pytest.raises(InferenceServerException, match="model 'nosuch' not found"):
         grpc.get_model_metadata("nosuch")
 
 
@@ -75,7 +89,7 @@ def test_health_and_metadata(served: tuple[ModelServer, str, str]) -> None:
     ("datatype", "dtype"), [("FP64", np.float64), ("FP32", np.float32), ("INT64", np.int64)]
 )
 def test_grpc_answers_as_rest_does(
-    served: tuple[ModelServer, str, str], datatype: str, dtype: type
+    served: tuple[DataPlane, str, str], datatype: str, dtype: type
 ) -> None:
     _, url, address = served
     values = (X * 10).astype(dtype) if datatype == "INT64" else X.astype(dtype)
@@ -100,7 +114,7 @@ def test_grpc_answers_as_rest_does(
     np.testing.assert_allclose(result.as_numpy("predict_proba").ravel(), rest[1]["data"])
 
 
-def test_bad_requests_get_clear_status_codes(served: tuple[ModelServer, str, str]) -> None:
+def test_bad_requests_get_clear_status_codes(served: tuple[DataPlane, str, str]) -> None:
     _, url, address = served
     grpc = client(address)
     with pytest.raises(InferenceServerException) as bad:
@@ -120,7 +134,7 @@ def test_bad_requests_get_clear_status_codes(served: tuple[ModelServer, str, str
     assert counted == {"200": 1.0, "400": 1.0, "404": 1.0}
 
 
-def test_grpc_requests_share_the_batcher(served: tuple[ModelServer, str, str]) -> None:
+def test_grpc_requests_share_the_batcher(served: tuple[DataPlane, str, str]) -> None:
     server, _, address = served
     rows = [X[i : i + 1].copy() for i in range(len(X))]
     with ThreadPoolExecutor(len(rows)) as pool:
@@ -133,3 +147,60 @@ def test_grpc_requests_share_the_batcher(served: tuple[ModelServer, str, str]) -
     for row, result in zip(rows, results, strict=True):
         assert result.tolist() == server.model.estimator.predict(row).tolist()  # type: ignore[union-attr]
     assert server.batcher is not None and server.batcher.batches < len(rows)
+
+
+def answers_http(port: int) -> bool:
+    try:
+        requests.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=1)
+    except requests.ConnectionError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_taken_grpc_port_is_one_line_and_an_exit_with_nothing_listening(
+    model_dir: Path, workers: int  # noqa: F811
+) -> None:
+    """grpcio refuses a taken port with RuntimeError: the server must say so in one line
+    of its log, stop with CANNOT_LISTEN and leave nothing listening, not crash with a
+    traceback (or be started again by the supervisor, for ever) beside a live REST side."""
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        grpc_port = taken.getsockname()[1]
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "kubeloop", "serve", "--model-dir", str(model_dir),
+                "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port),
+                "--workers", str(workers),
+            ],
+            env=subprocess_env(KUBELOOP_LOG_FORMAT="text"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            out, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            listening = answers_http(port)
+            process.kill()
+            out, _ = process.communicate()
+            pytest.fail(f"still running after 60 s (REST answering: {listening}):\n{out}")
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == CANNOT_LISTEN, out
+    assert "Traceback" not in out, out
+    errors = [line for line in out.splitlines() if "ERROR" in line or "Error" in line]
+    assert errors and all(
+        f"Failed to listen for gRPC on 127.0.0.1:{grpc_port}" in line for line in errors
+    ), out
+    # Nothing left of it: the REST port is free to bind again.
+    deadline = time.monotonic() + 10
+    while answers_http(port):
+        assert time.monotonic() < deadline, "the REST side still answers"
+        time.sleep(0.1)
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))

@@ -127,7 +127,7 @@ def _configure_logging() -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from kubeloop.modeldir import ModelLoadError
-    from kubeloop.serving.server import serve
+    from kubeloop.serving.app import serve
     from kubeloop.serving.workers import available_cpus, supervise
 
     _configure_logging()

@@ -2,7 +2,8 @@
 
 A supervisor starts N workers, each a whole `kubeloop serve` with its own copy of the
 model, all listening on the same address (SO_REUSEPORT: the kernel spreads new
-connections over them). A worker that dies is started again. Each worker also answers
+connections over them). A worker that dies is started again, unless it could not have
+the ports (exit status CANNOT_LISTEN: the server stops with it). Each worker also answers
 its own `/metrics` on a unix socket in a private directory; whichever worker is asked
 for `/metrics` on the port reads the others there and answers their sum, so that the
 server is seen whole (counters and histograms add up across workers).
@@ -10,6 +11,7 @@ server is seen whole (counters and histograms add up across workers).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -21,11 +23,15 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 log = logging.getLogger("kubeloop.serving.workers")
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+# Exit status of a server (a worker) that cannot have its ports: starting it again
+# would not free them, so the supervisor stops at once.
+CANNOT_LISTEN = 3
 
 
 def available_cpus() -> int:
@@ -43,6 +49,27 @@ def available_cpus() -> int:
 
 def socket_path(directory: Path, index: int) -> Path:
     return directory / f"worker-{index}.sock"
+
+
+async def peer_metrics(directory: Path, own: int) -> list[str]:
+    """The other workers' own /metrics, read over their unix sockets; a worker that is
+    starting again is left out."""
+
+    async def one(path: Path) -> str | None:
+        try:
+            connector = aiohttp.UnixConnector(path=str(path))
+            timeout = aiohttp.ClientTimeout(total=2.0)
+            async with (
+                aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+                session.get("http://worker/metrics") as response,
+            ):
+                return await response.text() if response.status == 200 else None
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return None
+
+    paths = [p for p in sorted(directory.glob("worker-*.sock")) if p != socket_path(directory, own)]
+    texts = await asyncio.gather(*(one(p) for p in paths))
+    return [t for t in texts if t is not None]
 
 
 def merge(texts: Iterable[str]) -> str:
@@ -127,6 +154,9 @@ def supervise(argv: Sequence[str], workers: int) -> int:
                 code = proc.poll()
                 if code is None or stopping:
                     continue
+                if code == CANNOT_LISTEN:  # the worker said why, in one line
+                    stopping, result = True, code
+                    break
                 early[index] = early[index] + 1 if time.monotonic() - started[index] < 30 else 0
                 if early[index] >= len(RESTART_BACKOFF):
                     # It cannot start (a model that does not load): stop, so that the
