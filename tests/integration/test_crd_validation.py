@@ -433,6 +433,10 @@ INVALID = [
                                                                    "compute": "big"}},
              "spec.compute: Invalid value: set compute or trainingJob.compute, "
              "not both"),
+            ("shared-output", {"trainingJob": {"image": "x",
+                                               "output": {"uri": "pvc://models/q"}}},
+             "spec.trainingJob.output.uri: Invalid value: trainingJob.output.uri needs "
+             "{trainingJob}, which becomes each trial's name"),
             ("no-direction", {"objective": {"metric": "loss"}},
              "spec.objective.direction: Required value"),
             ("hyperband-without-max", {"earlyStopping": {"name": "hyperband"}},
@@ -607,7 +611,8 @@ def test_an_experiment_is_accepted_and_defaulted(cluster: Cluster) -> None:
             {"name": "width", "type": "int", "min": 16, "max": 512, "log": True},
             {"name": "optimizer", "type": "categorical", "values": ["adam", "sgd"]},
         ],
-        "trainingJob": {"image": "x", "hyperparameters": {"epochs": "3"}},
+        "trainingJob": {"image": "x", "hyperparameters": {"epochs": "3"},
+                        "output": {"uri": "pvc://models/search/{trainingJob}"}},
     }
     for i, (algorithm, stopping) in enumerate([
         ("random", {"name": "median"}),

@@ -51,6 +51,7 @@ def test_a_bad_parameter_is_refused_with_its_message(
     ({"trainingJob": {"image": "x", "hyperparameters": {"x": "1"}}}, api.SEARCHED_AND_FIXED),
     ({"compute": "small", "trainingJob": {"image": "x", "compute": "big"}}, api.ONE_COMPUTE),
     ({"earlyStopping": {"name": "hyperband"}}, api.HYPERBAND_NEEDS_MAX),
+    ({"trainingJob": {"image": "x", "output": {"uri": "pvc://models/q"}}}, api.OUTPUT_PER_TRIAL),
     ({"earlyStopping": {"name": "successiveHalving", "minResource": 9, "maxResource": 9}},
      api.MIN_RESOURCE_BELOW_MAX),
 ])
@@ -88,6 +89,7 @@ def test_the_api_servers_rules_carry_the_same_messages() -> None:
                 api.LOG_WITHOUT_STEP, api.INT_BOUNDS, api.CATEGORICAL_NEEDS_VALUES,
                 api.VALUES_ONLY_CATEGORICAL, api.BOUNDS_NOT_CATEGORICAL, api.GRID_NEEDS_STEPS,
                 api.PARALLEL_OVER_MAX, api.SEARCHED_AND_FIXED, api.ONE_COMPUTE,
+                api.OUTPUT_PER_TRIAL,
                 api.HYPERBAND_NEEDS_MAX, api.MIN_RESOURCE_BELOW_MAX]
     assert len(set(messages)) == len(messages)
     for message in messages:

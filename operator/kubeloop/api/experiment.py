@@ -33,6 +33,10 @@ SEARCHED_AND_FIXED = (
     "(the search sets it on every trial)"
 )
 ONE_COMPUTE = "set compute or trainingJob.compute, not both"
+OUTPUT_PER_TRIAL = (
+    "trainingJob.output.uri needs {trainingJob}, which becomes each trial's name, so that "
+    "each trial keeps its own model"
+)
 HYPERBAND_NEEDS_MAX = "hyperband needs maxResource (the steps a full trial reports)"
 MIN_RESOURCE_BELOW_MAX = "minResource must be less than maxResource"
 
@@ -221,13 +225,20 @@ class ExperimentSpec(KubeModel):
                 ),
                 cel("!has(self.compute) || !has(self.trainingJob.compute)", ONE_COMPUTE,
                     ".compute"),
+                cel(
+                    "!has(self.trainingJob.output) || "
+                    "self.trainingJob.output.uri.contains('{trainingJob}')",
+                    OUTPUT_PER_TRIAL,
+                    ".trainingJob.output.uri",
+                ),
             ]
         }
     )
 
     training_job: TrainingJobSpec = Field(
         description="The TrainingJob every trial runs; the searched parameters are added to "
-        "its hyperparameters."
+        "its hyperparameters. `{trainingJob}` in `output.uri` becomes the trial's "
+        "TrainingJob name."
     )
     parameters: list[Parameter] = Field(
         min_length=1,

@@ -66,6 +66,9 @@ def problems(spec: ExperimentSpec) -> list[str]:
         found.append(api.SEARCHED_AND_FIXED)
     if spec.compute and spec.training_job.compute:
         found.append(api.ONE_COMPUTE)
+    output = spec.training_job.output
+    if output is not None and "{trainingJob}" not in output.uri:
+        found.append(api.OUTPUT_PER_TRIAL)
     stopping = spec.early_stopping
     if stopping and stopping.name == "hyperband" and stopping.max_resource is None:
         found.append(api.HYPERBAND_NEEDS_MAX)
