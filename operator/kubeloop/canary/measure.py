@@ -27,6 +27,7 @@ from kubeloop.canary.figures import (
     parse_sample,
 )
 from kubeloop.canary.judge import HOLD, Verdict, judge
+from kubeloop.controllers.k8sread import pod_ready
 from kubeloop.drift import sources
 from kubeloop.names import MODEL_URI_ANNOTATION, TRACK_LABEL
 
@@ -77,11 +78,6 @@ class Window:
     verdict: Measured | None = None
 
 
-def _ready(pod: dict[str, Any]) -> bool:
-    conds = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
-
-
 def _created(pod: dict[str, Any]) -> dt.datetime | None:
     stamp = pod["metadata"].get("creationTimestamp")
     if not stamp:
@@ -106,7 +102,7 @@ def serving_pods(
             track in uris
             and serves == uris[track]
             and ip
-            and _ready(pod)
+            and pod_ready(pod)
             and not meta.get("deletionTimestamp")
         ):
             found.append(

@@ -45,6 +45,7 @@ from kubeloop.controllers.driftverdict import (
     reference_pending,
     target_missing,
 )
+from kubeloop.controllers.k8sread import pod_ready
 from kubeloop.controllers.runtime import Key, Result
 from kubeloop.drift import sources
 from kubeloop.drift.profile import Profile
@@ -227,10 +228,7 @@ class Reconciler:
         port = md_spec.runtime.port if md_spec.runtime else SERVER_PORT
         for pod in ctx.store.owned(MD_POD, namespace, target["metadata"]["name"]):
             meta, pod_status = pod["metadata"], pod.get("status") or {}
-            ready = any(
-                cond.get("type") == "Ready" and cond.get("status") == "True"
-                for cond in pod_status.get("conditions") or []
-            )
+            ready = pod_ready(pod)
             serves = (meta.get("annotations") or {}).get(MODEL_URI_ANNOTATION) == uri
             if ready and serves and pod_status.get("podIP") and not meta.get("deletionTimestamp"):
                 return f"http://{pod_status['podIP']}:{port}"

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from kubeloop.api.modeldeployment import HistoryEntry, Scores
+from kubeloop.controllers.k8sread import termination_message
 from kubeloop.names import MODEL_URI_ANNOTATION, PROMOTION_ANNOTATION
 from kubeloop.render.modeldeployment import FETCH_CONTAINER
 
@@ -79,13 +80,9 @@ def manifest_sha256(pods: list[dict[str, Any]], uri: str) -> str | None:
     for pod in pods:
         if (pod["metadata"].get("annotations") or {}).get(MODEL_URI_ANNOTATION) != uri:
             continue
-        for cs in (pod.get("status") or {}).get("initContainerStatuses") or []:
-            if cs.get("name") != FETCH_CONTAINER:
-                continue
-            message = ((cs.get("state") or {}).get("terminated") or {}).get("message")
-            digest = _digest(message)
-            if digest:
-                return digest
+        digest = _digest(termination_message(pod, FETCH_CONTAINER, init=True))
+        if digest:
+            return digest
     return None
 
 

@@ -32,13 +32,12 @@ from kubeloop.controllers.common import (
     transition_event,
     write_status,
 )
-from kubeloop.controllers.k8sread import message_tail, scheduler_message
+from kubeloop.controllers.k8sread import crash_reason, scheduler_message
 from kubeloop.controllers.runtime import Key, Result
 from kubeloop.kube import KubeError
 from kubeloop.names import MODEL_URI_ANNOTATION, SERVER_PORT, TRACK_LABEL
 from kubeloop.render.modeldeployment import (
     CANARY,
-    SERVER_CONTAINER,
     STABLE,
     canary_beside,
     deployment_name,
@@ -142,31 +141,7 @@ def track_pods(pods: list[dict[str, Any]], track: str) -> list[dict[str, Any]]:
 def crash_message(pods: list[dict[str, Any]], track: str) -> str | None:
     """Why pods of a track cannot serve: crash loops, failed model fetches, bad images,
     in the container's own words (the end of its log) where it left any."""
-    bad_reasons = {
-        "CrashLoopBackOff",
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "CreateContainerError",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-    }
-    for pod in track_pods(pods, track):
-        status = pod.get("status") or {}
-        for key in ("initContainerStatuses", "containerStatuses"):
-            for cs in status.get(key, []) or []:
-                waiting = (cs.get("state") or {}).get("waiting") or {}
-                term = (cs.get("lastState") or {}).get("terminated") or (
-                    (cs.get("state") or {}).get("terminated") or {}
-                )
-                if waiting.get("reason") in bad_reasons or (
-                    cs.get("restartCount", 0) and term.get("exitCode", 0) != 0
-                ):
-                    what = waiting.get("reason") or f"exit code {term.get('exitCode')}"
-                    detail = message_tail(term.get("message")) or waiting.get("message") or ""
-                    container = cs.get("name", SERVER_CONTAINER)
-                    text = f"pod {pod['metadata']['name']} container {container}: {what}"
-                    return f"{text}: {detail}" if detail else text
-    return None
+    return crash_reason(track_pods(pods, track))
 
 
 def plan(

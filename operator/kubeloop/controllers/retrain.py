@@ -40,7 +40,13 @@ from kubeloop.controllers.common import (
     rfc3339,
     write_status,
 )
-from kubeloop.controllers.k8sread import message_tail
+from kubeloop.controllers.k8sread import (
+    exit_text,
+    job_finished,
+    newest,
+    terminated,
+    termination_message,
+)
 from kubeloop.kube import KubeError
 from kubeloop.names import (
     API_VERSION,
@@ -444,19 +450,23 @@ async def _follow_evaluation(
         # Lost (a crash, or its TTL): the same Job again.
         await _create_evaluation(loop, last)
         return None
-    done = _job_condition(job, "Complete") or _job_condition(job, "Failed")
+    done = job_finished(job)
     if done is None:
         return None
     monitor = body["metadata"]["name"]
     pod = _latest_pod(ctx.store.owned(EVAL_POD, namespace, monitor), ev.job)
-    if not _terminated(pod):
+    if not terminated(pod, render_eval.CONTAINER):
         # The pod's last state may not have reached the store yet (the watches of Jobs
         # and pods are separate streams): ask the API server.
         live = await ctx.kube.list("v1", "Pod", namespace, f"job-name={ev.job}")
         pod = _latest_pod(live, ev.job) or pod
-    verdict = parse_verdict(_termination_message(pod))
+    verdict = parse_verdict(termination_message(pod, render_eval.CONTAINER))
     seen = _done_seen.setdefault((namespace, ev.job), time.monotonic())
-    if verdict is None and not _terminated(pod) and time.monotonic() - seen < VERDICT_GRACE:
+    if (
+        verdict is None
+        and not terminated(pod, render_eval.CONTAINER)
+        and time.monotonic() - seen < VERDICT_GRACE
+    ):
         return 1.0  # its pod, with the verdict, has not been seen ended yet
     _done_seen.pop((namespace, ev.job), None)
     if verdict is None or "error" in verdict:
@@ -616,38 +626,15 @@ def _finite(value: Any) -> bool:
     )
 
 
-def _job_condition(job: dict[str, Any], ctype: str) -> dict[str, Any] | None:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == ctype and cond.get("status") == "True":
-            return dict(cond)
-    return None
-
-
 def _latest_pod(pods: list[dict[str, Any]], job: str) -> dict[str, Any] | None:
-    pods = [p for p in pods if (p["metadata"].get("labels") or {}).get("job-name") == job]
-    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
-    return pods[-1] if pods else None
-
-
-def _terminated(pod: dict[str, Any] | None) -> dict[str, Any]:
-    for cs in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
-        if cs.get("name") == render_eval.CONTAINER:
-            return dict((cs.get("state") or {}).get("terminated") or {})
-    return {}
-
-
-def _termination_message(pod: dict[str, Any] | None) -> str | None:
-    message = _terminated(pod).get("message")
-    return str(message) if message else None
+    return newest([p for p in pods if (p["metadata"].get("labels") or {}).get("job-name") == job])
 
 
 def _no_verdict(job: dict[str, Any], done: dict[str, Any], pod: dict[str, Any] | None) -> str:
     """Why a finished evaluation gave nothing to read, in the cluster's own words."""
-    term = _terminated(pod)
+    term = terminated(pod, render_eval.CONTAINER)
     if done.get("type") == "Complete":
         return "the evaluation Job completed without a verdict in its termination message"
     if term:
-        tail = message_tail(term.get("message"))
-        said = f": {tail}" if tail else ""
-        return f"exit code {term.get('exitCode')} ({term.get('reason', '')}){said}"
+        return exit_text(term)
     return f"{done.get('reason', 'Failed')}: {done.get('message', 'the Job failed')}"

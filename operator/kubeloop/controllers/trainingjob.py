@@ -27,7 +27,13 @@ from kubeloop.controllers.common import (
     transition_event,
     write_status,
 )
-from kubeloop.controllers.k8sread import message_tail, scheduler_message
+from kubeloop.controllers.k8sread import (
+    exit_text,
+    job_condition,
+    job_finished,
+    scheduler_message,
+    terminated,
+)
 from kubeloop.controllers.runtime import Key, Result
 from kubeloop.kube import KubeError
 from kubeloop.names import COMPLETION_INDEX_ANNOTATION, SPEC_HASH_ANNOTATION
@@ -59,9 +65,7 @@ def forget_gone_jobs(ctx: Ctx, namespace: str, name: str) -> None:
 
 def keep_after_deletion(store_kind: str, obj: dict[str, Any]) -> bool:
     """A finished Job's last state is kept until the TrainingJob has recorded it."""
-    return store_kind == JOB and bool(
-        _job_condition(obj, "Complete") or _job_condition(obj, "Failed")
-    )
+    return store_kind == JOB and bool(job_finished(obj))
 
 
 TERMINAL = {c.SUCCEEDED, c.FAILED}
@@ -89,27 +93,9 @@ class Plan:
     requeue_after: float | None = None
 
 
-def _job_condition(job: dict[str, Any], ctype: str) -> dict[str, Any] | None:
-    for cond in (job.get("status") or {}).get("conditions", []) or []:
-        if cond.get("type") == ctype and cond.get("status") == "True":
-            return dict(cond)
-    return None
-
-
 def _pod_index(pod: dict[str, Any]) -> str:
     annotations = pod.get("metadata", {}).get("annotations", {}) or {}
     return str(annotations.get(COMPLETION_INDEX_ANNOTATION, "?"))
-
-
-def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
-    for cs in (pod.get("status") or {}).get("containerStatuses", []) or []:
-        if cs.get("name") != WORKER_CONTAINER:
-            continue
-        for state_key in ("state", "lastState"):
-            term = (cs.get(state_key) or {}).get("terminated")
-            if term:
-                return dict(term)
-    return None
 
 
 def failure_message(pods: list[dict[str, Any]]) -> str:
@@ -119,15 +105,10 @@ def failure_message(pods: list[dict[str, Any]]) -> str:
         return "a worker failed"
     failed.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), _pod_index(p)))
     pod = failed[0]
-    term = _terminated(pod)
+    term = terminated(pod, WORKER_CONTAINER)
     text = f"worker {_pod_index(pod)} failed"
     if term:
-        text += f": exit code {term.get('exitCode')}"
-        if term.get("reason"):
-            text += f" ({term['reason']})"
-        tail = message_tail(term.get("message"))
-        if tail:
-            text += f": {tail}"
+        text += f": {exit_text(term)}"
     else:
         reason = (pod.get("status") or {}).get("reason") or ""
         message = (pod.get("status") or {}).get("message") or ""
@@ -212,8 +193,8 @@ def plan(
     if prev.phase in TERMINAL:
         if (
             job is not None
-            and not _job_condition(job, "Complete")
-            and not _job_condition(job, "Failed")
+            and not job_condition(job, "Complete")
+            and not job_condition(job, "Failed")
             and not job["metadata"].get("deletionTimestamp")
         ):
             result.delete_jobs.append(job)
@@ -272,8 +253,8 @@ def plan(
             )
         return finish(c.PENDING, c.PENDING, f"creating Job {current_name}", False, reconciling=True)
 
-    complete = _job_condition(job, "Complete")
-    failed = _job_condition(job, "Failed")
+    complete = job_condition(job, "Complete")
+    failed = job_condition(job, "Failed")
     if job["metadata"].get("deletionTimestamp") and not (complete or failed):
         return finish(
             c.RESTARTING if restarts else c.PENDING,
@@ -398,7 +379,7 @@ def plan(
 
 
 def _deadline_failed(job: dict[str, Any]) -> bool:
-    failed = _job_condition(job, "Failed")
+    failed = job_condition(job, "Failed")
     return bool(failed and failed.get("reason") == "DeadlineExceeded")
 
 

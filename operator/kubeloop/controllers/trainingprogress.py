@@ -21,6 +21,7 @@ from typing import Any
 from kubeloop import conditions as c
 from kubeloop.api.trainingjob import Progress, TrainingJobSpec, TrainingJobStatus
 from kubeloop.controllers.common import rfc3339
+from kubeloop.controllers.k8sread import termination_message
 from kubeloop.controllers.runtime import Key
 from kubeloop.names import COMPLETION_INDEX_ANNOTATION
 from kubeloop.progress import Report, parse_final, parse_text
@@ -137,7 +138,7 @@ async def observe(
         # Read whenever worker 0 is still there (idempotent): a pod that reached the
         # store only after the phase changed (a restart) still gives its final words.
         if pod is not None:
-            final = parse_final(_termination_message(pod))
+            final = parse_final(termination_message(pod, WORKER_CONTAINER))
             if final is not None:
                 _apply(status, final)
             if status.phase == c.SUCCEEDED and status.progress and status.progress.total_steps:
@@ -176,14 +177,3 @@ async def observe(
         _apply(status, report)
     schedule.next_read = time.monotonic() + wait
     return wait
-
-
-def _termination_message(pod: dict[str, Any]) -> str | None:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        if cs.get("name") != WORKER_CONTAINER:
-            continue
-        for state in ("state", "lastState"):
-            message = ((cs.get(state) or {}).get("terminated") or {}).get("message")
-            if message:
-                return str(message)
-    return None
