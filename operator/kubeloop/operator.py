@@ -70,9 +70,14 @@ def _slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
                 "deletionTimestamp",
                 "uid",
                 "resourceVersion",
+                # Whose pod it is: a pod is matched to its Job by the Job's UID, never by
+                # a label anyone who may create pods can copy.
+                "ownerReferences",
             )
             if meta.get(k) is not None
         },
+        # Where it ran, for the messages that say why a pod failed.
+        "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
         "status": {
             k: status.get(k)
             for k in (
@@ -229,7 +234,7 @@ def build_registry(
                 return
             meta = obj["metadata"]
             if event.get("type") == "DELETED" and not trainingjob.keep_after_deletion(
-                store_kind, obj
+                store_kind, obj, ctx.store.get(trainingjob.KIND, meta["namespace"], owner)
             ):
                 ctx.store.remove(store_kind, meta["namespace"], meta["name"], owner=owner)
             elif event.get("type") == "DELETED":

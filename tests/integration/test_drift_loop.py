@@ -5,11 +5,13 @@ recovers."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from tests.kubetest import Cluster, or_none, stays, wait_for
 from tests.modelserver import ModelServer, free_port, shifted_rows, train
@@ -185,6 +187,7 @@ def test_no_drift_on_reference_like_traffic(
     # No more traffic: the checks go on (every second) and the verdict stands, rather
     # than the phase falling back to Collecting while the next window fills.
     judged_at = status["lastCheckTime"]
+
     def collecting_events() -> int:
         return [e.reason for e in cluster.events_for(namespace, "calm")].count("Collecting")
 
@@ -192,8 +195,10 @@ def test_no_drift_on_reference_like_traffic(
     # Collecting is counted.)
     collecting = collecting_events()
     stays(
-        lambda: (s := cluster.status(DM, namespace, "calm"))["phase"] == "Healthy"
-        and s["samples"] == 600,
+        lambda: (
+            (s := cluster.status(DM, namespace, "calm"))["phase"] == "Healthy"
+            and s["samples"] == 600
+        ),
         5,
         "the verdict",
     )
@@ -379,17 +384,49 @@ def test_evaluation_without_a_verdict_is_never_a_promotion(
 ) -> None:
     """With a gate, a succeeded retrain is scored by an evaluation Job first. On the
     simulated nodes that Job's pod runs nothing and so leaves no verdict: the operator
-    must say so and keep the champion, never promote on a verdict it did not read."""
+    must say so (which pod, on which node, how it ended) and keep the champion, never
+    promote on a verdict it did not read. The evaluation pod is placed like the retrain:
+    by the ComputeTemplate the retrain's template names. A deleted monitor leaves nothing
+    behind in the operator's memory."""
     train(tmp_path / "gated-retrain-1", shift=2.0)
     champion = f"file://{model_v1}"
+    placement = f"cpu1-{namespace}"
+    toleration = {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+    cluster.custom.create_cluster_custom_object(
+        "kubeloop.io",
+        "v1alpha1",
+        "computetemplates",
+        {
+            "apiVersion": "kubeloop.io/v1alpha1",
+            "kind": "ComputeTemplate",
+            "metadata": {"name": placement},
+            "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": "cpu-node-1"},
+                "tolerations": [toleration],
+            },
+        },
+    )
+    try:
+        _no_verdict_on(cluster, namespace, server, tmp_path, champion, placement, toleration)
+    finally:
+        cluster.custom.delete_cluster_custom_object(
+            "kubeloop.io", "v1alpha1", "computetemplates", placement
+        )
+
+
+def _no_verdict_on(
+    cluster: Cluster,
+    namespace: str,
+    server: ModelServer,
+    tmp_path: Path,
+    champion: str,
+    placement: str,
+    toleration: dict[str, str],
+) -> None:
     cluster.create(MD, namespace, "iris", {"model": {"uri": champion}})
     cluster.wait_phase(MD, namespace, "iris", "Ready", 30)
-    spec = monitor_spec(server, tmp_path)
-    spec["onDrift"]["evaluate"] = {
-        "data": {"uri": "file:///data/holdout.csv"},
-        "metric": "accuracy",
-        "minImprovement": 0.01,
-    }
+    spec = _gated(server, tmp_path)
+    spec["onDrift"]["retrain"]["template"]["compute"] = placement
     cluster.create(DM, namespace, "gated", spec)
     wait_for(lambda: cluster.status(DM, namespace, "gated").get("window"), 20, "baseline")
     server.send(shifted_rows(300, shift=2.0))
@@ -407,18 +444,19 @@ def test_evaluation_without_a_verdict_is_never_a_promotion(
     assert pod.automount_service_account_token is False
     assert container.security_context.run_as_non_root is True
     assert job.metadata.owner_references[0].kind == DM
+    # Placed as the retrain's ComputeTemplate places its pods.
+    assert pod.node_selector == {"kubernetes.io/hostname": "cpu-node-1"}
+    assert [cluster.api_client.sanitize_for_serialization(t) for t in pod.tolerations] == [
+        toleration
+    ]
 
-    record = wait_for(
-        lambda: (
-            (r := cluster.status(DM, namespace, "gated").get("lastRetrain"))
-            and r["result"] == "EvaluationFailed"
-            and r
-        ),
-        60,
-        "the evaluation reported as failed",
-    )
+    record = _retrain_record(cluster, namespace, "gated", "EvaluationFailed")
     assert record["evaluation"]["passed"] is False
-    assert "without a verdict" in record["evaluation"]["message"]
+    message = record["evaluation"]["message"]
+    assert "without a verdict" in message
+    # Which pod, where, and how it ended.
+    assert "on node cpu-node-1" in message and "exit code 0 (Completed)" in message, message
+    assert "pod gated-retrain-1-eval-" in message, message
     accepted = cluster.condition(DM, namespace, "gated", "RetrainAccepted")
     assert accepted and accepted["status"] == "False"
     assert accepted["reason"] == "EvaluationFailed"
@@ -434,6 +472,17 @@ def test_evaluation_without_a_verdict_is_never_a_promotion(
         "the champion kept",
     )
     assert cluster.status(MD, namespace, "iris")["activeModelUri"] == champion
+
+    # Deleted: the operator keeps nothing of it in memory.
+    from kubeloop.controllers import driftmonitor
+
+    assert driftmonitor.remembered(namespace, "gated")
+    cluster.delete(DM, namespace, "gated")
+    wait_for(
+        lambda: not driftmonitor.remembered(namespace, "gated"),
+        20,
+        "the deleted monitor's state pruned",
+    )
 
 
 def _job(cluster: Cluster, namespace: str, name: str) -> Any:
@@ -480,3 +529,228 @@ def test_a_deleted_retrain_is_failed_not_created_again(
         return or_none(cluster.get, TJ, namespace, "stop-retrain-1") is None
 
     stays(gone, 5, "the deleted retrain not created again")
+
+
+def _gated(server: ModelServer, tmp_path: Path, **evaluate: Any) -> dict[str, Any]:
+    spec = monitor_spec(server, tmp_path)
+    spec["onDrift"]["evaluate"] = {
+        "data": {"uri": "file:///data/holdout.csv"},
+        "metric": "accuracy",
+        "minImprovement": 0.01,
+        **evaluate,
+    }
+    return spec
+
+
+def _retrain_record(cluster: Cluster, namespace: str, name: str, result: str) -> Any:
+    return wait_for(
+        lambda: (
+            (r := cluster.status(DM, namespace, name).get("lastRetrain"))
+            and r["result"] == result
+            and r
+        ),
+        60,
+        f"the retrain recorded as {result}",
+    )
+
+
+def test_a_promotion_survives_an_api_error_that_passes(
+    cluster: Cluster, namespace: str, server: ModelServer, model_v1: Path, tmp_path: Path
+) -> None:
+    """A retrain whose promotion meets a 500 from the API server (here: an admission
+    webhook it cannot reach, which fails closed) is promoted once the API server
+    answers again. Only a refusal of the change itself is final."""
+    retrained = f"file://{train(tmp_path / 'flaky-retrain-1', shift=2.0)}"
+    champion = f"file://{model_v1}"
+    cluster.create(MD, namespace, "iris", {"model": {"uri": champion}})
+    admission = client.AdmissionregistrationV1Api(cluster.api_client)
+    hook = f"itest-unreachable-{namespace}"
+    admission.create_validating_webhook_configuration(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": hook},
+            "webhooks": [
+                {
+                    "name": "unreachable.itest.kubeloop.io",
+                    "clientConfig": {"url": "https://127.0.0.1:1/refuse"},
+                    "rules": [
+                        {
+                            "apiGroups": ["kubeloop.io"],
+                            "apiVersions": ["v1alpha1"],
+                            "operations": ["UPDATE"],
+                            "resources": ["modeldeployments"],
+                        }
+                    ],
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                    },
+                    "failurePolicy": "Fail",
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                    "timeoutSeconds": 2,
+                }
+            ],
+        }
+    )
+    try:
+        # The webhook is in force: a change of the deployment's spec is a 500.
+        def refused_by_hook() -> bool:
+            try:
+                cluster.patch_spec(MD, namespace, "iris", {"replicas": 1})
+            except client.ApiException as err:
+                return err.status == 500
+            return False
+
+        wait_for(refused_by_hook, 20, "the unreachable webhook in force")
+        cluster.create(DM, namespace, "flaky", monitor_spec(server, tmp_path))
+        wait_for(lambda: cluster.status(DM, namespace, "flaky").get("window"), 20, "baseline")
+        server.send(shifted_rows(300, shift=2.0))
+        wait_for(
+            lambda: cluster.status(TJ, namespace, "flaky-retrain-1").get("phase") == "Succeeded",
+            40,
+            "the retrain succeeded",
+        )
+        # Its promotion meets the 500 meanwhile: the deployment keeps its model.
+        stays(
+            lambda: cluster.get(MD, namespace, "iris")["spec"]["model"]["uri"] == champion,
+            4,
+            "the champion kept while the API server fails the change",
+        )
+    finally:
+        admission.delete_validating_webhook_configuration(hook)
+    wait_for(
+        lambda: cluster.get(MD, namespace, "iris")["spec"]["model"]["uri"] == retrained,
+        60,
+        "the promotion made once the API server takes it",
+    )
+    record = _retrain_record(cluster, namespace, "flaky", "Promoted")
+    assert record["modelUri"] == retrained
+    assert "PromotionFailed" not in cluster.event_reasons(namespace, "flaky")
+
+
+def test_a_verdict_is_read_only_from_the_evaluation_jobs_own_pod(
+    cluster: Cluster, namespace: str, server: ModelServer, model_v1: Path, tmp_path: Path
+) -> None:
+    """A pod that only carries the evaluation Job's labels (anyone allowed to create pods
+    can make one) does not give the verdict: only a pod the Job owns, by its UID. The
+    evaluation's own pod cannot be placed here, so its Job fails on its deadline, and
+    the monitor says why there is no verdict."""
+    train(tmp_path / "planted-retrain-1", shift=2.0)
+    champion = f"file://{model_v1}"
+    cluster.create(MD, namespace, "iris", {"model": {"uri": champion}})
+    cluster.wait_phase(MD, namespace, "iris", "Ready", 30)
+    nowhere = {"nodeSelector": {"kubeloop.io/no-such-node": "true"}}
+    spec = _gated(server, tmp_path, scheduling=nowhere, activeDeadlineSeconds=10)
+    cluster.create(DM, namespace, "planted", spec)
+    labels = {
+        "app.kubernetes.io/managed-by": "kubeloop",
+        "kubeloop.io/evaluation-of": "planted",
+        "job-name": "planted-retrain-1-eval",
+        "batch.kubernetes.io/job-name": "planted-retrain-1-eval",
+    }
+    cluster.core.create_namespaced_pod(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "planted-verdict", "labels": labels},
+            "spec": {
+                **nowhere,
+                "containers": [{"name": "evaluate", "image": "registry.local/x:1"}],
+            },
+        },
+    )
+    verdict = {
+        "metric": "accuracy",
+        "champion": 0.1,
+        "challenger": 0.99,
+        "passed": True,
+        "reason": "Improved",
+        "message": "a planted verdict",
+    }
+    cluster.core.patch_namespaced_pod_status(
+        "planted-verdict",
+        namespace,
+        {
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "evaluate",
+                        "image": "registry.local/x:1",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {
+                            "terminated": {
+                                "exitCode": 0,
+                                "reason": "Completed",
+                                "message": json.dumps(verdict),
+                            }
+                        },
+                    }
+                ]
+            }
+        },
+    )
+    wait_for(lambda: cluster.status(DM, namespace, "planted").get("window"), 20, "baseline")
+    server.send(shifted_rows(300, shift=2.0))
+    record = _retrain_record(cluster, namespace, "planted", "EvaluationFailed")
+    message = record["evaluation"]["message"]
+    assert "a planted verdict" not in message and "DeadlineExceeded" in message, message
+    assert record["evaluation"]["passed"] is False
+    assert cluster.get(MD, namespace, "iris")["spec"]["model"]["uri"] == champion
+
+
+def test_a_monitor_made_again_under_its_name_does_not_adopt_the_old_retrain(
+    cluster: Cluster, namespace: str, server: ModelServer, model_v1: Path, tmp_path: Path
+) -> None:
+    """A DriftMonitor deleted and created again under the same name starts afresh: its
+    retrain runs (a Job of its own TrainingJob, started after the monitor was made),
+    whether the old retrain was garbage-collected with the old monitor or left behind
+    (orphaned): the new monitor never counts a TrainingJob another owns as its own."""
+    for n in (1, 2):
+        train(tmp_path / f"again-retrain-{n}", shift=2.0)
+    cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{model_v1}"}})
+    spec = monitor_spec(server, tmp_path)
+    spec["onDrift"]["promote"] = False
+
+    def retrain_once(expected: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        monitor = cluster.create(DM, namespace, "again", spec)
+        wait_for(lambda: cluster.status(DM, namespace, "again").get("window"), 20, "baseline")
+        server.send(shifted_rows(300, shift=2.0))
+        record = _retrain_record(cluster, namespace, "again", "Succeeded")
+        assert record["trainingJob"] == expected
+        return monitor, cluster.get(TJ, namespace, expected)
+
+    def delete_monitor(policy: str) -> None:
+        cluster.custom.delete_namespaced_custom_object(
+            "kubeloop.io",
+            "v1alpha1",
+            namespace,
+            "driftmonitors",
+            "again",
+            propagation_policy=policy,
+        )
+        wait_for(lambda: or_none(cluster.get, DM, namespace, "again") is None, 20, "monitor gone")
+
+    def ran_for(monitor: dict[str, Any], tj: dict[str, Any]) -> None:
+        owners = [r["uid"] for r in tj["metadata"]["ownerReferences"]]
+        assert owners == [monitor["metadata"]["uid"]]
+        assert tj["status"]["startTime"] >= monitor["metadata"]["creationTimestamp"]
+        job = _job(cluster, namespace, tj["status"]["jobName"])
+        assert job is not None, "the retrain's Job never ran"
+        assert [r.uid for r in job.metadata.owner_references] == [tj["metadata"]["uid"]]
+
+    retrain_once("again-retrain-1")
+    # Deleted as kubectl does (in the background): the garbage collector removes the
+    # retrain and its Job.
+    delete_monitor("Background")
+    wait_for(lambda: or_none(cluster.get, TJ, namespace, "again-retrain-1") is None, 30, "GC")
+    second, tj = retrain_once("again-retrain-1")
+    ran_for(second, tj)
+    # Orphaned: the old retrain stays, with no owner; the new monitor takes the next name.
+    delete_monitor("Orphan")
+    third, tj = retrain_once("again-retrain-2")
+    ran_for(third, tj)
+    assert not cluster.get(TJ, namespace, "again-retrain-1")["metadata"].get("ownerReferences")

@@ -82,6 +82,17 @@ def forget(namespace: str, name: str) -> None:
         metrics.DRIFT_DETECTED.remove(namespace, name)
     for key in [k for k in reconcile._holds if k[1:] == (namespace, name)]:
         del reconcile._holds[key]
+    reconcile._profiles.pop((namespace, name), None)
+    retrain.forget(namespace, name)
+
+
+def remembered(namespace: str, name: str) -> list[str]:
+    """What this process keeps in memory about a monitor (for tests and debugging):
+    empty once it is deleted."""
+    held = [f"hold {k}" for k in reconcile._holds if k[1:] == (namespace, name)]
+    held += [f"profiles {k}" for k in reconcile._profiles if k == (namespace, name)]
+    held += [f"verdict wait {k}" for k in retrain._done_seen if k[:2] == (namespace, name)]
+    return held
 
 
 def url_allowed(url: str, allowlist: list[str]) -> bool:
@@ -154,14 +165,16 @@ class Reconciler:
     """Holds the per-monitor reference cache between checks."""
 
     def __init__(self) -> None:
-        # (namespace, model URI or reference URL) -> profile: a claim's name means
-        # something else in another namespace.
-        self._profiles: dict[tuple[str, str], Profile] = {}
+        # Per monitor (namespace, name): its reference profiles by source (a ConfigMap's
+        # version, the URL, the model URI). Dropped with the monitor (forget).
+        self._profiles: dict[tuple[str, str], dict[str, Profile]] = {}
         self._holds: dict[Key, Hold] = {}
 
     async def reference(
-        self, ctx: Ctx, spec: DriftMonitorSpec, namespace: str, target: dict[str, Any]
+        self, ctx: Ctx, spec: DriftMonitorSpec, body: dict[str, Any], target: dict[str, Any]
     ) -> Profile:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        cache = self._profiles.setdefault((namespace, name), {})
         ref = spec.reference
         if ref.config_map is not None:
             cm = await ctx.kube.get("v1", "ConfigMap", namespace, ref.config_map.name)
@@ -175,7 +188,7 @@ class Reconciler:
             version = (
                 f"configmap/{ref.config_map.name}/{key}@{cm['metadata'].get('resourceVersion')}"
             )
-            cached = self._profiles.get((namespace, version))
+            cached = cache.get(version)
             if cached is not None:
                 profile = cached
             else:
@@ -185,22 +198,19 @@ class Reconciler:
                         f"ConfigMap {namespace}/{ref.config_map.name} has no key {key!r}"
                     )
                 profile = parse_profile(text, f"ConfigMap {ref.config_map.name} key {key}")
-                self._profiles = {
-                    k: v
-                    for k, v in self._profiles.items()
-                    if not (k[0] == namespace and k[1].startswith(version.split("@")[0] + "@"))
-                }
-                self._profiles[(namespace, version)] = profile
+                cache.clear()
+                cache[version] = profile
         elif ref.url is not None:
             # Read again at every check (the profile may change with the model); while
             # the server cannot answer, the last profile it gave stands.
             try:
                 profile = await asyncio.to_thread(profile_from_url, ref.url)
             except ReferenceNotServed:
-                if (namespace, ref.url) not in self._profiles:
+                if ref.url not in cache:
                     raise
-                profile = self._profiles[(namespace, ref.url)]
-            self._profiles[(namespace, ref.url)] = profile
+                profile = cache[ref.url]
+            cache.clear()
+            cache[ref.url] = profile
         else:
             uri = (target.get("status") or {}).get("activeModelUri")
             if not uri:
@@ -208,12 +218,14 @@ class Reconciler:
                     f"waiting for ModelDeployment {target['metadata']['name']} to have an "
                     "active model: the reference profile is read from its serving pods"
                 )
-            if (namespace, uri) not in self._profiles:
+            if uri not in cache:
                 base = self._server_of(ctx, namespace, target, uri)
-                self._profiles[(namespace, uri)] = await asyncio.to_thread(
+                fetched = await asyncio.to_thread(
                     profile_from_server, base, target["metadata"]["name"]
                 )
-            profile = self._profiles[(namespace, uri)]
+                cache.clear()
+                cache[uri] = fetched
+            profile = cache[uri]
         if spec.features:
             try:
                 profile = profile.select(spec.features)
@@ -351,7 +363,7 @@ class Reconciler:
         if refused:
             return broken(status, c.SOURCE_NOT_ALLOWED, refused, stalled=True)
         try:
-            profile = await self.reference(ctx, spec, namespace, target)
+            profile = await self.reference(ctx, spec, body, target)
         except ReferenceNotServed as err:
             return reference_pending(status, str(err))
         except ReferenceInvalid as err:

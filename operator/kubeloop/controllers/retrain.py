@@ -22,14 +22,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from kubeloop import compute, metrics
 from kubeloop import conditions as c
-from kubeloop import metrics
+from kubeloop.api.computetemplate import AppliedTemplate, ComputeTemplateSpec
 from kubeloop.api.driftmonitor import (
     DriftMonitorSpec,
     DriftMonitorStatus,
     Evaluation,
     RetrainRecord,
 )
+from kubeloop.api.trainingjob import Scheduling
+from kubeloop.controllers import computetemplate
 from kubeloop.controllers.common import (
     Ctx,
     finish_status,
@@ -44,6 +47,7 @@ from kubeloop.controllers.k8sread import (
     exit_text,
     job_finished,
     newest,
+    owned_by,
     terminated,
     termination_message,
 )
@@ -58,6 +62,8 @@ from kubeloop.names import (
 from kubeloop.progress import MAX_MESSAGE_BYTES
 from kubeloop.render import evaluation as render_eval
 
+TJ_JOB = "Job"  # a TrainingJob's Jobs in the store (controllers/trainingjob.py)
+
 KIND = "DriftMonitor"
 MODEL_DEPLOYMENT = "ModelDeployment"
 TRAINING_JOB = "TrainingJob"
@@ -66,6 +72,8 @@ EVAL_POD = "DriftMonitor/Pod"
 # The one writer of a user's spec: promotion of a retrained model (onDrift.promote).
 PROMOTER = "kubeloop-promoter"
 MAX_RETRAINS_KEPT = 10
+# How many taken retrain names a new retrain steps over before it uses one anyway.
+MAX_NAMES_SKIPPED = 100
 # How long a finished evaluation Job's verdict may take to reach us with its pod.
 VERDICT_GRACE = 10.0
 
@@ -84,7 +92,8 @@ IN_FLIGHT = frozenset({RUNNING, EVALUATING, ROLLING_OUT})
 RETRAIN_ACCEPTED = c.RETRAIN_ACCEPTED
 
 # When this process first saw an evaluation Job finished, for the verdict's grace.
-_done_seen: dict[tuple[str, str], float] = {}
+# Keyed by (namespace, monitor, Job); a deleted monitor's entries go with it (forget).
+_done_seen: dict[tuple[str, str, str], float] = {}
 
 Events = list[tuple[str, str, str]]
 
@@ -109,6 +118,37 @@ class Loop:
 
 def retrain_name(monitor: str, number: int) -> str:
     return f"{monitor}-retrain-{number}"
+
+
+def forget(namespace: str, monitor: str) -> None:
+    """Drop what this process remembers of a deleted monitor's evaluations."""
+    for key in [k for k in _done_seen if k[:2] == (namespace, monitor)]:
+        del _done_seen[key]
+
+
+def mine(obj: dict[str, Any] | None, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The object when this monitor owns it (by UID), else None: a monitor deleted and
+    made again under the same name must not take the old one's retrain for its own."""
+    if obj is None or not owned_by([obj], body["metadata"].get("uid")):
+        return None
+    return obj
+
+
+def name_taken(ctx: Ctx, body: dict[str, Any], name: str) -> str | None:
+    """What holds a retrain's name that this monitor does not own: its TrainingJob, a
+    Job left by an earlier TrainingJob of that name, or its evaluation Job. None when
+    the name is free."""
+    namespace = body["metadata"]["namespace"]
+    tj = ctx.store.get(TRAINING_JOB, namespace, name)
+    if tj is not None and mine(tj, body) is None:
+        return f"TrainingJob {name}"
+    leftovers = ctx.store.owned(TJ_JOB, namespace, name)
+    if leftovers and tj is None:
+        return f"Job {leftovers[0]['metadata']['name']} of an earlier TrainingJob {name}"
+    evaluation = ctx.store.get(EVAL_JOB, namespace, render_eval.job_name(name))
+    if evaluation is not None and mine(evaluation, body) is None:
+        return f"evaluation Job {evaluation['metadata']['name']}"
+    return None
 
 
 def render_retrain(spec: DriftMonitorSpec, body: dict[str, Any], name: str) -> dict[str, Any]:
@@ -197,6 +237,13 @@ async def start(
     loop = Loop(ctx, spec, body, status, events, now)
     number = status.retrain_count + 1
     job = retrain_name(body["metadata"]["name"], number)
+    skipped: list[str] = []
+    while (held := name_taken(ctx, body, job)) is not None and len(skipped) < MAX_NAMES_SKIPPED:
+        # Left by an earlier monitor of this name (being garbage-collected, or orphaned),
+        # or made by someone else: never adopted, the next number instead.
+        skipped.append(held)
+        number += 1
+        job = retrain_name(body["metadata"]["name"], number)
     # Count it in status first: a crash before the create re-creates the same name.
     status.retrain_count = number
     status.last_retrain = RetrainRecord(training_job=job, time=rfc3339(now), result=RUNNING)
@@ -217,7 +264,8 @@ async def start(
     if not await _create_retrain(loop, status.last_retrain):
         return f"; retrain {job} refused by the API server"
     metrics.RETRAINS.labels(body["metadata"]["namespace"], body["metadata"]["name"]).inc()
-    events.append(("Normal", "RetrainStarted", f"created TrainingJob {job}"))
+    taken = f" ({', '.join(skipped)} exists and is not this monitor's)" if skipped else ""
+    events.append(("Normal", "RetrainStarted", f"created TrainingJob {job}{taken}"))
     return f"; retraining in {job}"
 
 
@@ -290,9 +338,12 @@ async def _follow_training(
 ) -> None:
     ctx, spec, body, status, events, now = loop.parts()
     namespace = body["metadata"]["namespace"]
-    tj = ctx.store.get(TRAINING_JOB, namespace, last.training_job)
+    tj = mine(ctx.store.get(TRAINING_JOB, namespace, last.training_job), body)
     if tj is None and last.created:
-        tj = await ctx.kube.get(API_VERSION, TRAINING_JOB, namespace, last.training_job)
+        tj = mine(
+            await ctx.kube.get(API_VERSION, TRAINING_JOB, namespace, last.training_job),
+            body,
+        )
         if tj is None:
             # Created, and gone before it ended: someone deleted it to stop the retrain.
             events.append(
@@ -306,7 +357,12 @@ async def _follow_training(
             _conclude(status, last, FAILED, now)
             return
     if tj is None:
-        if spec.on_drift.retrain is not None:
+        held = name_taken(ctx, body, last.training_job)
+        if held is not None:
+            message = f"{held} exists and is not this monitor's: not adopted, not promoted"
+            events.append(("Warning", "RetrainFailed", message))
+            _conclude(status, last, FAILED, now)
+        elif spec.on_drift.retrain is not None:
             # Counted but not created (a crash in between): create it now.
             await _create_retrain(loop, last)
         return
@@ -363,7 +419,7 @@ async def _start_evaluation(
     target = ctx.store.get(MODEL_DEPLOYMENT, namespace, spec.model_deployment)
     champion = ((target or {}).get("status") or {}).get("activeModelUri")
     name = render_eval.job_name(last.training_job)
-    existing = ctx.store.get(EVAL_JOB, namespace, name)
+    existing = mine(ctx.store.get(EVAL_JOB, namespace, name), body)
     if existing is not None:
         # Created before a restart that lost the status write: its champion stands.
         annotations = existing["metadata"].get("annotations") or {}
@@ -402,9 +458,16 @@ async def _create_evaluation(
     evaluate, ev = spec.on_drift.evaluate, last.evaluation
     assert evaluate is not None and ev is not None and last.model_uri is not None
     namespace = body["metadata"]["namespace"]
-    if ctx.store.get(EVAL_JOB, namespace, ev.job) is not None:
+    existing = ctx.store.get(EVAL_JOB, namespace, ev.job)
+    if existing is not None and mine(existing, body) is not None:
         return True
-    retrain = spec.on_drift.retrain
+    if existing is not None:
+        message = f"Job {ev.job} exists and is not this monitor's: not adopted"
+        ev.passed, ev.reason, ev.message = False, EVALUATION_FAILED, message
+        events.append(("Warning", EVALUATION_FAILED, f"evaluation Job {ev.job}: {message}"))
+        _conclude(status, last, EVALUATION_FAILED, now)
+        return False
+    tj = mine(ctx.store.get(TRAINING_JOB, namespace, last.training_job), body)
     job = render_eval.render_job(
         evaluate,
         name=ev.job,
@@ -414,7 +477,7 @@ async def _create_evaluation(
         challenger=last.model_uri,
         image=ctx.config.image,
         owner=owner_reference(body, controller=False),
-        fallback_scheduling=retrain.template.scheduling if retrain else None,
+        fallback_scheduling=evaluation_scheduling(ctx, spec, tj),
     )
     try:
         created = await ctx.kube.apply(job)
@@ -445,7 +508,7 @@ async def _follow_evaluation(
         events.append(("Warning", c.EVALUATION_CANCELLED, f"{last.model_uri}: {message}"))
         _conclude(status, last, SUCCEEDED, now)
         return None
-    job = ctx.store.get(EVAL_JOB, namespace, ev.job)
+    job = mine(ctx.store.get(EVAL_JOB, namespace, ev.job), body)
     if job is None:
         # Lost (a crash, or its TTL): the same Job again.
         await _create_evaluation(loop, last)
@@ -454,21 +517,23 @@ async def _follow_evaluation(
     if done is None:
         return None
     monitor = body["metadata"]["name"]
-    pod = _latest_pod(ctx.store.owned(EVAL_POD, namespace, monitor), ev.job)
+    # Only a pod the Job owns (by its UID) speaks for it: a label is anyone's to copy.
+    uid = job["metadata"].get("uid")
+    pod = newest(owned_by(ctx.store.owned(EVAL_POD, namespace, monitor), uid))
     if not terminated(pod, render_eval.CONTAINER):
         # The pod's last state may not have reached the store yet (the watches of Jobs
         # and pods are separate streams): ask the API server.
         live = await ctx.kube.list("v1", "Pod", namespace, f"job-name={ev.job}")
-        pod = _latest_pod(live, ev.job) or pod
+        pod = newest(owned_by(live, uid)) or pod
     verdict = parse_verdict(termination_message(pod, render_eval.CONTAINER))
-    seen = _done_seen.setdefault((namespace, ev.job), time.monotonic())
+    seen = _done_seen.setdefault((namespace, monitor, ev.job), time.monotonic())
     if (
         verdict is None
         and not terminated(pod, render_eval.CONTAINER)
         and time.monotonic() - seen < VERDICT_GRACE
     ):
         return 1.0  # its pod, with the verdict, has not been seen ended yet
-    _done_seen.pop((namespace, ev.job), None)
+    _done_seen.pop((namespace, monitor, ev.job), None)
     if verdict is None or "error" in verdict:
         why = (verdict or {}).get("error") or _no_verdict(job, done, pod)
         ev.passed, ev.reason, ev.message = False, EVALUATION_FAILED, str(why)
@@ -535,6 +600,10 @@ async def _promote(
             field_manager=PROMOTER,
         )
     except KubeError as err:
+        if not promotion_refused(err):
+            # A lost connection, a timeout, a 5xx: the verdict stands and the status is
+            # not written, so the next pass (with backoff) promotes again.
+            raise
         log_forbidden(err, f"promotion of ModelDeployment {spec.model_deployment}")
         events.append(("Warning", "PromotionFailed", str(err)))
         _conclude(status, last, SUCCEEDED, now)
@@ -559,6 +628,35 @@ async def _promote(
         ("Normal", PROMOTED, f"ModelDeployment {spec.model_deployment} now serves {uri} {where}")
     )
     _conclude(status, last, PROMOTED, now)
+
+
+def evaluation_scheduling(
+    ctx: Ctx, spec: DriftMonitorSpec, tj: dict[str, Any] | None
+) -> Scheduling | None:
+    """Where the evaluation pod goes unless `evaluate.scheduling` says: where the
+    retrain's pods went, i.e. its template's scheduling with its ComputeTemplate's
+    placement (node selector, tolerations, priority class) applied: the template the
+    run recorded, else the one it names (or the default) as it is now."""
+    retrain = spec.on_drift.retrain
+    if retrain is None:
+        return None
+    recorded = ((tj or {}).get("status") or {}).get("compute")
+    if recorded:
+        applied = AppliedTemplate.model_validate(recorded)
+        name, template = applied.name, applied.spec
+    else:
+        chosen, obj = compute.choose(retrain.template.compute, computetemplate.templates(ctx))
+        if chosen is None or obj is None:
+            return retrain.template.scheduling
+        name, template = chosen, ComputeTemplateSpec.model_validate(obj.get("spec") or {})
+    merged, _ = compute.for_training(retrain.template.model_copy(deep=True), name, template)
+    return merged.scheduling
+
+
+def promotion_refused(err: KubeError) -> bool:
+    """The API server said no to the promotion itself (an invalid change, RBAC, the
+    deployment gone): final. Anything else passes, and the promotion is made again."""
+    return refused(err) or err.status in (403, 404)
 
 
 def _conclude(
@@ -626,15 +724,16 @@ def _finite(value: Any) -> bool:
     )
 
 
-def _latest_pod(pods: list[dict[str, Any]], job: str) -> dict[str, Any] | None:
-    return newest([p for p in pods if (p["metadata"].get("labels") or {}).get("job-name") == job])
-
-
 def _no_verdict(job: dict[str, Any], done: dict[str, Any], pod: dict[str, Any] | None) -> str:
     """Why a finished evaluation gave nothing to read, in the cluster's own words."""
     term = terminated(pod, render_eval.CONTAINER)
+    where = ""
+    if pod is not None:
+        node = (pod.get("spec") or {}).get("nodeName")
+        where = f"pod {pod['metadata']['name']}" + (f" on node {node}" if node else "")
+        where += f": {exit_text(term)}" if term else ": it never ran"
     if done.get("type") == "Complete":
-        return "the evaluation Job completed without a verdict in its termination message"
-    if term:
-        return exit_text(term)
-    return f"{done.get('reason', 'Failed')}: {done.get('message', 'the Job failed')}"
+        text = "the evaluation Job completed without a verdict in its termination message"
+        return f"{text} ({where})" if where else text
+    text = f"{done.get('reason', 'Failed')}: {done.get('message', 'the Job failed')}"
+    return f"{text}; {where}" if where else text

@@ -31,6 +31,7 @@ from kubeloop.controllers.k8sread import (
     exit_text,
     job_condition,
     job_finished,
+    owned_by,
     scheduler_message,
     terminated,
 )
@@ -63,9 +64,14 @@ def forget_gone_jobs(ctx: Ctx, namespace: str, name: str) -> None:
             ctx.store.remove(JOB, namespace, job["metadata"]["name"], owner=name)
 
 
-def keep_after_deletion(store_kind: str, obj: dict[str, Any]) -> bool:
-    """A finished Job's last state is kept until the TrainingJob has recorded it."""
-    return store_kind == JOB and bool(job_finished(obj))
+def keep_after_deletion(store_kind: str, obj: dict[str, Any], owner: dict[str, Any] | None) -> bool:
+    """A finished Job's last state is kept until the TrainingJob has recorded it; not
+    when that TrainingJob is gone (the garbage collector deletes its Jobs after it)."""
+    return (
+        store_kind == JOB
+        and bool(job_finished(obj))
+        and bool(owned_by([obj], (owner or {}).get("metadata", {}).get("uid")))
+    )
 
 
 TERMINAL = {c.SUCCEEDED, c.FAILED}
@@ -398,9 +404,13 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
         return await computetemplate.hold(ctx, body, applied, TrainingJobStatus)
     spec = applied.spec
 
+    # Only what this TrainingJob owns, by UID: a Job left by an earlier TrainingJob of
+    # the same name (deleted and made again) is not its run.
+    jobs = owned_by(ctx.store.owned("Job", namespace, name), body["metadata"].get("uid"))
+    pods = ctx.store.owned("Pod", namespace, name)
     observed = Observed(
-        jobs=ctx.store.owned("Job", namespace, name),
-        pods=ctx.store.owned("Pod", namespace, name),
+        jobs=jobs,
+        pods=[p for job in jobs for p in owned_by(pods, job["metadata"].get("uid"))],
         nodes=ctx.store.all("Node"),
         service_exists=ctx.store.get(SERVICE, namespace, service_name(name)) is not None,
     )
