@@ -67,12 +67,17 @@ def should_prune(spec: ExperimentSpec, trial: Trial, trials: Sequence[Trial]) ->
     with study.quiet():
         told = study.create(spec, pruner=pruner(spec.early_stopping))
         asked = [told.ask() for _ in records]  # numbers as recorded
+        # The median compares values only; the rung pruners record each trial's value
+        # at each rung as they judge it, so the others are judged too (and the
+        # verdicts on the past dropped).
+        rungs = spec.early_stopping.name != "median"
         for record, live in zip(records, asked, strict=True):
             if record.number == trial.number:
                 continue
             for step, value in sorted(on_steps(study.steps(record), grid).items()):
                 live.report(value, step)
-                live.should_prune()  # records a rung as Optuna would; the past is not judged
+                if rungs:
+                    live.should_prune()
             study.tell(told, live, record)
         live = asked[trial.number]
         for step in grid:
