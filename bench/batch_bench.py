@@ -164,24 +164,37 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def measure(args: argparse.Namespace, contender: str) -> dict[str, Any]:
-    runs = []
+def run_once(args: argparse.Namespace, contender: str) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--child", contender, *passed_through(args)]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    load = os.getloadavg()[0]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{contender} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_at_start"] = round(load, 2)
+    print(f"{contender:12s} {result['rows'] / result['seconds']:12,.0f} rows/s  load {load:.2f}")
+    return result
+
+
+def measure(args: argparse.Namespace, contenders: list[str]) -> dict[str, Any]:
+    """Rounds alternate the contenders, so a change in the machine's load falls on all."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
     for _ in range(args.repeats):
-        argv = [sys.executable, __file__, "--child", contender, *passed_through(args)]
-        env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"{contender} failed:\n{done.stderr[-3000:]}")
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    rates = [r["rows"] / r["seconds"] for r in runs]
-    print(f"{contender:12s} {statistics.median(rates):12,.0f} rows/s  {runs[-1]['peak_rss_mib']}")
-    return {
-        "rows_per_second": round(statistics.median(rates)),
-        "runs_rows_per_second": [round(r) for r in rates],
-        "peak_rss_mib": max(
-            (r["peak_rss_mib"] for r in runs), key=lambda m: m["self"] + m["largest_worker"]
-        ),
-    }
+        for name in contenders:
+            runs[name].append(run_once(args, name))
+    results = {}
+    for name, done in runs.items():
+        rates = [r["rows"] / r["seconds"] for r in done]
+        results[name] = {
+            "rows_per_second": round(statistics.median(rates)),
+            "runs_rows_per_second": [round(r) for r in rates],
+            "load_at_start": [r["load_at_start"] for r in done],
+            "peak_rss_mib": max(
+                (r["peak_rss_mib"] for r in done), key=lambda m: m["self"] + m["largest_worker"]
+            ),
+        }
+    return results
 
 
 def passed_through(args: argparse.Namespace) -> list[str]:
@@ -222,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     started = dt.datetime.now(dt.UTC)
     generate(args)
     contenders = ["sklearn"] + [f"kubeloop-w{w}" for w in dict.fromkeys(args.workers.split(","))]
-    results = {name: measure(args, name) for name in contenders}
+    results = measure(args, contenders)
     ceiling = results["sklearn"]["rows_per_second"]
     for result in results.values():
         result["fraction_of_ceiling"] = round(result["rows_per_second"] / ceiling, 3)
