@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -371,3 +373,38 @@ def test_the_command_scores_and_says_why_it_fails(
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
     assert cli_main(["batch", "score", *common, "--count", "3"]) == 2
     assert "index 3 is not in 0..2 (count 3)" in capsys.readouterr().err
+
+
+def test_pods_running_at_once_finalize_once_with_every_row(
+    model_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    """Three pods of one run as separate processes at the same time: whichever finishes
+    last finds every shard in and writes the output's manifest."""
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "operator"),
+        "KUBELOOP_PROGRESS_PORT": "0",
+        "KUBELOOP_TERMINATION_LOG": str(tmp_path / "log"),
+        "KUBELOOP_BATCH_COUNT": "3",
+    }
+    common = ["--model-dir", str(model_dir), "--input", str(dataset), "--output", str(out)]
+    argv = [sys.executable, "-m", "kubeloop", "batch", "score", *common, "--passthrough", "id"]
+    pods = [
+        subprocess.Popen(
+            [*argv, "--min-shard-rows", "150", "--workers", "1"],
+            env={**env, "JOB_COMPLETION_INDEX": str(index)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(3)
+    ]
+    summaries = []
+    for pod in pods:
+        stdout, stderr = pod.communicate(timeout=120)
+        assert pod.returncode == 0, stderr
+        summaries.append(json.loads(stdout))
+    assert sum(s["rows"] for s in summaries) == TOTAL
+    assert any("output" in s for s in summaries)
+    assert sorted(read_output(out).column("id").to_pylist()) == list(range(TOTAL))
