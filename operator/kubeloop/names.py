@@ -33,6 +33,8 @@ MODEL_DEPLOYMENT_LABEL = "kubeloop.io/model-deployment"
 TRACK_LABEL = "kubeloop.io/track"  # "stable" or "canary"
 MONITOR_LABEL = "kubeloop.io/drift-monitor"  # on a retrain's TrainingJob
 EVALUATION_LABEL = "kubeloop.io/evaluation-of"  # on an evaluation Job and its pods
+EXPERIMENT_LABEL = "kubeloop.io/experiment"  # on a trial's TrainingJob
+TRIAL_LABEL = "kubeloop.io/trial"  # a trial's number, from 0, on its TrainingJob
 
 # Kubeloop's annotations.
 SPEC_HASH_ANNOTATION = "kubeloop.io/spec-hash"

@@ -259,7 +259,11 @@ class ExperimentSpec(KubeModel):
         default=10, ge=1, le=1000, description="Trials in all, counting failed and stopped ones."
     )
     parallel_trials: int = Field(
-        default=1, ge=1, le=100, description="Trials running at once (queued ones count)."
+        default=1,
+        ge=1,
+        le=100,
+        description="Trials at once, counting those created and waiting (pending, or "
+        "queued by Kueue).",
     )
     max_failed_trials: int = Field(
         default=3,
@@ -308,7 +312,10 @@ class BestTrial(KubeModel):
 
 class TrialCounts(KubeModel):
     total: int = Field(default=0, description="Trials created.")
-    running: int = Field(default=0, description="Trials running or pending.")
+    pending: int = Field(
+        default=0, description="Trials created whose workers do not run yet (queued ones too)."
+    )
+    running: int = Field(default=0, description="Trials whose workers run.")
     succeeded: int = Field(default=0, description="Trials that finished with a value.")
     failed: int = Field(default=0, description="Trials that failed.")
     pruned: int = Field(default=0, description="Trials stopped early.")
