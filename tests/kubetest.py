@@ -25,6 +25,7 @@ PLURALS = {
     "ModelDeployment": "modeldeployments",
     "DriftMonitor": "driftmonitors",
     "ComputeTemplate": "computetemplates",
+    "Experiment": "experiments",
 }
 T = TypeVar("T")
 # How often wait_for and stays look again: the waits are bounded by their deadlines.
