@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -325,6 +326,17 @@ def test_missing_values_are_refused_for_a_model_without_nan(
     fails(model_dir, data, tmp_path, r"gaps.csv: column 'sepal_width_cm': row 2 is empty")
     (data / "gaps.csv").write_text("id," + ",".join(FEATURES) + "\n1,1,2,3,inf\n")
     fails(model_dir, data, tmp_path, r"gaps.csv: column 'petal_width_cm': row 1 is inf")
+
+
+def test_a_model_that_does_not_match_its_manifest_is_refused(
+    model_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    data = bytearray((copy / "model.joblib").read_bytes())
+    data[-3] ^= 0xFF
+    (copy / "model.joblib").write_bytes(bytes(data))
+    fails(copy, dataset, tmp_path, r"model.joblib.*sha256")
 
 
 def test_output_settings_are_checked(model_dir: Path, dataset: Path, tmp_path: Path) -> None:

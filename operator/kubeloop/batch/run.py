@@ -69,8 +69,14 @@ class Prepared:
 
 
 def prepare_run(request: Request) -> Prepared:
-    """Load the model, check the output settings and every input file."""
+    """Load the model, check the output settings and every input file.
+
+    The model directory is checked against its manifest first: a pod may read it straight
+    from a claim, not only through ``kubeloop fetch-model``, and every shard's run key
+    vouches for that manifest. One without a manifest (made by hand) is loaded as it is.
+    """
     try:
+        modeldir.verify(request.model_dir, required=False)
         model = load_model(request.model_dir)
     except ModelLoadError as exc:
         raise BatchError(str(exc)) from exc
