@@ -4,7 +4,10 @@ pod's CPU count."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,7 +45,7 @@ def test_one_row_group_per_shard_when_groups_are_large() -> None:
 
 def test_every_shard_goes_to_exactly_one_index_for_any_parallelism() -> None:
     rng = random.Random(11)
-    for _ in range(300):
+    for _ in range(150):
         shards = [shard(i, rng.choice([1, 3, 10, 1000, 99_999])) for i in range(rng.randint(0, 60))]
         for count in (1, 2, 3, 4, 7, 16, 61, 100):
             parts = [assign(shards, index, count) for index in range(count)]
@@ -154,3 +157,19 @@ def test_the_pods_cpu_limit_counts_not_the_nodes_cores() -> None:
     assert quota_cpus(None, "400000", "100000") == 4
     assert quota_cpus(None) is None
     assert quota_cpus("garbage") is None
+
+
+def test_the_command_line_loads_pyarrow_only_for_a_batch_command() -> None:
+    """`kubeloop run` builds the same parser: the operator must not pay for pyarrow."""
+    code = "import sys; from kubeloop.cli import build_parser; build_parser(); " + (
+        "print(sorted(m for m in ('pyarrow', 'sklearn') if m in sys.modules))"
+    )
+    operator = str(Path(__file__).resolve().parents[2] / "operator")
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": operator},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"

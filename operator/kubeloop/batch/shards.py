@@ -9,6 +9,7 @@ to exactly one completion index: a retried pod gets the same shards again.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,11 +83,11 @@ def assign(shards: list[Shard], index: int, count: int) -> list[Shard]:
         raise ValueError(f"count must be at least 1, not {count}")
     if not 0 <= index < count:
         raise ValueError(f"index must be in 0..{count - 1}, not {index}")
-    loads = [0] * count
+    loads = [(0, i) for i in range(count)]  # a heap: the least loaded, lowest index first
     mine: list[Shard] = []
     for shard in sorted(shards, key=lambda s: (-s.weight, s.number)):
-        target = min(range(count), key=lambda i: (loads[i], i))
-        loads[target] += shard.weight
+        load, target = heapq.heappop(loads)
+        heapq.heappush(loads, (load + shard.weight, target))
         if target == index:
             mine.append(shard)
     return sorted(mine, key=lambda s: s.number)
