@@ -11,6 +11,7 @@ import pytest
 from kubeloop.api.driftmonitor import DriftMonitorSpec
 from kubeloop.controllers import retrain
 from kubeloop.controllers.common import Ctx, OperatorConfig
+from kubeloop.controllers.retrain_verdict import no_verdict
 from kubeloop.controllers.runtime import Store, WorkQueue
 from kubeloop.kube import KubeError
 
@@ -127,10 +128,10 @@ def test_no_verdict_says_which_pod_where_and_how_it_ended() -> None:
             ]
         },
     }
-    said = retrain._no_verdict({}, complete, pod)
+    said = no_verdict(complete, pod)
     assert "without a verdict" in said
     assert "pod m-retrain-1-eval-abcde on node cpu-node-1: exit code 0 (Completed)" in said
     failed = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "late"}
     pending = {"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Pending"}}
-    assert retrain._no_verdict({}, failed, pending) == "DeadlineExceeded: late; pod p: it never ran"
-    assert retrain._no_verdict({}, failed, None) == "DeadlineExceeded: late"
+    assert no_verdict(failed, pending) == "DeadlineExceeded: late; pod p: it never ran"
+    assert no_verdict(failed, None) == "DeadlineExceeded: late"

@@ -1,0 +1,190 @@
+"""What a drift check reads: the reference profile (cached per monitor) and the live
+counts of the target, from the model server pods' `/metrics`, an allowed URL, or
+Prometheus. The operator reads only the addresses its administrator allowed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from kubeloop.api.driftmonitor import DriftMonitorSpec
+from kubeloop.api.modeldeployment import ModelDeploymentSpec
+from kubeloop.controllers.common import Ctx
+from kubeloop.controllers.driftverdict import Scrape
+from kubeloop.controllers.k8sread import pod_ready
+from kubeloop.drift import sources
+from kubeloop.drift.profile import Profile
+from kubeloop.drift.reference import (
+    ReferenceInvalid,
+    ReferenceNotServed,
+    parse_profile,
+    profile_from_server,
+    profile_from_url,
+)
+from kubeloop.names import MODEL_URI_ANNOTATION, SERVER_PORT
+
+MD_POD = "ModelDeployment/Pod"
+MAX_PODS_SCRAPED = 20
+SCRAPE_TIMEOUT = 5.0
+
+
+def url_allowed(url: str, allowlist: list[str]) -> bool:
+    return any(url.startswith(prefix) for prefix in allowlist if prefix)
+
+
+def refused_url(spec: DriftMonitorSpec, allowlist: list[str]) -> str | None:
+    """Why a URL the monitor names may not be read by the operator, or None. The
+    operator reads only the addresses its administrator allowed (no SSRF through it)."""
+    prom = spec.source.prometheus if spec.source.type == "prometheus" else None
+    named = [
+        ("source.prometheus.url", prom.url if prom else None),
+        ("source.url", spec.source.url if prom is None else None),
+        ("reference.url", spec.reference.url),
+    ]
+    for field_name, url in named:
+        if url and not url_allowed(url, allowlist):
+            return f"{field_name} {url} is not allowed by the operator's driftSourceAllowlist"
+    return None
+
+
+def scrape_metrics(urls: list[str], profile: Profile, model: str) -> Scrape:
+    total: np.ndarray | None = None
+    errors = []
+    for url in urls:
+        try:
+            text = sources.fetch_metrics(url, timeout=SCRAPE_TIMEOUT, retries=1)
+            counts = sources.parse_metrics(text, profile, model)
+        except sources.SourceUnavailable as err:
+            errors.append(str(err))
+            continue
+        total = counts if total is None else total + counts
+    if total is None:
+        raise sources.SourceUnavailable("; ".join(errors) or "no endpoint to scrape")
+    return Scrape(total, cumulative=True)
+
+
+def scrape_prometheus(
+    url: str, query: str, profile: Profile, model: str, namespace: str, window: str
+) -> Scrape:
+    counts = sources.prometheus_counts(
+        url,
+        profile,
+        model=model,
+        namespace=namespace,
+        window=window,
+        bucket_query=query,
+        timeout=SCRAPE_TIMEOUT,
+    )
+    return Scrape(counts, cumulative=False)
+
+
+class References:
+    """The reference profiles of each monitor (namespace, name), by source (a
+    ConfigMap's version, the URL, the model URI); only the current source is kept, and
+    a deleted monitor's go with it (forget)."""
+
+    def __init__(self) -> None:
+        self._profiles: dict[tuple[str, str], dict[str, Profile]] = {}
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._profiles.pop((namespace, name), None)
+
+    def held(self, namespace: str, name: str) -> list[str]:
+        return [f"profile {k}" for k in self._profiles.get((namespace, name), {})]
+
+    async def reference(
+        self, ctx: Ctx, spec: DriftMonitorSpec, body: dict[str, Any], target: dict[str, Any]
+    ) -> Profile:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        cache = self._profiles.setdefault((namespace, name), {})
+        ref = spec.reference
+        if ref.config_map is not None:
+            cm = await ctx.kube.get("v1", "ConfigMap", namespace, ref.config_map.name)
+            if cm is None:
+                raise ReferenceNotServed(
+                    f"waiting for ConfigMap {namespace}/{ref.config_map.name} with the "
+                    "reference profile"
+                )
+            key = ref.config_map.key
+            # Parsed once per version of the ConfigMap, not at every check.
+            version = (
+                f"configmap/{ref.config_map.name}/{key}@{cm['metadata'].get('resourceVersion')}"
+            )
+            cached = cache.get(version)
+            if cached is not None:
+                profile = cached
+            else:
+                text = (cm.get("data") or {}).get(key)
+                if text is None:
+                    raise ReferenceInvalid(
+                        f"ConfigMap {namespace}/{ref.config_map.name} has no key {key!r}"
+                    )
+                profile = parse_profile(text, f"ConfigMap {ref.config_map.name} key {key}")
+                cache.clear()
+                cache[version] = profile
+        elif ref.url is not None:
+            # Read again at every check (the profile may change with the model); while
+            # the server cannot answer, the last profile it gave stands.
+            try:
+                profile = await asyncio.to_thread(profile_from_url, ref.url)
+            except ReferenceNotServed:
+                if ref.url not in cache:
+                    raise
+                profile = cache[ref.url]
+            cache.clear()
+            cache[ref.url] = profile
+        else:
+            uri = (target.get("status") or {}).get("activeModelUri")
+            if not uri:
+                raise ReferenceNotServed(
+                    f"waiting for ModelDeployment {target['metadata']['name']} to have an "
+                    "active model: the reference profile is read from its serving pods"
+                )
+            if uri not in cache:
+                base = self._server_of(ctx, namespace, target, uri)
+                fetched = await asyncio.to_thread(
+                    profile_from_server, base, target["metadata"]["name"]
+                )
+                cache.clear()
+                cache[uri] = fetched
+            profile = cache[uri]
+        if spec.features:
+            try:
+                profile = profile.select(spec.features)
+            except ValueError as err:
+                raise ReferenceInvalid(str(err)) from err
+        return profile
+
+    @staticmethod
+    def _server_of(ctx: Ctx, namespace: str, target: dict[str, Any], uri: str) -> str:
+        """A ready pod of the target that serves `uri`: only pods can read a claim."""
+        md_spec = ModelDeploymentSpec.model_validate(target.get("spec") or {})
+        port = md_spec.runtime.port if md_spec.runtime else SERVER_PORT
+        for pod in ctx.store.owned(MD_POD, namespace, target["metadata"]["name"]):
+            meta, pod_status = pod["metadata"], pod.get("status") or {}
+            ready = pod_ready(pod)
+            serves = (meta.get("annotations") or {}).get(MODEL_URI_ANNOTATION) == uri
+            if ready and serves and pod_status.get("podIP") and not meta.get("deletionTimestamp"):
+                return f"http://{pod_status['podIP']}:{port}"
+        raise ReferenceNotServed(
+            f"waiting for a ready pod of ModelDeployment {target['metadata']['name']} that "
+            f"serves {uri}: its reference profile is read from the model server"
+        )
+
+    def endpoints(
+        self, ctx: Ctx, spec: DriftMonitorSpec, namespace: str, target: dict[str, Any]
+    ) -> list[str]:
+        if spec.source.url:
+            return [spec.source.url]
+        md_spec = ModelDeploymentSpec.model_validate(target.get("spec") or {})
+        port = md_spec.runtime.port if md_spec.runtime else SERVER_PORT
+        pods = ctx.store.owned(MD_POD, namespace, target["metadata"]["name"])
+        urls = [
+            f"http://{p['status']['podIP']}:{port}/metrics"
+            for p in pods
+            if (p.get("status") or {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
+        ][:MAX_PODS_SCRAPED]
+        # No pod known (yet): the target's own Service in the same namespace.
+        return urls or [f"http://{target['metadata']['name']}.{namespace}.svc:{port}/metrics"]
