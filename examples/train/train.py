@@ -7,7 +7,8 @@ a laptop, CI, or a TrainingJob pod), or on a CSV of the same columns (``--data``
 output directory:
 
     model.joblib    the fitted estimator
-    profile.json    reference profile of the training features (for DriftMonitor)
+    profile.json    reference profile of the training features, and of the model's
+                    predictions and confidence on the held-out split (for DriftMonitor)
     model.json      metadata the server reads: name, version, inputs, classes, metrics
     manifest.json   size and sha256 of each file (what ``kubeloop fetch-model`` checks)
 
@@ -47,6 +48,7 @@ from sklearn.model_selection import train_test_split
 
 import kubeloop.train
 from kubeloop import modeldir
+from kubeloop.drift.calibration import with_model
 from kubeloop.drift.profile import build_profile
 from kubeloop.modeldir import ModelMetadata, TensorSpec
 
@@ -190,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     # all, and the manifest, which marks the directory complete, last.
     with modeldir.Writer(output) as out:
         model_sha256 = out.estimator(estimator)
-        out.profile(
-            build_profile({name: x_train[:, i] for i, name in enumerate(features)}, bins=10)
-        )
+        # The inputs on the training rows; the model's predictions and its confidence
+        # calibration on the held-out ones, which it did not learn from.
+        profile = build_profile({name: x_train[:, i] for i, name in enumerate(features)}, bins=10)
+        out.profile(with_model(profile, estimator, x_test, y_test, classes))
         metadata = ModelMetadata(
             name=args.name,
             version=args.version or model_sha256[:12],

@@ -307,7 +307,7 @@ class Writer:
         return sha256_file(target)
 
     def profile(self, profile: Profile) -> None:
-        text = json.dumps(profile.model_dump(), indent=1) + "\n"
+        text = json.dumps(profile.model_dump(exclude_none=True), indent=1) + "\n"
         write_atomically(self.root / PROFILE_FILE, text.encode())
 
     def metadata(self, metadata: ModelMetadata) -> None:

@@ -461,7 +461,11 @@ def test_feature_histograms_count_exactly_on_the_profile_edges(
     assert model.classes is not None
     for index, label in enumerate(model.class_labels):
         assert sample(
-            samples, "kubeloop_model_prediction_total", model="iris", **{"class": label}
+            samples,
+            "kubeloop_model_prediction_total",
+            model="iris",
+            version=model.metadata.version,
+            **{"class": label},
         ) == int((predicted == model.classes[index]).sum())
 
 
@@ -472,7 +476,11 @@ def test_no_monitoring_exports_no_feature_histograms(model: LoadedModel) -> None
         assert infer(url, matrix(ROWS)).status_code == 200
         text = requests.get(f"{url}/metrics", timeout=TIMEOUT).text
     assert "kubeloop_model_feature" not in text
-    assert 'kubeloop_model_prediction_total{class="setosa",model="iris"} 1.0' in text
+    version = model.metadata.version
+    assert (
+        f'kubeloop_model_prediction_total{{class="setosa",model="iris",version="{version}"}} 1.0'
+        in text
+    )
 
 
 def test_live_stats_bins_like_the_profile(model: LoadedModel) -> None:

@@ -135,7 +135,9 @@ def workers_of(parent: int) -> dict[int, tuple[int, Path]]:
     return found
 
 
-def own_requests(directory: Path, index: int) -> float:
+def own_requests(
+    directory: Path, index: int, metric: str = "kubeloop_model_requests_total"
+) -> float:
     """What one worker alone counted, from its own unix socket."""
     with socket.socket(socket.AF_UNIX) as conn:
         conn.settimeout(5)
@@ -147,7 +149,7 @@ def own_requests(directory: Path, index: int) -> float:
     return sum(
         v
         for k, v in values(data.decode().split("\r\n\r\n", 1)[1]).items()
-        if k.startswith("kubeloop_model_requests_total")
+        if k.startswith(metric)
     )
 
 
@@ -176,6 +178,35 @@ def test_two_workers_share_the_port_and_metrics_add_up(
     mine = [own_requests(directory, index) for index, (_, directory) in found.items()]
     assert all(m > 0 for m in mine), mine  # the kernel spread the connections
     assert sum(mine) == 60 and total(url) == 60
+
+
+def test_labels_posted_to_different_workers_add_up(
+    server: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    """A label never needs the pod (here: the process) that answered: each worker counts
+    the records it receives, and /metrics on the port is their sum."""
+    proc, url = server
+    version = requests.post(f"{url}/v2/models/iris/infer", json=matrix(ROWS), timeout=10).json()[
+        "model_version"
+    ]
+    record = {"label": "versicolor", "prediction": 0}
+    for _ in range(40):
+        answer = requests.post(
+            f"{url}/v2/models/iris/feedback",
+            json={"model_version": version, "records": [record, record]},
+            timeout=10,
+            headers={"Connection": "close"},
+        )
+        assert answer.status_code == 200, answer.text
+    metric = "kubeloop_model_feedback_confusion_total"
+    found = workers_of(proc.pid)
+    mine = [own_requests(directory, index, metric) for index, (_, directory) in found.items()]
+    assert all(m > 0 for m in mine), mine  # the kernel spread the connections
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    cell = (
+        f'{metric}{{label="versicolor",model="iris",prediction="setosa",version="{version}"}}'
+    )
+    assert sum(mine) == 80 and values(text)[cell] == 80
 
 
 def test_a_worker_that_dies_is_started_again(server: tuple[subprocess.Popen[bytes], str]) -> None:

@@ -96,10 +96,42 @@ class FeatureProfile(BaseModel):
         return [e[0], *((a + b) / 2 for a, b in itertools.pairwise(e)), e[-1]]
 
 
+class Calibration(BaseModel):
+    """How often the classifier was right at each confidence, on the reference: an
+    isotonic (non-decreasing, piecewise linear) map from the top class probability to
+    the probability that the answer is correct (:mod:`kubeloop.drift.calibration`)."""
+
+    confidence: list[float] = Field(description="Top-probability knots, ascending.")
+    correct: list[float] = Field(description="P(correct) at each knot, non-decreasing.")
+    rows: int = Field(ge=1, description="Labelled reference rows it was fitted on.")
+    accuracy: float = Field(ge=0, le=1, description="Accuracy on those rows.")
+
+    @model_validator(mode="after")
+    def _check_knots(self) -> Calibration:
+        x, y = self.confidence, self.correct
+        if not x or len(x) != len(y):
+            raise ValueError("calibration: confidence and correct need equal, non-zero lengths")
+        if any(b < a for seq in (x, y) for a, b in itertools.pairwise(seq)):
+            raise ValueError("calibration: knots must be non-decreasing")
+        if any(not 0 <= v <= 1 for v in (*x, *y)):
+            raise ValueError("calibration: knots must lie in [0, 1]")
+        return self
+
+    def expected(self, top: np.ndarray) -> np.ndarray:
+        """P(correct) of answers given with top-class probability ``top``."""
+        return np.interp(top, self.confidence, self.correct)
+
+
 class Profile(BaseModel):
     version: int = PROFILE_VERSION
     rows: int = Field(ge=0, description="Rows the reference was built from.")
     features: list[FeatureProfile]
+    predictions: FeatureProfile | None = Field(
+        default=None,
+        description="The model's outputs on the reference: per class (categorical), or "
+        "the predicted value on quantile bins (numeric) for a regressor.",
+    )
+    calibration: Calibration | None = None
 
     def feature(self, name: str) -> FeatureProfile:
         for f in self.features:
@@ -139,7 +171,7 @@ class Profile(BaseModel):
         if unknown:
             raise ValueError(f"the profile has no features {unknown}; it has {self.names}")
         chosen = [self.feature(n) for n in names]
-        return Profile(version=self.version, rows=self.rows, features=chosen)
+        return self.model_copy(update={"features": chosen})
 
 
 def load_profile(path: str | Path) -> Profile:
@@ -147,7 +179,7 @@ def load_profile(path: str | Path) -> Profile:
 
 
 def save_profile(profile: Profile, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(profile.model_dump(), indent=1) + "\n")
+    Path(path).write_text(json.dumps(profile.model_dump(exclude_none=True), indent=1) + "\n")
 
 
 # Above this many edges one binary search per value beats one comparison pass per edge.

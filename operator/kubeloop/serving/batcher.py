@@ -20,7 +20,7 @@ import numpy as np
 log = logging.getLogger("kubeloop.serving.batcher")
 
 Predict = Callable[[np.ndarray, bool], dict[str, np.ndarray]]
-Observe = Callable[[np.ndarray, np.ndarray], None]
+Observe = Callable[[np.ndarray, dict[str, np.ndarray]], None]
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Batcher:
             for waiting in batch:
                 await self._run([waiting], len(waiting.rows))
             return
-        self.observe(rows, results["predict"])
+        self.observe(rows, results)
         start = 0
         for waiting in batch:
             end = start + len(waiting.rows)

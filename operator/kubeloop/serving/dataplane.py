@@ -27,6 +27,7 @@ from kubeloop.modeldir import LoadedModel, ModelMetadata
 from kubeloop.serving.batcher import Batcher
 from kubeloop.serving.livestats import LiveStats
 from kubeloop.serving.protocol import PREDICT, PREDICT_PROBA, InferRequest, RequestError
+from kubeloop.serving.quality import Quality
 
 log = logging.getLogger("kubeloop.serving")
 
@@ -79,6 +80,10 @@ class DataPlane:
         self.monitoring = monitoring
         self.model: LoadedModel | None = None
         self.stats: LiveStats | None = None
+        self.quality: Quality | None = None
+        # Probabilities on every batch (the estimated correctness needs them), and
+        # whether the served class is their argmax, as the estimator's predict says.
+        self._always_proba = self._argmax_predicts = False
         self.batcher: Batcher | None = None
         self.max_batch_size, self.max_batch_wait = max_batch_size, max_batch_wait
         self.server_metadata = SERVER_METADATA
@@ -109,10 +114,14 @@ class DataPlane:
     def set_model(self, model: LoadedModel) -> None:
         self.stats = LiveStats(self.name, model, monitoring=self.monitoring)
         self.registry.register(self.stats)
+        self.quality = Quality(self.name, self.version, model)
+        self.registry.register(self.quality)
+        self._always_proba = self.monitoring and self.quality.estimating
+        self._argmax_predicts = _argmax_predicts(model.estimator)
         if self.max_batch_size > 1:
             self.batcher = Batcher(
                 self._predict_current,
-                self.stats.observe,
+                self._observe,
                 max_batch_size=self.max_batch_size,
                 max_wait=self.max_batch_wait,
                 inline_rows=INLINE_MAX_ROWS,
@@ -156,21 +165,41 @@ class DataPlane:
 
     async def predict(self, parsed: InferRequest) -> dict[str, np.ndarray]:
         """The model's outputs for a validated request: batched with others, or alone."""
-        model = self.loaded()
+        self.loaded()
         proba = PREDICT_PROBA in parsed.outputs
         if self.batcher is not None:
             return await self.batcher.submit(parsed.rows, proba)
         if len(parsed.rows) <= INLINE_MAX_ROWS:
-            results = _predict_rows(model, parsed.rows, proba)
+            results = self._predict_current(parsed.rows, proba)
         else:
-            results = await asyncio.to_thread(_predict_rows, model, parsed.rows, proba)
-        assert self.stats is not None
-        self.stats.observe(parsed.rows, results[PREDICT])
+            results = await asyncio.to_thread(self._predict_current, parsed.rows, proba)
+        self._observe(parsed.rows, results)
         return results
 
     def _predict_current(self, rows: np.ndarray, proba: bool) -> dict[str, np.ndarray]:
-        assert self.model is not None  # a batch exists only once a model is set
-        return _predict_rows(self.model, rows, proba)
+        model = self.model
+        assert model is not None  # a batch exists only once a model is set
+        if not (proba or self._always_proba):
+            return {PREDICT: model.predict(rows)}
+        probabilities = model.predict_proba(rows)
+        if self._argmax_predicts:
+            assert model.classes is not None
+            predicted = model.classes.take(probabilities.argmax(axis=1))
+        else:
+            predicted = model.predict(rows)
+        return {PREDICT: predicted, PREDICT_PROBA: probabilities}
+
+    def _observe(self, rows: np.ndarray, results: dict[str, np.ndarray]) -> None:
+        assert self.stats is not None and self.quality is not None
+        self.stats.observe(rows, results[PREDICT])
+        self.quality.observe(results[PREDICT], results.get(PREDICT_PROBA))
+
+    def feedback(self, name: str, payload: Any) -> int:
+        """Count a feedback request's labels (all or none: 400); how many."""
+        self.check(name, None)
+        self.loaded()
+        assert self.quality is not None
+        return self.quality.feedback(payload)
 
     def internal_error(self, front_end: str) -> RequestError:
         """The answer to a failure the request did not cause, logged with its traceback
@@ -194,8 +223,17 @@ class DataPlane:
         return generate_latest(self.registry)
 
 
-def _predict_rows(model: LoadedModel, rows: np.ndarray, proba: bool) -> dict[str, np.ndarray]:
-    results = {PREDICT: model.predict(rows)}
-    if proba:
-        results[PREDICT_PROBA] = model.predict_proba(rows)
-    return results
+def _argmax_predicts(estimator: Any) -> bool:
+    """Whether ``estimator.predict`` is, in scikit-learn's own code, the class of highest
+    ``predict_proba`` (forests and trees), so that one call gives both. Gradient
+    boosting is not: it decides on raw scores, which differs at exact ties."""
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
+
+    exact = (
+        ExtraTreesClassifier,
+        RandomForestClassifier,
+        DecisionTreeClassifier,
+        ExtraTreeClassifier,
+    )
+    return type(estimator) in exact and getattr(estimator, "n_outputs_", 1) == 1

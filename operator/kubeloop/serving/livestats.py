@@ -1,5 +1,6 @@
 """Live statistics of a served model, on `/metrics`: served inputs per feature on the
-reference profile's bins, and predictions per class (what a DriftMonitor compares)."""
+reference profile's bins, and predictions per class and model version (what a
+DriftMonitor compares)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class LiveStats(Collector):
 
     def __init__(self, model_name: str, model: LoadedModel, *, monitoring: bool) -> None:
         self.model_name = model_name
+        self.version = model.metadata.version
         self.classes = model.classes
         self.class_labels = model.class_labels
         self.prediction_counts = np.zeros(len(model.class_labels), dtype=np.int64)
@@ -111,10 +113,10 @@ class LiveStats(Collector):
             predictions = CounterMetricFamily(
                 "kubeloop_model_prediction",
                 "Predictions served per class.",
-                labels=["model", "class"],
+                labels=["model", "version", "class"],
             )
             for label, count in zip(
                 self.class_labels, self.prediction_counts.tolist(), strict=True
             ):
-                predictions.add_metric([self.model_name, label], count)
+                predictions.add_metric([self.model_name, self.version, label], count)
             yield predictions

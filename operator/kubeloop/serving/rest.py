@@ -84,6 +84,9 @@ class RestFrontEnd:
             routes.add_get(prefix + "/ready", self.model_ready)
             routes.add_post(prefix + "/infer", self.infer)
             routes.add_get(prefix + "/profile", self.model_profile)
+        # Not under /versions/{version}: a label may be for another version's answer,
+        # which each record names (docs/serving.md).
+        routes.add_post("/v2/models/{name}/feedback", self.feedback)
         routes.add_get("/metrics", self.metrics)
         return app
 
@@ -115,6 +118,21 @@ class RestFrontEnd:
         return web.Response(
             body=profile.model_dump_json(by_alias=True, exclude_none=True), content_type=JSON
         )
+
+    async def feedback(self, request: web.Request) -> web.Response:
+        """Labels for answers given (by any replica); all counted or none (400)."""
+        name = request.match_info["name"]
+        self.plane.check(name, None)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise RequestError(413, f"request body larger than {MAX_BODY_BYTES} bytes") from exc
+        try:
+            payload = loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise bad(f"the request body is not valid JSON: {exc}") from exc
+        counted = self.plane.feedback(name, payload)
+        return json_response({"model_name": self.plane.name, "counted": counted})
 
     async def own_metrics(self, request: web.Request) -> web.Response:
         response = web.Response(body=self.plane.metrics_text())
