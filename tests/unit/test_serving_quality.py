@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import confusion_matrix, mean_absolute_error, mean_squared_error
 
 from kubeloop.drift.calibration import with_model
-from kubeloop.drift.profile import build_profile
+from kubeloop.drift.profile import build_profile, load_profile
 from kubeloop.modeldir import LoadedModel, ModelMetadata, TensorSpec, Writer, load_model
 from kubeloop.serving import quality
 from kubeloop.serving.dataplane import DataPlane
@@ -231,3 +232,28 @@ def test_regression_sums_match_scikit_learn(regressor: LoadedModel) -> None:
     for le, cumulative in zip(reference.bin_labels(), np.cumsum(counts), strict=True):
         bucket = frozenset({*key, ("le", le)})
         assert samples[("kubeloop_model_prediction_value_bucket", bucket)] == cumulative
+
+
+def test_kubeloop_profile_with_a_model_and_labels(
+    tmp_path: Path,
+    model: LoadedModel,  # noqa: F811
+    model_dir: Path,  # noqa: F811
+) -> None:
+    from tests.unit.test_drift_cli import run
+
+    data = tmp_path / "holdout.csv"
+    with data.open("w") as out:
+        out.write(",".join([*model.feature_names, "species"]) + "\n")
+        for row, target in zip(IRIS.data, IRIS.target, strict=True):
+            out.write(",".join([*map(str, row), IRIS.target_names[target]]) + "\n")
+    output = tmp_path / "profile.json"
+    assert run("profile", data, "--model", model_dir, "--label", "species", "-o", output) == 0
+    profile = load_profile(output)
+    assert profile.names == model.feature_names  # the label is no feature
+    predicted = model.estimator.predict(IRIS.data)
+    assert profile.predictions is not None and profile.calibration is not None
+    assert profile.predictions.counts == [*np.bincount(predicted, minlength=3).tolist(), 0]
+    assert profile.calibration.accuracy == pytest.approx((predicted == IRIS.target).mean())
+    # Labels that are not the model's classes are refused.
+    data.write_text(data.read_text().replace("setosa", "daisy"))
+    assert run("profile", data, "--model", model_dir, "--label", "species", "-o", output) == 2

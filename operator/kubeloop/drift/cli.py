@@ -41,6 +41,17 @@ def add_commands(subparsers: Any) -> None:
     )
     profile.add_argument("data", type=Path, help="CSV (with a header row) or Parquet file")
     profile.add_argument("--output", "-o", type=Path, required=True, help="profile to write")
+    profile.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="model directory: also store its predictions on DATA (prediction drift) and, "
+        "with --label, the calibration of its confidence (estimated accuracy); DATA "
+        "should be rows the model did not train on",
+    )
+    profile.add_argument(
+        "--label", metavar="COL", help="the label column of DATA (left out of the features)"
+    )
     _binning_arguments(profile)
     profile.set_defaults(func=run_profile)
 
@@ -112,16 +123,47 @@ def _fail(command: str, error: Exception) -> int:
 def run_profile(args: argparse.Namespace) -> int:
     try:
         categorical = set(args.categorical)
-        columns = read_table(args.data, categorical)
+        columns = read_table(args.data, categorical | ({args.label} if args.label else set()))
+        labels = columns.pop(args.label) if args.label else None
+        if args.label and labels is None:
+            raise ValueError(f"{args.data} has no column {args.label!r}")
         profile = build_profile(columns, args.bins, categorical, args.max_categories)
+        if args.model is not None:
+            profile = _with_model(profile, args.model, columns, labels)
         save_profile(profile, args.output)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError) as err:
         return _fail("profile", err)
     print(
         f"wrote {args.output}: {len(profile.features)} features from {profile.rows} rows",
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def _with_model(
+    profile: Profile, model_dir: Path, columns: dict[str, np.ndarray], labels: np.ndarray | None
+) -> Profile:
+    from kubeloop.drift.calibration import with_model
+    from kubeloop.modeldir import ModelLoadError, load
+
+    try:
+        model = load(model_dir)
+    except ModelLoadError as err:
+        raise ValueError(str(err)) from err
+    missing = [n for n in model.feature_names if n not in columns]
+    if missing:
+        raise ValueError(f"DATA has no column for the model's inputs {missing}")
+    rows = np.column_stack([columns[n].astype(np.float64) for n in model.feature_names])
+    if labels is not None and model.classes is not None:
+        # Labels as the class names of the model's metadata, or as its class values.
+        by_name = dict(zip(model.class_labels, model.classes.tolist(), strict=True))
+        by_value = {str(c): c for c in model.classes.tolist()}
+        unknown = sorted({str(v) for v in labels} - by_name.keys() - by_value.keys())
+        if unknown:
+            classes = model.class_labels
+            raise ValueError(f"labels {unknown[:5]} are not the model's classes {classes}")
+        labels = np.array([by_value.get(str(v), by_name.get(str(v))) for v in labels])
+    return with_model(profile, model.estimator, rows, labels, model.class_labels)
 
 
 def _is_profile(path: Path) -> bool:
