@@ -5,6 +5,8 @@ estimated correctness and the predictions per version of what it served."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +37,7 @@ from tests.unit.test_serving import (  # noqa: F401
 )
 
 IRIS = load_iris()
+IRIS_LABELS = [str(n) for n in IRIS.target_names]
 
 
 def feedback(url: str, body: Any, name: str = "iris") -> requests.Response:
@@ -257,3 +260,14 @@ def test_kubeloop_profile_with_a_model_and_labels(
     # Labels that are not the model's classes are refused.
     data.write_text(data.read_text().replace("setosa", "daisy"))
     assert run("profile", data, "--model", model_dir, "--label", "species", "-o", output) == 2
+
+
+def test_the_feedback_examples_of_the_docs_are_counted(iris_url: str) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    (body,) = re.findall(r"```json feedback\n(\{.*?\})\n```", doc, re.S)
+    (curl,) = re.findall(r"/v2/models/iris/feedback .*?-d '(\{.*?\})'\n```", doc, re.S)
+    assert feedback(iris_url, json.loads(body)).json()["counted"] == 3
+    assert feedback(iris_url, json.loads(curl)).json()["counted"] == 1
+    samples = quality_samples(iris_url)
+    assert confusion_from(samples, IRIS_LABELS, "dabe4fcd1fa3").sum() == 3
+    assert confusion_from(samples, IRIS_LABELS, "0c1e22a90b41").sum() == 1
