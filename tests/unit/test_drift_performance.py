@@ -17,6 +17,7 @@ from sklearn.metrics import (
     mean_squared_error,
 )
 
+from kubeloop.drift import calibration as calibration_module
 from kubeloop.drift import performance
 from kubeloop.drift.calibration import class_predictions, fit_calibration, value_predictions
 from kubeloop.drift.performance import (
@@ -212,3 +213,18 @@ def test_benjamini_hochberg_equals_scipy(p_values: list[float]) -> None:
     np.testing.assert_allclose(
         benjamini_hochberg(p_values), false_discovery_control(p_values, method="bh"), rtol=1e-12
     )
+
+
+def test_a_large_reference_keeps_a_small_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    top = rng.uniform(0.5, 1.0, 50_000)
+    proba = np.column_stack([top, 1 - top])
+    hits = rng.random(50_000) < top  # calibrated: right as often as it is sure
+    full = fit_calibration(proba, hits)
+    monkeypatch.setattr(calibration_module, "MAX_KNOTS", 20)
+    small = fit_calibration(proba, hits)
+    assert len(full.confidence) > 20 >= len(small.confidence)
+    assert all(b >= a for a, b in zip(small.correct, small.correct[1:], strict=False))
+    grid = np.linspace(0.55, 0.95, 9)
+    np.testing.assert_allclose(small.expected(grid), grid, atol=0.05)
+    np.testing.assert_allclose(small.expected(grid), full.expected(grid), atol=0.03)

@@ -31,6 +31,8 @@ from kubeloop.drift.profile import (
 )
 
 PREDICTION = "prediction"
+# Knots of the calibration map a profile keeps at most.
+MAX_KNOTS = 256
 
 
 def fit_calibration(proba: np.ndarray, correct: np.ndarray) -> Calibration:
@@ -45,9 +47,15 @@ def fit_calibration(proba: np.ndarray, correct: np.ndarray) -> Calibration:
         raise ValueError("calibration needs (rows, classes) probabilities and one label a row")
     top = proba.max(axis=1)
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(top, hits)
+    x, y = iso.X_thresholds_, iso.y_thresholds_
+    if len(x) > MAX_KNOTS:
+        # A large reference has thousands of steps; the map at MAX_KNOTS quantiles of
+        # the confidence keeps the profile small and is still non-decreasing.
+        x = np.unique(np.quantile(top, np.linspace(0.0, 1.0, MAX_KNOTS)))
+        y = iso.predict(x)
     return Calibration(
-        confidence=np.clip(iso.X_thresholds_, 0.0, 1.0).tolist(),
-        correct=np.clip(iso.y_thresholds_, 0.0, 1.0).tolist(),
+        confidence=np.clip(x, 0.0, 1.0).tolist(),
+        correct=np.clip(y, 0.0, 1.0).tolist(),
         rows=len(hits),
         accuracy=float(hits.mean()),
     )
