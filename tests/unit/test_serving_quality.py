@@ -271,3 +271,16 @@ def test_the_feedback_examples_of_the_docs_are_counted(iris_url: str) -> None:
     samples = quality_samples(iris_url)
     assert confusion_from(samples, IRIS_LABELS, "dabe4fcd1fa3").sum() == 3
     assert confusion_from(samples, IRIS_LABELS, "0c1e22a90b41").sum() == 1
+
+
+def test_without_monitoring_labels_count_and_nothing_is_estimated(model: LoadedModel) -> None:  # noqa: F811
+    plane = DataPlane(model.metadata, monitoring=False, max_batch_size=1)
+    plane.set_model(model)
+    with running(plane) as url:
+        body = dict(matrix([[5.1, 3.5, 1.4, 0.2]]), parameters={"probabilities": True})
+        version = infer(url, body).json()["model_version"]
+        assert feedback(
+            url, {"model_version": version, "records": [{"label": 0, "prediction": 0}]}
+        ).ok
+        names = {name for name, _ in quality_samples(url)}
+    assert names == {"kubeloop_model_feedback_confusion_total"}

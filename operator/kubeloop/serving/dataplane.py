@@ -114,9 +114,9 @@ class DataPlane:
     def set_model(self, model: LoadedModel) -> None:
         self.stats = LiveStats(self.name, model, monitoring=self.monitoring)
         self.registry.register(self.stats)
-        self.quality = Quality(self.name, self.version, model)
+        self.quality = Quality(self.name, self.version, model, monitoring=self.monitoring)
         self.registry.register(self.quality)
-        self._always_proba = self.monitoring and self.quality.estimating
+        self._always_proba = self.quality.estimating
         self._argmax_predicts = _argmax_predicts(model.estimator)
         if self.max_batch_size > 1:
             self.batcher = Batcher(

@@ -44,7 +44,10 @@ MAX_VERSION_CHARS = 128
 class Quality(Collector):
     """One served model's quality counters; mutated on the event loop only."""
 
-    def __init__(self, model_name: str, version: str, model: LoadedModel) -> None:
+    def __init__(
+        self, model_name: str, version: str, model: LoadedModel, *, monitoring: bool = True
+    ) -> None:
+        """``monitoring`` off: labels only, no estimation and no prediction histogram."""
         self.model_name, self.version = model_name, version
         self.classes = model.classes
         self.class_labels = model.class_labels
@@ -53,7 +56,7 @@ class Quality(Collector):
             # The class value (what `predict` answers) or its name; the value wins.
             self._lookup = {label: i for i, label in enumerate(model.class_labels)}
             self._lookup.update({_key(c): i for i, c in enumerate(model.classes.tolist())})
-        profile = model.profile
+        profile = model.profile if monitoring else None
         self.calibration = (
             profile.calibration
             if profile is not None and model.classes is not None and model.has_proba
