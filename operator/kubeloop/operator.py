@@ -19,26 +19,12 @@ from typing import Any
 
 import kopf
 
-from kubeloop.canary.measure import METER
-from kubeloop.controllers import (
-    computetemplate,
-    driftmonitor,
-    modeldeployment,
-    retrain,
-    trainingjob,
-    trainingprogress,
-)
+from kubeloop.controllers import computetemplate, driftmonitor, modeldeployment, trainingjob
 from kubeloop.controllers.common import Ctx, OperatorConfig
+from kubeloop.controllers.registration import ChildWatch, Controller
 from kubeloop.controllers.runtime import Key, Result, Store, WorkQueue
 from kubeloop.kube import Kube, KubeError
-from kubeloop.names import (
-    EVALUATION_LABEL,
-    GROUP,
-    MANAGED_BY,
-    MODEL_DEPLOYMENT_LABEL,
-    TRAINING_JOB_LABEL,
-    VERSION,
-)
+from kubeloop.names import GROUP, MANAGED_BY, VERSION
 from kubeloop.peering import Leadership, own_identity
 
 log = logging.getLogger("kubeloop.operator")
@@ -47,51 +33,13 @@ MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 STORAGE_PREFIX = GROUP
 CHILD_EVENT_DELAY = 0.2
 
-KIND_PLURALS = {
-    trainingjob.KIND: "trainingjobs",
-    modeldeployment.KIND: "modeldeployments",
-    driftmonitor.KIND: "driftmonitors",
-}
-
-
-def _slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
-    """Only what status needs, to keep memory flat with thousands of pods."""
-    meta = pod.get("metadata", {})
-    status = pod.get("status", {}) or {}
-    return {
-        "metadata": {
-            k: meta.get(k)
-            for k in (
-                "name",
-                "namespace",
-                "labels",
-                "annotations",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "uid",
-                "resourceVersion",
-                # Whose pod it is: a pod is matched to its Job by the Job's UID, never by
-                # a label anyone who may create pods can copy.
-                "ownerReferences",
-            )
-            if meta.get(k) is not None
-        },
-        # Where it ran, for the messages that say why a pod failed.
-        "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
-        "status": {
-            k: status.get(k)
-            for k in (
-                "phase",
-                "conditions",
-                "containerStatuses",
-                "initContainerStatuses",
-                "reason",
-                "message",
-                "podIP",
-            )
-            if status.get(k) is not None
-        },
-    }
+# Every kind, as its controller module declares it.
+CONTROLLERS: tuple[Controller, ...] = (
+    trainingjob.CONTROLLER,
+    modeldeployment.CONTROLLER,
+    driftmonitor.CONTROLLER,
+    computetemplate.CONTROLLER,
+)
 
 
 def _owner_name(obj: dict[str, Any], label: str) -> str | None:
@@ -113,27 +61,14 @@ def dependency_view(obj: dict[str, Any] | None) -> tuple[Any, ...] | None:
     )
 
 
-def dependents(ctx: Ctx, kind: str, namespace: str, name: str) -> list[Key]:
-    """Resources whose status depends on this one: ModelDeployments serving a
-    TrainingJob's model, DriftMonitors watching a ModelDeployment or waiting for the
-    TrainingJob they created."""
-    found: list[Key] = []
-    if kind == trainingjob.KIND:
-        for md in ctx.store.all(modeldeployment.KIND):
-            if md["metadata"]["namespace"] == namespace and name in modeldeployment.referenced_jobs(
-                md
-            ):
-                found.append((modeldeployment.KIND, namespace, md["metadata"]["name"]))
-    for dm in ctx.store.all(driftmonitor.KIND):
-        if dm["metadata"]["namespace"] != namespace:
+def wake_dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> None:
+    """Resources whose status depends on this one look at it again (each controller
+    declares which of its own depend on what)."""
+    for controller in CONTROLLERS:
+        if controller.dependents is None or controller.kind == kind:
             continue
-        spec = dm.get("spec") or {}
-        retrain = ((dm.get("status") or {}).get("lastRetrain") or {}).get("trainingJob")
-        if (kind == modeldeployment.KIND and spec.get("modelDeployment") == name) or (
-            kind == trainingjob.KIND and retrain == name
-        ):
-            found.append((driftmonitor.KIND, namespace, dm["metadata"]["name"]))
-    return found
+        for key in controller.dependents(ctx, kind, obj):
+            ctx.queue.add(key, delay=controller.wake_delay)
 
 
 Handler = Callable[..., Awaitable[None]]
@@ -173,140 +108,76 @@ def build_registry(
         ctx: Ctx = memo.ctx
         return ctx
 
-    for kind, plural in KIND_PLURALS.items():
+    def resource(controller: Controller) -> Handler:
+        kind = controller.kind
 
-        def make(kind: str) -> Callable[..., Awaitable[None]]:
-            async def on_resource(*, event: Any, memo: Any, **_: Any) -> None:
-                ctx = ctx_of(memo)
-                obj = event["object"]
-                meta = obj["metadata"]
-                key: Key = (kind, meta["namespace"], meta["name"])
-                if event.get("type") == "DELETED":
-                    ctx.store.remove(kind, meta["namespace"], meta["name"])
-                    ctx.queue.forget(key)
-                    ctx.status_written_at.pop(key, None)
-                    seen_views.pop(key, None)
-                    if kind == driftmonitor.KIND:
-                        driftmonitor.forget(meta["namespace"], meta["name"])
-                    if kind == modeldeployment.KIND:
-                        METER.forget(key)
-                    if kind == trainingjob.KIND:
-                        trainingjob.forget_gone_jobs(ctx, meta["namespace"], meta["name"])
-                        trainingprogress.forget(key)
-                    return
-                ctx.store.put(kind, obj)
-                # A new or changed spec goes before status follow-ups of other resources.
-                status = obj.get("status") or {}
-                ctx.queue.add(
-                    key, urgent=status.get("observedGeneration") != meta.get("generation")
-                )
-                # Compared with what the last watch event showed (the store may already
-                # hold our own status write, whose event must still wake dependents).
-                view = dependency_view(obj)
-                if seen_views.get(key) != view:
-                    seen_views[key] = view
-                    for dependent in dependents(ctx, kind, meta["namespace"], meta["name"]):
-                        ctx.queue.add(dependent)
-                    # A run that starts or ends changes what fits of its template.
-                    used = (status.get("compute") or {}).get("name") or (obj.get("spec") or {}).get(
-                        "compute"
-                    )
-                    if used:
-                        ctx.queue.add((computetemplate.KIND, "", used), delay=1.0)
+        async def on_resource(*, event: Any, memo: Any, **_: Any) -> None:
+            ctx = ctx_of(memo)
+            obj = event["object"]
+            meta = obj["metadata"]
+            namespace = meta.get("namespace", "")  # "" for a cluster-scoped kind
+            key: Key = (kind, namespace, meta["name"])
+            if event.get("type") == "DELETED":
+                ctx.store.remove(kind, namespace, meta["name"])
+                ctx.queue.forget(key)
+                ctx.status_written_at.pop(key, None)
+                seen_views.pop(key, None)
+                if controller.forget is not None:
+                    controller.forget(ctx, key)
+                if controller.wake_on_delete:
+                    wake_dependents(ctx, kind, obj)
+                return
+            ctx.store.put(kind, obj)
+            # A new or changed spec goes before status follow-ups of other resources.
+            status = obj.get("status") or {}
+            ctx.queue.add(key, urgent=status.get("observedGeneration") != meta.get("generation"))
+            # Compared with what the last watch event showed (the store may already
+            # hold our own status write, whose event must still wake dependents).
+            view = dependency_view(obj)
+            if seen_views.get(key) != view:
+                seen_views[key] = view
+                wake_dependents(ctx, kind, obj)
 
-            return on_resource
+        return on_resource
 
-        watch(GROUP, VERSION, plural, kind)(make(kind))
-
-    def child(
-        store_kind: str,
-        owner_kind: str,
-        label: str,
-        slim: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    ) -> Callable[..., Awaitable[None]]:
-        """Children live in the store under `store_kind`, indexed by their owner's name."""
+    def child(owner_kind: str, spec: ChildWatch) -> Handler:
+        """Children live in the store under their store kind, indexed by their owner's
+        name."""
 
         async def on_child(*, event: Any, memo: Any, **_: Any) -> None:
             ctx = ctx_of(memo)
             obj = event["object"]
-            owner = _owner_name(obj, label)
+            owner = _owner_name(obj, spec.label)
             if owner is None:
                 return
             meta = obj["metadata"]
-            if event.get("type") == "DELETED" and not trainingjob.keep_after_deletion(
-                store_kind, obj, ctx.store.get(trainingjob.KIND, meta["namespace"], owner)
-            ):
-                ctx.store.remove(store_kind, meta["namespace"], meta["name"], owner=owner)
-            elif event.get("type") == "DELETED":
-                # A finished Job removed by its TTL before we saw it finish: keep its
-                # final state until the TrainingJob's status records it.
-                ctx.store.put(store_kind, {**obj, trainingjob.GONE: True}, owner=owner)
+            if event.get("type") == "DELETED":
+                kept = spec.keep_deleted(ctx, obj, owner) if spec.keep_deleted else None
+                if kept is None:
+                    ctx.store.remove(spec.store_kind, meta["namespace"], meta["name"], owner=owner)
+                else:
+                    ctx.store.put(spec.store_kind, kept, owner=owner)
             else:
-                ctx.store.put(store_kind, slim(obj) if slim else obj, owner=owner)
+                ctx.store.put(spec.store_kind, spec.slim(obj) if spec.slim else obj, owner=owner)
             # Children change in bursts (a Job's status and its pods within milliseconds):
             # one reconcile a moment later sees them all and writes status once.
             ctx.queue.add((owner_kind, meta["namespace"], owner), delay=CHILD_EVENT_DELAY)
 
         return on_child
 
-    watch("batch", "v1", "jobs", "Job", managed=True)(
-        child("Job", trainingjob.KIND, TRAINING_JOB_LABEL)
-    )
-    watch("", "v1", "pods", "Pod", managed=True)(
-        child("Pod", trainingjob.KIND, TRAINING_JOB_LABEL, _slim_pod)
-    )
-    watch("", "v1", "services", "Service", managed=True)(
-        child(trainingjob.SERVICE, trainingjob.KIND, TRAINING_JOB_LABEL)
-    )
-    # The evaluation Jobs of DriftMonitors, and their pods (which carry the verdict).
-    watch("batch", "v1", "jobs", "Job", managed=True)(
-        child(retrain.EVAL_JOB, driftmonitor.KIND, EVALUATION_LABEL)
-    )
-    watch("", "v1", "pods", "Pod", managed=True)(
-        child(retrain.EVAL_POD, driftmonitor.KIND, EVALUATION_LABEL, _slim_pod)
-    )
-    for group, version, plural, kind, store_kind in (
-        ("apps", "v1", "deployments", "Deployment", modeldeployment.DEPLOYMENT),
-        ("", "v1", "services", "Service", modeldeployment.SERVICE),
-        (
-            "autoscaling",
-            "v2",
-            "horizontalpodautoscalers",
-            "HorizontalPodAutoscaler",
-            modeldeployment.HPA,
-        ),
-        ("", "v1", "pods", "Pod", modeldeployment.POD),
-    ):
-        watch(group, version, plural, kind, managed=True)(
-            child(
-                store_kind,
-                modeldeployment.KIND,
-                MODEL_DEPLOYMENT_LABEL,
-                _slim_pod if plural == "pods" else None,
+    for controller in CONTROLLERS:
+        watch(
+            GROUP,
+            VERSION,
+            controller.plural,
+            controller.kind,
+            cluster_scoped=controller.cluster_scoped,
+        )(resource(controller))
+    for controller in CONTROLLERS:
+        for spec in controller.children:
+            watch(spec.group, spec.version, spec.plural, spec.kind, managed=True)(
+                child(controller.kind, spec)
             )
-        )
-
-    @watch(GROUP, VERSION, "computetemplates", computetemplate.KIND, cluster_scoped=True)
-    async def on_template(*, event: Any, memo: Any, **_: Any) -> None:
-        ctx = ctx_of(memo)
-        obj = event["object"]
-        name = obj["metadata"]["name"]
-        key: Key = (computetemplate.KIND, "", name)
-        before = ctx.store.get(computetemplate.KIND, "", name)
-        if event.get("type") == "DELETED":
-            ctx.store.remove(computetemplate.KIND, "", name)
-            ctx.queue.forget(key)
-        else:
-            ctx.store.put(computetemplate.KIND, obj)
-            ctx.queue.add(key)
-        # What the resources read of a template is its spec: a status write wakes none.
-        if (
-            before is None
-            or event.get("type") == "DELETED"
-            or before.get("spec") != obj.get("spec")
-        ):
-            for dependent in computetemplate.dependents(ctx, name):
-                ctx.queue.add(dependent)
 
     @watch("", "v1", "nodes", "Node", cluster_scoped=True)
     async def on_node(*, event: Any, memo: Any, **_: Any) -> None:
@@ -325,14 +196,11 @@ def build_registry(
             if slim == before:
                 return  # a heartbeat: nothing that decides a fit has changed
             ctx.store.put("Node", slim)
-        # Capacity changed: templates count again, jobs waiting for a fit get a look.
-        for template in ctx.store.all(computetemplate.KIND):
-            ctx.queue.add((computetemplate.KIND, "", template["metadata"]["name"]), delay=1.0)
-        for tj in ctx.store.all(trainingjob.KIND):
-            if (tj.get("status") or {}).get("phase") in ("Pending", None):
-                ctx.queue.add(
-                    (trainingjob.KIND, tj["metadata"]["namespace"], tj["metadata"]["name"])
-                )
+        # Capacity changed: templates count again, runs waiting for a fit get a look.
+        for controller in CONTROLLERS:
+            if controller.on_capacity is not None:
+                for key in controller.on_capacity(ctx):
+                    ctx.queue.add(key, delay=controller.wake_delay)
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -425,27 +293,13 @@ def make_context(config: OperatorConfig, kube: Kube | None = None) -> Ctx:
     store = Store()
     holder: dict[str, Ctx] = {}
 
-    async def run_tj(key: Key) -> Result | None:
-        return await trainingjob.reconcile(holder["ctx"], key)
+    def runner(controller: Controller) -> Callable[[Key], Awaitable[Result | None]]:
+        async def run(key: Key) -> Result | None:
+            return await controller.reconcile(holder["ctx"], key)
 
-    async def run_md(key: Key) -> Result | None:
-        return await modeldeployment.reconcile(holder["ctx"], key)
+        return run
 
-    async def run_dm(key: Key) -> Result | None:
-        return await driftmonitor.reconcile(holder["ctx"], key)
-
-    async def run_ct(key: Key) -> Result | None:
-        return await computetemplate.reconcile(holder["ctx"], key)
-
-    queue = WorkQueue(
-        {
-            trainingjob.KIND: run_tj,
-            modeldeployment.KIND: run_md,
-            driftmonitor.KIND: run_dm,
-            computetemplate.KIND: run_ct,
-        },
-        workers=config.workers,
-    )
+    queue = WorkQueue({c.kind: runner(c) for c in CONTROLLERS}, workers=config.workers)
     ctx = Ctx(kube=kube, store=store, queue=queue, config=config)
     holder["ctx"] = ctx
     return ctx

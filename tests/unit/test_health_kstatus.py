@@ -296,7 +296,9 @@ def md_deployment(
     decided = md.plan(spec, obj, observed, IMAGE, NOW)
     name = deployment_name(obj["metadata"]["name"], track)
     dep = next(
-        a for a in decided.apply if a["kind"] == "Deployment" and a["metadata"]["name"] == name
+        a.obj
+        for a in decided.apply
+        if a.obj["kind"] == "Deployment" and a.obj["metadata"]["name"] == name
     )
     dep["metadata"]["generation"] = 1
     dep["status"] = {"observedGeneration": 1, **status}

@@ -42,6 +42,20 @@ def decide(b: dict[str, Any], jobs: list[dict[str, Any]] | None = None,
     return plan(spec, b, Observed(jobs or [], pods or [], [], True), NOW)
 
 
+def creates_job(decided: Any) -> bool:
+    return any(child.obj["kind"] == "Job" for child in decided.apply)
+
+
+def deleted(decided: Any) -> list[str]:
+    """The Jobs the plan deletes, each with its uid precondition."""
+    assert all(d.uid == f"uid-{d.name}" for d in decided.delete)
+    return [d.name for d in decided.delete]
+
+
+def suspend(decided: Any) -> bool | None:
+    return next((p.patch["spec"]["suspend"] for p in decided.patch), None)
+
+
 def test_invalid_spec_message_names_the_field() -> None:
     spec, message = parse_spec(TrainingJobSpec, {"spec": {"image": "i", "workers": 0}})
     assert spec is None and message.startswith("spec.workers:")
@@ -49,7 +63,7 @@ def test_invalid_spec_message_names_the_field() -> None:
 
 def test_new_job_is_created_and_pending() -> None:
     decided = decide(body())
-    assert decided.create_job and decided.status.phase == "Pending"
+    assert creates_job(decided) and decided.status.phase == "Pending"
     assert decided.status.job_name == "t-r0"
 
 
@@ -57,7 +71,7 @@ def test_failed_attempt_restarts_with_status_written_first() -> None:
     failed = job("t-r0", [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])
     decided = decide(body(maxRestarts=2), [failed], [failed_pod("t-r0")])
     assert decided.status.phase == "Restarting" and decided.status.restarts == 1
-    assert decided.status_first and decided.delete_jobs == [failed]
+    assert decided.status_first and deleted(decided) == ["t-r0"]
     assert "exit code 3" in (decided.status.message or "")
 
 
@@ -77,14 +91,14 @@ def test_no_restarts_left_fails_with_exit_code() -> None:
     failed = job("t-r2", [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])
     decided = decide(body({"restarts": 2, "phase": "Running"}, maxRestarts=2), [failed],
                      [failed_pod("t-r2", 137)])
-    assert decided.status.phase == "Failed" and not decided.delete_jobs
+    assert decided.status.phase == "Failed" and not deleted(decided)
     assert "exit code 137" in (decided.status.message or "")
 
 
 def test_stale_attempt_job_is_deleted_and_current_created() -> None:
     old = job("t-r0", [{"type": "Failed", "status": "True"}])
     decided = decide(body({"restarts": 1, "phase": "Restarting"}), [old])
-    assert decided.delete_jobs == [old] and decided.create_job
+    assert deleted(decided) == ["t-r0"] and creates_job(decided)
     assert decided.status.job_name == "t-r1"
 
 
@@ -93,7 +107,7 @@ def test_finished_run_stays_finished_without_a_job() -> None:
                            "workers": {"succeeded": 1},
                            "conditions": [{"type": "Ready", "status": "True",
                                            "reason": "Succeeded"}]}))
-    assert not decided.create_job and decided.status.phase == "Succeeded"
+    assert not creates_job(decided) and decided.status.phase == "Succeeded"
     assert decided.status.model_uri == "s3://m"
     assert decided.status.workers and decided.status.workers.succeeded == 1
 
@@ -103,7 +117,7 @@ def test_deadline_counts_across_restarts() -> None:
     running = job("t-r1", startTime=start)
     decided = decide(body({"restarts": 1, "startTime": start}, activeDeadlineSeconds=60),
                      [running])
-    assert decided.status.phase == "Failed" and decided.delete_jobs == [running]
+    assert decided.status.phase == "Failed" and deleted(decided) == ["t-r1"]
     assert decided.conds[0].reason == "DeadlineExceeded"
 
 
@@ -115,7 +129,7 @@ def test_deadline_in_future_requeues() -> None:
 
 def test_user_suspend_patches_the_job() -> None:
     decided = decide(body(suspend=True), [job("t-r0")])
-    assert decided.set_suspend is True and decided.status.phase == "Suspended"
+    assert suspend(decided) is True and decided.status.phase == "Suspended"
 
 
 def test_queued_job_is_not_unsuspended_by_us() -> None:
@@ -129,7 +143,7 @@ def test_queued_job_is_not_unsuspended_by_us() -> None:
     queued["metadata"]["annotations"] = render_job(spec, "t", "ns", 0, {})["metadata"][
         "annotations"]
     decided = decide(b, [queued])
-    assert decided.status.phase == "Queued" and decided.set_suspend is None
+    assert decided.status.phase == "Queued" and suspend(decided) is None
 
 
 def test_finished_job_deleted_by_ttl_before_it_was_seen_still_counts() -> None:
@@ -140,4 +154,4 @@ def test_finished_job_deleted_by_ttl_before_it_was_seen_still_counts() -> None:
     done[GONE] = True
     decided = decide(body({"phase": "Running"}, output={"uri": "s3://m"}), [done])
     assert decided.status.phase == "Succeeded" and decided.status.model_uri == "s3://m"
-    assert not decided.create_job
+    assert not creates_job(decided)

@@ -4,6 +4,7 @@ most, and which resources use it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,9 @@ from kubeloop.api.computetemplate import (
 )
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.api.trainingjob import TrainingJobSpec
-from kubeloop.controllers.common import Ctx, finish_status, record_event, rfc3339, write_status
+from kubeloop.controllers.common import Ctx, rfc3339
+from kubeloop.controllers.execute import Plan, execute
+from kubeloop.controllers.registration import Controller
 from kubeloop.controllers.runtime import Key, Result
 from kubeloop.kube import KubeError
 
@@ -29,6 +32,7 @@ KIND = compute.KIND
 REFRESH_SECONDS = 30.0
 MAX_USERS_LISTED = 20
 ENDED = ("Succeeded", "Failed")
+USERS = ("TrainingJob", "ModelDeployment")
 # Set once listing pods is refused (the chart's countAllPods off): not asked again.
 _pods_forbidden: list[bool] = []
 
@@ -156,10 +160,15 @@ def condition(applied: Applied) -> c.Cond | None:
     return c.Cond(c.COMPUTE_TEMPLATE, True, c.COMPUTE_TEMPLATE_APPLIED, f"uses {name}")
 
 
-async def hold(
-    ctx: Ctx, body: dict[str, Any], applied: Applied, status_model: type[CommonStatus]
-) -> Result | None:
-    """Report why a resource cannot use its template, and do nothing else: a missing
+def conditions(applied: Applied) -> list[c.Cond]:
+    cond = condition(applied)
+    return [] if cond is None else [cond]
+
+
+def held(
+    body: dict[str, Any], applied: Applied, status_model: type[CommonStatus]
+) -> Plan[CommonStatus]:
+    """Why a resource cannot use its template, and nothing else to do: a missing
     template is a wait (it may come), a conflict needs a change (Stalled). What the
     status held stays (a run that started keeps its counts)."""
     assert applied.blocked is not None
@@ -172,15 +181,20 @@ async def hold(
     started = bool(prev.get("jobName"))
     status.phase = prev.get("phase") if started else (c.FAILED if applied.stalled else c.PENDING)
     status.message = cond.message
-    conds = [cond, c.Cond(extra, True, cond.reason, cond.message)]
-    new = finish_status(body, status, conds, rfc3339(ctx.clock()))
-    if await write_status(ctx, body, new):
-        before = next(
-            (x.get("reason") for x in prev.get("conditions", []) if x["type"] == "Ready"), None
-        )
-        if before != cond.reason:
-            kind = "Warning" if applied.stalled else "Normal"
-            await record_event(ctx, body, kind, cond.reason, cond.message)
+    out = Plan(status=status, conds=[cond, c.Cond(extra, True, cond.reason, cond.message)])
+    before = next(
+        (x.get("reason") for x in prev.get("conditions", []) if x["type"] == c.READY), None
+    )
+    if before != cond.reason:
+        kind = "Warning" if applied.stalled else "Normal"
+        out.events.append((kind, cond.reason, cond.message))
+    return out
+
+
+async def hold(
+    ctx: Ctx, body: dict[str, Any], applied: Applied, status_model: type[CommonStatus]
+) -> Result | None:
+    await execute(ctx, body, held(body, applied, status_model))
     return None
 
 
@@ -191,7 +205,7 @@ def users(ctx: Ctx, name: str) -> list[TemplateUser]:
     """Active TrainingJobs (not ended) and ModelDeployments whose template is `name`."""
     found = []
     all_templates = templates(ctx)
-    for kind in ("TrainingJob", "ModelDeployment"):
+    for kind in USERS:
         for obj in ctx.store.all(kind):
             status = obj.get("status") or {}
             if kind == "TrainingJob" and status.get("phase") in ENDED:
@@ -211,10 +225,6 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     body = ctx.store.get(KIND, "", name)
     if body is None:
         return None
-    spec = ComputeTemplateSpec.model_validate(body.get("spec") or {})
-    now = ctx.clock()
-    status = ComputeTemplateStatus(observed_generation=body["metadata"].get("generation"))
-    nodes = ctx.store.all("Node")
     pods = None
     if not _pods_forbidden:
         try:
@@ -225,38 +235,87 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
                 # computeTemplates.countAllPods is off: count fitsMax only, from now on.
                 _pods_forbidden.append(True)
             log.warning("Cannot list pods to count what fits now: %s", exc)
+    decided = plan(body, ctx.store.all("Node"), pods, users(ctx, name), ctx.clock())
+    return await execute(ctx, body, decided)
+
+
+def plan(
+    body: dict[str, Any],
+    nodes: list[dict[str, Any]],
+    pods: list[dict[str, Any]] | None,
+    using: list[TemplateUser],
+    now: dt.datetime,
+) -> Plan[ComputeTemplateStatus]:
+    """How many pods of the template's shape fit (now: None when pods cannot be
+    listed), and who uses it; the time of the last change of these counts."""
+    spec = ComputeTemplateSpec.model_validate(body.get("spec") or {})
+    status = ComputeTemplateStatus(observed_generation=body["metadata"].get("generation"))
     fit = compute.count_fit(spec, nodes, compute.requested_per_node(pods or []))
     status.fits_max = fit.max
     status.fits_now = fit.now if pods is not None else None
-    using = users(ctx, name)
     status.in_use = len(using)
     status.used_by = using[:MAX_USERS_LISTED]
     message = f"{fit.now if pods is not None else '?'} of {fit.max} fit now; {len(using)} in use"
     status.phase, status.message = "Ready", message
     prev = body.get("status") or {}
-    status.last_update_time = prev.get("lastUpdateTime")
-    new = finish_status(body, status, [c.Cond(c.READY, True, c.COUNTED, message)], rfc3339(now))
-    if _counts(new) != _counts(prev):
-        new["lastUpdateTime"] = rfc3339(now)
-        await write_status(ctx, body, new)
-    return Result(requeue_after=REFRESH_SECONDS)
-
-
-def _counts(status: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(
-        status.get(k) for k in ("observedGeneration", "fitsNow", "fitsMax", "inUse", "usedBy")
+    new = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    new["observedGeneration"] = status.observed_generation
+    changed = _counts(new) != _counts(prev)
+    status.last_update_time = rfc3339(now) if changed else prev.get("lastUpdateTime")
+    conds = [c.Cond(c.READY, True, c.COUNTED, message)]
+    # A template's status is its counts: written as they change (the throttle holds back
+    # none), with no Event (its phase is Ready from the start).
+    return Plan(
+        status=status,
+        conds=conds,
+        requeue_after=REFRESH_SECONDS,
+        quiet_start=True,
+        urgent=COUNTS,
     )
 
 
-def dependents(ctx: Ctx, name: str) -> list[Key]:
-    """Resources to look at again when template `name` changes: those naming it, and
-    those naming none (the default may have changed). Ended runs are records; a
+COUNTS = ("fitsNow", "fitsMax", "inUse", "usedBy")
+
+
+def _counts(status: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(status.get(k) for k in ("observedGeneration", *COUNTS))
+
+
+def takers(ctx: Ctx, kind: str, name: str) -> list[Key]:
+    """Resources of `kind` to look at again when template `name` changes: those naming
+    it, and those naming none (the default may have changed). Ended runs are records; a
     ModelDeployment is never ended (one held as Failed by its template recovers)."""
     keys: list[Key] = []
-    for kind in ("TrainingJob", "ModelDeployment"):
-        for obj in ctx.store.all(kind):
-            named = (obj.get("spec") or {}).get("compute")
-            phase = (obj.get("status") or {}).get("phase")
-            if named in (name, None) and (kind != "TrainingJob" or phase not in ENDED):
-                keys.append((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
+    for obj in ctx.store.all(kind):
+        named = (obj.get("spec") or {}).get("compute")
+        phase = (obj.get("status") or {}).get("phase")
+        if named in (name, None) and (kind != "TrainingJob" or phase not in ENDED):
+            keys.append((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
     return keys
+
+
+def _dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> list[Key]:
+    """A run that starts or ends changes what fits of the template it uses."""
+    if kind not in USERS:
+        return []
+    used = ((obj.get("status") or {}).get("compute") or {}).get("name") or (
+        obj.get("spec") or {}
+    ).get("compute")
+    return [(KIND, "", used)] if used else []
+
+
+def _all(ctx: Ctx) -> list[Key]:
+    return [(KIND, "", t["metadata"]["name"]) for t in ctx.store.all(KIND)]
+
+
+CONTROLLER = Controller(
+    kind=KIND,
+    plural="computetemplates",
+    reconcile=reconcile,
+    cluster_scoped=True,
+    dependents=_dependents,
+    on_capacity=_all,
+    wake_delay=1.0,
+    # What the resources read of a template is its spec, and that it exists.
+    wake_on_delete=True,
+)

@@ -47,6 +47,7 @@ from kubeloop.controllers.driftverdict import (
     reference_pending,
     target_missing,
 )
+from kubeloop.controllers.registration import ChildWatch, Controller, slim_pod
 from kubeloop.controllers.retrain_actions import RUNNING
 from kubeloop.controllers.runtime import Key, Result
 from kubeloop.drift import sources
@@ -54,7 +55,7 @@ from kubeloop.drift.reference import (
     ReferenceInvalid,
     ReferenceNotServed,
 )
-from kubeloop.names import API_VERSION
+from kubeloop.names import API_VERSION, EVALUATION_LABEL
 
 log = logging.getLogger("kubeloop.driftmonitor")
 
@@ -312,3 +313,39 @@ def _status_bool(value: str) -> bool | None:
 
 
 reconcile = Reconciler()
+
+
+def _dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> list[Key]:
+    """Monitors watching a ModelDeployment, or waiting for the retrain they started."""
+    if kind not in (MODEL_DEPLOYMENT, TRAINING_JOB):
+        return []
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    found: list[Key] = []
+    for dm in ctx.store.all(KIND):
+        if dm["metadata"]["namespace"] != namespace:
+            continue
+        spec = dm.get("spec") or {}
+        started = ((dm.get("status") or {}).get("lastRetrain") or {}).get("trainingJob")
+        if (kind == MODEL_DEPLOYMENT and spec.get("modelDeployment") == name) or (
+            kind == TRAINING_JOB and started == name
+        ):
+            found.append((KIND, namespace, dm["metadata"]["name"]))
+    return found
+
+
+def _forget(ctx: Ctx, key: Key) -> None:
+    forget(key[1], key[2])
+
+
+CONTROLLER = Controller(
+    kind=KIND,
+    plural="driftmonitors",
+    reconcile=reconcile,
+    children=(
+        # The evaluation Jobs of the retrains, and their pods (which carry the verdict).
+        ChildWatch("batch", "v1", "jobs", "Job", retrain.EVAL_JOB, EVALUATION_LABEL),
+        ChildWatch("", "v1", "pods", "Pod", retrain.EVAL_POD, EVALUATION_LABEL, slim=slim_pod),
+    ),
+    dependents=_dependents,
+    forget=_forget,
+)
