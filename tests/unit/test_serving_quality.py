@@ -16,14 +16,20 @@ import numpy as np
 import pytest
 import requests
 from sklearn.datasets import load_diabetes, load_iris
-from sklearn.linear_model import LinearRegression
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import confusion_matrix, mean_absolute_error, mean_squared_error
+from sklearn.tree import DecisionTreeClassifier
 
 from kubeloop.drift.calibration import with_model
 from kubeloop.drift.profile import build_profile, load_profile
 from kubeloop.modeldir import LoadedModel, ModelMetadata, TensorSpec, Writer, load_model
 from kubeloop.serving import quality
-from kubeloop.serving.dataplane import DataPlane
+from kubeloop.serving.dataplane import DataPlane, _argmax_classes, _argmax_predicts
 
 # The module's model fixtures (the iris classifier from examples/train/train.py).
 from tests.unit.test_serving import (  # noqa: F401
@@ -284,3 +290,55 @@ def test_without_monitoring_labels_count_and_nothing_is_estimated(model: LoadedM
         ).ok
         names = {name for name, _ in quality_samples(url)}
     assert names == {"kubeloop_model_feedback_confusion_total"}
+
+
+ESTIMATORS = {
+    "forest": lambda: RandomForestClassifier(n_estimators=4, random_state=0),
+    "tree": lambda: DecisionTreeClassifier(max_depth=3, random_state=0),
+    "boosting": lambda: GradientBoostingClassifier(n_estimators=5, random_state=0),
+    "hist-boosting": lambda: HistGradientBoostingClassifier(max_iter=5),
+    "logistic": lambda: LogisticRegression(),
+}
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+@pytest.mark.parametrize("kind", sorted(ESTIMATORS))
+def test_the_class_taken_from_the_probabilities_is_what_predict_answers(
+    kind: str, classes: int
+) -> None:
+    """With estimation on, a batch's probabilities give its classes (one model call,
+    not two): exactly predict's answers, its ties included (few trees tie often)."""
+    rng = np.random.default_rng(classes)
+    x = rng.normal(size=(3000, 4)).round(1)  # coarse values: tied leaves and scores
+    y = (x[:, 0] + rng.normal(size=3000) > 0).astype(int) + (classes == 3) * (x[:, 1] > 0.5)
+    estimator = ESTIMATORS[kind]().fit(x[:1000], y[:1000])
+    assert _argmax_predicts(estimator)
+    loaded = LoadedModel(
+        metadata=None,  # type: ignore[arg-type]
+        profile=None,
+        estimator=estimator,
+        allow_nan=False,
+        classes=estimator.classes_,
+        class_labels=[str(c) for c in estimator.classes_],
+    )
+    got = _argmax_classes(loaded, x, estimator.predict_proba(x))
+    np.testing.assert_array_equal(got, estimator.predict(x))
+    assert got.dtype == estimator.predict(x).dtype
+
+
+def test_a_tie_is_left_to_predict() -> None:
+    # Balanced classes and no learning: every raw score is 0, every probability 0.5;
+    # gradient boosting answers class 1 there (raw >= 0), the argmax would say 0.
+    x = np.arange(20.0).reshape(10, 2)
+    estimator = GradientBoostingClassifier(n_estimators=1, learning_rate=0.0).fit(x, [0, 1] * 5)
+    proba = estimator.predict_proba(x)
+    assert (proba == 0.5).all() and (estimator.predict(x) == 1).all()
+    loaded = LoadedModel(
+        metadata=None,  # type: ignore[arg-type]
+        profile=None,
+        estimator=estimator,
+        allow_nan=False,
+        classes=estimator.classes_,
+        class_labels=["0", "1"],
+    )
+    np.testing.assert_array_equal(_argmax_classes(loaded, x, proba), [1] * 10)

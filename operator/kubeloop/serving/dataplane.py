@@ -183,8 +183,7 @@ class DataPlane:
             return {PREDICT: model.predict(rows)}
         probabilities = model.predict_proba(rows)
         if self._argmax_predicts:
-            assert model.classes is not None
-            predicted = model.classes.take(probabilities.argmax(axis=1))
+            predicted = _argmax_classes(model, rows, probabilities)
         else:
             predicted = model.predict(rows)
         return {PREDICT: predicted, PREDICT_PROBA: probabilities}
@@ -225,9 +224,18 @@ class DataPlane:
 
 def _argmax_predicts(estimator: Any) -> bool:
     """Whether ``estimator.predict`` is, in scikit-learn's own code, the class of highest
-    ``predict_proba`` (forests and trees), so that one call gives both. Gradient
-    boosting is not: it decides on raw scores, which differs at exact ties."""
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    score, of which ``predict_proba`` is a non-decreasing function row by row (argmax of
+    the probabilities for forests and trees; of the raw scores, which softmax or the
+    logistic function turn into them, for gradient boosting and logistic regression).
+    Then the probabilities give the class, but where two tie (rounding can make equal
+    probabilities of scores that differ): :func:`_argmax_classes`."""
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        GradientBoostingClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+    )
+    from sklearn.linear_model import LogisticRegression
     from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 
     exact = (
@@ -235,5 +243,21 @@ def _argmax_predicts(estimator: Any) -> bool:
         RandomForestClassifier,
         DecisionTreeClassifier,
         ExtraTreeClassifier,
+        GradientBoostingClassifier,
+        HistGradientBoostingClassifier,
+        LogisticRegression,
     )
     return type(estimator) in exact and getattr(estimator, "n_outputs_", 1) == 1
+
+
+def _argmax_classes(model: LoadedModel, rows: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """``model.predict(rows)`` from its probabilities: the most probable class; rows whose
+    two highest probabilities tie are left to ``predict`` itself (its own tie rule)."""
+    assert model.classes is not None
+    predicted = model.classes.take(proba.argmax(axis=1))
+    if proba.shape[1] > 1:
+        top = np.partition(proba, -2, axis=1)
+        ties = top[:, -1] == top[:, -2]
+        if ties.any():
+            predicted[ties] = model.predict(rows[ties])
+    return predicted
