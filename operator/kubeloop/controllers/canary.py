@@ -12,162 +12,75 @@ latest judgement (`kubeloop.canary.measure`), and returns the new canary status.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
 from kubeloop import conditions as c
 from kubeloop.api.modeldeployment import (
-    Canary,
-    CanaryAnalysis,
-    CanaryJudgement,
     CanaryStatus,
-    ModelDeploymentStatus,
     Promotion,
-    TrackFigures,
 )
-from kubeloop.canary.figures import Figures
 from kubeloop.canary.judge import FAIL, HOLD, PASS
 from kubeloop.canary.measure import Measured
+from kubeloop.controllers.canary_judgement import judgement
+from kubeloop.controllers.canary_state import (
+    ABORTED,
+    ANALYZING,
+    AVAILABLE,
+    HOLDING,
+    IDLE,
+    JUDGED,
+    PAUSED,
+    PROGRESSING,
+    PROMOTED,
+    PROMOTING,
+    ROLLED_BACK,
+    UNDER_WAY,
+    WAITING,
+    Decision,
+    Event,
+    Inputs,
+    World,
+    analysis_of,
+    current_promotion,
+    judging,
+    serves,
+)
 from kubeloop.controllers.common import parse_time, rfc3339
-from kubeloop.names import MODEL_URI_ANNOTATION
+from kubeloop.controllers.k8sread import deployment_available as available
+from kubeloop.controllers.k8sread import deployment_ready as ready
+from kubeloop.controllers.k8sread import rolled_out
 
-# Canary states (status.canary.state).
-WAITING = "Waiting"
-PROGRESSING = "Progressing"
-AVAILABLE = "Available"
-IDLE = "Idle"
-ANALYZING = "Analyzing"
-HOLDING = "Holding"
-PAUSED = "Paused"
-PROMOTING = "Promoting"
-PROMOTED = "Promoted"
-ROLLED_BACK = "RolledBack"
-ABORTED = "Aborted"
-
-# States in which a window of live metrics is open and judged.
-JUDGED = frozenset({ANALYZING, HOLDING})
-# States in which the canary analysis is still under way (the resource is Reconciling).
-UNDER_WAY = frozenset({PROGRESSING, ANALYZING, HOLDING, PAUSED, PROMOTING})
-
-Event = tuple[str, str, str]
-
-
-@dataclass
-class World:
-    """What the cluster shows of the two tracks."""
-
-    stable: dict[str, Any] | None
-    canary: dict[str, Any] | None
-    crash: str | None  # why the canary's pods cannot serve, if they cannot
-
-
-@dataclass
-class Decision:
-    status: CanaryStatus | None
-    share: int | None = None  # the canary's share of traffic; None: no canary pods
-    render: bool = True  # keep a canary Deployment (at zero when share is None)
-    cond: c.Cond | None = None
-    events: list[Event] = field(default_factory=list)
-    requeue_after: float | None = None
-    promotion: Promotion | None = None
-    under_way: bool = False
-    # The canary's weight on an HTTPRoute when it differs from `share`: while the pods of
-    # a new share start, the route keeps the share they can already carry.
-    route_share: int | None = -1
-    # Canary replicas to keep whatever the share (a promoted canary, until the stable
-    # has all its replicas).
-    keep_canary: int | None = None
-
-
-def ready(dep: dict[str, Any] | None) -> int:
-    return int(((dep or {}).get("status") or {}).get("readyReplicas", 0) or 0)
-
-
-def available(dep: dict[str, Any] | None) -> int:
-    return int(((dep or {}).get("status") or {}).get("availableReplicas", 0) or 0)
-
-
-def rolled_out(dep: dict[str, Any] | None) -> bool:
-    """The Deployment controller has seen the latest spec and every replica is updated."""
-    if dep is None:
-        return False
-    status = dep.get("status") or {}
-    want = dep.get("spec", {}).get("replicas", 1)
-    return (
-        status.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
-        and int(status.get("updatedReplicas", 0) or 0) >= want
-        and int(status.get("availableReplicas", 0) or 0) >= want
-        and int(status.get("replicas", 0) or 0) <= want
-    )
-
-
-def serves(dep: dict[str, Any] | None, uri: str) -> bool:
-    """The Deployment is rolled out with `uri`."""
-    annotations = ((dep or {}).get("metadata") or {}).get("annotations") or {}
-    return annotations.get(MODEL_URI_ANNOTATION) == uri and rolled_out(dep)
-
-
-def current_promotion(prev: ModelDeploymentStatus, model_uri: str | None) -> Promotion | None:
-    """The promotion that still stands: it ends when `spec.model` changes (the user's
-    word) or names the promoted model itself (nothing left to stand in for)."""
-    promotion = prev.promotion
-    if promotion is None or model_uri is None:
-        return promotion if model_uri is None else None
-    if promotion.replaces != model_uri or promotion.uri == model_uri:
-        return None
-    return promotion
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 3)
-
-
-def _track(figures: Figures | None) -> TrackFigures | None:
-    if figures is None:
-        return None
-    percent = figures.error_percent
-    return TrackFigures(
-        requests=int(figures.requests),
-        error_percent=None if percent is None else round(percent, 3),
-        latency_p99_ms=_ms(figures.p99_seconds),
-        pods=figures.pods,
-    )
-
-
-def judgement(measured: Measured, now: dt.datetime) -> CanaryJudgement:
-    return CanaryJudgement(
-        time=rfc3339(now),
-        decision=measured.verdict.decision,
-        window_seconds=round(measured.window_seconds, 1),
-        canary=_track(measured.canary),
-        stable=_track(measured.stable),
-        prediction_divergence=(
-            None if measured.divergence is None else round(measured.divergence, 4)
-        ),
-        message=measured.verdict.message,
-    )
+# What other modules read of the canary (its states and the tracks' readings).
+__all__ = [
+    "ABORTED",
+    "ANALYZING",
+    "AVAILABLE",
+    "HOLDING",
+    "IDLE",
+    "JUDGED",
+    "PAUSED",
+    "PROGRESSING",
+    "PROMOTED",
+    "PROMOTING",
+    "ROLLED_BACK",
+    "UNDER_WAY",
+    "WAITING",
+    "Decision",
+    "Event",
+    "Inputs",
+    "World",
+    "analysis_of",
+    "available",
+    "current_promotion",
+    "decide",
+    "judgement",
+    "judging",
+    "ready",
+    "rolled_out",
+    "serves",
+]
 
 
 def _step_text(step: int, steps: list[int]) -> str:
     return f"step {step} of {len(steps)} ({steps[step - 1]}% of traffic)"
-
-
-@dataclass
-class Inputs:
-    canary: Canary
-    uri: str
-    prev: CanaryStatus
-    stable_uri: str | None  # what the stable serves, promotion included
-    model_uri: str | None  # what spec.model resolves to
-    promotion: Promotion | None
-    world: World
-    measured: Measured | None
-    due_in: float | None
-    replicas_for: Callable[[int], int]
-    now: dt.datetime
-    stable_total: int = 0  # the stable's replicas once the canary is gone
 
 
 def decide(inp: Inputs) -> Decision:
@@ -457,19 +370,3 @@ def _promoting(inp: Inputs, status: CanaryStatus) -> Decision:
     status.message = f"the stable Deployment rolls to {inp.uri}"
     cond = c.Cond(c.CANARY_AVAILABLE, True, c.CANARY_PROMOTING, status.message)
     return Decision(status, share, True, cond, promotion=inp.promotion, under_way=True)
-
-
-def analysis_of(canary: Canary) -> CanaryAnalysis | None:
-    """How the canary is judged: its own analysis, or the default one with steps."""
-    if canary.analysis is not None:
-        return canary.analysis
-    return CanaryAnalysis() if canary.steps else None
-
-
-def judging(canary: Canary | None, prev: CanaryStatus | None) -> bool:
-    """Whether a window of live metrics should be open now."""
-    if canary is None or prev is None or canary.paused or canary.abort:
-        return False
-    if analysis_of(canary) is None or not prev.model_uri:
-        return False
-    return prev.state in JUDGED if canary.steps else prev.state == AVAILABLE

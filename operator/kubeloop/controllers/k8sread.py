@@ -161,6 +161,33 @@ def exit_text(term: dict[str, Any] | None) -> str:
     return f"{text}: {tail}" if tail else text
 
 
+# --- Deployments ---------------------------------------------------------------------
+
+
+def deployment_ready(dep: dict[str, Any] | None) -> int:
+    """Ready replicas of a Deployment (0 for none)."""
+    return int(((dep or {}).get("status") or {}).get("readyReplicas", 0) or 0)
+
+
+def deployment_available(dep: dict[str, Any] | None) -> int:
+    """Available replicas of a Deployment (0 for none)."""
+    return int(((dep or {}).get("status") or {}).get("availableReplicas", 0) or 0)
+
+
+def rolled_out(dep: dict[str, Any] | None) -> bool:
+    """The Deployment controller has seen the latest spec and every replica is updated."""
+    if dep is None:
+        return False
+    status = dep.get("status") or {}
+    want = dep.get("spec", {}).get("replicas", 1)
+    return (
+        status.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
+        and int(status.get("updatedReplicas", 0) or 0) >= want
+        and int(status.get("availableReplicas", 0) or 0) >= want
+        and int(status.get("replicas", 0) or 0) <= want
+    )
+
+
 # --- Owners ------------------------------------------------------------------------------
 
 

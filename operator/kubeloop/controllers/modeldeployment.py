@@ -13,7 +13,8 @@ from typing import Any
 
 from kubeloop.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from kubeloop.canary.measure import METER, Measured, serving_pods
-from kubeloop.controllers import canary, computetemplate
+from kubeloop.controllers import computetemplate
+from kubeloop.controllers.canary_state import analysis_of, judging
 from kubeloop.controllers.common import Ctx, begin
 from kubeloop.controllers.execute import execute
 from kubeloop.controllers.modeldeployment_plan import plan
@@ -93,8 +94,8 @@ async def _measure(
 ) -> tuple[Measured | None, float | None]:
     """Read both tracks' pods when the canary's window is open; judge it when it is due."""
     prev = ModelDeploymentStatus.model_validate(body.get("status") or {})
-    analysis = canary.analysis_of(spec.canary) if spec.canary else None
-    if not canary.judging(spec.canary, prev.canary) or analysis is None or prev.canary is None:
+    analysis = analysis_of(spec.canary) if spec.canary else None
+    if not judging(spec.canary, prev.canary) or analysis is None or prev.canary is None:
         METER.forget(key)
         return None, None
     uri = prev.canary.model_uri or ""

@@ -22,8 +22,10 @@ from kubeloop.api.modeldeployment import (
 )
 from kubeloop.canary.measure import Measured
 from kubeloop.controllers import canary, history
+from kubeloop.controllers.canary_state import World
 from kubeloop.controllers.common import owner_reference, rfc3339
 from kubeloop.controllers.execute import Child, Delete, Plan
+from kubeloop.controllers.k8sread import rolled_out
 from kubeloop.controllers.modeldeployment_resolve import Resolution, resolve
 from kubeloop.controllers.modeldeployment_tracks import (
     DEPLOYMENT,
@@ -109,9 +111,7 @@ def canary_decision(
             stable_uri=models.uri,
             model_uri=models.resolution.uri,
             promotion=models.promotion,
-            world=canary.World(
-                observed.stable, observed.canary, crash_message(observed.pods, CANARY)
-            ),
+            world=World(observed.stable, observed.canary, crash_message(observed.pods, CANARY)),
             measured=measured,
             due_in=due_in,
             replicas_for=lambda share: canary_replicas(spec, current, share),
@@ -305,9 +305,9 @@ def plan(
 
     status.ready_replicas = canary.ready(observed.stable)
     available, crashing = availability(observed, parts.share)
-    rolled_out = canary.rolled_out(observed.stable) or parts.stable == 0
+    done = rolled_out(observed.stable) or parts.stable == 0
     status.phase, status.message, out.conds = phase(
-        models, available, crashing, rolled_out, decision, status.canary, canary_cond
+        models, available, crashing, done, decision, status.canary, canary_cond
     )
     out.conds += list(extra_conds) + ([routed] if routed else [])
     return out
