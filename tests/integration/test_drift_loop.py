@@ -754,3 +754,174 @@ def test_a_monitor_made_again_under_its_name_does_not_adopt_the_old_retrain(
     third, tj = retrain_once("again-retrain-2")
     ran_for(third, tj)
     assert not cluster.get(TJ, namespace, "again-retrain-1")["metadata"].get("ownerReferences")
+
+
+def test_a_promotion_the_api_server_refuses_is_final(
+    cluster: Cluster, namespace: str, server: ModelServer, model_v1: Path, tmp_path: Path
+) -> None:
+    """A promotion refused by an admission policy (the model of the deployment frozen)
+    ends the retrain: Succeeded, not promoted, Warning PromotionFailed with the API
+    server's words; never retried for ever."""
+    train(tmp_path / "frozen-retrain-1", shift=2.0)
+    champion = f"file://{model_v1}"
+    cluster.create(MD, namespace, "iris", {"model": {"uri": champion}})
+    admission = client.AdmissionregistrationV1Api(cluster.api_client)
+    name = f"itest-frozen-{namespace}"
+    admission.create_validating_admission_policy(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["kubeloop.io"],
+                            "apiVersions": ["v1alpha1"],
+                            "operations": ["UPDATE"],
+                            "resources": ["modeldeployments"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": "object.spec.model.uri == oldObject.spec.model.uri",
+                        "message": "the model of this deployment is frozen",
+                    },
+                    {
+                        # The test's probe of whether the policy is in force yet.
+                        "expression": "!has(object.metadata.annotations) || "
+                        "!('itest-probe' in object.metadata.annotations)",
+                        "message": "probe refused",
+                    },
+                ],
+            },
+        }
+    )
+    admission.create_validating_admission_policy_binding(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+                },
+            },
+        }
+    )
+    try:
+
+        def frozen() -> bool:
+            def annotate(value: str | None) -> None:
+                cluster.custom.patch_namespaced_custom_object(
+                    "kubeloop.io",
+                    "v1alpha1",
+                    namespace,
+                    "modeldeployments",
+                    "iris",
+                    {"metadata": {"annotations": {"itest-probe": value}}},
+                )
+
+            try:
+                annotate("1")
+            except client.ApiException as err:
+                return err.status in (400, 403, 422)
+            annotate(None)
+            return False
+
+        wait_for(frozen, 30, "the admission policy in force")
+        cluster.create(DM, namespace, "frozen", monitor_spec(server, tmp_path))
+        wait_for(lambda: cluster.status(DM, namespace, "frozen").get("window"), 20, "baseline")
+        server.send(shifted_rows(300, shift=2.0))
+        record = _retrain_record(cluster, namespace, "frozen", "Succeeded")
+        assert record["modelUri"] == f"file://{tmp_path}/frozen-retrain-1"
+        cluster.await_events(namespace, "frozen", {"RetrainStarted", "PromotionFailed"})
+        failed = [
+            e.message
+            for e in cluster.events_for(namespace, "frozen")
+            if e.reason == "PromotionFailed"
+        ]
+        assert any("frozen" in m for m in failed), failed
+        assert "Promoted" not in cluster.event_reasons(namespace, "frozen")
+        assert cluster.get(MD, namespace, "iris")["spec"]["model"]["uri"] == champion
+    finally:
+        admission.delete_validating_admission_policy_binding(name)
+        admission.delete_validating_admission_policy(name)
+
+
+def test_a_retrain_the_api_server_refuses_is_failed_and_says_why(
+    cluster: Cluster, namespace: str, server: ModelServer, model_v1: Path, tmp_path: Path
+) -> None:
+    """The retrain's TrainingJob refused (an admission policy allows none here): the
+    retrain was counted first, then ends Failed with the API server's words, in its
+    status, its message and a RetrainFailed Event after RetrainStarted."""
+    cluster.create(MD, namespace, "iris", {"model": {"uri": f"file://{model_v1}"}})
+    admission = client.AdmissionregistrationV1Api(cluster.api_client)
+    name = f"itest-no-training-{namespace}"
+    admission.create_validating_admission_policy(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["kubeloop.io"],
+                            "apiVersions": ["v1alpha1"],
+                            "operations": ["CREATE"],
+                            "resources": ["trainingjobs"],
+                        }
+                    ]
+                },
+                "validations": [{"expression": "false", "message": "no training here"}],
+            },
+        }
+    )
+    admission.create_validating_admission_policy_binding(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+                },
+            },
+        }
+    )
+    try:
+
+        def refused() -> bool:
+            try:
+                cluster.create(TJ, namespace, "probe", {"image": "registry.local/x:1"})
+            except client.ApiException as err:
+                return err.status in (400, 403, 422)
+            cluster.delete(TJ, namespace, "probe")
+            return False
+
+        wait_for(refused, 30, "the admission policy in force")
+        cluster.create(DM, namespace, "nope", monitor_spec(server, tmp_path))
+        wait_for(lambda: cluster.status(DM, namespace, "nope").get("window"), 20, "baseline")
+        server.send(shifted_rows(300, shift=2.0))
+        record = _retrain_record(cluster, namespace, "nope", "Failed")
+        assert record["trainingJob"] == "nope-retrain-1" and not record.get("created")
+        status = cluster.status(DM, namespace, "nope")
+        assert status["retrainCount"] == 1
+        assert "retrain nope-retrain-1 refused by the API server" in status["message"]
+        reasons = cluster.await_events(namespace, "nope", {"RetrainStarted", "RetrainFailed"})
+        failed = [
+            e.message for e in cluster.events_for(namespace, "nope") if e.reason == "RetrainFailed"
+        ]
+        assert any("no training here" in m for m in failed), failed
+        assert "Promoted" not in reasons
+    finally:
+        admission.delete_validating_admission_policy_binding(name)
+        admission.delete_validating_admission_policy(name)

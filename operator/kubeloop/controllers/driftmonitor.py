@@ -28,12 +28,8 @@ from kubeloop.controllers import retrain
 from kubeloop.controllers.common import (
     Ctx,
     begin,
-    finish_status,
     parse_time,
-    record_event,
     rfc3339,
-    transition_event,
-    write_status,
 )
 from kubeloop.controllers.driftread import (
     References,
@@ -47,6 +43,7 @@ from kubeloop.controllers.driftverdict import (
     reference_pending,
     target_missing,
 )
+from kubeloop.controllers.execute import ALL, execute
 from kubeloop.controllers.registration import ChildWatch, Controller, slim_pod
 from kubeloop.controllers.retrain_actions import RUNNING
 from kubeloop.controllers.runtime import Key, Result
@@ -123,7 +120,6 @@ class Reconciler:
         if started is None:
             return None
         body, spec, now = started
-        stamp = rfc3339(now)
         prev = DriftMonitorStatus.model_validate(body.get("status") or {})
         interval = max(duration_seconds(spec.interval), 1.0)
 
@@ -185,28 +181,14 @@ class Reconciler:
             conds.append(accepted)
         if acts.requeue_after is not None:
             requeue = min(requeue, acts.requeue_after)
-        if acts.status_first:
-            # The retrain is counted before it is created: a crash in between creates
-            # the same name again, never a second one.
-            await write_status(ctx, body, finish_status(body, status, conds, stamp))
-            body = ctx.store.get(KIND, namespace, key[2]) or body
-        await retrain.carry_out(ctx, body, acts)
-        last_retrain = status.last_retrain
-        if acts.started and last_retrain is not None and last_retrain.result != RUNNING:
-            retraining = f"; retraining in {last_retrain.training_job}"
-            refused = f"; retrain {last_retrain.training_job} refused by the API server"
-            status.message = (status.message or "").replace(retraining, refused)
-        events = acts.events
-        new_status = finish_status(body, status, conds, stamp)
-        written = await write_status(ctx, body, new_status)
-        if written and not events:
-            event = transition_event(status.phase, status.message or "", conds)
-            before = transition_event(prev.phase, "", _carried(prev))
-            if (status.phase, event[1]) != (prev.phase, before[1]):
-                events.append(event)
-        for event in events:
-            await record_event(ctx, body, *event)
-        return Result(requeue_after=max(requeue, 0.5))
+        plan = retrain.plan(status, conds, acts)
+        # Every change of a monitor's status is written at once (check times, scores).
+        plan.urgent, plan.announce_reason = (ALL,), True
+        plan.requeue(max(requeue, 0.5))
+        result = await execute(ctx, body, plan)
+        if acts.started and status.last_retrain and status.last_retrain.result == RUNNING:
+            metrics.RETRAINS.labels(namespace, key[2]).inc()
+        return result
 
     async def _check(
         self,
@@ -220,8 +202,7 @@ class Reconciler:
     ) -> tuple[list[c.Cond], bool]:
         """The drift check: its conditions, and whether it wants a retrain now."""
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        stamp = rfc3339(now)
-        status.last_check_time = stamp
+        status.last_check_time = rfc3339(now)
         model = spec.model_deployment
         refused = refused_url(spec, ctx.config.drift_source_allowlist)
         if refused:

@@ -66,6 +66,10 @@ class Child:
     # A child whose failure does not stop the reconcile: the condition that says so
     # replaces the plan's condition of the same type (an HTTPRoute without Gateway API).
     on_failure: Callable[[KubeError], c.Cond] | None = None
+    # A child the planner decides about when the API server refuses it (a retrain's
+    # TrainingJob): True when it took the error as final (and changed the plan's status
+    # and Events to say so), False to raise it (retried with backoff).
+    on_refused: Callable[[KubeError], bool] | None = None
 
 
 @dataclass
@@ -87,6 +91,8 @@ class Patch:
     field_manager: str | None = None
     subresource: str | None = None
     store_kind: str | None = None  # keep the patched object in the store under this kind
+    # As Child.on_refused: a patch whose refusal the planner decides about (a promotion).
+    on_refused: Callable[[KubeError], bool] | None = None
 
 
 @dataclass
@@ -222,6 +228,7 @@ class _Pass:
 
     before: dict[str, Any]
     announced: bool = False
+    sent: int = 0  # how many of the plan's own Events went out
 
 
 async def execute(ctx: Ctx, body: dict[str, Any], plan: Plan[Any]) -> Result | None:
@@ -251,6 +258,9 @@ async def execute(ctx: Ctx, body: dict[str, Any], plan: Plan[Any]) -> Result | N
         try:
             applied = await ctx.kube.apply(obj)
         except KubeError as exc:
+            if child.on_refused is not None and child.on_refused(exc):
+                log_forbidden(exc, f"{obj['kind']} {namespace}/{obj['metadata']['name']}")
+                continue
             if child.on_failure is not None:
                 log_forbidden(exc, f"{obj['kind']} {namespace}/{obj['metadata']['name']}")
                 _replace(plan.conds, child.on_failure(exc))
@@ -261,15 +271,21 @@ async def execute(ctx: Ctx, body: dict[str, Any], plan: Plan[Any]) -> Result | N
             return None
         ctx.store.put(child.store_kind, applied, owner=name if child.owned else None)
     for change in plan.patch:
-        patched = await ctx.kube.merge_patch(
-            change.api_version,
-            change.kind,
-            namespace,
-            change.name,
-            change.patch,
-            field_manager=change.field_manager,
-            subresource=change.subresource,
-        )
+        try:
+            patched = await ctx.kube.merge_patch(
+                change.api_version,
+                change.kind,
+                namespace,
+                change.name,
+                change.patch,
+                field_manager=change.field_manager,
+                subresource=change.subresource,
+            )
+        except KubeError as exc:
+            if change.on_refused is None or not change.on_refused(exc):
+                raise
+            log_forbidden(exc, f"{change.kind} {namespace}/{change.name}")
+            continue
         if change.store_kind and patched.get("metadata"):
             ctx.store.put(change.store_kind, patched)
     wait = await _write(ctx, body, plan, done, throttle=not plan.status_first)
@@ -313,8 +329,15 @@ async def _write(
             announce_reason=plan.announce_reason,
         )
         done.announced = True
-        for event in events:
-            await record_event(ctx, body, *event)
+        done.sent = len(plan.events) if events and plan.events else 0
+    elif done.sent:
+        # Status first, then a child's refusal said more (a retrain refused after it was
+        # counted): its Events go out with the write that records it.
+        events, done.sent = plan.events[done.sent :], len(plan.events)
+    else:
+        events = []
+    for event in events:
+        await record_event(ctx, body, *event)
     return 0.0
 
 

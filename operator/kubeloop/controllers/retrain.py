@@ -13,22 +13,26 @@ counter kept in status, so a restart never creates two). When the run succeeds:
 Each retrain that ends is kept, newest first, in `status.retrains` (the last 10).
 
 This module gathers what a step reads (`observe`: the store, by owner UID, and the API
-server where the store may lag) and carries out what it asks for (`carry_out`); the
-state machine itself is the pure controllers/retrain_step.py, the objects it writes
-controllers/retrain_render.py, the verdict controllers/retrain_verdict.py.
+server where the store may lag) and turns what it asks for into a Plan that
+controllers/execute.py carries out (`plan`); the state machine itself is the pure
+controllers/retrain_step.py, the objects it writes controllers/retrain_render.py, the
+verdict controllers/retrain_verdict.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
-from kubeloop import compute, metrics
+from kubeloop import compute
+from kubeloop import conditions as c
 from kubeloop.api.computetemplate import AppliedTemplate, ComputeTemplateSpec
 from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus
 from kubeloop.api.trainingjob import Scheduling
 from kubeloop.controllers import computetemplate
-from kubeloop.controllers.common import Ctx, log_forbidden
+from kubeloop.controllers.common import Ctx
+from kubeloop.controllers.execute import Child, Patch, Plan
 from kubeloop.controllers.k8sread import job_finished, newest, owned_by, terminated
 from kubeloop.controllers.retrain_actions import (
     EVALUATING,
@@ -78,12 +82,12 @@ __all__ = [
     "Actions",
     "accepted_condition",
     "advance",
-    "carry_out",
     "evaluation_scheduling",
     "mine",
     "name_taken",
     "observe",
     "parse_verdict",
+    "plan",
     "promotion_patch",
     "promotion_refused",
     "retrain_blocked",
@@ -212,44 +216,50 @@ async def advance(
     return step(status, await observe(ctx, body, spec, status, now, wants_retrain))
 
 
-async def carry_out(ctx: Ctx, body: dict[str, Any], acts: Actions) -> None:
-    """The step's creates and promotion. A refusal ends the retrain as the step said
-    (its `on_refused` changes the status it returned); any other error raises, the
-    status is not written, and the work queue takes the step again with backoff."""
-    meta = body["metadata"]
-    namespace, monitor = meta["namespace"], meta["name"]
+def plan(
+    status: DriftMonitorStatus, conds: list[c.Cond], acts: Actions
+) -> Plan[DriftMonitorStatus]:
+    """The step's actions as a Plan for controllers/execute.py: the creates (the
+    evaluation Job indexed under the monitor), the promotion patch (kept in the store,
+    so that the next pass reads the patched spec, not a false "superseded"), the Events,
+    and the status first when a retrain was counted (a crash before its create makes
+    the same name again, never a second one). A refusal ends the retrain as the step
+    said (its `on_refused` changes `status`); any other error raises, nothing is
+    written, and the work queue takes the step again with backoff."""
+    started = status.last_retrain.training_job if acts.started and status.last_retrain else None
+
+    def refused_start(on_refused: Callable[[KubeError], bool]) -> Callable[[KubeError], bool]:
+        def handle(err: KubeError) -> bool:
+            if not on_refused(err):
+                return False
+            refused = f"; retrain {started} refused by the API server"
+            status.message = (status.message or "").replace(f"; retraining in {started}", refused)
+            return True
+
+        return handle
+
+    out = Plan(status=status, conds=conds, events=acts.events, status_first=acts.status_first)
+    out.requeue(acts.requeue_after)
     for create in acts.creates:
-        try:
-            created = await ctx.kube.apply(create.obj)
-        except KubeError as err:
-            if not create.on_refused(err):
-                raise
-            log_forbidden(err, f"{create.obj['kind']} {create.obj['metadata']['name']}")
-            continue
-        # In the store at once: a reconcile before its watch event must not miss it.
-        ctx.store.put(
-            create.store_kind, created, owner=monitor if create.store_kind == EVAL_JOB else None
+        is_start = create.obj["kind"] == TRAINING_JOB and create.obj["metadata"]["name"] == started
+        out.apply.append(
+            Child(
+                create.obj,
+                create.store_kind,
+                owned=create.store_kind == EVAL_JOB,
+                on_refused=refused_start(create.on_refused) if is_start else create.on_refused,
+            )
         )
-    if acts.started:
-        metrics.RETRAINS.labels(namespace, monitor).inc()
-    promote = acts.promote
-    if promote is None:
-        return
-    try:
-        patched = await ctx.kube.merge_patch(
-            API_VERSION,
-            MODEL_DEPLOYMENT,
-            namespace,
-            promote.name,
-            promote.patch,
-            field_manager=promote.field_manager,
+    if acts.promote is not None:
+        out.patch.append(
+            Patch(
+                API_VERSION,
+                MODEL_DEPLOYMENT,
+                acts.promote.name,
+                acts.promote.patch,
+                field_manager=acts.promote.field_manager,
+                store_kind=MODEL_DEPLOYMENT,
+                on_refused=acts.promote.on_refused,
+            )
         )
-    except KubeError as err:
-        if not promote.on_refused(err):
-            raise
-        log_forbidden(err, f"promotion of ModelDeployment {promote.name}")
-        return
-    if patched.get("metadata"):
-        # The next pass reads the patched spec, not the one from before (no false
-        # "superseded" while the watch event is on its way).
-        ctx.store.put(MODEL_DEPLOYMENT, patched)
+    return out
