@@ -101,6 +101,28 @@ def test_regression_window_matches_scikit_learn() -> None:
     assert restarted.bias == pytest.approx((predicted[:50] - truth[:50]).mean())
 
 
+def test_a_signed_sum_that_goes_down_is_no_restart() -> None:
+    """The error sum of a model that answers low falls as labels arrive: only the count
+    of labels says whether the pod restarted, so the window is the difference."""
+    rng = np.random.default_rng(5)
+    truth = rng.normal(10, 3, 400)
+    predicted = truth + rng.normal(-2.0, 0.5, 400)
+
+    def text(rows: slice) -> str:
+        error = predicted[rows] - truth[rows]
+        key = 'model="m",version="r1"'
+        return (
+            f"{performance.LABELLED}{{{key}}} {error.size}\n"
+            f"{performance.ERROR_SUM}{{{key}}} {float(error.sum())!r}\n"
+        )
+
+    start, end = parse_quality(text(slice(0, 100))), parse_quality(text(slice(0, 400)))
+    assert end.get("r1", performance.ERROR_SUM)[()] < start.get("r1", performance.ERROR_SUM)[()]
+    got = window_quality(between(start, end), "r1")
+    assert got.labels == 300
+    assert got.bias == pytest.approx((predicted[100:] - truth[100:]).mean())
+
+
 def test_versions_are_kept_apart() -> None:
     text = (
         confusion_text("old", {("cat", "cat"): 5})

@@ -161,6 +161,16 @@ def test_memory_stays_bounded_whatever_versions_arrive(iris_url: str, model: Loa
     assert own in versions  # this server's own version is never the one that gives way
     # The 15 most recently counted others stay (v89..v103); the older ones gave way.
     assert {f"v{i}" for i in range(89, 104)} <= versions and "v88" not in versions
+    # Counted again, the oldest of them is the most recent: the next new version takes
+    # the place of the least recently counted one (v90), not of the first one made.
+    assert feedback(iris_url, {"records": [dict(record, model_version="v89")]}).ok
+    assert feedback(iris_url, {"records": [dict(record, model_version="x1")]}).ok
+    versions = {
+        dict(key)["version"]
+        for (name, key) in quality_samples(iris_url)
+        if name == "kubeloop_model_feedback_confusion_total"
+    }
+    assert {"v89", "x1", own} <= versions and "v90" not in versions, sorted(versions)
 
 
 def test_estimated_correctness_sums_the_calibration(iris_url: str, model: LoadedModel) -> None:  # noqa: F811
