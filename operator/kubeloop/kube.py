@@ -51,6 +51,7 @@ RESOURCES: dict[tuple[str, str], Resource] = {
     (API_VERSION, "ModelDeployment"): Resource("modeldeployments"),
     (API_VERSION, "DriftMonitor"): Resource("driftmonitors"),
     (API_VERSION, "ComputeTemplate"): Resource("computetemplates", namespaced=False),
+    (API_VERSION, "Experiment"): Resource("experiments"),
     ("kopf.dev/v1", "KopfPeering"): Resource("kopfpeerings"),
     ("kopf.dev/v1", "ClusterKopfPeering"): Resource("clusterkopfpeerings", namespaced=False),
 }

@@ -19,7 +19,13 @@ from typing import Any
 
 import kopf
 
-from kubeloop.controllers import computetemplate, driftmonitor, modeldeployment, trainingjob
+from kubeloop.controllers import (
+    computetemplate,
+    driftmonitor,
+    experiment,
+    modeldeployment,
+    trainingjob,
+)
 from kubeloop.controllers.common import Ctx, OperatorConfig
 from kubeloop.controllers.registration import ChildWatch, Controller
 from kubeloop.controllers.runtime import Key, Result, Store, WorkQueue
@@ -39,6 +45,7 @@ CONTROLLERS: tuple[Controller, ...] = (
     modeldeployment.CONTROLLER,
     driftmonitor.CONTROLLER,
     computetemplate.CONTROLLER,
+    experiment.CONTROLLER,
 )
 
 

@@ -45,6 +45,10 @@ WRITES: dict[tuple[str, str, str], tuple[str, str]] = {
         "status", MDT + "test_children_are_created_owned_and_ready"),
     ("kubeloop.io", "driftmonitors/status", "patch"): (
         "status; the one-time move of a 0.1 count", DRIFT + "test_too_few_samples_is_collecting"),
+    ("kubeloop.io", "experiments/status", "patch"): (
+        "status: the trials, the search's only memory beside their TrainingJobs",
+        "tests/integration/test_experiment.py::"
+        "test_parallel_trials_and_the_best_model_in_status"),
     ("kubeloop.io", "computetemplates/status", "patch"): (
         "a template's counts",
         "e2e/test_compute_templates.py::"

@@ -39,16 +39,18 @@ Every verb here has a code path that needs it (docs/operations.md lists them).
 */}}
 {{- define "kubeloop.namespacedRules" -}}
 - apiGroups: [kubeloop.io]
-  resources: [trainingjobs, modeldeployments, driftmonitors]
+  resources: [trainingjobs, modeldeployments, driftmonitors, experiments]
   verbs: [get, list, watch]
 - apiGroups: [kubeloop.io]
   resources: [trainingjobs]
+  # patch: server-side apply, and a stopped trial's spec.suspend
   verbs: [create, patch]
 - apiGroups: [kubeloop.io]
   resources: [modeldeployments]
   verbs: [patch]
 - apiGroups: [kubeloop.io]
-  resources: [trainingjobs/status, modeldeployments/status, driftmonitors/status]
+  resources: [trainingjobs/status, modeldeployments/status, driftmonitors/status,
+              experiments/status]
   verbs: [get, patch]
 - apiGroups: [batch]
   resources: [jobs]
