@@ -26,6 +26,7 @@ PLURALS = {
     "DriftMonitor": "driftmonitors",
     "ComputeTemplate": "computetemplates",
     "Experiment": "experiments",
+    "BatchPrediction": "batchpredictions",
 }
 T = TypeVar("T")
 # How often wait_for and stays look again: the waits are bounded by their deadlines.

@@ -88,6 +88,13 @@ GOAL_REACHED = "GoalReached"
 MAX_TRIALS_REACHED = "MaxTrialsReached"
 TOO_MANY_FAILURES = "TooManyFailures"
 
+# BatchPrediction.
+MODEL_DEPLOYMENT_NOT_FOUND = "ModelDeploymentNotFound"
+MODEL_NOT_SERVED = "ModelNotServed"
+SHARD_FAILED = "ShardFailed"
+INPUT_MISSING = "InputMissing"
+OUTPUT_EXISTS = "OutputExists"
+
 COMPUTE_TEMPLATE_NOT_FOUND = "ComputeTemplateNotFound"
 COMPUTE_TEMPLATE_CONFLICT = "ComputeTemplateConflict"
 COMPUTE_TEMPLATE_CHANGED = "TemplateChanged"

@@ -52,6 +52,7 @@ RESOURCES: dict[tuple[str, str], Resource] = {
     (API_VERSION, "DriftMonitor"): Resource("driftmonitors"),
     (API_VERSION, "ComputeTemplate"): Resource("computetemplates", namespaced=False),
     (API_VERSION, "Experiment"): Resource("experiments"),
+    (API_VERSION, "BatchPrediction"): Resource("batchpredictions"),
     ("kopf.dev/v1", "KopfPeering"): Resource("kopfpeerings"),
     ("kopf.dev/v1", "ClusterKopfPeering"): Resource("clusterkopfpeerings", namespaced=False),
 }

@@ -35,6 +35,7 @@ MONITOR_LABEL = "kubeloop.io/drift-monitor"  # on a retrain's TrainingJob
 EVALUATION_LABEL = "kubeloop.io/evaluation-of"  # on an evaluation Job and its pods
 EXPERIMENT_LABEL = "kubeloop.io/experiment"  # on a trial's TrainingJob
 TRIAL_LABEL = "kubeloop.io/trial"  # a trial's number, from 0, on its TrainingJob
+BATCH_PREDICTION_LABEL = "kubeloop.io/batch-prediction"  # on a BatchPrediction's Job, pods
 
 # Kubeloop's annotations.
 SPEC_HASH_ANNOTATION = "kubeloop.io/spec-hash"

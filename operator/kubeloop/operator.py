@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 
 from kubeloop.controllers import (
+    batchprediction,
     computetemplate,
     driftmonitor,
     experiment,
@@ -46,6 +47,7 @@ CONTROLLERS: tuple[Controller, ...] = (
     driftmonitor.CONTROLLER,
     computetemplate.CONTROLLER,
     experiment.CONTROLLER,
+    batchprediction.CONTROLLER,
 )
 
 

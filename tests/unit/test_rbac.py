@@ -31,6 +31,7 @@ POWER_VERBS = {"escalate", "bind", "impersonate", "approve", "sign"}
 DRIFT = "tests/integration/test_drift_loop.py::"
 TJ = "tests/integration/test_trainingjob.py::"
 MDT = "tests/integration/test_modeldeployment.py::"
+BP = "tests/integration/test_batchprediction.py::"
 WRITES: dict[tuple[str, str, str], tuple[str, str]] = {
     ("kubeloop.io", "trainingjobs", "create"): (
         "a DriftMonitor's retrain (server-side apply creates)",
@@ -49,6 +50,8 @@ WRITES: dict[tuple[str, str, str], tuple[str, str]] = {
         "status: the trials, the search's only memory beside their TrainingJobs",
         "tests/integration/test_experiment.py::"
         "test_parallel_trials_and_the_best_model_in_status"),
+    ("kubeloop.io", "batchpredictions/status", "patch"): (
+        "status", BP + "test_from_model_deployment_records_the_served_model"),
     ("kubeloop.io", "computetemplates/status", "patch"): (
         "a template's counts",
         "e2e/test_compute_templates.py::"
@@ -160,7 +163,8 @@ def test_every_write_has_a_reason_and_a_test(rendered: list[dict[str, Any]]) -> 
         assert f"def {function}(" in (ROOT / path).read_text(), f"{test}: no such test"
 
 
-NAMESPACED_KINDS = {"trainingjobs", "modeldeployments", "driftmonitors", "experiments"}
+NAMESPACED_KINDS = {
+    "trainingjobs", "modeldeployments", "driftmonitors", "experiments", "batchpredictions"}
 READ_VERBS = {"get", "list", "watch"}
 
 

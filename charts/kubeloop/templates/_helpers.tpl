@@ -39,7 +39,7 @@ Every verb here has a code path that needs it (docs/operations.md lists them).
 */}}
 {{- define "kubeloop.namespacedRules" -}}
 - apiGroups: [kubeloop.io]
-  resources: [trainingjobs, modeldeployments, driftmonitors, experiments]
+  resources: [trainingjobs, modeldeployments, driftmonitors, experiments, batchpredictions]
   verbs: [get, list, watch]
 - apiGroups: [kubeloop.io]
   resources: [trainingjobs]
@@ -50,7 +50,7 @@ Every verb here has a code path that needs it (docs/operations.md lists them).
   verbs: [patch]
 - apiGroups: [kubeloop.io]
   resources: [trainingjobs/status, modeldeployments/status, driftmonitors/status,
-              experiments/status]
+              experiments/status, batchpredictions/status]
   verbs: [get, patch]
 - apiGroups: [batch]
   resources: [jobs]

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from kubeloop.api.batchprediction import BatchPredictionSpec, BatchPredictionStatus
 from kubeloop.api.computetemplate import ComputeTemplateSpec, ComputeTemplateStatus
 from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus
 from kubeloop.api.experiment import ExperimentSpec, ExperimentStatus
@@ -186,6 +187,33 @@ KINDS.append(
             _col("Pruned", ".status.counts.pruned", "integer", priority=1),
             _col("Failed", ".status.counts.failed", "integer", priority=1),
             _col("Model", ".status.bestTrial.modelUri", priority=1),
+            _MESSAGE,
+            _AGE,
+        ],
+    )
+)
+
+KINDS.append(
+    Kind(
+        "BatchPrediction",
+        "batchpredictions",
+        "bp",
+        BatchPredictionSpec,
+        BatchPredictionStatus,
+        "A dataset scored once with a model (a URI, a TrainingJob's or what a ModelDeployment "
+        "serves), sharded over the pods of an Indexed Job; `kubectl get bp` shows rows and "
+        "rows/s.",
+        [
+            _col("Phase", ".status.phase"),
+            _REASON,
+            _col("Rows", ".status.progress.rowsDone", "integer", desc="Rows scored so far"),
+            _col("Total", ".status.progress.rowsTotal", "integer", priority=1),
+            _col("Progress", ".status.progress.percent", "number", desc="Percent of rows done"),
+            _col("Rows/s", ".status.progress.rowsPerSecond", "number", desc="Rows per second"),
+            _col("ETA", ".status.progress.estimatedRemainingSeconds", "integer", priority=1),
+            _col("Pods", ".spec.parallelism", "integer"),
+            _col("Model", ".status.model.uri", priority=1),
+            _col("Output", ".spec.output.uri", priority=1),
             _MESSAGE,
             _AGE,
         ],

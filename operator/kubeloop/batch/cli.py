@@ -65,6 +65,13 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         help="probability columns are this prefix and the class name",
     )
     parser.add_argument(
+        "--if-exists",
+        choices=("refuse", "overwrite"),
+        default="overwrite",
+        help="the complete output of another run in --output: refuse the run, or "
+        "overwrite it (default)",
+    )
+    parser.add_argument(
         "--batch-rows",
         type=int,
         default=DEFAULT_BATCH_ROWS,
@@ -114,6 +121,7 @@ def _request(args: argparse.Namespace) -> Any:
         spec=spec,
         batch_rows=args.batch_rows,
         min_shard_rows=args.min_shard_rows,
+        if_exists=args.if_exists,
     )
 
 

@@ -41,6 +41,8 @@ class Request:
     spec: OutputSpec = field(default_factory=OutputSpec)
     batch_rows: int = DEFAULT_BATCH_ROWS
     min_shard_rows: int = DEFAULT_MIN_ROWS
+    # What to do with the complete output of another run in the output directory.
+    if_exists: str = "overwrite"
 
 
 def model_sha256(model_dir: str | Path) -> str:
@@ -99,14 +101,23 @@ def prepare_run(request: Request) -> Prepared:
     )
 
 
-def _forget_other_run(out_dir: Path, run: str) -> None:
-    """An output manifest of another run no longer describes this directory."""
+OUTPUT_EXISTS = "output exists"
+
+
+def _forget_other_run(out_dir: Path, run: str, if_exists: str = "overwrite") -> None:
+    """An output manifest of another run no longer describes this directory; with
+    ``if_exists="refuse"`` it is left alone and the run refused instead."""
     path = out_dir / MANIFEST_FILE
     try:
         previous = OutputManifest.model_validate_json(path.read_bytes())
     except (OSError, ValueError):
         previous = None
     if path.exists() and (previous is None or previous.run != run):
+        if if_exists == "refuse":
+            raise BatchError(
+                f"{out_dir}: {OUTPUT_EXISTS}: it holds the complete output of another run "
+                f"({MANIFEST_FILE}); choose another output or allow overwrite"
+            )
         path.unlink(missing_ok=True)
 
 
@@ -115,7 +126,7 @@ def score(request: Request, index: int, count: int, workers: int) -> dict[str, A
     prepared = prepare_run(request)
     out_dir = prepared.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    _forget_other_run(out_dir, prepared.run)
+    _forget_other_run(out_dir, prepared.run, request.if_exists)
     mine = assign(list(prepared.layout.shards), index, count)
     meter = Meter(prepared.layout.total_rows(mine), len(mine))
     meter.report()

@@ -1,0 +1,243 @@
+"""BatchPrediction (`bp`): a dataset scored once with a model, sharded over the pods of
+an Indexed Job (the data plane: kubeloop/batch, docs/batch-prediction.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from kubeloop.api.common import (
+    INT32_MAX,
+    CommonStatus,
+    ComputeResources,
+    KubeModel,
+    PodMetadata,
+    cel,
+)
+from kubeloop.api.trainingjob import Scheduling
+
+# The pods mount claims and read files; they cannot list or stream objects over HTTP or
+# S3 yet (docs/batch-prediction.md), so only these are accepted for data.
+DATA_FORMS = "pvc://CLAIM/PATH, file:///PATH or an absolute path"
+_CLAIM = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+DATA_RULES: list[Any] = [
+    cel(
+        f"self.startsWith('/') || self.matches('^file:///') || "
+        f"self.matches('^pvc://{_CLAIM}(/.*)?$')",
+        f"must be {DATA_FORMS} (the pods read and write files; s3:// and http(s):// are not "
+        "read or written by batch pods yet: copy the data to a claim)",
+    )
+]
+MODEL_FORMS = (
+    "http(s)://HOST/PATH, s3://BUCKET/KEY, pvc://CLAIM/PATH, file:///PATH or an absolute path"
+)
+MODEL_RULES: list[Any] = [
+    cel(
+        f"self.startsWith('/') || self.matches('^(?i:https?|s3|file)://[^/]*/') || "
+        f"self.matches('^pvc://{_CLAIM}(/.*)?$')",
+        f"the model must be at {MODEL_FORMS}",
+    )
+]
+# Only a name: an output column of the data plane, checked here so that a typo fails at
+# apply time and not in every pod.
+COLUMN_PATTERN = r"^[^\s,][^,]*$"
+
+EXACTLY_ONE_MODEL = cel(
+    "[has(self.uri), has(self.fromTrainingJob), has(self.fromModelDeployment)]"
+    ".filter(x, x).size() == 1",
+    "set exactly one of uri, fromTrainingJob or fromModelDeployment",
+)
+
+
+class NamedRef(KubeModel):
+    name: str = Field(min_length=1, max_length=253, description="A resource in this namespace.")
+
+
+class BatchModel(KubeModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [EXACTLY_ONE_MODEL]})
+
+    uri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description=f"A model directory (what training writes): {MODEL_FORMS}; fetched by "
+        "an init container as a ModelDeployment's is.",
+        json_schema_extra={"x-kubernetes-validations": MODEL_RULES},
+    )
+    from_training_job: NamedRef | None = Field(
+        default=None,
+        description="The `status.modelUri` of this TrainingJob; the run waits until it has "
+        "succeeded.",
+    )
+    from_model_deployment: NamedRef | None = Field(
+        default=None,
+        description="The model this ModelDeployment serves when the run starts "
+        "(`status.activeModelUri`), recorded in `status.model` and kept for the whole run "
+        "even if the deployment moves on.",
+    )
+
+
+class BatchInput(KubeModel):
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        description=f"CSV or Parquet files: a directory, one file or a glob; {DATA_FORMS}. "
+        "`pvc://` claims are mounted read-only (unless the output is on the same claim).",
+        json_schema_extra={"x-kubernetes-validations": DATA_RULES},
+    )
+    format: Literal["csv", "parquet"] | None = Field(
+        default=None,
+        description="For humans and tools: the pods read each file by its suffix "
+        "(`.csv`, `.parquet`, `.pq`).",
+    )
+    pass_through: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Input columns copied to every output row, such as an id.",
+        json_schema_extra={
+            "items": {"type": "string", "maxLength": 256, "pattern": COLUMN_PATTERN}
+        },
+    )
+
+
+class BatchOutput(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.predictions || self.probabilities || "
+                    "(has(self.passThrough) && self.passThrough)",
+                    "the output would hold no column: keep predictions or probabilities",
+                )
+            ]
+        }
+    )
+
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        description=f"The output directory, apart from the input; {DATA_FORMS}.",
+        json_schema_extra={"x-kubernetes-validations": DATA_RULES},
+    )
+    format: Literal["parquet", "csv"] = Field(default="parquet", description="Output files.")
+    predictions: bool = Field(default=True, description="Write the `prediction` column.")
+    probabilities: bool = Field(
+        default=True, description="Write `probability_<class>` columns (classifiers)."
+    )
+    pass_through: bool = Field(
+        default=True, description="Write the input's `passThrough` columns."
+    )
+    if_exists: Literal["refuse", "overwrite"] = Field(
+        default="refuse",
+        description="When the directory already holds the complete output of another run "
+        "(its `_manifest.json`): `refuse` fails the run (OutputExists), `overwrite` "
+        "replaces it. The same run's own output (a retried pod) is always resumed.",
+    )
+
+
+class BatchPredictionSpec(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self == oldSelf",
+                    "spec is immutable: a BatchPrediction is one run; create another (or "
+                    "delete and re-create this one) to score again",
+                ),
+                cel(
+                    "self.input.uri != self.output.uri",
+                    "output.uri must differ from input.uri",
+                ),
+            ]
+        }
+    )
+
+    model: BatchModel = Field(description="The model to score with.")
+    input: BatchInput = Field(description="The dataset.")
+    output: BatchOutput = Field(description="Where the predictions go.")
+    parallelism: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Pods, each scoring its share of the shards (an Indexed Job's "
+        "completions and parallelism).",
+    )
+    image: str | None = Field(
+        default=None,
+        description="Image of the pods; default: the operator's own (Kubeloop with pyarrow).",
+    )
+    resources: ComputeResources | None = Field(
+        default=None,
+        description="CPU and memory per pod; each pod runs one scoring process per CPU "
+        "requested (at least one).",
+    )
+    scheduling: Scheduling | None = Field(default=None, description="Placement and queueing.")
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, le=INT32_MAX, description="Wall-clock limit of the whole run."
+    )
+    backoff_limit: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="Retries of each pod (batch/v1 backoffLimitPerIndex): a retried pod "
+        "skips the shards already complete. A pod that finds the run cannot go on (bad "
+        "input, exit status 2) is not retried.",
+    )
+    pod_metadata: PodMetadata | None = Field(
+        default=None, description="Labels and annotations added to every pod."
+    )
+    batch_rows: int | None = Field(
+        default=None,
+        ge=1,
+        le=16_777_216,
+        description="Rows read and predicted at a time: bounds each process's memory "
+        "(default 65536).",
+    )
+
+
+class BatchPredictionModelStatus(KubeModel):
+    uri: str = Field(description="The model scored with, fixed when the run started.")
+    source: str = Field(description="`uri`, `TrainingJob/NAME` or `ModelDeployment/NAME`.")
+
+
+class BatchProgress(KubeModel):
+    rows_done: int = Field(default=0, description="Rows scored (or found complete) so far.")
+    rows_total: int | None = Field(
+        default=None, description="Rows of the whole input, once every pod has read its share."
+    )
+    percent: float | None = Field(default=None, description="rowsDone / rowsTotal, in percent.")
+    rows_per_second: float | None = Field(
+        default=None, description="The pods' rates added up (rows scored per second)."
+    )
+    estimated_remaining_seconds: int | None = Field(
+        default=None, description="From rowsPerSecond and the rows left; absent until known."
+    )
+
+
+class ShardResult(KubeModel):
+    index: int = Field(description="The pod's completion index.")
+    state: str = Field(description="Running, Succeeded or Failed.")
+    rows: int | None = Field(default=None, description="Rows this index has done.")
+    rows_total: int | None = Field(default=None, description="Rows of this index's shards.")
+    rows_per_second: float | None = Field(default=None, description="This index's rate.")
+    message: str | None = Field(default=None, description="Why it failed, in the pod's words.")
+
+
+class BatchOutputStatus(KubeModel):
+    uri: str = Field(description="The output directory (`_manifest.json` lists its files).")
+    rows: int | None = Field(default=None, description="Rows written, set on success.")
+
+
+class BatchPredictionStatus(CommonStatus):
+    model: BatchPredictionModelStatus | None = Field(
+        default=None, description="The model in use, recorded when the run started."
+    )
+    job_name: str | None = Field(default=None, description="The batch/v1 Job of the run.")
+    start_time: str | None = Field(default=None, description="When the run started.")
+    completion_time: str | None = Field(default=None, description="When the run ended.")
+    progress: BatchProgress | None = Field(default=None, description="Rows done and the rate.")
+    shards: list[ShardResult] = Field(
+        default_factory=list, description="Per pod index: its state, rows and rate."
+    )
+    output: BatchOutputStatus | None = Field(default=None, description="What was written.")

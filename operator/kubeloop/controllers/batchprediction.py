@@ -1,0 +1,86 @@
+"""BatchPrediction reconcile: one Indexed Job scoring a dataset with a model recorded
+at the start, status from the Job and its pods' termination messages.
+
+The pure planners (controllers/batchprediction_plan.py) decide the status and the
+actions; `reconcile()` reads what it observes, plans, and hands the plan to `execute`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubeloop.api.batchprediction import BatchPredictionSpec, BatchPredictionStatus
+from kubeloop.controllers.batchprediction_plan import JOB, POD, Observed, choose_model, plan
+from kubeloop.controllers.common import Ctx, begin, owner_reference
+from kubeloop.controllers.execute import execute
+from kubeloop.controllers.k8sread import owned_by
+from kubeloop.controllers.registration import ChildWatch, Controller, slim_pod
+from kubeloop.controllers.runtime import Key, Result
+from kubeloop.names import BATCH_PREDICTION_LABEL
+from kubeloop.render.batchprediction import job_name
+
+KIND = "BatchPrediction"
+TRAINING_JOB = "TrainingJob"
+MODEL_DEPLOYMENT = "ModelDeployment"
+
+
+async def reconcile(ctx: Ctx, key: Key) -> Result | None:
+    _, namespace, name = key
+    started = await begin(ctx, key, BatchPredictionSpec, BatchPredictionStatus())
+    if started is None:
+        return None
+    body, spec, now = started
+    source = spec.model
+    tj = (
+        ctx.store.get(TRAINING_JOB, namespace, source.from_training_job.name)
+        if source.from_training_job
+        else None
+    )
+    mdep = (
+        ctx.store.get(MODEL_DEPLOYMENT, namespace, source.from_model_deployment.name)
+        if source.from_model_deployment
+        else None
+    )
+    choice = choose_model(spec, namespace, tj, mdep)
+    # Only what this BatchPrediction owns, by UID: a Job left by an earlier one of the
+    # same name (deleted and made again) is not its run.
+    uid = body["metadata"].get("uid")
+    jobs = owned_by(ctx.store.owned(JOB, namespace, name), uid)
+    job = next((j for j in jobs if j["metadata"]["name"] == job_name(name)), None)
+    job_uid = (job or {}).get("metadata", {}).get("uid")
+    pods = owned_by(ctx.store.owned(POD, namespace, name), job_uid)
+    decided = plan(
+        spec, body, choice, Observed(job, pods), ctx.config.image, owner_reference(body), now
+    )
+    return await execute(ctx, body, decided)
+
+
+def _dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> list[Key]:
+    """Runs not started yet that wait for this TrainingJob or ModelDeployment."""
+    field = {TRAINING_JOB: "fromTrainingJob", MODEL_DEPLOYMENT: "fromModelDeployment"}.get(kind)
+    if field is None:
+        return []
+    meta = obj["metadata"]
+    keys: list[Key] = []
+    for bp in ctx.store.all(KIND):
+        if bp["metadata"].get("namespace") != meta.get("namespace"):
+            continue
+        if (bp.get("status") or {}).get("model"):
+            continue  # started: its model is recorded and never changes
+        ref = ((bp.get("spec") or {}).get("model") or {}).get(field) or {}
+        if ref.get("name") == meta["name"]:
+            keys.append((KIND, meta["namespace"], bp["metadata"]["name"]))
+    return keys
+
+
+CONTROLLER = Controller(
+    kind=KIND,
+    plural="batchpredictions",
+    reconcile=reconcile,
+    children=(
+        ChildWatch("batch", "v1", "jobs", "Job", JOB, BATCH_PREDICTION_LABEL),
+        ChildWatch("", "v1", "pods", "Pod", POD, BATCH_PREDICTION_LABEL, slim=slim_pod),
+    ),
+    dependents=_dependents,
+    wake_on_delete=False,
+)

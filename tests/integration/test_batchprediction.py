@@ -1,0 +1,156 @@
+"""BatchPrediction on the local control plane (kwok pods), operator in-process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.kubetest import Cluster, wait_for
+
+BP = "BatchPrediction"
+MD = "ModelDeployment"
+
+
+def spec(**extra: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "model": {"uri": "s3://models/iris/v1"},
+        "input": {"uri": "pvc://data/events", "passThrough": ["user_id"]},
+        "output": {"uri": "pvc://scores/events"},
+    }
+    base.update(extra)
+    return base
+
+
+def claim(cluster: Cluster, ns: str, name: str) -> None:
+    """A claim bound to a volume made for it (no provisioner on this cluster)."""
+    cluster.core.create_persistent_volume({
+        "metadata": {"name": f"{ns}-{name}"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "static",
+            "hostPath": {"path": f"/tmp/{ns}-{name}"},
+            "claimRef": {"namespace": ns, "name": name},
+        },
+    })
+    cluster.core.create_namespaced_persistent_volume_claim(ns, {
+        "metadata": {"name": name},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "static",
+            "volumeName": f"{ns}-{name}",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    })
+
+
+def condition(cluster: Cluster, ns: str, name: str, ctype: str) -> dict[str, Any] | None:
+    return cluster.condition(BP, ns, name, ctype)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (
+            {"model": {"uri": "s3://m/1", "fromTrainingJob": {"name": "t"}}},
+            "set exactly one of uri, fromTrainingJob or fromModelDeployment",
+        ),
+        ({"input": {"uri": "s3://bucket/in"}}, "must be pvc://CLAIM/PATH, file:///PATH"),
+        ({"output": {"uri": "pvc://data/events"}}, "output.uri must differ from input.uri"),
+        (
+            {"output": {"uri": "pvc://s/o", "predictions": False, "probabilities": False,
+                        "passThrough": False}},
+            "the output would hold no column",
+        ),
+        ({"parallelism": 0}, "should be greater than or equal to 1"),
+    ],
+)
+def test_bad_specs_are_refused_at_apply_time(
+    cluster: Cluster, namespace: str, bad: dict[str, Any], message: str
+) -> None:
+    manifest = yaml.safe_dump({
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": BP,
+        "metadata": {"name": "bad", "namespace": namespace},
+        "spec": spec(**bad),
+    })
+    out = cluster.kubectl("apply", "-f", "-", input=manifest, check=False)
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr
+
+
+def test_from_model_deployment_records_the_served_model(cluster: Cluster, namespace: str) -> None:
+    claim(cluster, namespace, "data")
+    claim(cluster, namespace, "scores")
+    cluster.create(BP, namespace, "nightly", spec(
+        model={"fromModelDeployment": {"name": "web"}}, parallelism=2,
+        resources={"cpu": "2", "memory": "1Gi"},
+    ))
+    waiting = wait_for(
+        lambda: (c := condition(cluster, namespace, "nightly", "Ready"))
+        and c["reason"] == "ModelDeploymentNotFound" and c,
+        30, "waiting for the ModelDeployment",
+    )
+    assert "web" in waiting["message"]
+    assert cluster.batch.list_namespaced_job(namespace).items == []
+
+    cluster.create(MD, namespace, "web", {"model": {"uri": "https://models.local/iris/v1"}})
+    status = wait_for(
+        lambda: cluster.status(BP, namespace, "nightly").get("model"), 30, "model recorded"
+    )
+    assert status == {"uri": "https://models.local/iris/v1", "source": "ModelDeployment/web"}
+
+    job = wait_for(
+        lambda: cluster.batch.list_namespaced_job(
+            namespace, label_selector="kubeloop.io/batch-prediction=nightly").items,
+        30, "the Job",
+    )[0]
+    assert job.spec.completion_mode == "Indexed"
+    assert job.spec.completions == job.spec.parallelism == 2
+    assert job.spec.pod_replacement_policy == "Failed"
+    assert job.metadata.owner_references[0].kind == BP
+    pod = job.spec.template.spec
+    assert pod.security_context.run_as_non_root and pod.automount_service_account_token is False
+    scorer = pod.containers[0]
+    assert scorer.args[:2] == ["batch", "score"]
+    assert "file:///mnt/pvc/data/events" in scorer.args
+    assert scorer.args[scorer.args.index("--workers") + 1] == "2"
+    assert scorer.security_context.read_only_root_filesystem
+    assert scorer.security_context.capabilities.drop == ["ALL"]
+    mounts = {m.mount_path: m.read_only for m in scorer.volume_mounts}
+    assert mounts["/mnt/pvc/data"] is True and not mounts["/mnt/pvc/scores"]
+    assert pod.init_containers[0].args[:2] == ["fetch-model", "https://models.local/iris/v1"]
+
+    # The deployment moves on; the run keeps the model it started with.
+    cluster.patch_spec(MD, namespace, "web", {"model": {"uri": "https://models.local/iris/v2"}})
+    wait_for(
+        lambda: cluster.status(MD, namespace, "web").get("activeModelUri")
+        == "https://models.local/iris/v2",
+        30, "the deployment serves v2",
+    )
+    done = cluster.wait_phase(BP, namespace, "nightly", "Succeeded", 60)
+    assert done["model"]["uri"] == "https://models.local/iris/v1"
+    assert [s["state"] for s in done["shards"]] == ["Succeeded", "Succeeded"]
+
+
+def test_a_failed_index_shows_shard_failed_with_its_error(
+    cluster: Cluster, namespace: str
+) -> None:
+    cluster.create(BP, namespace, "broken", spec(
+        input={"uri": "file:///data/in"},
+        output={"uri": "file:///data/out"},
+        backoffLimit=0,
+        podMetadata={"annotations": {
+            "kubeloop.io/fake-exit-code": "2",
+            "kubeloop.io/fake-message": "kubeloop batch: /mnt/pvc/data/x.parquet: missing "
+            "columns: petal_width_cm",
+        }},
+    ))
+    cluster.wait_phase(BP, namespace, "broken", "Failed", 60)
+    ready = condition(cluster, namespace, "broken", "Ready")
+    assert ready is not None and ready["reason"] == "ShardFailed"
+    assert "index 0 failed: exit code 2" in ready["message"]
+    assert "missing columns: petal_width_cm" in ready["message"]
+    assert condition(cluster, namespace, "broken", "Stalled")["status"] == "True"  # type: ignore[index]
