@@ -49,6 +49,16 @@ def test_examples_reach_their_state_and_read_well_in_kubectl(
     assert [(h["uri"], h["changedBy"], h["trainingJob"]) for h in mdep["status"]["history"]] == [
         ("pvc://models/iris/v1", "user", "iris-train")]
 
+    # The batch run scores with the model the deployment serves (simulated pods here).
+    cluster.kubectl("wait", "-n", namespace, "--for=jsonpath={.status.phase}=Succeeded",
+                    "--timeout=60s", "bp/iris-nightly")
+    bp = json.loads(cluster.kubectl("get", "bp", "iris-nightly", "-n", namespace, "-o",
+                                    "json").stdout)
+    assert bp["status"]["model"] == {"uri": "pvc://models/iris/v1",
+                                     "source": "ModelDeployment/iris"}
+    header = cluster.kubectl("get", "bp", "-n", namespace).stdout.splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "REASON", "ROWS", "PROGRESS", "ROWS/S", "PODS", "AGE"]
+
     for path in sorted(EXAMPLES.glob("*.yaml")):
         # The claim goes when no pod uses it any more (pvc-protection): do not wait on it.
         wait = "--wait=false" if path.name == "storage.yaml" else "--wait=true"

@@ -91,7 +91,7 @@ def test_from_model_deployment_records_the_served_model(cluster: Cluster, namesp
     waiting = wait_for(
         lambda: (c := condition(cluster, namespace, "nightly", "Ready"))
         and c["reason"] == "ModelDeploymentNotFound" and c,
-        30, "waiting for the ModelDeployment",
+        30, "the ModelDeployment to be waited for",
     )
     assert "web" in waiting["message"]
     assert cluster.batch.list_namespaced_job(namespace).items == []

@@ -420,3 +420,20 @@ def test_pods_running_at_once_finalize_once_with_every_row(
     assert sum(s["rows"] for s in summaries) == TOTAL
     assert any("output" in s for s in summaries)
     assert sorted(read_output(out).column("id").to_pylist()) == list(range(TOTAL))
+
+
+def test_refuse_keeps_another_runs_output_and_resumes_its_own(
+    model_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    out = tmp_path / "out"
+    first = request(model_dir, dataset, out)
+    score(first, 0, 1, workers=1)
+    manifest = (out / MANIFEST_FILE).read_bytes()
+    # The same run again (a retried pod) is no other run: resumed, nothing scored twice.
+    assert score(replace(first, if_exists="refuse"), 0, 1, workers=1)["rowsScored"] == 0
+    other = replace(request(model_dir, dataset, out, probabilities=False), if_exists="refuse")
+    with pytest.raises(BatchError, match="output exists: it holds the complete output"):
+        score(other, 0, 1, workers=1)
+    assert (out / MANIFEST_FILE).read_bytes() == manifest

@@ -81,7 +81,8 @@ def test_names_columns_and_categories() -> None:
         # `kubectl get` says why, `-o wide` says what was seen.
         assert "Reason" in columns and "Message" in columns, kind.kind
     assert shorts == {"TrainingJob": ["tj"], "ModelDeployment": ["mdep"], "DriftMonitor": ["dm"],
-                      "ComputeTemplate": ["ct"], "Experiment": ["exp"]}
+                      "ComputeTemplate": ["ct"], "Experiment": ["exp"],
+                      "BatchPrediction": ["bp"]}
 
 
 def test_every_spec_field_has_a_description() -> None:

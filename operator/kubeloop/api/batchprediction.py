@@ -9,6 +9,8 @@ from pydantic import ConfigDict, Field
 
 from kubeloop.api.common import (
     INT32_MAX,
+    LOCATION_FORMS,
+    LOCATION_RULES,
     CommonStatus,
     ComputeResources,
     KubeModel,
@@ -27,16 +29,6 @@ DATA_RULES: list[Any] = [
         f"self.matches('^pvc://{_CLAIM}(/.*)?$')",
         f"must be {DATA_FORMS} (the pods read and write files; s3:// and http(s):// are not "
         "read or written by batch pods yet: copy the data to a claim)",
-    )
-]
-MODEL_FORMS = (
-    "http(s)://HOST/PATH, s3://BUCKET/KEY, pvc://CLAIM/PATH, file:///PATH or an absolute path"
-)
-MODEL_RULES: list[Any] = [
-    cel(
-        f"self.startsWith('/') || self.matches('^(?i:https?|s3|file)://[^/]*/') || "
-        f"self.matches('^pvc://{_CLAIM}(/.*)?$')",
-        f"the model must be at {MODEL_FORMS}",
     )
 ]
 # Only a name: an output column of the data plane, checked here so that a typo fails at
@@ -61,9 +53,9 @@ class BatchModel(KubeModel):
         default=None,
         min_length=1,
         max_length=2048,
-        description=f"A model directory (what training writes): {MODEL_FORMS}; fetched by "
+        description=f"A model directory (what training writes): {LOCATION_FORMS}; fetched by "
         "an init container as a ModelDeployment's is.",
-        json_schema_extra={"x-kubernetes-validations": MODEL_RULES},
+        json_schema_extra={"x-kubernetes-validations": LOCATION_RULES},
     )
     from_training_job: NamedRef | None = Field(
         default=None,
@@ -84,7 +76,7 @@ class BatchInput(KubeModel):
         max_length=2048,
         description=f"CSV or Parquet files: a directory, one file or a glob; {DATA_FORMS}. "
         "`pvc://` claims are mounted read-only (unless the output is on the same claim).",
-        json_schema_extra={"x-kubernetes-validations": DATA_RULES},
+        json_schema_extra={"x-kubernetes-validations": LOCATION_RULES + DATA_RULES},
     )
     format: Literal["csv", "parquet"] | None = Field(
         default=None,
@@ -118,7 +110,7 @@ class BatchOutput(KubeModel):
         min_length=1,
         max_length=2048,
         description=f"The output directory, apart from the input; {DATA_FORMS}.",
-        json_schema_extra={"x-kubernetes-validations": DATA_RULES},
+        json_schema_extra={"x-kubernetes-validations": LOCATION_RULES + DATA_RULES},
     )
     format: Literal["parquet", "csv"] = Field(default="parquet", description="Output files.")
     predictions: bool = Field(default=True, description="Write the `prediction` column.")

@@ -1,0 +1,80 @@
+"""The BatchPrediction's Job, rendered without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubeloop.api.batchprediction import BatchPredictionSpec
+from kubeloop.render.batchprediction import render_job
+
+OWNER = {"apiVersion": "kubeloop.io/v1alpha1", "kind": "BatchPrediction", "name": "n", "uid": "u"}
+
+
+def job(**extra: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "model": {"uri": "pvc://models/iris/v1"},
+        "input": {"uri": "pvc://data/events", "passThrough": ["user_id"]},
+        "output": {"uri": "pvc://scores/events"},
+        **extra,
+    }
+    spec = BatchPredictionSpec.model_validate(raw)
+    return render_job(spec, "nightly", "ns", "pvc://models/iris/v1", "img:1", OWNER)
+
+
+def test_an_indexed_job_of_parallelism_pods_one_per_index_at_a_time() -> None:
+    spec = job(parallelism=4, backoffLimit=1, activeDeadlineSeconds=600)["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"] == 4
+    assert spec["backoffLimitPerIndex"] == 1
+    assert spec["podReplacementPolicy"] == "Failed"
+    assert spec["activeDeadlineSeconds"] == 600
+    fail_index = spec["podFailurePolicy"]["rules"][0]
+    assert fail_index["action"] == "FailIndex" and fail_index["onExitCodes"]["values"] == [2]
+    env = {e["name"]: e["value"] for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["KUBELOOP_BATCH_COUNT"] == "4"
+
+
+def test_the_command_states_the_spec() -> None:
+    args = job(
+        output={"uri": "pvc://scores/e", "format": "csv", "probabilities": False,
+                "ifExists": "overwrite"},
+        resources={"cpu": "3", "memory": "2Gi"},
+        batchRows=1000,
+    )["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:4] == ["batch", "score", "--model-dir", "/mnt/model"]
+    pairs = dict(zip(args[2::2], args[3::2], strict=False))
+    assert "--input" in args and args[args.index("--input") + 1] == "file:///mnt/pvc/data/events"
+    assert args[args.index("--output") + 1] == "file:///mnt/pvc/scores/e"
+    assert args[args.index("--format") + 1] == "csv"
+    assert args[args.index("--if-exists") + 1] == "overwrite"
+    assert args[args.index("--workers") + 1] == "3"
+    assert args[args.index("--passthrough") + 1] == "user_id"
+    assert "--no-probabilities" in args and "--no-predictions" not in args
+    assert args[args.index("--batch-rows") + 1] == "1000"
+    assert pairs  # the flags come in pairs after the subcommand
+
+
+def test_restricted_pod_security_and_mounts() -> None:
+    pod = job()["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "seccompProfile": {"type": "RuntimeDefault"}, "runAsNonRoot": True
+    }
+    assert pod["automountServiceAccountToken"] is False
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        ctx = container["securityContext"]
+        assert ctx["allowPrivilegeEscalation"] is False and ctx["capabilities"] == {"drop": ["ALL"]}
+        assert ctx["runAsNonRoot"] and ctx["readOnlyRootFilesystem"]
+    scorer, fetch = pod["containers"][0], pod["initContainers"][0]
+    mounts = {m["mountPath"]: m.get("readOnly") for m in scorer["volumeMounts"]}
+    assert mounts == {"/mnt/model": True, "/tmp": None, "/mnt/pvc/scores": False,
+                      "/mnt/pvc/data": True}
+    assert fetch["args"] == ["fetch-model", "file:///mnt/pvc/models/iris/v1", "/mnt/model"]
+    assert {m["mountPath"] for m in fetch["volumeMounts"]} == {"/mnt/model", "/mnt/pvc/models"}
+    assert len({v["name"] for v in pod["volumes"]}) == len(pod["volumes"])
+
+
+def test_one_claim_for_input_and_output_is_mounted_once_writable() -> None:
+    pod = job(output={"uri": "pvc://data/scores"})["spec"]["template"]["spec"]
+    claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert [(v["persistentVolumeClaim"]["claimName"], v["persistentVolumeClaim"]["readOnly"])
+            for v in claims] == [("data", False), ("models", True)]
