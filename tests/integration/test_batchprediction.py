@@ -154,3 +154,21 @@ def test_a_failed_index_shows_shard_failed_with_its_error(
     assert "index 0 failed: exit code 2" in ready["message"]
     assert "missing columns: petal_width_cm" in ready["message"]
     assert condition(cluster, namespace, "broken", "Stalled")["status"] == "True"  # type: ignore[index]
+
+
+def test_progress_and_output_rows_add_the_pods_up(cluster: Cluster, namespace: str) -> None:
+    # Each simulated pod ends with the final report a scoring pod writes (its rows, its
+    # rate) as its termination message.
+    final = '{"step": 150, "totalSteps": 150, "metrics": {"rows_per_second": 75.0}}'
+    cluster.create(BP, namespace, "counted", spec(
+        input={"uri": "file:///data/in"}, output={"uri": "file:///data/out"}, parallelism=2,
+        podMetadata={"annotations": {"kubeloop.io/fake-message": final}},
+    ))
+    done = cluster.wait_phase(BP, namespace, "counted", "Succeeded", 60)
+    assert done["progress"]["rowsDone"] == done["progress"]["rowsTotal"] == 300
+    assert done["progress"]["percent"] == 100.0
+    assert done["progress"]["rowsPerSecond"] == 150.0
+    assert done["output"] == {"uri": "file:///data/out", "rows": 300}
+    assert [(s["index"], s["rows"]) for s in done["shards"]] == [(0, 150), (1, 150)]
+    row = cluster.kubectl("get", "bp", "counted", "-n", namespace, "--no-headers").stdout.split()
+    assert row[:6] == ["counted", "Succeeded", "Succeeded", "300", "100", "150"]

@@ -139,3 +139,19 @@ def test_a_retried_index_is_judged_by_its_newest_pod() -> None:
     assert out.status.phase == "Succeeded"
     assert out.status.output is not None and out.status.output.rows == 10
     assert [r.state for r in out.status.shards] == ["Succeeded"]
+
+
+def test_a_finished_run_still_takes_the_final_reports_that_come_late() -> None:
+    s = spec({"uri": "s3://m/v1"}, parallelism=1)
+    choice = ModelChoice("s3://m/v1", "uri")
+    started = plan(s, body(), choice, Observed(None), "i", OWNER, NOW)
+    # The Job's end is seen before the pod's last status.
+    early = plan(s, body(started.status.dump()), choice,
+                 Observed(job("Complete"), [pod(0, "Running")]), "i", OWNER, NOW)
+    assert early.status.phase == "Succeeded" and early.status.progress is None
+    late = plan(s, body({**early.status.dump(), "conditions": [
+        {"type": "Ready", "status": "True", "reason": "Succeeded"}]}), choice,
+        Observed(job("Complete"), [pod(0, "Succeeded", final(10, 10, 5.0))]), "i", OWNER, NOW)
+    assert late.status.phase == "Succeeded"
+    assert late.status.progress is not None and late.status.progress.rows_done == 10
+    assert late.status.output is not None and late.status.output.rows == 10

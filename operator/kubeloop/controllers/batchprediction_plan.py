@@ -269,6 +269,23 @@ def _succeeded(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") == "Succeeded"
 
 
+def final_words(
+    spec: BatchPredictionSpec, status: BatchPredictionStatus, observed: Observed
+) -> None:
+    """A finished run reads its pods' final reports again while they are there
+    (idempotent): a pod whose last status reached the store only after the Job's end
+    still gives its numbers."""
+    if observed.job is None or not observed.pods:
+        return
+    shards = [shard_result(i, p) for i, p in sorted(latest_per_index(observed.pods).items())]
+    progress = progress_of(shards, spec.parallelism)
+    if progress is None:
+        return
+    status.shards, status.progress = shards, progress
+    if status.phase == c.SUCCEEDED and status.output is not None:
+        status.output.rows = progress.rows_done
+
+
 def plan(
     spec: BatchPredictionSpec,
     body: dict[str, Any],
@@ -285,6 +302,8 @@ def plan(
     status.conditions = []
     out = BPPlan(status=status, quiet_start=True, urgent=("model", "jobName"))
     verdict = finished(prev)
+    if verdict is not None:
+        final_words(spec, status, observed)
     if verdict is None and status.model is None:
         if choice.uri is None:
             verdict = waiting(choice)
