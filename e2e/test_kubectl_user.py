@@ -59,6 +59,19 @@ def test_examples_reach_their_state_and_read_well_in_kubectl(
     header = cluster.kubectl("get", "bp", "-n", namespace).stdout.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "REASON", "ROWS", "PROGRESS", "ROWS/S", "PODS", "AGE"]
 
+    # The search's trials are TrainingJobs the operator creates; `kubectl get exp` is the
+    # leaderboard (the simulated runs report no loss here: no best value).
+    def trials_created() -> int | None:
+        exp = json.loads(cluster.kubectl("get", "exp", "quadratic", "-n", namespace, "-o",
+                                         "json").stdout)
+        return ((exp.get("status") or {}).get("counts") or {}).get("total") or None
+
+    wait_for(trials_created, 60, "the Experiment's first trials")
+    assert cluster.kubectl("get", "tj", "quadratic-trial-0", "-n", namespace).returncode == 0
+    header = cluster.kubectl("get", "exp", "-n", namespace).stdout.splitlines()[0]
+    assert header.split() == ["NAME", "PHASE", "REASON", "METRIC", "BEST", "BEST", "TRIAL",
+                              "TRIALS", "RUNNING", "AGE"]
+
     for path in sorted(EXAMPLES.glob("*.yaml")):
         # The claim goes when no pod uses it any more (pvc-protection): do not wait on it.
         wait = "--wait=false" if path.name == "storage.yaml" else "--wait=true"
