@@ -133,6 +133,7 @@ KINDS: list[Kind] = [
             _col("Target", ".spec.modelDeployment"),
             _col("Drifted", ".status.drifted", "boolean"),
             _col("Score", ".status.score", "number"),
+            _col("Performance", ".status.performance.judged", "number"),
             _col("Retrains", ".status.retrainCount", "integer"),
             _col("Last Retrain", ".status.lastRetrain.result", priority=1),
             _col("Last Check", ".status.lastCheckTime", "date", priority=1),

@@ -203,6 +203,76 @@ class OnDrift(KubeModel):
     )
 
 
+PerformanceMetric = Literal["accuracy", "f1", "rmse", "mae"]
+
+
+class Performance(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "[has(self.minimum), has(self.maximum), has(self.maxDrop)]"
+                    ".filter(x, x).size() == 1",
+                    "performance: set exactly one threshold: minimum (accuracy, f1), "
+                    "maximum (rmse, mae) or maxDrop",
+                ),
+                cel(
+                    "!has(self.minimum) || self.metric in ['accuracy', 'f1']",
+                    "performance.minimum is a floor for accuracy or f1; use maximum for "
+                    "rmse and mae",
+                ),
+                cel(
+                    "!has(self.maximum) || self.metric in ['rmse', 'mae']",
+                    "performance.maximum is a ceiling for rmse or mae; use minimum for "
+                    "accuracy and f1",
+                ),
+                cel(
+                    "self.source != 'estimated' || self.metric == 'accuracy'",
+                    "performance.source estimated needs metric accuracy: only accuracy "
+                    "is estimated without labels",
+                ),
+            ]
+        }
+    )
+
+    metric: PerformanceMetric = Field(
+        default="accuracy",
+        description="accuracy or f1 (macro) for classifiers, higher is better; rmse or mae "
+        "for regressors, lower is better.",
+    )
+    source: Literal["labels", "estimated", "both"] = Field(
+        default="both",
+        description="`labels`: the realised metric from the labels posted to the model "
+        "server's feedback route; `estimated`: the calibrated confidence of the answers "
+        "(accuracy only, no label needed); `both`: realised when the window has at least "
+        "`minLabels` labels, else estimated (for f1, rmse, mae: labels only).",
+    )
+    minimum: float | None = Field(
+        default=None,
+        description="Absolute floor for accuracy or f1: degraded when the window's score "
+        "is below it.",
+    )
+    maximum: float | None = Field(
+        default=None,
+        ge=0,
+        description="Absolute ceiling for rmse or mae: degraded when the window's error "
+        "is above it.",
+    )
+    max_drop: float | None = Field(
+        default=None,
+        ge=0,
+        description="Degraded when the window's score is worse than the baseline by more "
+        "than this (absolute, in the metric's direction). The baseline is the reference "
+        "profile's accuracy (its calibration); without one the condition says the "
+        "baseline is missing and nothing acts.",
+    )
+    min_labels: int = Field(
+        default=100,
+        ge=1,
+        description="Labels a window needs before its realised metric is judged.",
+    )
+
+
 class DriftMonitorSpec(KubeModel):
     model_deployment: str = Field(
         min_length=1, max_length=253, description="The ModelDeployment to watch (same namespace)."
@@ -226,6 +296,13 @@ class DriftMonitorSpec(KubeModel):
         default=100, ge=1, description="Live samples a check needs before it judges."
     )
     on_drift: OnDrift = Field(default_factory=OnDrift, description="What to do on drift.")
+    performance: Performance | None = Field(
+        default=None,
+        description="The rule of what acts. With performance set, the loop (onDrift) acts "
+        "on a quality drop only (the realised metric, or the estimated accuracy when the "
+        "window has too few labels) and input drift is only reported (condition "
+        "InputDrift). Without it, input drift acts, as before.",
+    )
 
 
 class FeatureScore(KubeModel):
@@ -281,6 +358,35 @@ class Window(KubeModel):
         description="Cumulative per-bin counts per feature at that time.",
         json_schema_extra={"additionalProperties": {"type": "array", "items": {"type": "number"}}},
     )
+    quality: dict[str, dict[str, dict[str, float]]] = Field(
+        default_factory=dict,
+        description="Cumulative quality counters (labels, estimates, predictions) per model "
+        "version at that time, summed over pods.",
+        json_schema_extra={
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "additionalProperties": {"type": "number"},
+                },
+            }
+        },
+    )
+
+
+class PerformanceStatus(KubeModel):
+    metric: str = Field(description="The metric judged.")
+    version: str | None = Field(default=None, description="The model version judged.")
+    realised: float | None = Field(default=None, description="From the window's labels.")
+    labels: int = Field(default=0, description="Labels in the window.")
+    estimated: float | None = Field(
+        default=None, description="Estimated accuracy from calibrated confidence."
+    )
+    baseline: float | None = Field(default=None, description="The reference's score.")
+    judged: float | None = Field(
+        default=None, description="The figure the threshold was applied to."
+    )
+    degraded: bool | None = Field(default=None, description="The quality verdict.")
 
 
 class DriftMonitorStatus(CommonStatus):
@@ -293,6 +399,12 @@ class DriftMonitorStatus(CommonStatus):
     drifted: bool | None = Field(default=None, description="The last verdict.")
     score: float | None = Field(default=None, description="Worst feature score of the last check.")
     features: list[FeatureScore] = Field(default_factory=list, description="Per-feature scores.")
+    performance: PerformanceStatus | None = Field(
+        default=None, description="The served model's quality over the last window."
+    )
+    prediction_drift: float | None = Field(
+        default=None, description="Drift score of the model's outputs over the last window."
+    )
     retrain_count: int = Field(default=0, description="TrainingJobs created so far.")
     last_retrain: RetrainRecord | None = Field(default=None, description="The latest retrain.")
     retrains: list[RetrainRecord] = Field(

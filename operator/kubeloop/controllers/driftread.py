@@ -14,6 +14,7 @@ from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.controllers.common import Ctx
 from kubeloop.controllers.driftverdict import Scrape
 from kubeloop.controllers.k8sread import pod_ready
+from kubeloop.drift import performance as perf
 from kubeloop.drift import sources
 from kubeloop.drift.profile import Profile
 from kubeloop.drift.reference import (
@@ -52,6 +53,7 @@ def refused_url(spec: DriftMonitorSpec, allowlist: list[str]) -> str | None:
 def scrape_metrics(urls: list[str], profile: Profile, model: str) -> Scrape:
     total: np.ndarray | None = None
     errors = []
+    quality = []
     for url in urls:
         try:
             text = sources.fetch_metrics(url, timeout=SCRAPE_TIMEOUT, retries=1)
@@ -60,9 +62,10 @@ def scrape_metrics(urls: list[str], profile: Profile, model: str) -> Scrape:
             errors.append(str(err))
             continue
         total = counts if total is None else total + counts
+        quality.append(perf.parse_quality(text, model))
     if total is None:
         raise sources.SourceUnavailable("; ".join(errors) or "no endpoint to scrape")
-    return Scrape(total, cumulative=True)
+    return Scrape(total, cumulative=True, quality=perf.add(quality))
 
 
 def scrape_prometheus(

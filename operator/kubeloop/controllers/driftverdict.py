@@ -19,8 +19,10 @@ from kubeloop.api.driftmonitor import (
     FeatureScore,
     Window,
 )
+from kubeloop.controllers import driftquality as dq
 from kubeloop.controllers import retrain
 from kubeloop.controllers.common import rfc3339
+from kubeloop.drift import performance as perf
 from kubeloop.drift import report, sources, stats
 from kubeloop.drift.profile import Profile
 
@@ -31,6 +33,7 @@ class Scrape:
 
     counts: np.ndarray
     cumulative: bool
+    quality: perf.QualityCounts | None = None
 
 
 def retrain_note(
@@ -61,8 +64,11 @@ def _as_counts(window: Window | None, profile: Profile) -> np.ndarray | None:
     return out
 
 
-def _window_from(counts: np.ndarray, profile: Profile, now: str) -> Window:
+def _window_from(
+    counts: np.ndarray, profile: Profile, now: str, quality: perf.QualityCounts | None = None
+) -> Window:
     return Window(
+        quality=dq.encode(quality) if quality is not None else {},
         time=now,
         reference=reference_hash(profile),
         counts={
@@ -127,6 +133,16 @@ def verdict_stands(
         c.Cond(c.READY, True, c.RECONCILED, "checks running"),
         c.Cond(c.SOURCE_READY, True, c.RECONCILED, progress),
         c.Cond(c.DRIFTED, bool(status.drifted), reason, drifted.message if drifted else ""),
+        *(  # the quality verdict stands with it
+            c.Cond(
+                cd.type,
+                None if cd.status == "Unknown" else cd.status == "True",
+                cd.reason,
+                cd.message,
+            )
+            for cd in status.conditions
+            if cd.type in dq.QUALITY_CONDITIONS and spec.performance is not None
+        ),
     ]
 
 
@@ -178,7 +194,7 @@ def judge(
                         )
                     )
                 status.drifted, status.score, status.features = None, None, []
-            status.window = _window_from(scrape.counts, profile, stamp)
+            status.window = _window_from(scrape.counts, profile, stamp, scrape.quality)
             status.samples = 0
             return Verdict(collecting(status, spec, "baseline taken"))
         window = sources.window(baseline, scrape.counts)
@@ -203,8 +219,11 @@ def judge(
         return Verdict(broken(status, c.REFERENCE_INVALID, str(err), stalled=True))
     except ValueError as err:
         return Verdict(broken(status, c.REFERENCE_INVALID, str(err), stalled=True))
+    quality_window: perf.QualityCounts | None = scrape.quality
     if scrape.cumulative:
-        status.window = _window_from(scrape.counts, profile, stamp)  # next window
+        if scrape.quality is not None and status.window is not None:
+            quality_window = perf.between(dq.decode(status.window.quality), scrape.quality)
+        status.window = _window_from(scrape.counts, profile, stamp, scrape.quality)  # next
     status.features = [
         FeatureScore(
             name=f.name,
@@ -223,6 +242,10 @@ def judge(
     ]
     wants_retrain = False
 
+    quality_conds: list[c.Cond] = []
+    degraded: bool | None = None
+    if spec.performance is not None:
+        degraded, quality_conds = _judge_quality(spec, status, profile, quality_window, events)
     if status.drifted:
         message = (
             f"{spec.method} drift in {len(drifted_names)} of {len(status.features)} "
@@ -231,14 +254,19 @@ def judge(
         if not was:
             events.append(("Warning", c.DRIFT_DETECTED, message))
         drifted_cond = c.Cond(c.DRIFTED, True, c.DRIFT_DETECTED, message)
-        blocked = retrain_note(spec, status, now)
-        wants_retrain = blocked is None
-        message += blocked or ""
     else:
         message = f"no {spec.method} drift over {samples} samples"
         if was:
             events.append(("Normal", c.NO_DRIFT, message))
         drifted_cond = c.Cond(c.DRIFTED, False, c.NO_DRIFT, message)
+    if spec.performance is not None:
+        input_cond = c.Cond(dq.INPUT_DRIFT, bool(status.drifted), drifted_cond.reason, message)
+        quality_conds.append(input_cond)
+        message = f"{quality_conds[0].message}; input: {message} (reported only)"
+    if dq.acts(spec.performance is not None, bool(status.drifted), degraded):
+        blocked = retrain_note(spec, status, now)
+        wants_retrain = blocked is None
+        message += blocked or ""
     status.phase = "Drifted" if status.drifted else "Healthy"
     status.message = message
     return Verdict(
@@ -246,7 +274,47 @@ def judge(
             c.Cond(c.READY, True, c.RECONCILED, "checks running"),
             c.Cond(c.SOURCE_READY, True, c.RECONCILED, f"{samples} samples read"),
             drifted_cond,
+            *quality_conds,
         ],
         scores,
         wants_retrain,
     )
+
+
+def _judge_quality(
+    spec: DriftMonitorSpec,
+    status: DriftMonitorStatus,
+    profile: Profile,
+    window: perf.QualityCounts | None,
+    events: list[tuple[str, str, str]],
+) -> tuple[bool | None, list[c.Cond]]:
+    """The quality verdict of a window, with its conditions (PerformanceDegraded,
+    PredictionDrift) and an Event on each change of their reasons."""
+    performance = spec.performance
+    assert performance is not None
+    version = dq.busiest_version(window) if window is not None else None
+    figures = None
+    if window is not None and version is not None:
+        figures = perf.window_quality(
+            window, version, profile.predictions, spec.method, spec.threshold
+        )
+    calibration = profile.calibration
+    baseline = calibration.accuracy if calibration and performance.metric == "accuracy" else None
+    verdict = dq.judge_quality(performance, figures, baseline)
+    status.performance = verdict.status
+    conds = [c.Cond(dq.PERFORMANCE_DEGRADED, verdict.degraded, verdict.reason, verdict.message)]
+    drift = figures.prediction_drift if figures is not None else None
+    status.prediction_drift = None if drift is None else round(drift.score, 6)
+    if figures is not None and drift is not None:
+        reason = "PredictionsDrifted" if drift.drifted else "PredictionsStable"
+        message = (
+            f"{spec.method} {drift.score:.4f} on the predictions of version {version} "
+            f"over {figures.predictions} answers"
+        )
+        conds.append(c.Cond(dq.PREDICTION_DRIFT, drift.drifted, reason, message))
+    previous = {cd.type: cd.reason for cd in status.conditions}
+    for cond in conds:
+        if previous.get(cond.type) != cond.reason:
+            kind = "Warning" if cond.status else "Normal"
+            events.append((kind, cond.reason, f"{cond.type}: {cond.message}"))
+    return verdict.degraded, conds
