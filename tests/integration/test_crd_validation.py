@@ -207,6 +207,37 @@ INVALID = [
         "source.prometheus is required when source.type is prometheus",
     ),
     (
+        "dm-performance-two-thresholds",
+        "DriftMonitor",
+        {"modelDeployment": "m", "performance": {"minimum": 0.8, "maxDrop": 0.05}},
+        "performance: set exactly one threshold",
+    ),
+    (
+        "dm-performance-no-threshold",
+        "DriftMonitor",
+        {"modelDeployment": "m", "performance": {"metric": "accuracy"}},
+        "performance: set exactly one threshold",
+    ),
+    (
+        "dm-performance-floor-on-an-error",
+        "DriftMonitor",
+        {"modelDeployment": "m", "performance": {"metric": "rmse", "minimum": 1.0}},
+        "performance.minimum is a floor for accuracy or f1",
+    ),
+    (
+        "dm-performance-ceiling-on-accuracy",
+        "DriftMonitor",
+        {"modelDeployment": "m", "performance": {"maximum": 0.5}},
+        "performance.maximum is a ceiling for rmse or mae",
+    ),
+    (
+        "dm-performance-estimated-rmse",
+        "DriftMonitor",
+        {"modelDeployment": "m",
+         "performance": {"metric": "rmse", "source": "estimated", "maxDrop": 0.1}},
+        "performance.source estimated needs metric accuracy",
+    ),
+    (
         "dm-bad-interval",
         "DriftMonitor",
         {"modelDeployment": "m", "interval": "every minute"},
@@ -502,6 +533,8 @@ def test_explain_shows_the_field_descriptions(cluster: Cluster) -> None:
     assert "replica ratio" in out
     # Defaults and bounds are in the text that explain shows.
     assert "Default: 10. Range: 0 to 100." in " ".join(out.split())
+    out = " ".join(cluster.kubectl("explain", "driftmonitor.spec.performance").stdout.split())
+    assert "acts on a quality drop only" in out and "input drift is only reported" in out
 
 
 def test_locations_kubeloop_reads_are_accepted(cluster: Cluster) -> None:
