@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,9 @@ def local_volume(cluster: Cluster) -> Iterator[None]:
     HOST_DIR.mkdir(parents=True)
     os.chmod(HOST_DIR, 0o1777)  # what the file's comment tells the user to do
     cluster.kubectl("apply", "-f", str(EXAMPLES / "local"))
+    # The data examples/batchprediction.yaml scores, where its comment says to put it.
+    subprocess.run([sys.executable, str(EXAMPLES / "train" / "make_data.py"),
+                    str(HOST_DIR / "data" / "iris.csv")], check=True)
     try:
         yield
     finally:
@@ -68,11 +73,19 @@ def good(cluster: Cluster, namespace: str, kind: str, name: str) -> str | None:
         return "Bound" if pvc.status.phase == "Bound" else None
     plural_kind = {"trainingjob.kubeloop.io": "TrainingJob",
                    "modeldeployment.kubeloop.io": "ModelDeployment",
-                   "driftmonitor.kubeloop.io": "DriftMonitor"}[kind]
+                   "driftmonitor.kubeloop.io": "DriftMonitor",
+                   "batchprediction.kubeloop.io": "BatchPrediction",
+                   "experiment.kubeloop.io": "Experiment"}[kind]
     status = cluster.status(plural_kind, namespace, name)
     ready = cluster.condition(plural_kind, namespace, name, "Ready") or {}
-    if plural_kind == "TrainingJob":
+    if plural_kind in ("TrainingJob", "BatchPrediction"):
         return "Succeeded" if status.get("phase") == "Succeeded" else None
+    if plural_kind == "Experiment":
+        # A search runs for minutes: good once a trial ran for real and reported its
+        # objective (the search's end is the integration tests' and the bench's).
+        done = [t for t in status.get("trials") or []
+                if t.get("state") == "Succeeded" and t.get("value") is not None]
+        return "TrialSucceeded" if done else None
     if plural_kind == "ModelDeployment":
         canary = status.get("canary")
         # A fixed canary serves its share; a progressive one without traffic holds its
@@ -137,6 +150,11 @@ def test_examples_apply_unchanged_and_reach_their_good_states(
     # The models are on the volume, where the examples said they would be.
     for version in ("v1", "v2"):
         assert (HOST_DIR / "iris" / version / "manifest.json").is_file()
+    # The batch run scored every row of the dataset once, with the deployment's model.
+    batch = cluster.status("BatchPrediction", namespace, "iris-nightly")
+    assert batch["output"]["rows"] == 150, batch
+    assert batch["model"]["source"] == "ModelDeployment/iris", batch
+    assert (HOST_DIR / "scores" / "iris-nightly" / "_manifest.json").is_file()
     canary: dict[str, Any] = cluster.status("ModelDeployment", namespace, "iris-canary")["canary"]
     assert canary["actualTrafficPercent"] == 33 and canary["trafficPercent"] == 10
     held = cluster.status("ModelDeployment", namespace, "iris-progressive")["canary"]
