@@ -67,6 +67,7 @@ def dependency_view(obj: dict[str, Any] | None) -> tuple[Any, ...] | None:
         status.get("phase"),
         status.get("modelUri"),
         status.get("activeModelUri"),
+        (status.get("bestTrial") or {}).get("modelUri"),
     )
 
 

@@ -69,13 +69,13 @@ INVALID = [
         "md-both-sources",
         "ModelDeployment",
         {"model": {"uri": "s3://m/1", "fromTrainingJob": {"name": "t"}}},
-        "exactly one of uri or fromTrainingJob must be set",
+        "exactly one of uri, fromTrainingJob or fromExperiment must be set",
     ),
     (
         "md-no-source",
         "ModelDeployment",
         {"model": {"format": "sklearn"}},
-        "exactly one of uri or fromTrainingJob must be set",
+        "exactly one of uri, fromTrainingJob or fromExperiment must be set",
     ),
     (
         "md-min-over-max",
@@ -180,7 +180,7 @@ INVALID = [
             "model": {"uri": "s3://m/1"},
             "canary": {"model": {"uri": "s3://m/2", "fromTrainingJob": {"name": "t"}}},
         },
-        "exactly one of uri or fromTrainingJob must be set",
+        "exactly one of uri, fromTrainingJob or fromExperiment must be set",
     ),
     (
         "md-missing-model",

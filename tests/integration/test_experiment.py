@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.kubetest import HOLD, Cluster, InProcessOperator, stays, wait_for
 
-EXP, TJ = "Experiment", "TrainingJob"
+EXP, TJ, MD = "Experiment", "TrainingJob", "ModelDeployment"
 
 
 def exp_spec(**extra: Any) -> dict[str, Any]:
@@ -160,3 +160,47 @@ def test_a_restart_mid_search_loses_and_repeats_no_trial(
     # No two trials with the same values.
     assert len({json.dumps(t["parameters"], sort_keys=True) for t in done["trials"]}) == 5
     assert done["bestTrial"]["name"] == "again-trial-1"
+
+
+def test_a_model_deployment_serves_the_best_trial_and_follows_it(
+    cluster: Cluster, namespace: str
+) -> None:
+    """`fromExperiment`: no model (a condition that says why) until a trial succeeds;
+    then the best trial's model, moved to each better one; a pinned trial stays."""
+    cluster.create(EXP, namespace, "srch", exp_spec(maxTrials=3, parallelTrials=1))
+    follow = {"model": {"fromExperiment": {"name": "srch"}}, "replicas": 1}
+    pinned = {"model": {"fromExperiment": {"name": "srch", "trial": "srch-trial-0"}}, "replicas": 1}
+    cluster.create(MD, namespace, "best", follow)
+    cluster.create(MD, namespace, "first", pinned)
+    created(cluster, namespace, "srch", 1)
+
+    def resolved(md: str) -> dict[str, Any] | None:
+        return cluster.condition(MD, namespace, md, "ModelResolved")
+
+    cond = wait_for(lambda: (c := resolved("best")) and c["reason"] == "NoBestTrial" and c,
+                    30, "best waiting for a best trial")
+    assert cond["status"] == "False" and "srch" in cond["message"], cond
+    assert "0/3" in cond["message"], cond
+    assert cluster.status(MD, namespace, "best")["phase"] == "Pending"
+
+    def serving(md: str, uri: str) -> bool:
+        status = cluster.status(MD, namespace, md)
+        dep = cluster.apps.list_namespaced_deployment(
+            namespace, field_selector=f"metadata.name={md}").items
+        annotations = (dep[0].spec.template.metadata.annotations or {}) if dep else {}
+        return (status.get("activeModelUri") == uri
+                and annotations.get("kubeloop.io/model-uri") == uri)
+
+    end(cluster, namespace, "srch-trial-0", 0.5)
+    wait_for(lambda: serving("best", "s3://models/srch-trial-0"), 30, "best serving trial 0")
+    wait_for(lambda: serving("first", "s3://models/srch-trial-0"), 30, "first serving trial 0")
+    status = cluster.status(MD, namespace, "best")
+    assert (status["sourceExperiment"], status["sourceTrainingJob"]) == ("srch", "srch-trial-0")
+    created(cluster, namespace, "srch", 2)
+    end(cluster, namespace, "srch-trial-1", 0.2)
+    wait_for(lambda: serving("best", "s3://models/srch-trial-1"), 30, "best following trial 1")
+    created(cluster, namespace, "srch", 3)
+    end(cluster, namespace, "srch-trial-2", 0.9)  # worse: the best stays trial 1
+    cluster.wait_phase(EXP, namespace, "srch", "Succeeded", 30)
+    stays(lambda: serving("best", "s3://models/srch-trial-1"), 2, "best keeps trial 1")
+    assert serving("first", "s3://models/srch-trial-0")

@@ -126,9 +126,9 @@ def test_no_description_is_copied_onto_another_field() -> None:
 
 
 def test_cel_rules_are_present() -> None:
-    text = yaml.safe_dump([crd_for(k) for k in KINDS])
+    text = yaml.safe_dump([crd_for(k) for k in KINDS], width=1000)
     for message in (
-        "exactly one of uri or fromTrainingJob must be set",
+        "exactly one of uri, fromTrainingJob or fromExperiment must be set",
         "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
         "gpu.type needs gpu.count greater than 0",
         "onDrift.promote needs onDrift.retrain",

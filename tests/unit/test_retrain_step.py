@@ -230,7 +230,9 @@ def test_a_succeeded_retrain_is_promoted_and_a_refusal_is_final() -> None:
     status, acts = run(record("Running", created=True), training_job=tj("Succeeded"))
     assert last(status).result == "Promoted" and reasons(acts) == ["Promoted"]
     assert acts.promote is not None and acts.promote.name == "md"
-    assert acts.promote.patch["spec"] == {"model": {"uri": CHALLENGER, "fromTrainingJob": None}}
+    assert acts.promote.patch["spec"] == {
+        "model": {"uri": CHALLENGER, "fromTrainingJob": None, "fromExperiment": None}
+    }
     assert acts.promote.field_manager == "kubeloop-promoter"
     # A 5xx or a lost connection passes: the step is taken again, nothing changes.
     assert acts.promote.on_refused(KubeError(503, "ServiceUnavailable", "x")) is False

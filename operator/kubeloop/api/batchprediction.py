@@ -13,6 +13,7 @@ from kubeloop.api.common import (
     LOCATION_RULES,
     CommonStatus,
     ComputeResources,
+    ExperimentRef,
     KubeModel,
     PodMetadata,
     cel,
@@ -36,9 +37,9 @@ DATA_RULES: list[Any] = [
 COLUMN_PATTERN = r"^[^\s,][^,]*$"
 
 EXACTLY_ONE_MODEL = cel(
-    "[has(self.uri), has(self.fromTrainingJob), has(self.fromModelDeployment)]"
-    ".filter(x, x).size() == 1",
-    "set exactly one of uri, fromTrainingJob or fromModelDeployment",
+    "[has(self.uri), has(self.fromTrainingJob), has(self.fromModelDeployment), "
+    "has(self.fromExperiment)].filter(x, x).size() == 1",
+    "set exactly one of uri, fromTrainingJob, fromModelDeployment or fromExperiment",
 )
 
 
@@ -67,6 +68,12 @@ class BatchModel(KubeModel):
         description="The model this ModelDeployment serves when the run starts "
         "(`status.activeModelUri`), recorded in `status.model` and kept for the whole run "
         "even if the deployment moves on.",
+    )
+    from_experiment: ExperimentRef | None = Field(
+        default=None,
+        description="The model of this Experiment's best trial when the run starts (or of "
+        "one pinned trial), recorded in `status.model` and kept for the whole run; the run "
+        "waits while the search has no best trial.",
     )
 
 
@@ -190,7 +197,10 @@ class BatchPredictionSpec(KubeModel):
 
 class BatchPredictionModelStatus(KubeModel):
     uri: str = Field(description="The model scored with, fixed when the run started.")
-    source: str = Field(description="`uri`, `TrainingJob/NAME` or `ModelDeployment/NAME`.")
+    source: str = Field(
+        description="`uri`, `TrainingJob/NAME`, `ModelDeployment/NAME` or "
+        "`Experiment/NAME trial TRIAL`."
+    )
 
 
 class BatchProgress(KubeModel):

@@ -99,6 +99,20 @@ class KubeModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+class ExperimentRef(KubeModel):
+    """An Experiment's model: its best trial's, or one pinned trial's."""
+
+    name: str = Field(min_length=1, max_length=253, description="Experiment in this namespace.")
+    trial: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Pin one trial (its TrainingJob's name, as in the Experiment's "
+        "`status.trials`): its model once it has succeeded. Unset: the Experiment's best "
+        "trial (`status.bestTrial`), followed as a better one finishes.",
+    )
+
+
 class EnvVar(KubeModel):
     name: str = Field(min_length=1, max_length=253, description="Variable name.")
     value: str | None = Field(default=None, description="Literal value.")

@@ -16,6 +16,7 @@ from kubeloop.api.common import (
     CommonStatus,
     ComputeResources,
     EnvVar,
+    ExperimentRef,
     KubeModel,
     Toleration,
     cel,
@@ -23,8 +24,9 @@ from kubeloop.api.common import (
 from kubeloop.names import SERVER_GRPC_PORT, SERVER_PORT
 
 EXACTLY_ONE_SOURCE = cel(
-    "has(self.uri) != has(self.fromTrainingJob)",
-    "exactly one of uri or fromTrainingJob must be set",
+    "[has(self.uri), has(self.fromTrainingJob), has(self.fromExperiment)]"
+    ".filter(x, x).size() == 1",
+    "exactly one of uri, fromTrainingJob or fromExperiment must be set",
 )
 
 
@@ -48,6 +50,11 @@ class ModelSource(KubeModel):
     from_training_job: TrainingJobRef | None = Field(
         default=None,
         description="Use the `status.modelUri` of this TrainingJob once it has succeeded.",
+    )
+    from_experiment: ExperimentRef | None = Field(
+        default=None,
+        description="The model of an Experiment's best trial (or of one pinned trial); "
+        "waits with a condition while the search has no finished trial with a value.",
     )
     format: str = Field(
         default="sklearn", max_length=63, description="Model format understood by the runtime."
@@ -471,6 +478,11 @@ class ModelDeploymentStatus(CommonStatus):
     active_model_uri: str | None = Field(default=None, description="Model the stable serves.")
     source_training_job: str | None = Field(
         default=None, description="Lineage: the TrainingJob that produced the active model."
+    )
+    source_experiment: str | None = Field(
+        default=None,
+        description="Lineage: the Experiment whose trial produced the active model "
+        "(with `fromExperiment`).",
     )
     canary: CanaryStatus | None = Field(default=None, description="The canary, when set.")
     promotion: Promotion | None = Field(

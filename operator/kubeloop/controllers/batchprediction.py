@@ -22,6 +22,7 @@ from kubeloop.render.batchprediction import job_name
 KIND = "BatchPrediction"
 TRAINING_JOB = "TrainingJob"
 MODEL_DEPLOYMENT = "ModelDeployment"
+EXPERIMENT = "Experiment"
 
 
 async def reconcile(ctx: Ctx, key: Key) -> Result | None:
@@ -31,9 +32,13 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
         return None
     body, spec, now = started
     source = spec.model
-    tj = (
-        ctx.store.get(TRAINING_JOB, namespace, source.from_training_job.name)
-        if source.from_training_job
+    tj_name = source.from_training_job.name if source.from_training_job else None
+    if source.from_experiment:
+        tj_name = source.from_experiment.trial
+    tj = ctx.store.get(TRAINING_JOB, namespace, tj_name) if tj_name else None
+    exp = (
+        ctx.store.get(EXPERIMENT, namespace, source.from_experiment.name)
+        if source.from_experiment
         else None
     )
     mdep = (
@@ -41,7 +46,7 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
         if source.from_model_deployment
         else None
     )
-    choice = choose_model(spec, namespace, tj, mdep)
+    choice = choose_model(spec, namespace, tj, mdep, exp)
     # Only what this BatchPrediction owns, by UID: a Job left by an earlier one of the
     # same name (deleted and made again) is not its run.
     uid = body["metadata"].get("uid")
@@ -56,9 +61,14 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
 
 
 def _dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> list[Key]:
-    """Runs not started yet that wait for this TrainingJob or ModelDeployment."""
-    field = {TRAINING_JOB: "fromTrainingJob", MODEL_DEPLOYMENT: "fromModelDeployment"}.get(kind)
-    if field is None:
+    """Runs not started yet that wait for this TrainingJob, ModelDeployment or
+    Experiment (or the pinned trial of one)."""
+    fields = {
+        TRAINING_JOB: (("fromTrainingJob", "name"), ("fromExperiment", "trial")),
+        MODEL_DEPLOYMENT: (("fromModelDeployment", "name"),),
+        EXPERIMENT: (("fromExperiment", "name"),),
+    }.get(kind)
+    if fields is None:
         return []
     meta = obj["metadata"]
     keys: list[Key] = []
@@ -67,8 +77,8 @@ def _dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> list[Key]:
             continue
         if (bp.get("status") or {}).get("model"):
             continue  # started: its model is recorded and never changes
-        ref = ((bp.get("spec") or {}).get("model") or {}).get(field) or {}
-        if ref.get("name") == meta["name"]:
+        model = (bp.get("spec") or {}).get("model") or {}
+        if any((model.get(field) or {}).get(key) == meta["name"] for field, key in fields):
             keys.append((KIND, meta["namespace"], bp["metadata"]["name"]))
     return keys
 

@@ -32,6 +32,7 @@ from kubeloop.controllers.k8sread import (
     scheduler_message,
     terminated,
 )
+from kubeloop.controllers.modeldeployment_resolve import FINAL_REASONS, from_experiment
 from kubeloop.names import COMPLETION_INDEX_ANNOTATION
 from kubeloop.progress import parse_final
 from kubeloop.render.batchprediction import (
@@ -72,11 +73,20 @@ def choose_model(
     namespace: str,
     training_job: dict[str, Any] | None,
     deployment: dict[str, Any] | None,
+    experiment: dict[str, Any] | None = None,
 ) -> ModelChoice:
-    """The model of `spec.model` as it is now (pure: the caller looks the references up)."""
+    """The model of `spec.model` as it is now (pure: the caller looks the references up;
+    `training_job` is a pinned trial's with fromExperiment)."""
     source = spec.model
     if source.uri:
         return ModelChoice(source.uri, "uri", message=f"model {source.uri}")
+    if source.from_experiment is not None:
+        ref = source.from_experiment
+        jobs = {ref.trial: training_job} if ref.trial and training_job else {}
+        got = from_experiment(ref, namespace, jobs, {ref.name: experiment} if experiment else {})
+        trial = f" trial {got.training_job}" if got.training_job else ""
+        where = f"Experiment/{ref.name}{trial}"
+        return ModelChoice(got.uri, where, got.reason, got.message, got.reason in FINAL_REASONS)
     if source.from_training_job is not None:
         name = source.from_training_job.name
         where = f"TrainingJob/{name}"

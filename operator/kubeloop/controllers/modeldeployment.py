@@ -18,7 +18,11 @@ from kubeloop.controllers.canary_state import analysis_of, judging
 from kubeloop.controllers.common import Ctx, begin
 from kubeloop.controllers.execute import execute
 from kubeloop.controllers.modeldeployment_plan import plan
-from kubeloop.controllers.modeldeployment_resolve import referenced_jobs, resolve
+from kubeloop.controllers.modeldeployment_resolve import (
+    referenced_experiments,
+    referenced_jobs,
+    resolve,
+)
 from kubeloop.controllers.modeldeployment_tracks import (
     DEPLOYMENT,
     HPA,
@@ -35,6 +39,7 @@ from kubeloop.render.modeldeployment import CANARY, STABLE, deployment_name
 
 KIND = "ModelDeployment"
 TRAINING_JOB = "TrainingJob"
+EXPERIMENT = "Experiment"
 
 __all__ = [
     "DEPLOYMENT",
@@ -68,6 +73,11 @@ def observe(ctx: Ctx, body: dict[str, Any]) -> Observed:
             if (tj := ctx.store.get(TRAINING_JOB, namespace, job)) is not None
         },
         route=ctx.store.get(ROUTE, namespace, name),
+        experiments={
+            exp_name: exp
+            for exp_name in referenced_experiments(body)
+            if (exp := ctx.store.get(EXPERIMENT, namespace, exp_name)) is not None
+        },
     )
 
 
@@ -107,17 +117,19 @@ async def _measure(
 
 
 def _dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> list[Key]:
-    """Those serving a TrainingJob's model; those taking a template that changed."""
+    """Those serving a TrainingJob's or an Experiment's model; those taking a template
+    that changed."""
     name = obj["metadata"]["name"]
     if kind == computetemplate.KIND:
         return computetemplate.takers(ctx, KIND, name)
-    if kind != TRAINING_JOB:
+    referenced = {TRAINING_JOB: referenced_jobs, EXPERIMENT: referenced_experiments}.get(kind)
+    if referenced is None:
         return []
     namespace = obj["metadata"]["namespace"]
     return [
         (KIND, namespace, md["metadata"]["name"])
         for md in ctx.store.all(KIND)
-        if md["metadata"]["namespace"] == namespace and name in referenced_jobs(md)
+        if md["metadata"]["namespace"] == namespace and name in referenced(md)
     ]
 
 

@@ -26,7 +26,7 @@ from kubeloop.controllers.canary_state import World
 from kubeloop.controllers.common import owner_reference, rfc3339
 from kubeloop.controllers.execute import Child, Delete, Plan
 from kubeloop.controllers.k8sread import rolled_out
-from kubeloop.controllers.modeldeployment_resolve import Resolution, resolve
+from kubeloop.controllers.modeldeployment_resolve import FINAL_REASONS, Resolution, resolve
 from kubeloop.controllers.modeldeployment_tracks import (
     DEPLOYMENT,
     HPA,
@@ -76,7 +76,7 @@ class Models:
 def stable_model(
     spec: ModelDeploymentSpec, prev: ModelDeploymentStatus, observed: Observed, namespace: str
 ) -> Models:
-    resolution = resolve(spec.model, namespace, observed.training_jobs)
+    resolution = resolve(spec.model, namespace, observed.training_jobs, observed.experiments)
     promotion = canary.current_promotion(prev, resolution.uri)
     # Without a resolved model, keep serving what runs now; never deploy a missing model.
     running = (observed.stable or {}).get("metadata", {}).get("annotations", {})
@@ -97,7 +97,7 @@ def canary_decision(
     """The canary's state, share and Events; None without spec.canary."""
     if spec.canary is None:
         return None
-    res = resolve(spec.canary.model, namespace, observed.training_jobs)
+    res = resolve(spec.canary.model, namespace, observed.training_jobs, observed.experiments)
     if res.uri is None:
         waiting = CanaryStatus(state=canary.WAITING, message=res.message)
         cond = c.Cond(c.CANARY_AVAILABLE, False, res.reason, res.message)
@@ -240,7 +240,7 @@ def phase(
         name = "Progressing"
     elif ready.status:
         name = "Ready"
-    elif not resolved.status and resolution.reason == c.TRAINING_JOB_FAILED:
+    elif not resolved.status and resolution.reason in FINAL_REASONS:
         conds.append(c.Cond(c.STALLED, True, resolution.reason, resolution.message))
         name = "Failed"
     elif available.reason == c.PODS_CRASHING:
@@ -275,6 +275,7 @@ def plan(
 
     models = stable_model(spec, prev, observed, namespace)
     status.source_training_job = models.resolution.training_job
+    status.source_experiment = models.resolution.experiment
     decision = canary_decision(spec, prev, models, observed, namespace, now, measured, due_in)
     if decision is not None:
         models.follow(decision)

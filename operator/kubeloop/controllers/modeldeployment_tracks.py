@@ -3,7 +3,7 @@ why they cannot serve, their replicas and shares, and whether they are available
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubeloop import conditions as c
@@ -40,6 +40,8 @@ class Observed:
     pods: list[dict[str, Any]]
     training_jobs: dict[str, dict[str, Any]]
     route: dict[str, Any] | None = None  # the HTTPRoute this operator applied, if known
+    # The Experiments named by fromExperiment, by name.
+    experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def track_pods(pods: list[dict[str, Any]], track: str) -> list[dict[str, Any]]:

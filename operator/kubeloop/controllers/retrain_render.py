@@ -87,7 +87,7 @@ def promotion_patch(
             "champion": ev.champion,
             "challenger": ev.challenger,
         }
-    model = {"uri": uri, "fromTrainingJob": None}
+    model = {"uri": uri, "fromTrainingJob": None, "fromExperiment": None}
     patch: dict[str, Any] = {
         "metadata": {"annotations": {PROMOTION_ANNOTATION: json.dumps(who, sort_keys=True)}}
     }
