@@ -174,7 +174,9 @@ def test_promotion_note_becomes_the_history_entry() -> None:
     record = _status(retrain.PROMOTED, True, "Improved").last_retrain
     assert record is not None
     patch = retrain.promotion_patch({"spec": {}}, "pvc://m/b", "mon", record)
-    assert patch["spec"] == {"model": {"uri": "pvc://m/b", "fromTrainingJob": None}}
+    assert patch["spec"] == {
+        "model": {"uri": "pvc://m/b", "fromTrainingJob": None, "fromExperiment": None}
+    }
     annotations = patch["metadata"]["annotations"]
     prev = [HistoryEntry.model_validate({"uri": "pvc://m/a", "from": "t0", "changedBy": "user"})]
     pods = [_pod("pvc://m/b", json.dumps({"manifestSha256": "a" * 64}))]
