@@ -535,6 +535,9 @@ def test_explain_shows_the_field_descriptions(cluster: Cluster) -> None:
     assert "Default: 10. Range: 0 to 100." in " ".join(out.split())
     out = " ".join(cluster.kubectl("explain", "driftmonitor.spec.performance").stdout.split())
     assert "acts on a quality drop only" in out and "input drift is only reported" in out
+    out = " ".join(cluster.kubectl("explain", "driftmonitor.spec.correction").stdout.split())
+    assert "Benjamini-Hochberg" in out and "false discovery rate" in out
+    assert 'Default: "bh". One of: bh, none.' in out
 
 
 def test_locations_kubeloop_reads_are_accepted(cluster: Cluster) -> None:

@@ -92,6 +92,7 @@ def test_drift_between_data_files_prints_a_table(
         "method",
         "score",
         "p-value",
+        "p-adjusted",
         "threshold",
         "drift",
     ]

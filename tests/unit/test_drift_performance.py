@@ -1,15 +1,12 @@
 """The reader side of the served model's quality (kubeloop.drift.performance) and the
 profile's calibration (kubeloop.drift.calibration): window figures against
-scikit-learn's metrics on the same rows, a hand-checked calibration, Benjamini-Hochberg
-against SciPy."""
+scikit-learn's metrics on the same rows, a hand-checked calibration (Benjamini-Hochberg:
+test_drift_correction.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from scipy.stats import false_discovery_control
 from sklearn.metrics import (
     accuracy_score,
     f1_score,
@@ -22,7 +19,6 @@ from kubeloop.drift import performance
 from kubeloop.drift.calibration import class_predictions, fit_calibration, value_predictions
 from kubeloop.drift.performance import (
     add,
-    benjamini_hochberg,
     between,
     parse_quality,
     window_quality,
@@ -217,24 +213,6 @@ def test_bad_quality_text_is_refused() -> None:
         parse_quality(f'{performance.CONFUSION}{{label="a",prediction="a"}} 1\n')
     with pytest.raises(SourceInvalid, match="is not a count"):
         parse_quality(f'{performance.ESTIMATED_ANSWERS}{{version="v"}} -1\n')
-
-
-def test_benjamini_hochberg_by_hand() -> None:
-    # m = 4, sorted p: 0.01*4/1=0.04, 0.02*4/2=0.04, 0.03*4/3=0.04, 0.5*4/4=0.5
-    np.testing.assert_allclose(benjamini_hochberg([0.5, 0.03, 0.01, 0.02]), [0.5, 0.04, 0.04, 0.04])
-    # A later smaller ratio pulls earlier ones down: 0.04*2/1=0.08 > 0.045*2/2=0.045.
-    np.testing.assert_allclose(benjamini_hochberg([0.04, 0.045]), [0.045, 0.045])
-    assert benjamini_hochberg([]).size == 0
-    with pytest.raises(ValueError):
-        benjamini_hochberg([0.1, 1.5])
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(0, 1), min_size=1, max_size=60))
-def test_benjamini_hochberg_equals_scipy(p_values: list[float]) -> None:
-    np.testing.assert_allclose(
-        benjamini_hochberg(p_values), false_discovery_control(p_values, method="bh"), rtol=1e-12
-    )
 
 
 def test_a_large_reference_keeps_a_small_calibration(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -146,6 +146,10 @@ def verdict_stands(
     ]
 
 
+def _forget_verdict(status: DriftMonitorStatus) -> None:
+    status.drifted, status.score, status.features, status.correction = None, None, [], None
+
+
 @dataclass
 class Verdict:
     """The outcome of one check: conditions, per-feature gauges, and whether to retrain."""
@@ -193,7 +197,7 @@ def judge(
                             "and a new window starts",
                         )
                     )
-                status.drifted, status.score, status.features = None, None, []
+                _forget_verdict(status)
             status.window = _window_from(scrape.counts, profile, stamp, scrape.quality)
             status.samples = 0
             return Verdict(collecting(status, spec, "baseline taken"))
@@ -204,7 +208,7 @@ def judge(
     if samples < spec.min_samples:
         if status.drifted is not None and not spec_changed:
             return Verdict(verdict_stands(status, spec, samples, now))
-        status.drifted, status.score, status.features = None, None, []
+        _forget_verdict(status)
         status.samples = samples
         return Verdict(collecting(status, spec, f"{samples} samples so far"))
     status.samples = samples
@@ -212,13 +216,16 @@ def judge(
     try:
         # compare() scores categorical features with chi2 where the method needs
         # ordered bins (ks, wasserstein).
-        verdicts = report.compare(profile, window, spec.method, spec.threshold).features
+        checked = report.compare(
+            profile, window, spec.method, spec.threshold, correction=spec.correction
+        )
     except stats.InsufficientData as err:
         if err.side == "current":
             return Verdict(collecting(status, spec, str(err)))
         return Verdict(broken(status, c.REFERENCE_INVALID, str(err), stalled=True))
     except ValueError as err:
         return Verdict(broken(status, c.REFERENCE_INVALID, str(err), stalled=True))
+    verdicts = checked.features
     quality_window: perf.QualityCounts | None = scrape.quality
     if scrape.cumulative:
         if scrape.quality is not None and status.window is not None:
@@ -229,10 +236,18 @@ def judge(
             name=f.name,
             score=round(v.score, 6),
             p_value=None if v.p_value is None else round(v.p_value, 6),
+            adjusted_p_value=None if v.adjusted_p_value is None else round(v.adjusted_p_value, 6),
             drifted=v.drifted,
         )
         for f, v in zip(profile.features, verdicts, strict=True)
     ]
+    status.correction = checked.correction
+    tested = sum(v.p_value is not None for v in verdicts)
+    corrected = (
+        f", p-values Benjamini-Hochberg adjusted across {tested} features"
+        if checked.correction == "bh"
+        else ""
+    )
     drifted_names = [f.name for f in status.features if f.drifted]
     status.score = max((f.score for f in status.features), default=0.0)
     was = status.drifted
@@ -249,13 +264,13 @@ def judge(
     if status.drifted:
         message = (
             f"{spec.method} drift in {len(drifted_names)} of {len(status.features)} "
-            f"features ({', '.join(drifted_names)}) over {samples} samples"
+            f"features ({', '.join(drifted_names)}) over {samples} samples{corrected}"
         )
         if not was:
             events.append(("Warning", c.DRIFT_DETECTED, message))
         drifted_cond = c.Cond(c.DRIFTED, True, c.DRIFT_DETECTED, message)
     else:
-        message = f"no {spec.method} drift over {samples} samples"
+        message = f"no {spec.method} drift over {samples} samples{corrected}"
         if was:
             events.append(("Normal", c.NO_DRIFT, message))
         drifted_cond = c.Cond(c.DRIFTED, False, c.NO_DRIFT, message)

@@ -75,6 +75,15 @@ def add_commands(subparsers: Any) -> None:
         "jensenshannon 0.1)",
     )
     drift.add_argument(
+        "--correction",
+        choices=stats.CORRECTIONS,
+        default="bh",
+        help="for p-value methods (ks, chi2) over several features: bh (default) adjusts "
+        "the p-values by Benjamini-Hochberg and a feature drifts when its adjusted p-value "
+        "is below the threshold (false discovery rate held at the threshold); none tests "
+        "each feature alone",
+    )
+    drift.add_argument(
         "--drift-share",
         type=float,
         default=0.0,
@@ -177,8 +186,9 @@ def _report(args: argparse.Namespace) -> DriftReport:
         profile: Profile = load_profile(args.reference)
         text = {f.name for f in profile.features if f.kind == "categorical"}
         current = read_table(args.current, text)
+        counts = counts_for(profile, current)
         return compare(
-            profile, counts_for(profile, current), args.method, args.threshold, args.drift_share
+            profile, counts, args.method, args.threshold, args.drift_share, args.correction
         )
     categorical = set(args.categorical)
     reference = read_table(args.reference, categorical)
@@ -187,10 +197,16 @@ def _report(args: argparse.Namespace) -> DriftReport:
     current = read_table(args.current, text)
     if args.exact:
         return compare_raw(
-            profile, reference, current, args.method, args.threshold, args.drift_share
+            profile,
+            reference,
+            current,
+            args.method,
+            args.threshold,
+            args.drift_share,
+            args.correction,
         )
-    counts: np.ndarray = counts_for(profile, current)
-    return compare(profile, counts, args.method, args.threshold, args.drift_share)
+    binned: np.ndarray = counts_for(profile, current)
+    return compare(profile, binned, args.method, args.threshold, args.drift_share, args.correction)
 
 
 def run_drift(args: argparse.Namespace) -> int:

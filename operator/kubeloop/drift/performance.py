@@ -5,7 +5,6 @@ One scrape of one pod gives :class:`QualityCounts` (:func:`parse_quality`), coun
 since that pod started, per model version; :func:`add` sums pods, :func:`between` takes
 a window's increase from two sums, and :func:`window_quality` turns a window into the
 realised metric with its label count, the estimated accuracy and the prediction drift.
-:func:`benjamini_hochberg` adjusts per-feature p-values for the false discovery rate.
 """
 
 from __future__ import annotations
@@ -205,23 +204,3 @@ def prediction_counts(window: QualityCounts, version: str, reference: FeaturePro
     if not buckets:
         return np.zeros(reference.bins)
     return _numeric_row(reference, buckets)
-
-
-def benjamini_hochberg(p_values: Iterable[float]) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (the false discovery rate among the tests
-    called significant at each level): feature ``i`` drifts at FDR ``q`` when its
-    adjusted p-value is below ``q``. Equals SciPy's
-    ``false_discovery_control(p, method="bh")``."""
-    p = np.asarray(list(p_values), dtype=np.float64)
-    if p.ndim != 1 or (p.size and (np.isnan(p).any() or p.min() < 0 or p.max() > 1)):
-        raise ValueError("p-values must be a flat list of numbers in [0, 1]")
-    m = p.size
-    if m == 0:
-        return p
-    order = np.argsort(p)
-    scaled = p[order] * m / np.arange(1, m + 1)
-    # The running minimum from the largest p-value down keeps adjusted values monotone.
-    adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
-    out = np.empty(m)
-    out[order] = adjusted
-    return out

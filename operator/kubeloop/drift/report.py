@@ -6,13 +6,20 @@ report computed on a laptop and one in the monitor's status agree on the same co
 ``ks`` and ``wasserstein`` need ordered bins; a categorical feature has none, so under
 those methods it is tested with ``chi2`` at chi2's default threshold instead, and its row
 says so.
+
+Testing many features at once, a p-value method flags some unchanged feature in most
+checks by chance. By default (``correction="bh"``) the p-values of all the features tested
+with one (ks, chi2, and chi2 standing in for ks on categories) are adjusted together by
+Benjamini-Hochberg, and a feature drifts when its *adjusted* p-value is below its
+threshold: the false discovery rate across features is held at the threshold.
+``correction="none"`` judges each p-value alone.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -34,6 +41,8 @@ class FeatureResult:
     threshold: float
     drifted: bool
     samples: float
+    adjusted_p_value: float | None = None
+    """The Benjamini-Hochberg adjusted p-value the verdict rests on (correction "bh")."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,9 @@ class DriftReport:
     drift_share: float
     reference_rows: int
     features: list[FeatureResult]
+    correction: stats.Correction = "none"
+    """The correction applied: "bh" when p-values were adjusted, else "none" (asked
+    for, or no feature was scored with a p-value)."""
 
     @property
     def drifted_features(self) -> list[str]:
@@ -76,6 +88,7 @@ class DriftReport:
             "share": self.share,
             "referenceRows": self.reference_rows,
             "samples": self.samples,
+            "correction": self.correction,
             "features": [
                 {
                     "name": f.name,
@@ -83,6 +96,7 @@ class DriftReport:
                     "method": f.method,
                     "score": f.score,
                     "pValue": f.p_value,
+                    "adjustedPValue": f.adjusted_p_value,
                     "threshold": f.threshold,
                     "drifted": f.drifted,
                     "samples": f.samples,
@@ -96,14 +110,25 @@ class DriftReport:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False)
 
     def to_text(self) -> str:
-        header = ("feature", "kind", "method", "score", "p-value", "threshold", "drift")
+        adjusted = self.correction == "bh"
+        header = (
+            "feature",
+            "kind",
+            "method",
+            "score",
+            "p-value",
+            *(["p-adjusted"] if adjusted else []),
+            "threshold",
+            "drift",
+        )
         rows = [
             (
                 f.name,
                 f.kind,
                 f.method,
                 f"{f.score:.4g}",
-                "-" if f.p_value is None else f"{f.p_value:.3g}",
+                _p(f.p_value),
+                *([_p(f.adjusted_p_value)] if adjusted else []),
                 f"{f.threshold:g}",
                 "DRIFT" if f.drifted else "ok",
             )
@@ -127,7 +152,19 @@ class DriftReport:
         )
         if drifted:
             summary += ": " + ", ".join(drifted)
-        return "\n".join([*lines, "", summary])
+        notes = []
+        if adjusted:
+            tested = sum(f.p_value is not None for f in self.features)
+            notes.append(
+                f"p-values adjusted across {tested} tests (Benjamini-Hochberg, false "
+                "discovery rate below the threshold)"
+            )
+        # The verdict stays the last line, for scripts that read it.
+        return "\n".join([*lines, "", *notes, summary])
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _rows(
@@ -149,14 +186,32 @@ def _assemble(
     drift_share: float,
     samples: np.ndarray,
     score_group: Callable[[Method, float | None, list[int]], list[FeatureDrift]],
+    correction: stats.Correction,
 ) -> DriftReport:
     if not 0.0 <= drift_share <= 1.0:
         raise ValueError(f"drift share must be within [0, 1], got {drift_share}")
+    if correction not in stats.CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}; expected one of {stats.CORRECTIONS}")
     results: dict[int, FeatureDrift] = {}
     for (group_method, group_threshold), rows in _rows(profile, method, threshold).items():
         results.update(zip(rows, score_group(group_method, group_threshold, rows), strict=True))
+    tested = {row: r.p_value for row, r in sorted(results.items()) if r.p_value is not None}
+    applied: stats.Correction = "bh" if correction == "bh" and tested else "none"
+    adjusted: dict[int, float] = {}
+    if applied == "bh":
+        # One family: every feature tested with a p-value, whichever test scored it.
+        values = stats.benjamini_hochberg(tested.values()).tolist()
+        adjusted = dict(zip(tested, values, strict=True))
+        for row, p in adjusted.items():
+            results[row] = replace(results[row], drifted=p < results[row].threshold)
     features = [
-        FeatureResult(name=f.name, kind=f.kind, samples=float(samples[row]), **asdict(results[row]))
+        FeatureResult(
+            name=f.name,
+            kind=f.kind,
+            samples=float(samples[row]),
+            adjusted_p_value=adjusted.get(row),
+            **asdict(results[row]),
+        )
         for row, f in enumerate(profile.features)
     ]
     return DriftReport(
@@ -165,6 +220,7 @@ def _assemble(
         drift_share=drift_share,
         reference_rows=profile.rows,
         features=features,
+        correction=applied,
     )
 
 
@@ -182,10 +238,12 @@ def compare(
     method: Method = "psi",
     threshold: float | None = None,
     drift_share: float = 0.0,
+    correction: stats.Correction = "bh",
 ) -> DriftReport:
     """Score the current counts (shaped like ``profile.reference_counts()``) per feature.
 
-    ``threshold`` None takes the method's default. Raises ``InsufficientData`` naming
+    ``threshold`` None takes the method's default; ``correction`` as in this module's
+    docstring. Raises ``InsufficientData`` naming
     the features that have no current observations, ``ValueError`` on malformed counts.
     """
     method = stats.check_method(method)
@@ -205,7 +263,7 @@ def compare(
             reference[rows], counts[rows], group_method, group_threshold, positions[rows]
         )
 
-    return _assemble(profile, method, threshold, drift_share, samples, score)
+    return _assemble(profile, method, threshold, drift_share, samples, score, correction)
 
 
 def compare_raw(
@@ -215,6 +273,7 @@ def compare_raw(
     method: Method,
     threshold: float | None = None,
     drift_share: float = 0.0,
+    correction: stats.Correction = "bh",
 ) -> DriftReport:
     """Like :func:`compare`, but ``ks`` and ``wasserstein`` use the raw samples.
 
@@ -243,4 +302,4 @@ def compare_raw(
             return stats.verdicts("ks", *stats.ks_raw(ref, cur), group_threshold)
         return stats.verdicts("wasserstein", stats.wasserstein_raw(ref, cur), None, group_threshold)
 
-    return _assemble(profile, method, threshold, drift_share, samples, score)
+    return _assemble(profile, method, threshold, drift_share, samples, score, correction)

@@ -27,7 +27,7 @@ remaining values.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -40,6 +40,14 @@ METHODS: tuple[Method, ...] = get_args(Method)
 # Methods whose score is a p-value test: drift is p < threshold. For the others the
 # score is a distance and drift is score >= threshold.
 P_VALUE_METHODS: frozenset[Method] = frozenset({"ks", "chi2"})
+
+# How p-values of several features are corrected for testing many at once: "bh"
+# (Benjamini-Hochberg: a feature drifts when its adjusted p-value is below the
+# threshold, which bounds the expected share of false alarms among the features called
+# drifted, the false discovery rate, by the threshold) or "none" (each p-value against
+# the threshold alone: with 20 unchanged features at 0.05, about one false alarm a check).
+Correction = Literal["bh", "none"]
+CORRECTIONS: tuple[Correction, ...] = get_args(Correction)
 
 # Methods that need ordered bins: meaningless on categories.
 ORDERED_METHODS: frozenset[Method] = frozenset({"ks", "wasserstein"})
@@ -434,3 +442,22 @@ def binned_drift(
     if positions is None:
         raise ValueError("the wasserstein method needs bin positions")
     return verdicts(method, wasserstein(ref, cur, positions), None, threshold)
+
+
+def benjamini_hochberg(p_values: Iterable[float]) -> FloatArray:
+    """Benjamini-Hochberg adjusted p-values: feature ``i`` drifts at false discovery
+    rate ``q`` when its adjusted p-value is below ``q``. Equals SciPy's
+    ``false_discovery_control(p, method="bh")``."""
+    p = np.asarray(list(p_values), dtype=np.float64)
+    if p.ndim != 1 or (p.size and (np.isnan(p).any() or p.min() < 0 or p.max() > 1)):
+        raise ValueError("p-values must be a flat list of numbers in [0, 1]")
+    m = p.size
+    if m == 0:
+        return p
+    order = np.argsort(p)
+    scaled = p[order] * m / np.arange(1, m + 1)
+    # The running minimum from the largest p-value down keeps adjusted values monotone.
+    adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    out: FloatArray = np.empty(m)
+    out[order] = adjusted
+    return out
