@@ -98,6 +98,8 @@ MODEL_NOT_SERVED = "ModelNotServed"
 SHARD_FAILED = "ShardFailed"
 INPUT_MISSING = "InputMissing"
 OUTPUT_EXISTS = "OutputExists"
+COLUMNS_MISSING = "ColumnsMissing"
+MODEL_MISSING = "ModelMissing"
 
 COMPUTE_TEMPLATE_NOT_FOUND = "ComputeTemplateNotFound"
 COMPUTE_TEMPLATE_CONFLICT = "ComputeTemplateConflict"

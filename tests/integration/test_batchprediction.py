@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -135,7 +136,7 @@ def test_from_model_deployment_records_the_served_model(cluster: Cluster, namesp
     assert [s["state"] for s in done["shards"]] == ["Succeeded", "Succeeded"]
 
 
-def test_a_failed_index_shows_shard_failed_with_its_error(
+def test_a_failed_index_shows_its_cause_with_its_error(
     cluster: Cluster, namespace: str
 ) -> None:
     cluster.create(BP, namespace, "broken", spec(
@@ -150,7 +151,7 @@ def test_a_failed_index_shows_shard_failed_with_its_error(
     ))
     cluster.wait_phase(BP, namespace, "broken", "Failed", 60)
     ready = condition(cluster, namespace, "broken", "Ready")
-    assert ready is not None and ready["reason"] == "ShardFailed"
+    assert ready is not None and ready["reason"] == "ColumnsMissing"
     assert "index 0 failed: exit code 2" in ready["message"]
     assert "missing columns: petal_width_cm" in ready["message"]
     assert condition(cluster, namespace, "broken", "Stalled")["status"] == "True"  # type: ignore[index]
@@ -158,8 +159,11 @@ def test_a_failed_index_shows_shard_failed_with_its_error(
 
 def test_progress_and_output_rows_add_the_pods_up(cluster: Cluster, namespace: str) -> None:
     # Each simulated pod ends with the final report a scoring pod writes (its rows, its
-    # rate) as its termination message.
-    final = '{"step": 150, "totalSteps": 150, "metrics": {"rows_per_second": 75.0}}'
+    # rate, the model's sha256; the output's manifest from the last pod, here both) as its
+    # termination message.
+    manifest = {"rows": 300, "files": 2, "sha256": "ab" * 32}
+    final = json.dumps({"step": 150, "totalSteps": 150, "metrics": {"rows_per_second": 75.0},
+                        "batch": {"model": "cd" * 32, "output": manifest}})
     cluster.create(BP, namespace, "counted", spec(
         input={"uri": "file:///data/in"}, output={"uri": "file:///data/out"}, parallelism=2,
         podMetadata={"annotations": {"kubeloop.io/fake-message": final}},
@@ -168,7 +172,8 @@ def test_progress_and_output_rows_add_the_pods_up(cluster: Cluster, namespace: s
     assert done["progress"]["rowsDone"] == done["progress"]["rowsTotal"] == 300
     assert done["progress"]["percent"] == 100.0
     assert done["progress"]["rowsPerSecond"] == 150.0
-    assert done["output"] == {"uri": "file:///data/out", "rows": 300}
+    assert done["output"] == {"uri": "file:///data/out", **manifest}
+    assert done["model"]["sha256"] == "cd" * 32
     assert [(s["index"], s["rows"]) for s in done["shards"]] == [(0, 150), (1, 150)]
     row = cluster.kubectl("get", "bp", "counted", "-n", namespace, "--no-headers").stdout.split()
     assert row[:6] == ["counted", "Succeeded", "Succeeded", "300", "100", "150"]

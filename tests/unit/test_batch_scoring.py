@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import kubeloop.train
-from kubeloop.batch import BatchError
+from kubeloop.batch import BatchError, report
 from kubeloop.batch.commit import MANIFEST_FILE, SHARDS_DIR, sha256_file
 from kubeloop.batch.features import OutputSpec
 from kubeloop.batch.run import Request, finalize_run, score
@@ -259,6 +259,29 @@ def test_progress_is_reported_as_a_training_run_reports_it(
     assert 0 < report.step < TOTAL
     assert final["metrics"]["shards_done"] == final["metrics"]["shards_total"] > 0
     assert final["metrics"]["rows_per_second"] > 0
+
+
+def test_the_final_message_names_the_model_and_the_last_pod_the_output(
+    model_dir: Path, dataset: Path, tmp_path: Path, quiet_progress: Path
+) -> None:
+    """Every pod says which model it scored with (its manifest's sha256); the pod that
+    wrote _manifest.json also says the output's rows, files and that file's sha256."""
+    out = tmp_path / "out"
+    score(request(model_dir, dataset, out), 0, 2, workers=1)
+    first = report.parse(quiet_progress.read_text())
+    model_sha = hashlib.sha256((model_dir / "manifest.json").read_bytes()).hexdigest()
+    assert first is not None and first.model_sha256 == model_sha and first.output is None
+    kubeloop.train.reset()
+    score(request(model_dir, dataset, out), 1, 2, workers=1)
+    last = report.parse(quiet_progress.read_text())
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert last is not None and last.model_sha256 == model_sha
+    assert last.output == report.OutputSummary(
+        rows=TOTAL, files=len(manifest["files"]), sha256=sha256_file(out / MANIFEST_FILE)
+    )
+    # The standard final report is still there for the progress reader.
+    final = json.loads(quiet_progress.read_text())
+    assert final["step"] == final["totalSteps"] > 0
 
 
 # -- bad input ------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import datetime as dt
 import json
 from typing import Any
 
+import pytest
+
 from kubeloop.api.batchprediction import BatchPredictionSpec
 from kubeloop.controllers.batchprediction_plan import (
     ModelChoice,
@@ -155,3 +157,66 @@ def test_a_finished_run_still_takes_the_final_reports_that_come_late() -> None:
     assert late.status.phase == "Succeeded"
     assert late.status.progress is not None and late.status.progress.rows_done == 10
     assert late.status.output is not None and late.status.output.rows == 10
+
+
+def reported(rows: int, model: str, output: dict[str, Any] | None = None) -> str:
+    batch: dict[str, Any] = {"model": model}
+    if output is not None:
+        batch["output"] = output
+    return json.dumps({"step": rows, "totalSteps": rows,
+                       "metrics": {"rows_per_second": 5.0}, "batch": batch})
+
+
+def test_the_model_and_the_output_manifest_reach_the_status() -> None:
+    s = spec({"uri": "s3://m/v1"})
+    choice = ModelChoice("s3://m/v1", "uri")
+    started = plan(s, body(), choice, Observed(None), "i", OWNER, NOW)
+    manifest = {"rows": 30, "files": 3, "sha256": "ab" * 32}
+    pods = [pod(0, "Succeeded", reported(10, "cd" * 32)),
+            pod(1, "Succeeded", reported(20, "cd" * 32, manifest))]
+    out = plan(s, body(started.status.dump()), choice, Observed(job("Complete"), pods),
+               "i", OWNER, NOW)
+    assert out.status.phase == "Succeeded"
+    assert out.status.model is not None and out.status.model.sha256 == "cd" * 32
+    assert out.status.output is not None
+    assert (out.status.output.rows, out.status.output.files, out.status.output.sha256) == (
+        30, 3, "ab" * 32)
+    assert out.conds[0].message == "30 rows scored into pvc://data/out"
+
+
+@pytest.mark.parametrize(
+    ("words", "reason"),
+    [
+        ("kubeloop batch: /mnt/pvc/data/in/a.csv: missing columns: petal_width_cm; the "
+         "file has: id", "ColumnsMissing"),
+        ("kubeloop batch: cannot load the model: /mnt/model/manifest.json: No such file or "
+         "directory", "ModelMissing"),
+        ("kubeloop batch: /mnt/pvc/data/out: output exists: it holds the complete output of "
+         "another run", "OutputExists"),
+        ("kubeloop batch: /mnt/pvc/data/in: No such file or directory", "InputMissing"),
+        ("kubeloop batch: /mnt/pvc/data/in/a.parquet (row group 0): cannot read: "
+         "Couldn't deserialize thrift", "ShardFailed"),
+    ],
+)
+def test_a_failed_index_names_its_cause(words: str, reason: str) -> None:
+    s = spec({"uri": "s3://m/v1"}, parallelism=1)
+    choice = ModelChoice("s3://m/v1", "uri")
+    started = plan(s, body(), choice, Observed(None), "i", OWNER, NOW)
+    out = plan(s, body(started.status.dump()), choice,
+               Observed(job("Failed"), [pod(0, "Failed", words, 2)]), "i", OWNER, NOW)
+    assert (out.status.phase, out.conds[0].reason) == ("Failed", reason)
+    assert words in out.conds[0].message
+
+
+def test_a_model_that_cannot_be_fetched_is_model_missing() -> None:
+    s = spec({"uri": "pvc://models/iris/v9"}, parallelism=1)
+    choice = ModelChoice("pvc://models/iris/v9", "uri")
+    started = plan(s, body(), choice, Observed(None), "i", OWNER, NOW)
+    failed = pod(0, "Failed")
+    failed["status"]["initContainerStatuses"] = [{"name": "fetch-model", "state": {
+        "terminated": {"exitCode": 1, "message": "/mnt/pvc/models/iris/v9/manifest.json: "
+                       "No such file or directory"}}}]
+    out = plan(s, body(started.status.dump()), choice, Observed(job("Failed"), [failed]),
+               "i", OWNER, NOW)
+    assert out.conds[0].reason == "ModelMissing"
+    assert "fetching the model: exit code 1" in out.conds[0].message

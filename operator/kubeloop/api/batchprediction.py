@@ -201,6 +201,11 @@ class BatchPredictionModelStatus(KubeModel):
         description="`uri`, `TrainingJob/NAME`, `ModelDeployment/NAME` or "
         "`Experiment/NAME trial TRIAL`."
     )
+    sha256: str | None = Field(
+        default=None,
+        description="The sha256 of the model directory's `manifest.json` (which lists every "
+        "file's sha256), as the pods read it: the model's identity, once a pod reported.",
+    )
 
 
 class BatchProgress(KubeModel):
@@ -229,6 +234,14 @@ class ShardResult(KubeModel):
 class BatchOutputStatus(KubeModel):
     uri: str = Field(description="The output directory (`_manifest.json` lists its files).")
     rows: int | None = Field(default=None, description="Rows written, set on success.")
+    files: int | None = Field(
+        default=None, description="Files the output's `_manifest.json` lists, set on success."
+    )
+    sha256: str | None = Field(
+        default=None,
+        description="The sha256 of the output's `_manifest.json` (its files' names, rows and "
+        "sha256): the output's identity, set on success.",
+    )
 
 
 class BatchPredictionStatus(CommonStatus):

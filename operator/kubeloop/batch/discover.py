@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from kubeloop.batch import BatchError
 from kubeloop.batch.locations import CSV, InputFile
+from kubeloop.batch.report import COLUMNS_MISSING
 from kubeloop.batch.shards import DEFAULT_MIN_ROWS, Shard, group_row_groups
 from kubeloop.evaluation.data import snake_case
 
@@ -80,7 +81,7 @@ def match_columns(
     missing += [f"{name} (pass-through)" for name in passthrough if name not in names]
     if missing:
         raise BatchError(
-            f"{where}: missing columns: {', '.join(missing)}; the file has: {', '.join(names)}"
+            f"{where}: {COLUMNS_MISSING}: {', '.join(missing)}; the file has: {', '.join(names)}"
         )
     return Columns(features=tuple(chosen), passthrough=tuple(passthrough))
 

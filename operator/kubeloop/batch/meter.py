@@ -10,10 +10,13 @@ every pod writes its final ones to its termination message.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import kubeloop.train
+from kubeloop.batch.report import with_batch
 
 REPORT_INTERVAL = 1.0
 
@@ -69,8 +72,16 @@ class Meter:
             step=self.rows_done, total_steps=self.total_rows, metrics=self.metrics()
         )
 
-    def finish(self) -> None:
-        """The final numbers: every row is known by now, CSV shards' too."""
+    def finish(self, extras: dict[str, Any] | None = None) -> None:
+        """The final numbers: every row is known by now, CSV shards' too; ``extras``
+        (the model's and the output's identity, drift counts) go with them under
+        ``batch`` (:mod:`kubeloop.batch.report`)."""
         self.total_rows = self.rows_done
         self.report()
-        kubeloop.train.finish(self.metrics())
+        path = kubeloop.train.finish(self.metrics())
+        if path is not None and extras:
+            try:
+                path.write_text(with_batch(path.read_text(encoding="utf-8"), extras))
+            except OSError as exc:
+                why = exc.strerror or exc
+                print(f"kubeloop batch: cannot write {path}: {why}", file=sys.stderr)

@@ -21,11 +21,13 @@ from kubeloop.batch.commit import (
     finalize,
     missing_shards,
     run_key,
+    sha256_file,
 )
 from kubeloop.batch.discover import Layout, discover
 from kubeloop.batch.features import OutputSpec
 from kubeloop.batch.locations import check_apart, list_inputs, local_path
 from kubeloop.batch.meter import Meter
+from kubeloop.batch.report import MODEL_UNUSABLE, OUTPUT_EXISTS
 from kubeloop.batch.scorer import Job, score_shards
 from kubeloop.batch.shards import DEFAULT_BATCH_ROWS, DEFAULT_MIN_ROWS, assign
 from kubeloop.modeldir import LoadedModel, ModelLoadError, load_model
@@ -81,7 +83,7 @@ def prepare_run(request: Request) -> Prepared:
         modeldir.verify(request.model_dir, required=False)
         model = load_model(request.model_dir)
     except ModelLoadError as exc:
-        raise BatchError(str(exc)) from exc
+        raise BatchError(f"{MODEL_UNUSABLE}: {exc}") from exc
     request.spec.check(model)
     check_apart(request.input, request.output)
     layout = discover(
@@ -99,9 +101,6 @@ def prepare_run(request: Request) -> Prepared:
         model_info=info,
         out_dir=local_path(request.output),
     )
-
-
-OUTPUT_EXISTS = "output exists"
 
 
 def _forget_other_run(out_dir: Path, run: str, if_exists: str = "overwrite") -> None:
@@ -139,7 +138,6 @@ def score(request: Request, index: int, count: int, workers: int) -> dict[str, A
         batch_rows=request.batch_rows,
     )
     manifests = score_shards(job, mine, workers, meter, prepared.model)
-    meter.finish()
     summary: dict[str, Any] = {
         "index": index,
         "count": count,
@@ -149,11 +147,18 @@ def score(request: Request, index: int, count: int, workers: int) -> dict[str, A
         "rowsPerSecond": round(meter.rows_per_second(), 1),
     }
     _, missing = missing_shards(out_dir, prepared.layout.shards, prepared.run, request.spec.format)
+    extras: dict[str, Any] = {"model": prepared.model_info["sha256"]}
     if not missing:
         manifest = finalize(
             out_dir, prepared.layout.shards, prepared.run, request.spec.format, prepared.model_info
         )
-        summary["output"] = {"rows": manifest.rows, "files": len(manifest.files)}
+        output = {
+            "rows": manifest.rows,
+            "files": len(manifest.files),
+            "sha256": sha256_file(out_dir / MANIFEST_FILE),
+        }
+        summary["output"] = extras["output"] = output
+    meter.finish(extras)
     return summary
 
 

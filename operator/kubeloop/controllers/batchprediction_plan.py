@@ -23,16 +23,17 @@ from kubeloop.api.batchprediction import (
     BatchProgress,
     ShardResult,
 )
+from kubeloop.batch import report as batch_report
 from kubeloop.controllers.common import rfc3339
 from kubeloop.controllers.execute import Child, Plan
 from kubeloop.controllers.k8sread import (
     exit_text,
-    job_condition,
     message_tail,
     scheduler_message,
     terminated,
 )
 from kubeloop.controllers.modeldeployment_resolve import FINAL_REASONS, from_experiment
+from kubeloop.controllers.runverdict import TERMINAL, Verdict, job_end, stays_finished
 from kubeloop.names import COMPLETION_INDEX_ANNOTATION
 from kubeloop.progress import parse_final
 from kubeloop.render.batchprediction import (
@@ -44,11 +45,16 @@ from kubeloop.render.batchprediction import (
 
 JOB = "BatchPrediction/Job"
 POD = "BatchPrediction/Pod"
-TERMINAL = (c.SUCCEEDED, c.FAILED)
 BPPlan = Plan[BatchPredictionStatus]
-# Words of the data plane's errors (kubeloop/batch) that name a cause users look for.
-INPUT_MISSING_WORDS = ("no such file or directory", "no file matches", "no .csv or .parquet")
-OUTPUT_EXISTS_WORDS = ("output exists",)
+# Words of the data plane's errors (kubeloop/batch) that name a cause users look for,
+# most specific first: a model or a column that is missing is also "no such file".
+FETCH_FAILED = "fetching the model"
+CAUSES = (
+    (c.OUTPUT_EXISTS, (batch_report.OUTPUT_EXISTS,)),
+    (c.MODEL_MISSING, (FETCH_FAILED, batch_report.MODEL_UNUSABLE)),
+    (c.COLUMNS_MISSING, (batch_report.COLUMNS_MISSING,)),
+    (c.INPUT_MISSING, ("no such file or directory", "no file matches", "no .csv or .parquet")),
+)
 
 
 @dataclass(frozen=True)
@@ -117,24 +123,6 @@ def choose_model(
     return ModelChoice(uri, where, message=f"model {uri} served by ModelDeployment {name}")
 
 
-@dataclass(frozen=True)
-class Verdict:
-    phase: str
-    reason: str
-    message: str
-    ready: bool | None
-    reconciling: bool = False
-    stalled: bool = False
-
-    def conds(self) -> list[c.Cond]:
-        conds = [c.Cond(c.READY, self.ready, self.reason, self.message)]
-        if self.reconciling:
-            conds.append(c.Cond(c.RECONCILING, True, self.reason, self.message))
-        if self.stalled:
-            conds.append(c.Cond(c.STALLED, True, self.reason, self.message))
-        return conds
-
-
 def _index(pod: dict[str, Any]) -> int | None:
     raw = (pod["metadata"].get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION)
     return int(raw) if raw is not None and raw.isdigit() else None
@@ -171,7 +159,7 @@ def failure_of(pod: dict[str, Any]) -> str:
     """Why a pod failed, in its own words: the model fetch's, else the scorer's."""
     fetch = terminated(pod, FETCH_CONTAINER, init=True)
     if fetch and fetch.get("exitCode"):
-        return f"fetching the model: {exit_text(fetch)}"
+        return f"{FETCH_FAILED}: {exit_text(fetch)}"
     term = terminated(pod, SCORER_CONTAINER)
     if term:
         return exit_text(term)
@@ -202,22 +190,13 @@ def progress_of(shards: list[ShardResult], parallelism: int) -> BatchProgress | 
 
 
 def cause(message: str) -> str:
-    """The reason a failed index's message names: InputMissing, OutputExists or
-    ShardFailed."""
+    """The reason a failed index's message names: OutputExists, ModelMissing,
+    ColumnsMissing, InputMissing, else ShardFailed."""
     lowered = message.lower()
-    if any(w in lowered for w in OUTPUT_EXISTS_WORDS):
-        return c.OUTPUT_EXISTS
-    if any(w in lowered for w in INPUT_MISSING_WORDS):
-        return c.INPUT_MISSING
+    for reason, words in CAUSES:
+        if any(w in lowered for w in words):
+            return reason
     return c.SHARD_FAILED
-
-
-def finished(prev: BatchPredictionStatus) -> Verdict | None:
-    if prev.phase not in TERMINAL:
-        return None
-    ready = prev.phase == c.SUCCEEDED
-    reason = next((cd.reason for cd in prev.conditions if cd.type == c.READY), prev.phase or "")
-    return Verdict(prev.phase or "", reason, prev.message or "", ready, stalled=not ready)
 
 
 def waiting(choice: ModelChoice) -> Verdict:
@@ -229,20 +208,20 @@ def waiting(choice: ModelChoice) -> Verdict:
 def ended(
     job: dict[str, Any], status: BatchPredictionStatus, now: dt.datetime
 ) -> Verdict | None:
-    complete, failed = job_condition(job, "Complete"), job_condition(job, "Failed")
-    if not (complete or failed):
+    end = job_end(job, now)
+    if end is None:
         return None
-    status.completion_time = (job.get("status") or {}).get("completionTime") or rfc3339(now)
-    if complete:
-        rows = status.progress.rows_done if status.progress else None
-        if status.output is not None:
-            status.output.rows = rows
+    status.completion_time = end.completion_time
+    if end.complete:
+        rows = status.output.rows if status.output is not None else None
+        if rows is None and status.progress is not None:
+            rows = status.progress.rows_done
         message = f"{rows if rows is not None else 'all'} rows scored"
         if status.output is not None:
             message += f" into {status.output.uri}"
         return Verdict(c.SUCCEEDED, c.SUCCEEDED, message, True)
-    assert failed is not None
-    if failed.get("reason") == "DeadlineExceeded":
+    failed = end.failed or {}
+    if end.out_of_time:
         message = f"the run exceeded activeDeadlineSeconds: {failed.get('message', '')}"
         return Verdict(c.FAILED, c.DEADLINE_EXCEEDED, message.rstrip(": "), False, stalled=True)
     broken = [s for s in status.shards if s.state == c.FAILED]
@@ -279,21 +258,42 @@ def _succeeded(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") == "Succeeded"
 
 
-def final_words(
+def take_reports(
     spec: BatchPredictionSpec, status: BatchPredictionStatus, observed: Observed
 ) -> None:
-    """A finished run reads its pods' final reports again while they are there
-    (idempotent): a pod whose last status reached the store only after the Job's end
-    still gives its numbers."""
-    if observed.job is None or not observed.pods:
+    """The pods' final reports into the status: each index's rows and rate, the run's
+    progress, the model's sha256 and, from the pod that wrote it, the output's manifest.
+    Idempotent, and read again after the run ended while the pods are there: a pod
+    whose last status reached the store only after the Job's end still gives its
+    numbers; with no report at all the status keeps what it had."""
+    pods = latest_per_index(observed.pods)
+    if observed.job is None or not pods:
         return
-    shards = [shard_result(i, p) for i, p in sorted(latest_per_index(observed.pods).items())]
+    shards = [shard_result(i, p) for i, p in sorted(pods.items())]
     progress = progress_of(shards, spec.parallelism)
-    if progress is None:
-        return
-    status.shards, status.progress = shards, progress
-    if status.phase == c.SUCCEEDED and status.output is not None:
-        status.output.rows = progress.rows_done
+    if status.phase not in TERMINAL or progress is not None:
+        status.shards = shards
+        status.progress = progress or status.progress
+    reports = [r for r in map(_pod_report, pods.values()) if r is not None]
+    model_sha = next((r.model_sha256 for r in reports if r.model_sha256), None)
+    if status.model is not None and model_sha:
+        status.model.sha256 = model_sha
+    written = next((r.output for r in reports if r.output is not None), None)
+    if status.output is not None and written is not None:
+        status.output.rows, status.output.files = written.rows, written.files
+        status.output.sha256 = written.sha256
+
+
+def _pod_report(pod: dict[str, Any]) -> batch_report.PodReport | None:
+    return batch_report.parse((terminated(pod, SCORER_CONTAINER) or {}).get("message"))
+
+
+def _rows_from_progress(status: BatchPredictionStatus) -> None:
+    """A run that succeeded without the output manifest's report (pods of an older
+    image, a message cut short) counts its rows from the pods' progress."""
+    out = status.output
+    if status.phase == c.SUCCEEDED and out is not None and out.sha256 is None and status.progress:
+        out.rows = status.progress.rows_done
 
 
 def plan(
@@ -311,9 +311,9 @@ def plan(
     status = prev.model_copy(deep=True)
     status.conditions = []
     out = BPPlan(status=status, quiet_start=True, urgent=("model", "jobName"))
-    verdict = finished(prev)
+    verdict = stays_finished(prev)
     if verdict is not None:
-        final_words(spec, status, observed)
+        take_reports(spec, status, observed)
     if verdict is None and status.model is None:
         if choice.uri is None:
             verdict = waiting(choice)
@@ -334,11 +334,10 @@ def plan(
             verdict = Verdict(c.PENDING, c.PENDING, message, False, reconciling=True)
         else:
             status.start_time = (job.get("status") or {}).get("startTime") or status.start_time
-            pods = latest_per_index(observed.pods)
-            status.shards = [shard_result(i, p) for i, p in sorted(pods.items())]
-            status.progress = progress_of(status.shards, spec.parallelism) or status.progress
+            take_reports(spec, status, observed)
             verdict = ended(job, status, now) or running(spec, observed)
     status.phase, status.message = verdict.phase, verdict.message
+    _rows_from_progress(status)
     resolved = c.Cond(
         c.MODEL_RESOLVED,
         status.model is not None,

@@ -18,7 +18,8 @@ from kubeloop import conditions as c
 from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus, WorkerCounts
 from kubeloop.controllers.common import owner_reference, parse_time, rfc3339
 from kubeloop.controllers.execute import Child, Delete, Patch, Plan
-from kubeloop.controllers.k8sread import job_condition, job_finished, scheduler_message
+from kubeloop.controllers.k8sread import job_finished, scheduler_message
+from kubeloop.controllers.runverdict import TERMINAL, Verdict, job_end, stays_finished
 from kubeloop.controllers.trainingjob_read import (
     deadline_failed,
     failure_message,
@@ -42,7 +43,6 @@ SERVICE = "TrainingJob/Service"
 JOB = "Job"
 # Marks the final state of a finished Job that is already deleted (TTL), in the store.
 GONE = "kubeloopGone"
-TERMINAL = {c.SUCCEEDED, c.FAILED}
 TJPlan = Plan[TrainingJobStatus]
 
 
@@ -69,27 +69,6 @@ class Attempt:
     pods: list[dict[str, Any]]
     queue: str | None
     now: dt.datetime
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The phase a planner decided, and the conditions that say it."""
-
-    phase: str
-    reason: str
-    message: str
-    ready: bool | None
-    reconciling: bool = False
-    stalled: bool = False
-    extra: tuple[c.Cond, ...] = ()
-
-    def conds(self) -> list[c.Cond]:
-        conds = [c.Cond(c.READY, self.ready, self.reason, self.message)]
-        if self.reconciling:
-            conds.append(c.Cond(c.RECONCILING, True, self.reason, self.message))
-        if self.stalled:
-            conds.append(c.Cond(c.STALLED, True, self.reason, self.message))
-        return conds + list(self.extra)
 
 
 def attempt(
@@ -128,15 +107,14 @@ def delete_job(job: dict[str, Any]) -> Delete:
 def finished(att: Attempt, status: TrainingJobStatus, out: TJPlan) -> Verdict | None:
     """A finished run stays finished; only make sure nothing keeps running."""
     prev, job = att.prev, att.job
-    if prev.phase not in TERMINAL:
+    verdict = stays_finished(prev)
+    if verdict is None:
         return None
     if job is not None and not job_finished(job) and not _deleting(job):
         out.delete.append(delete_job(job))
     if job is None and prev.workers is not None:
         status.workers = prev.workers  # The Job may be gone (TTL); its counts stay.
-    ready = prev.phase == c.SUCCEEDED
-    reason = next((cd.reason for cd in prev.conditions if cd.type == c.READY), prev.phase or "")
-    return Verdict(prev.phase or "", reason, prev.message or "", ready, stalled=not ready)
+    return verdict
 
 
 def deadline(att: Attempt, status: TrainingJobStatus, out: TJPlan) -> Verdict | None:
@@ -204,20 +182,20 @@ def ended(att: Attempt, status: TrainingJobStatus, out: TJPlan) -> Verdict | Non
     """The Job is going, completed or failed."""
     job = att.job
     assert job is not None
-    complete, failed = job_condition(job, "Complete"), job_condition(job, "Failed")
-    if _deleting(job) and not (complete or failed):
+    end = job_end(job, att.now)
+    if _deleting(job) and end is None:
         phase = c.RESTARTING if att.restarts else c.PENDING
         message = f"waiting for Job {att.job_name} to be deleted"
         return Verdict(phase, c.PROGRESSING, message, False, reconciling=True)
-    if complete:
-        status.completion_time = (job.get("status") or {}).get("completionTime") or rfc3339(att.now)
+    if end is not None and end.complete:
+        status.completion_time = end.completion_time
         status.model_uri = att.spec.output.uri if att.spec.output else None
         message = f"all {att.spec.workers} workers succeeded"
         if status.model_uri:
             message += f"; model at {status.model_uri}"
         return Verdict(c.SUCCEEDED, c.SUCCEEDED, message, True)
-    if failed:
-        return job_failed(att, status, out, failed)
+    if end is not None and end.failed is not None:
+        return job_failed(att, status, out, end.failed)
     return None
 
 
