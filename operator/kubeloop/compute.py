@@ -15,6 +15,9 @@ same value, and may set what the template leaves open):
 | maxWorkers | `workers` must not exceed it | (not used) |
 | maxRunSeconds | `activeDeadlineSeconds` must not exceed it; the deadline when unset | (not used) |
 
+A BatchPrediction takes a template as a TrainingJob does, `parallelism` for `workers`;
+its pods have no GPU, so a template with GPUs is refused for it.
+
 A conflict is rejected at `kubectl apply` time by the ValidatingAdmissionPolicy in
 admission/; the operator checks again (a policy not installed, a template edited after
 the resource was admitted) and reports `ComputeTemplateConflict` instead of running.
@@ -28,6 +31,7 @@ from typing import Any, TypeVar
 
 from kubernetes.utils.quantity import parse_quantity
 
+from kubeloop.api.batchprediction import BatchPredictionSpec
 from kubeloop.api.common import GPU, ComputeResources
 from kubeloop.api.computetemplate import ComputeTemplateSpec
 from kubeloop.api.modeldeployment import ModelDeploymentSpec, ServingScheduling
@@ -116,21 +120,23 @@ def _pod_shape(spec: Spec, t: ComputeTemplateSpec, name: str, errors: list[str])
     return out
 
 
-def for_training(
-    spec: TrainingJobSpec, name: str, t: ComputeTemplateSpec
-) -> tuple[TrainingJobSpec, list[str]]:
-    """The spec with the template applied, and every field that overrides it."""
-    errors: list[str] = []
-    out = _pod_shape(spec, t, name, errors)
+Run = TypeVar("Run", TrainingJobSpec, BatchPredictionSpec)
+
+
+def _run_limits(out: Run, t: ComputeTemplateSpec, name: str, errors: list[str], pods: str) -> Run:
+    """What a template fixes of a run (TrainingJob, BatchPrediction) beyond the pod's
+    shape: placement, the Kueue queue, how many pods (`pods`: the spec's field, workers
+    or parallelism) and the run's time."""
     sched = _placement(out.scheduling or Scheduling(), t, name, errors)
     if t.queue_name is not None:
         _fixed(errors, "spec.scheduling.queueName", sched.queue_name, t.queue_name, name)
         sched.queue_name = t.queue_name
     if sched != Scheduling():
         out.scheduling = sched
-    if t.max_workers is not None and out.workers > t.max_workers:
+    count = getattr(out, pods)
+    if t.max_workers is not None and count > t.max_workers:
         errors.append(
-            f"spec.workers is {out.workers}, more than ComputeTemplate {name} allows "
+            f"spec.{pods} is {count}, more than ComputeTemplate {name} allows "
             f"(maxWorkers {t.max_workers})"
         )
     if t.max_run_seconds is not None:
@@ -141,7 +147,29 @@ def for_training(
                 f"spec.activeDeadlineSeconds is {out.active_deadline_seconds}, longer than "
                 f"ComputeTemplate {name} allows (maxRunSeconds {t.max_run_seconds})"
             )
+    return out
+
+
+def for_training(
+    spec: TrainingJobSpec, name: str, t: ComputeTemplateSpec
+) -> tuple[TrainingJobSpec, list[str]]:
+    """The spec with the template applied, and every field that overrides it."""
+    errors: list[str] = []
+    out = _run_limits(_pod_shape(spec, t, name, errors), t, name, errors, "workers")
     return out, errors
+
+
+def for_batch(
+    spec: BatchPredictionSpec, name: str, t: ComputeTemplateSpec
+) -> tuple[BatchPredictionSpec, list[str]]:
+    """As for_training, `parallelism` for `workers`. A batch pod has no GPU: a template
+    that gives one is refused."""
+    errors: list[str] = []
+    out = spec.model_copy(deep=True)
+    out.resources = _resources(out.resources, t, name, errors)
+    if t.gpu is not None and t.gpu.count > 0:
+        errors.append(f"ComputeTemplate {name} gives GPUs; batch prediction pods use none")
+    return _run_limits(out, t, name, errors, "parallelism"), errors
 
 
 def for_serving(
@@ -272,6 +300,7 @@ __all__ = [
     "choose",
     "count_fit",
     "eligible",
+    "for_batch",
     "for_serving",
     "for_training",
     "pod_request",

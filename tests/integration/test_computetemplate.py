@@ -14,6 +14,7 @@ import pytest
 from tests.kubetest import GROUP, ROOT, VERSION, Cluster, stays, wait_for
 
 TJ, MD, DM, CT = "TrainingJob", "ModelDeployment", "DriftMonitor", "ComputeTemplate"
+BP = "BatchPrediction"
 H100 = "NVIDIA-H100-80GB-HBM3"
 
 
@@ -35,6 +36,7 @@ def admission_policies(cluster: Cluster) -> Iterator[str]:
         (TJ, over),
         (MD, {"model": {"uri": "s3://m/1"}, "compute": probe, "resources": {"cpu": "2"}}),
         (DM, {"modelDeployment": "m", "onDrift": {"retrain": {"template": over}}}),
+        (BP, bp(probe, parallelism=2)),
     ]
 
     def refused(kind: str, spec: dict[str, Any]) -> bool:
@@ -111,6 +113,11 @@ def apply(cluster: Cluster, namespace: str, kind: str, name: str, spec: dict[str
         }
     )
     return cluster.kubectl("apply", "-f", "-", input=manifest, check=False)
+
+
+def bp(template: str, **extra: Any) -> dict[str, Any]:
+    return {"model": {"uri": "s3://m/1"}, "input": {"uri": "file:///data/in"},
+            "output": {"uri": "file:///data/out"}, "compute": template, **extra}
 
 
 def tj(template: str, **extra: Any) -> dict[str, Any]:
@@ -330,3 +337,39 @@ def test_a_model_deployment_takes_the_template(
     assert dep.spec.template.spec.node_selector["nvidia.com/gpu.product"] == H100
     users = wait_for(lambda: template_status(cluster, template).get("usedBy"), 40, "usedBy")
     assert {"kind": MD, "namespace": namespace, "name": "served"} in users
+
+
+def test_a_batch_prediction_takes_the_template_and_may_not_exceed_it(
+    cluster: Cluster, namespace: str
+) -> None:
+    name = f"cpu2-{namespace}"
+    create_template(cluster, name, {"cpu": "2", "memory": "1Gi", "maxWorkers": 2,
+                                    "maxRunSeconds": 600,
+                                    "nodeSelector": {"kubernetes.io/os": "linux"}})
+    try:
+        refused = apply(cluster, namespace, BP, "wide", bp(name, parallelism=3,
+                                                          resources={"cpu": "4"}))
+        assert refused.returncode != 0
+        assert "spec.parallelism is 3, more than ComputeTemplate" in refused.stderr
+        assert "spec.resources.cpu is 4, but ComputeTemplate" in refused.stderr
+
+        cluster.create(BP, namespace, "scored", bp(name, parallelism=2, podMetadata={
+            "annotations": {"kubeloop.io/fake-duration": "4s"}}))
+        job = wait_for(lambda: cluster.batch.list_namespaced_job(
+            namespace, label_selector="kubeloop.io/batch-prediction=scored").items, 30, "Job")[0]
+        (scorer,) = job.spec.template.spec.containers
+        assert scorer.resources.requests["cpu"] == "2"
+        assert scorer.resources.limits["memory"] == "1Gi"
+        assert scorer.args[scorer.args.index("--workers") + 1] == "2"
+        assert job.spec.template.spec.node_selector["kubernetes.io/os"] == "linux"
+        assert job.spec.active_deadline_seconds == 600  # maxRunSeconds, the run set none
+        status = cluster.status(BP, namespace, "scored")
+        assert status["compute"]["name"] == name
+        cond = cluster.condition(BP, namespace, "scored", "ComputeTemplate")
+        assert cond and cond["status"] == "True"
+        used = wait_for(lambda: (s := template_status(cluster, name)).get("inUse") == 1 and s,
+                        20, "the template lists the run")
+        assert used["usedBy"] == [{"kind": BP, "namespace": namespace, "name": "scored"}]
+        cluster.wait_phase(BP, namespace, "scored", "Succeeded", 60)
+    finally:
+        cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "computetemplates", name)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from kubeloop import compute
+from kubeloop.api.batchprediction import BatchPredictionSpec
 from kubeloop.api.computetemplate import ComputeTemplateSpec
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.api.trainingjob import TrainingJobSpec
@@ -205,3 +206,41 @@ def test_fits_now_subtract_what_the_pods_on_a_node_request() -> None:
 
 def test_a_template_with_no_requests_counts_pod_slots() -> None:
     assert compute.count_fit(OPEN, NODES[2:3], {}) == compute.Fit(now=110, max=110)
+
+
+def bp(**spec: Any) -> BatchPredictionSpec:
+    return BatchPredictionSpec.model_validate({
+        "model": {"uri": "s3://m/1"}, "input": {"uri": "pvc://d/in"},
+        "output": {"uri": "pvc://d/out"}, **spec,
+    })  # fmt: skip
+
+
+CPU4 = ComputeTemplateSpec.model_validate({
+    "cpu": "4", "memory": "8Gi", "nodeSelector": {"pool": "batch"},
+    "priorityClassName": "batch", "queueName": "batch-queue",
+    "maxRunSeconds": 7200, "maxWorkers": 8,
+})  # fmt: skip
+
+
+def test_a_batch_prediction_takes_a_template_as_a_training_job_does() -> None:
+    out, errors = compute.for_batch(bp(compute="cpu-4", parallelism=8), "cpu-4", CPU4)
+    assert errors == []
+    assert out.resources and (out.resources.cpu, out.resources.memory) == ("4", "8Gi")
+    assert out.scheduling is not None and out.scheduling.node_selector == {"pool": "batch"}
+    assert out.scheduling.priority_class_name == "batch"
+    assert out.scheduling.queue_name == "batch-queue"
+    assert out.active_deadline_seconds == 7200
+
+
+def test_a_batch_prediction_may_not_exceed_its_template() -> None:
+    _, errors = compute.for_batch(
+        bp(parallelism=9, activeDeadlineSeconds=9999, resources={"cpu": "16"}), "cpu-4", CPU4
+    )
+    assert errors == [
+        "spec.resources.cpu is 16, but ComputeTemplate cpu-4 fixes it at 4",
+        "spec.parallelism is 9, more than ComputeTemplate cpu-4 allows (maxWorkers 8)",
+        "spec.activeDeadlineSeconds is 9999, longer than ComputeTemplate cpu-4 allows "
+        "(maxRunSeconds 7200)",
+    ]
+    _, errors = compute.for_batch(bp(), "gpu-8", GPU8)
+    assert "ComputeTemplate gpu-8 gives GPUs; batch prediction pods use none" in errors

@@ -157,7 +157,7 @@ def test_every_condition_reason_is_explained_in_troubleshooting() -> None:
     assert not missing, f"docs/troubleshooting.md does not explain: {missing}"
 
 
-@pytest.mark.parametrize(("module", "policies"), [("admission", 3), ("podsecurity_policy", 6)])
+@pytest.mark.parametrize(("module", "policies"), [("admission", 4), ("podsecurity_policy", 6)])
 def test_admission_policies_are_up_to_date_and_in_the_chart(module: str, policies: int) -> None:
     generator = importlib.import_module(f"kubeloop.api.{module}")
     committed = ROOT / "admission" / generator.FILE

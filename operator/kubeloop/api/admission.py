@@ -1,5 +1,6 @@
-"""ValidatingAdmissionPolicies that hold TrainingJobs, ModelDeployments and DriftMonitor
-retrain templates to the ComputeTemplate they name: a request for more (workers, run
+"""ValidatingAdmissionPolicies that hold TrainingJobs, ModelDeployments, DriftMonitor
+retrain templates and BatchPredictions to the ComputeTemplate they name: a request for
+more (workers or parallelism, run
 time, another GPU type, a changed node selector) is refused at `kubectl apply` time,
 with a message that names the field and the template's limit. No webhook runs: the API
 server evaluates the CEL itself, with each ComputeTemplate as the policy's parameter
@@ -71,10 +72,31 @@ def _fixed(field: str, path: str, template_path: str, compare: str | None = None
     )
 
 
-def _checks(prefix: str, training: bool) -> list[Rule]:
+def _checks(prefix: str, training: bool, pods: str = "workers", gpu: bool = True) -> list[Rule]:
+    """The rules for a spec at `prefix`; `training`: a run (queue, pods, run time), its
+    pods counted by the field `pods`; `gpu`: the spec has a `gpu` field."""
     rules = [
         _fixed(f"{prefix}.resources.cpu", "resources.cpu", "cpu"),
         _fixed(f"{prefix}.resources.memory", "resources.memory", "memory"),
+    ]
+    if gpu:
+        rules += _gpu_checks(prefix)
+    else:
+        rules.append(
+            Rule(
+                "!has(variables.t.gpu) || !has(variables.t.gpu.count) || "
+                "variables.t.gpu.count == 0",
+                "'ComputeTemplate ' + params.metadata.name + ' gives GPUs; these pods use none'",
+            )
+        )
+    rules += _placement_checks(prefix)
+    if training:
+        rules += _run_checks(prefix, pods)
+    return rules
+
+
+def _gpu_checks(prefix: str) -> list[Rule]:
+    return [
         _fixed(f"{prefix}.gpu.count", "gpu.count", "gpu.count"),
         _fixed(f"{prefix}.gpu.resourceName", "gpu.resourceName", "gpu.resourceName"),
         Rule(
@@ -84,6 +106,11 @@ def _checks(prefix: str, training: bool) -> list[Rule]:
             "params.metadata.name + (has(variables.t.gpu.type) ? ' fixes it at ' + "
             "variables.t.gpu.type : ' leaves gpu.type unset')",
         ),
+    ]
+
+
+def _placement_checks(prefix: str) -> list[Rule]:
+    return [
         _fixed(
             f"{prefix}.scheduling.priorityClassName",
             "scheduling.priorityClassName",
@@ -101,47 +128,52 @@ def _checks(prefix: str, training: bool) -> list[Rule]:
             ".map(k, k + '=' + variables.t.nodeSelector[k]).join(', ')",
         ),
     ]
-    if training:
-        rules += [
-            _fixed(f"{prefix}.scheduling.queueName", "scheduling.queueName", "queueName"),
-            Rule(
-                "!has(variables.t.maxWorkers) || !has(variables.s.workers) || "
-                "variables.s.workers <= variables.t.maxWorkers",
-                f"'{prefix}.workers is ' + string(variables.s.workers) + ', more than "
-                "ComputeTemplate ' + params.metadata.name + ' allows (maxWorkers ' + "
-                "string(variables.t.maxWorkers) + ')'",
-            ),
-            Rule(
-                "!has(variables.t.maxRunSeconds) || "
-                "!has(variables.s.activeDeadlineSeconds) || "
-                "variables.s.activeDeadlineSeconds <= variables.t.maxRunSeconds",
-                f"'{prefix}.activeDeadlineSeconds is ' + "
-                "string(variables.s.activeDeadlineSeconds) + ', longer than ComputeTemplate ' "
-                "+ params.metadata.name + ' allows (maxRunSeconds ' + "
-                "string(variables.t.maxRunSeconds) + ')'",
-            ),
-        ]
-    return rules
 
 
-# (resource plural, CEL of the spec to check, whether it exists, field prefix, training?)
+def _run_checks(prefix: str, pods: str) -> list[Rule]:
+    return [
+        _fixed(f"{prefix}.scheduling.queueName", "scheduling.queueName", "queueName"),
+        Rule(
+            f"!has(variables.t.maxWorkers) || !has(variables.s.{pods}) || "
+            f"variables.s.{pods} <= variables.t.maxWorkers",
+            f"'{prefix}.{pods} is ' + string(variables.s.{pods}) + ', more than "
+            "ComputeTemplate ' + params.metadata.name + ' allows (maxWorkers ' + "
+            "string(variables.t.maxWorkers) + ')'",
+        ),
+        Rule(
+            "!has(variables.t.maxRunSeconds) || "
+            "!has(variables.s.activeDeadlineSeconds) || "
+            "variables.s.activeDeadlineSeconds <= variables.t.maxRunSeconds",
+            f"'{prefix}.activeDeadlineSeconds is ' + "
+            "string(variables.s.activeDeadlineSeconds) + ', longer than ComputeTemplate ' "
+            "+ params.metadata.name + ' allows (maxRunSeconds ' + "
+            "string(variables.t.maxRunSeconds) + ')'",
+        ),
+    ]
+
+
+# (resource plural, CEL of the spec to check, whether it exists, its rules)
 TARGETS = [
-    ("trainingjobs", "object.spec", "true", "spec", True),
-    ("modeldeployments", "object.spec", "true", "spec", False),
+    ("trainingjobs", "object.spec", "true", _checks("spec", True)),
+    ("modeldeployments", "object.spec", "true", _checks("spec", False)),
     (
         "driftmonitors",
         "object.spec.onDrift.retrain.template",
         "has(object.spec.onDrift) && has(object.spec.onDrift.retrain)",
-        "spec.onDrift.retrain.template",
-        True,
+        _checks("spec.onDrift.retrain.template", True),
+    ),
+    (
+        "batchpredictions",
+        "object.spec",
+        "true",
+        _checks("spec", True, pods="parallelism", gpu=False),
     ),
 ]
 
 
 def policies() -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
-    for plural, spec, exists, prefix, training in TARGETS:
-        rules = _checks(prefix, training)
+    for plural, spec, exists, rules in TARGETS:
         name = f"kubeloop-compute-template-{plural}"
         labels = dict(INSTALLED_BY)
         docs.append(

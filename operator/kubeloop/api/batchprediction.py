@@ -18,6 +18,7 @@ from kubeloop.api.common import (
     PodMetadata,
     cel,
 )
+from kubeloop.api.computetemplate import AppliedTemplate
 from kubeloop.api.trainingjob import Scheduling
 
 # The pods mount claims and read files; they cannot list or stream objects over HTTP or
@@ -166,6 +167,14 @@ class BatchPredictionSpec(KubeModel):
         default=None,
         description="Image of the pods; default: the operator's own (Kubeloop with pyarrow).",
     )
+    compute: str | None = Field(
+        default=None,
+        max_length=253,
+        description="A ComputeTemplate by name: its CPU, memory, placement, queue and limits "
+        "(maxWorkers bounds `parallelism`, maxRunSeconds `activeDeadlineSeconds`) apply to "
+        "every pod, as for a TrainingJob; what it sets cannot be overridden here. Default: "
+        "the default template, if one is marked so.",
+    )
     resources: ComputeResources | None = Field(
         default=None,
         description="CPU and memory per pod; each pod runs one scoring process per CPU "
@@ -245,6 +254,9 @@ class BatchOutputStatus(KubeModel):
 
 
 class BatchPredictionStatus(CommonStatus):
+    compute: AppliedTemplate | None = Field(
+        default=None, description="The ComputeTemplate the run uses, as it was at the start."
+    )
     model: BatchPredictionModelStatus | None = Field(
         default=None, description="The model in use, recorded when the run started."
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeloop.api.batchprediction import BatchPredictionSpec, BatchPredictionStatus
+from kubeloop.controllers import computetemplate
 from kubeloop.controllers.batchprediction_plan import JOB, POD, Observed, choose_model, plan
 from kubeloop.controllers.common import Ctx, begin, owner_reference
 from kubeloop.controllers.execute import execute
@@ -31,6 +32,11 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     if started is None:
         return None
     body, spec, now = started
+    prev = BatchPredictionStatus.model_validate(body.get("status") or {})
+    applied = computetemplate.for_batch(ctx, spec, prev.compute, started=prev.job_name is not None)
+    if applied.blocked is not None:
+        return await computetemplate.hold(ctx, body, applied, BatchPredictionStatus)
+    spec = applied.spec
     source = spec.model
     tj_name = source.from_training_job.name if source.from_training_job else None
     if source.from_experiment:
@@ -57,12 +63,17 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     decided = plan(
         spec, body, choice, Observed(job, pods), ctx.config.image, owner_reference(body), now
     )
+    decided.status.compute = applied.template
+    decided.conds += computetemplate.conditions(applied)
     return await execute(ctx, body, decided)
 
 
 def _dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> list[Key]:
     """Runs not started yet that wait for this TrainingJob, ModelDeployment or
-    Experiment (or the pinned trial of one)."""
+    Experiment (or the pinned trial of one), and the runs that take a ComputeTemplate
+    that changed (named, or the default)."""
+    if kind == computetemplate.KIND:
+        return computetemplate.takers(ctx, KIND, obj["metadata"]["name"])
     fields = {
         TRAINING_JOB: (("fromTrainingJob", "name"), ("fromExperiment", "trial")),
         MODEL_DEPLOYMENT: (("fromModelDeployment", "name"),),

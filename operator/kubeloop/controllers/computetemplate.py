@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kubeloop import compute, podsecurity
 from kubeloop import conditions as c
+from kubeloop.api.batchprediction import BatchPredictionSpec
 from kubeloop.api.common import CommonStatus
 from kubeloop.api.computetemplate import (
     AppliedTemplate,
@@ -32,7 +34,9 @@ KIND = compute.KIND
 REFRESH_SECONDS = 30.0
 MAX_USERS_LISTED = 20
 ENDED = ("Succeeded", "Failed")
-USERS = ("TrainingJob", "ModelDeployment")
+# Runs end; a ModelDeployment never does.
+RUNS = ("TrainingJob", "BatchPrediction")
+USERS = (*RUNS, "ModelDeployment")
 # Set once listing pods is refused (the chart's countAllPods off): not asked again.
 _pods_forbidden: list[bool] = []
 
@@ -71,7 +75,7 @@ def for_training(
     """The spec with its template applied (below), or why it cannot run: a conflict
     with the template, or pods beyond what Pod Security restricted and the template
     allow (kubeloop/podsecurity.py)."""
-    applied = _training_template(ctx, spec, recorded, started)
+    applied = _run_template(ctx, spec, recorded, started, compute.for_training)
     if applied.blocked is not None:
         return applied
     allowed = podsecurity.allowance(spec.compute, _named(applied), namespace)
@@ -89,8 +93,20 @@ def _secured(applied: Applied, refusals: list[str]) -> Applied:
     return Applied(applied.spec, blocked=cond, stalled=True)
 
 
-def _training_template(
-    ctx: Ctx, spec: TrainingJobSpec, recorded: AppliedTemplate | None, started: bool
+def for_batch(
+    ctx: Ctx, spec: BatchPredictionSpec, recorded: AppliedTemplate | None, started: bool
+) -> Applied:
+    """As for_training, for a BatchPrediction (its pods are Kubeloop's own, restricted
+    by construction: no Pod Security check to add)."""
+    return _run_template(ctx, spec, recorded, started, compute.for_batch)
+
+
+def _run_template(
+    ctx: Ctx,
+    spec: Any,
+    recorded: AppliedTemplate | None,
+    started: bool,
+    merge: Callable[[Any, str, ComputeTemplateSpec], tuple[Any, list[str]]],
 ) -> Applied:
     """A run keeps the template it recorded at its start; a new one takes the named
     template (or the default) as it is now. A run that started with no template keeps
@@ -111,7 +127,7 @@ def _training_template(
             name=name, spec=ComputeTemplateSpec.model_validate(obj.get("spec") or {})
         )
         changed = False
-    merged, errors = compute.for_training(spec, name, template.spec)
+    merged, errors = merge(spec, name, template.spec)
     if errors:
         return Applied(spec, blocked=_conflict(errors), stalled=True)
     return Applied(merged, template, changed=changed)
@@ -202,13 +218,14 @@ async def hold(
 
 
 def users(ctx: Ctx, name: str) -> list[TemplateUser]:
-    """Active TrainingJobs (not ended) and ModelDeployments whose template is `name`."""
+    """Active runs (TrainingJobs, BatchPredictions: not ended) and ModelDeployments
+    whose template is `name`."""
     found = []
     all_templates = templates(ctx)
     for kind in USERS:
         for obj in ctx.store.all(kind):
             status = obj.get("status") or {}
-            if kind == "TrainingJob" and status.get("phase") in ENDED:
+            if kind in RUNS and status.get("phase") in ENDED:
                 continue
             uses = (status.get("compute") or {}).get("name") or compute.choose(
                 (obj.get("spec") or {}).get("compute"), all_templates
@@ -289,7 +306,7 @@ def takers(ctx: Ctx, kind: str, name: str) -> list[Key]:
     for obj in ctx.store.all(kind):
         named = (obj.get("spec") or {}).get("compute")
         phase = (obj.get("status") or {}).get("phase")
-        if named in (name, None) and (kind != "TrainingJob" or phase not in ENDED):
+        if named in (name, None) and (kind not in RUNS or phase not in ENDED):
             keys.append((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
     return keys
 
