@@ -56,7 +56,7 @@ def condition(cluster: Cluster, ns: str, name: str, ctype: str) -> dict[str, Any
     [
         (
             {"model": {"uri": "s3://m/1", "fromTrainingJob": {"name": "t"}}},
-            "set exactly one of uri, fromTrainingJob or fromModelDeployment",
+            "set exactly one of uri, fromTrainingJob, fromModelDeployment or fromExperiment",
         ),
         ({"input": {"uri": "s3://bucket/in"}}, "must be pvc://CLAIM/PATH, file:///PATH"),
         ({"output": {"uri": "pvc://data/events"}}, "output.uri must differ from input.uri"),
