@@ -30,7 +30,9 @@ INSTALLED_BY = {NAME_LABEL: MANAGER, PART_OF_LABEL: MANAGER}
 TRAINING_JOB_LABEL = "kubeloop.io/training-job"
 ATTEMPT_LABEL = "kubeloop.io/attempt"
 MODEL_DEPLOYMENT_LABEL = "kubeloop.io/model-deployment"
-TRACK_LABEL = "kubeloop.io/track"  # "stable" or "canary"
+TRACK_LABEL = "kubeloop.io/track"  # "stable", "canary" or "shadow"
+# On a shadow's pods in place of MODEL_DEPLOYMENT_LABEL, which the client Service selects.
+SHADOW_OF_LABEL = "kubeloop.io/shadow-of"
 MONITOR_LABEL = "kubeloop.io/drift-monitor"  # on a retrain's TrainingJob
 EVALUATION_LABEL = "kubeloop.io/evaluation-of"  # on an evaluation Job and its pods
 EXPERIMENT_LABEL = "kubeloop.io/experiment"  # on a trial's TrainingJob
@@ -42,6 +44,7 @@ SPEC_HASH_ANNOTATION = "kubeloop.io/spec-hash"
 MODEL_URI_ANNOTATION = "kubeloop.io/model-uri"  # the model a serving pod loads
 PROMOTION_ANNOTATION = "kubeloop.io/promotion"  # on a ModelDeployment a retrain promoted
 CHAMPION_ANNOTATION = "kubeloop.io/champion"  # the model an evaluation compares against
+SHADOW_MODEL_URI_ANNOTATION = "kubeloop.io/shadow-model-uri"  # the shadow a stable pod mirrors to
 
 # Other projects' keys the operator writes or reads.
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"

@@ -94,6 +94,10 @@ WRITES: dict[tuple[str, str, str], tuple[str, str]] = {
     ("", "services", "patch"): (
         "server-side apply of the Services (creating one is a patch too)",
         MDT + "test_children_are_created_owned_and_ready"),
+    ("", "services", "delete"): (
+        "the shadow's Service when spec.shadow goes",
+        "tests/integration/test_shadow.py::"
+        "test_shadow_gets_its_own_deployment_unseen_by_clients_and_goes"),
     ("", "events", "create"): (
         "Events on the resources (`kubectl describe`: why a job cannot run)",
         TJ + "test_worker_that_can_never_fit_is_reported_unschedulable_at_once"),

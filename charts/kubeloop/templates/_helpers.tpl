@@ -63,7 +63,8 @@ Every verb here has a code path that needs it (docs/operations.md lists them).
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create, patch]
+  # delete: the shadow's Service when spec.shadow goes
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
   verbs: [create, patch, delete]

@@ -114,6 +114,11 @@ KINDS: list[Kind] = [
                 "integer",
                 desc="The canary's share of requests now",
             ),
+            _col(
+                "Shadow",
+                ".status.shadow.summary",
+                desc="The shadow against the stable on the same requests (docs/shadow.md)",
+            ),
             _col("Model", ".status.activeModelUri", priority=1),
             _col("URL", ".status.url", priority=1),
             _MESSAGE,

@@ -21,6 +21,7 @@ from kubeloop.api.common import (
     Toleration,
     cel,
 )
+from kubeloop.api.shadow import ShadowStatus
 from kubeloop.names import SERVER_GRPC_PORT, SERVER_PORT
 
 EXACTLY_ONE_SOURCE = cel(
@@ -268,6 +269,34 @@ class Canary(KubeModel):
     )
 
 
+class Shadow(KubeModel):
+    model: ModelSource = Field(
+        description="The challenger: it answers a copy of live requests, unseen by clients."
+    )
+    mirror_percent: int = Field(
+        default=100,
+        ge=1,
+        le=100,
+        description="Share of the stable's inference requests copied to the shadow, in "
+        "percent. The copy goes after the stable answered, through a bounded queue: when "
+        "the shadow cannot keep up, copies are dropped (and counted), never the client's "
+        "request slowed.",
+    )
+    replicas: int = Field(default=1, ge=1, le=100, description="The shadow's replicas.")
+    resources: ComputeResources | None = Field(
+        default=None,
+        description="CPU and memory per shadow replica; default: the stable's. With "
+        "`compute`, the template's apply to the shadow too.",
+    )
+    min_samples: int = Field(
+        default=100,
+        ge=1,
+        le=INT32_MAX,
+        description="Answers both models gave before the comparison counts "
+        "(`ShadowCompared` True, an Event); fewer: `ShadowCompared` False, TooFewSamples.",
+    )
+
+
 class Monitoring(KubeModel):
     enabled: bool = Field(
         default=True,
@@ -343,6 +372,12 @@ class ModelDeploymentSpec(KubeModel):
                     "at minReplicas or more; to move to the canary's model, set spec.model",
                     ".canary.trafficPercent",
                 ),
+                cel(
+                    "!has(self.shadow) || !has(self.shadow.model.uri) || "
+                    "!has(self.model.uri) || self.shadow.model.uri != self.model.uri",
+                    "shadow.model must differ from model: a shadow compares another model",
+                    ".shadow.model.uri",
+                ),
             ]
         }
     )
@@ -366,6 +401,12 @@ class ModelDeploymentSpec(KubeModel):
         default=None, description="HorizontalPodAutoscaler bounds and targets."
     )
     canary: Canary | None = Field(default=None, description="A candidate model beside the stable.")
+    shadow: Shadow | None = Field(
+        default=None,
+        description="A challenger answering a mirrored copy of live requests in its own "
+        "Deployment and Service, never behind the client Service; `status.shadow` compares "
+        "it with the stable on the same requests (docs/shadow.md). Removing it deletes them.",
+    )
     monitoring: Monitoring | None = Field(default=None, description="Drift metrics export.")
     route: Route | None = Field(
         default=None,
@@ -485,6 +526,9 @@ class ModelDeploymentStatus(CommonStatus):
         "(with `fromExperiment`).",
     )
     canary: CanaryStatus | None = Field(default=None, description="The canary, when set.")
+    shadow: ShadowStatus | None = Field(
+        default=None, description="The shadow and its comparison with the stable, when set."
+    )
     promotion: Promotion | None = Field(
         default=None,
         description="Set when a canary passed every step: the stable serves its model in "

@@ -23,6 +23,7 @@ from kubeloop.controllers.modeldeployment_resolve import (
     referenced_jobs,
     resolve,
 )
+from kubeloop.controllers.modeldeployment_shadow import mirrored_uri
 from kubeloop.controllers.modeldeployment_tracks import (
     DEPLOYMENT,
     HPA,
@@ -34,8 +35,9 @@ from kubeloop.controllers.modeldeployment_tracks import (
 )
 from kubeloop.controllers.registration import ChildWatch, Controller, slim_pod
 from kubeloop.controllers.runtime import Key, Result
-from kubeloop.names import MODEL_DEPLOYMENT_LABEL, SERVER_PORT
-from kubeloop.render.modeldeployment import CANARY, STABLE, deployment_name
+from kubeloop.names import MODEL_DEPLOYMENT_LABEL, SERVER_PORT, SHADOW_MODEL_URI_ANNOTATION
+from kubeloop.render.modeldeployment import CANARY, SHADOW, STABLE, deployment_name
+from kubeloop.shadow.read import READER, Reading
 
 KIND = "ModelDeployment"
 TRAINING_JOB = "TrainingJob"
@@ -78,6 +80,8 @@ def observe(ctx: Ctx, body: dict[str, Any]) -> Observed:
             for exp_name in referenced_experiments(body)
             if (exp := ctx.store.get(EXPERIMENT, namespace, exp_name)) is not None
         },
+        shadow=deployments.get(deployment_name(name, SHADOW)),
+        shadow_service=ctx.store.get(SERVICE, namespace, deployment_name(name, SHADOW)),
     )
 
 
@@ -93,10 +97,38 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     observed = observe(ctx, body)
     measured, due_in = await _measure(key, template.spec, body, observed, now)
     extra = tuple(computetemplate.conditions(template))
+    reading = await _read_shadow(key, template.spec, body, observed, now)
     decided = plan(
-        template.spec, body, observed, ctx.config.image, now, measured, due_in, extra_conds=extra
+        template.spec,
+        body,
+        observed,
+        ctx.config.image,
+        now,
+        measured,
+        due_in,
+        extra_conds=extra,
+        shadow_reading=reading,
     )
     return await execute(ctx, body, decided)
+
+
+async def _read_shadow(
+    key: Key, spec: ModelDeploymentSpec, body: dict[str, Any], observed: Observed, now: dt.datetime
+) -> Reading | None:
+    """The shadow counters of the stable's pods that mirror to the shadow (throttled)."""
+    uri = mirrored_uri(observed.stable)
+    prev = ModelDeploymentStatus.model_validate(body.get("status") or {})
+    if spec.shadow is None or uri is None or not prev.active_model_uri:
+        READER.forget(key)
+        return None
+    port = spec.runtime.port if spec.runtime else SERVER_PORT
+    mirroring = [
+        pod
+        for pod in observed.pods
+        if (pod["metadata"].get("annotations") or {}).get(SHADOW_MODEL_URI_ANNOTATION) == uri
+    ]
+    pods = serving_pods(mirroring, port, {STABLE: prev.active_model_uri})
+    return await READER.read(key, pods, body["metadata"]["name"], uri, now)
 
 
 async def _measure(
@@ -135,6 +167,7 @@ def _dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> list[Key]:
 
 def _forget(ctx: Ctx, key: Key) -> None:
     METER.forget(key)
+    READER.forget(key)
 
 
 def _child(group: str, version: str, plural: str, kind: str, store_kind: str) -> ChildWatch:

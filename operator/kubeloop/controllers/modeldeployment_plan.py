@@ -27,6 +27,7 @@ from kubeloop.controllers.common import owner_reference, rfc3339
 from kubeloop.controllers.execute import Child, Delete, Plan
 from kubeloop.controllers.k8sread import rolled_out
 from kubeloop.controllers.modeldeployment_resolve import FINAL_REASONS, Resolution, resolve
+from kubeloop.controllers.modeldeployment_shadow import shadow_plan
 from kubeloop.controllers.modeldeployment_tracks import (
     DEPLOYMENT,
     HPA,
@@ -47,6 +48,7 @@ from kubeloop.names import MODEL_URI_ANNOTATION, SERVER_PORT
 from kubeloop.render.modeldeployment import (
     CANARY,
     STABLE,
+    MirrorTarget,
     deployment_name,
     render_deployment,
     render_hpa,
@@ -54,6 +56,7 @@ from kubeloop.render.modeldeployment import (
     service_url,
 )
 from kubeloop.render.route import ROUTE_API_VERSION, render_route, render_track_service
+from kubeloop.shadow.read import Reading
 
 MDPlan = Plan[ModelDeploymentStatus]
 
@@ -129,14 +132,16 @@ def deployments(
     parts: Split,
     observed: Observed,
     image: str,
+    mirror: MirrorTarget | None = None,
 ) -> tuple[list[Child], list[Delete]]:
-    """The stable Deployment (once a model is known) and the canary's."""
+    """The stable Deployment (once a model is known), mirroring to the shadow when one
+    is up, and the canary's."""
     meta, owner = body["metadata"], owner_reference(body)
     name, namespace = meta["name"], meta["namespace"]
     apply: list[Child] = []
     if stable_uri:
         stable = render_deployment(
-            spec, name, namespace, STABLE, stable_uri, parts.stable, image, owner
+            spec, name, namespace, STABLE, stable_uri, parts.stable, image, owner, mirror=mirror
         )
         apply.append(Child(stable, DEPLOYMENT))
     if spec.canary is None:
@@ -265,6 +270,7 @@ def plan(
     due_in: float | None = None,
     *,
     extra_conds: tuple[c.Cond, ...] = (),
+    shadow_reading: Reading | None = None,
 ) -> MDPlan:
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
@@ -287,7 +293,16 @@ def plan(
     status.canary, canary_cond = canary_report(decision, parts, observed)
     canary_uri = decision.status.model_uri if decision and decision.status else None
 
-    out.apply, out.delete = deployments(spec, body, models.uri, canary_uri, parts, observed, image)
+    shadow = shadow_plan(spec, body, observed, image, shadow_reading)
+    status.shadow = shadow.status
+    out.apply, out.delete = deployments(
+        spec, body, models.uri, canary_uri, parts, observed, image, shadow.mirror
+    )
+    out.apply += shadow.apply
+    out.delete += shadow.delete
+    out.events = out.events + shadow.events
+    if shadow.requeue_after is not None:
+        out.requeue_after = min(out.requeue_after or shadow.requeue_after, shadow.requeue_after)
     status.active_model_uri = models.uri or None
     status.history = history.update(
         prev.history,
@@ -311,4 +326,5 @@ def plan(
         models, available, crashing, done, decision, status.canary, canary_cond
     )
     out.conds += list(extra_conds) + ([routed] if routed else [])
+    out.conds += [shadow.cond] if shadow.cond else []
     return out

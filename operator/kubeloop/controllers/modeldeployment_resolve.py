@@ -153,7 +153,8 @@ def _pinned(
 
 def _sources(body: dict[str, Any]) -> list[dict[str, Any]]:
     spec = body.get("spec") or {}
-    return [spec.get("model") or {}, (spec.get("canary") or {}).get("model") or {}]
+    parts = [(spec.get(part) or {}).get("model") or {} for part in ("canary", "shadow")]
+    return [spec.get("model") or {}, *parts]
 
 
 def referenced_jobs(body: dict[str, Any]) -> set[str]:

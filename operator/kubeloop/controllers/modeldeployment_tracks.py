@@ -42,6 +42,8 @@ class Observed:
     route: dict[str, Any] | None = None  # the HTTPRoute this operator applied, if known
     # The Experiments named by fromExperiment, by name.
     experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    shadow: dict[str, Any] | None = None  # the shadow's Deployment
+    shadow_service: dict[str, Any] | None = None
 
 
 def track_pods(pods: list[dict[str, Any]], track: str) -> list[dict[str, Any]]:

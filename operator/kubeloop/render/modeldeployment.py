@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
@@ -14,6 +15,7 @@ from kubeloop.names import (
     PROMETHEUS_SCRAPE_ANNOTATION,
     SERVER_GRPC_PORT,
     SERVER_PORT,
+    SHADOW_MODEL_URI_ANNOTATION,
     TRACK_LABEL,
 )
 from kubeloop.render import storage
@@ -27,7 +29,7 @@ from kubeloop.render.common import (
 )
 from kubeloop.render.fit import parse_quantity
 
-STABLE, CANARY = "stable", "canary"
+STABLE, CANARY, SHADOW = "stable", "canary", "shadow"
 MODEL_DIR = "/mnt/models"
 SERVER_CONTAINER = "server"
 FETCH_CONTAINER = "fetch-model"
@@ -38,8 +40,17 @@ DEFAULT_CPU_TARGET = 80
 DRAIN_SECONDS = 5
 
 
+@dataclass(frozen=True)
+class MirrorTarget:
+    """Where the stable's pods copy a share of their requests: the shadow's Service."""
+
+    url: str
+    percent: int
+    model_uri: str
+
+
 def deployment_name(name: str, track: str) -> str:
-    return name if track == STABLE else f"{name}-canary"
+    return name if track == STABLE else f"{name}-{track}"
 
 
 def labels(name: str) -> dict[str, str]:
@@ -99,6 +110,7 @@ def pod_template(
     track: str,
     model_uri: str,
     image: str,
+    mirror: MirrorTarget | None = None,
 ) -> dict[str, Any]:
     runtime = spec.runtime
     port = runtime.port if runtime else SERVER_PORT
@@ -118,6 +130,8 @@ def pod_template(
             "--max-batch-wait-ms",
             f"{runtime.batching.max_wait_ms:g}",
         ]
+    if mirror is not None:
+        args += ["--shadow-url", mirror.url, "--shadow-percent", str(mirror.percent)]
     if runtime:
         args += runtime.args
     probe_common = {"periodSeconds": 5, "timeoutSeconds": 2}
@@ -184,16 +198,16 @@ def pod_template(
     else:
         pod_spec["automountServiceAccountToken"] = False
     pod_spec.update(placement(spec.gpu, spec.scheduling))
+    annotations = {
+        MODEL_URI_ANNOTATION: model_uri,
+        PROMETHEUS_SCRAPE_ANNOTATION: "true",
+        PROMETHEUS_PORT_ANNOTATION: str(port),
+        PROMETHEUS_PATH_ANNOTATION: "/metrics",
+    }
+    if mirror is not None:
+        annotations[SHADOW_MODEL_URI_ANNOTATION] = mirror.model_uri
     return {
-        "metadata": {
-            "labels": {**labels(name), TRACK_LABEL: track},
-            "annotations": {
-                MODEL_URI_ANNOTATION: model_uri,
-                PROMETHEUS_SCRAPE_ANNOTATION: "true",
-                PROMETHEUS_PORT_ANNOTATION: str(port),
-                PROMETHEUS_PATH_ANNOTATION: "/metrics",
-            },
-        },
+        "metadata": {"labels": {**labels(name), TRACK_LABEL: track}, "annotations": annotations},
         "spec": pod_spec,
     }
 
@@ -208,6 +222,7 @@ def render_deployment(
     image: str,
     owner: dict[str, Any],
     progress_deadline_seconds: int = 600,
+    mirror: MirrorTarget | None = None,
 ) -> dict[str, Any]:
     """`replicas=None` leaves the count to the HPA (the field is not ours then)."""
     dep_spec: dict[str, Any] = {
@@ -219,7 +234,7 @@ def render_deployment(
         },
         "progressDeadlineSeconds": progress_deadline_seconds,
         "revisionHistoryLimit": 3,
-        "template": pod_template(spec, name, track, model_uri, image),
+        "template": pod_template(spec, name, track, model_uri, image, mirror),
     }
     if replicas is not None:
         dep_spec["replicas"] = replicas

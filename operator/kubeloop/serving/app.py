@@ -41,6 +41,8 @@ async def serve(
     worker_of: Path | None = None,
     worker_index: int = 0,
     grpc_port: int = 0,
+    shadow_url: str | None = None,
+    shadow_percent: int = 100,
 ) -> int:
     """Serve until SIGTERM or SIGINT; answer health probes while the model loads. As
     one of several workers (`worker_of`: their directory), share the ports, taken only
@@ -53,6 +55,8 @@ async def serve(
         monitoring=monitoring,
         max_batch_size=max_batch_size,
         max_batch_wait=max_batch_wait,
+        shadow_url=shadow_url,
+        shadow_percent=shadow_percent,
     )
     worker = worker_of is not None
     if worker and not await _load_into(plane, model_dir, metadata):
@@ -72,6 +76,7 @@ async def serve(
         return 0
     finally:
         await _close(*listening)
+        await plane.close()
 
 
 async def _listen(

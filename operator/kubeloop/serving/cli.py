@@ -86,6 +86,19 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="also serve the protocol's gRPC side on this port, 0 for none "
         "(env KUBELOOP_GRPC_PORT; default 0)",
     )
+    serve.add_argument(
+        "--shadow-url",
+        default=os.environ.get("KUBELOOP_SHADOW_URL") or None,
+        help="copy a share of the answered requests to a shadow model server at this "
+        "base URL and compare its answers (env KUBELOOP_SHADOW_URL; docs/shadow.md)",
+    )
+    serve.add_argument(
+        "--shadow-percent",
+        type=_percent,
+        default=int(os.environ.get("KUBELOOP_SHADOW_PERCENT", "100")),
+        help="share of requests copied to the shadow, 1 to 100 "
+        "(env KUBELOOP_SHADOW_PERCENT; default 100)",
+    )
     serve.add_argument("--worker-of", type=Path, help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     serve.set_defaults(func=run_serve)
@@ -106,6 +119,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _percent(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 100, got {value}")
     return value
 
 
@@ -149,6 +169,8 @@ def run_serve(args: argparse.Namespace) -> int:
                 worker_of=args.worker_of,
                 worker_index=args.worker_index,
                 grpc_port=args.grpc_port,
+                shadow_url=args.shadow_url,
+                shadow_percent=args.shadow_percent,
             )
         )
     except ModelLoadError as exc:
@@ -176,6 +198,8 @@ def _serve_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--name", args.name]
     if not args.monitoring:
         argv.append("--no-monitoring")
+    if args.shadow_url:
+        argv += ["--shadow-url", args.shadow_url, "--shadow-percent", str(args.shadow_percent)]
     return argv
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from kubeloop.drift.profile import Profile
 from kubeloop.modeldir import LoadedModel, ModelMetadata
 from kubeloop.serving.batcher import Batcher
 from kubeloop.serving.livestats import LiveStats
+from kubeloop.serving.mirror import Mirror
 from kubeloop.serving.protocol import PREDICT, PREDICT_PROBA, InferRequest, RequestError
 from kubeloop.serving.quality import Quality
 
@@ -73,6 +75,8 @@ class DataPlane:
         monitoring: bool = True,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         max_batch_wait: float = 0.0,
+        shadow_url: str | None = None,
+        shadow_percent: int = 100,
     ) -> None:
         self.name = name or metadata.name
         self.metadata = metadata
@@ -85,6 +89,8 @@ class DataPlane:
         # whether the served class is their argmax, as the estimator's predict says.
         self._always_proba = self._argmax_predicts = False
         self.batcher: Batcher | None = None
+        self.shadow_url, self.shadow_percent = shadow_url, shadow_percent
+        self.mirror: Mirror | None = None
         self.max_batch_size, self.max_batch_wait = max_batch_size, max_batch_wait
         self.server_metadata = SERVER_METADATA
         self.model_metadata: dict[str, Any] = {
@@ -118,6 +124,10 @@ class DataPlane:
         self.registry.register(self.quality)
         self._always_proba = self.quality.estimating
         self._argmax_predicts = _argmax_predicts(model.estimator)
+        if self.shadow_url:
+            self.mirror = Mirror(
+                self.registry, self.name, self.shadow_url, self.shadow_percent, model
+            )
         if self.max_batch_size > 1:
             self.batcher = Batcher(
                 self._predict_current,
@@ -163,17 +173,30 @@ class DataPlane:
 
     # -- prediction -----------------------------------------------------------------
 
-    async def predict(self, parsed: InferRequest) -> dict[str, np.ndarray]:
-        """The model's outputs for a validated request: batched with others, or alone."""
+    def request_id(self, parsed: InferRequest) -> str | None:
+        """The id an answer carries: the client's, or one of ours when a shadow answers
+        a copy (its answer is paired with ours by it, and a late label names it)."""
+        if parsed.request_id is None and self.mirror is not None:
+            return uuid.uuid4().hex
+        return parsed.request_id
+
+    async def predict(
+        self, parsed: InferRequest, request_id: str | None = None
+    ) -> dict[str, np.ndarray]:
+        """The model's outputs for a validated request: batched with others, or alone;
+        then a sampled copy to the shadow, if there is one."""
         self.loaded()
         proba = PREDICT_PROBA in parsed.outputs
         if self.batcher is not None:
-            return await self.batcher.submit(parsed.rows, proba)
-        if len(parsed.rows) <= INLINE_MAX_ROWS:
+            results = await self.batcher.submit(parsed.rows, proba)
+        elif len(parsed.rows) <= INLINE_MAX_ROWS:
             results = self._predict_current(parsed.rows, proba)
+            self._observe(parsed.rows, results)
         else:
             results = await asyncio.to_thread(self._predict_current, parsed.rows, proba)
-        self._observe(parsed.rows, results)
+            self._observe(parsed.rows, results)
+        if self.mirror is not None and request_id is not None:
+            self.mirror.offer(request_id, parsed.rows, results[PREDICT])
         return results
 
     def _predict_current(self, rows: np.ndarray, proba: bool) -> dict[str, np.ndarray]:
@@ -198,7 +221,20 @@ class DataPlane:
         self.check(name, None)
         self.loaded()
         assert self.quality is not None
-        return self.quality.feedback(payload)
+        labels = []
+        if self.mirror is not None and isinstance(payload, dict):
+            records = payload.get("records")
+            labels = self.mirror.check_labels(records if isinstance(records, list) else [])
+        counted = self.quality.feedback(payload)
+        for request_id, row, label in labels:
+            assert self.mirror is not None
+            self.mirror.label(request_id, row, label)
+        return counted
+
+    async def close(self) -> None:
+        """Stop sending copies to the shadow."""
+        if self.mirror is not None:
+            await self.mirror.close()
 
     def internal_error(self, front_end: str) -> RequestError:
         """The answer to a failure the request did not cause, logged with its traceback

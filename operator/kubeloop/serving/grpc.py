@@ -116,10 +116,11 @@ class InferenceService:
         plane = self.plane
         model = plane.model_for(request.model_name, request.model_version)
         parsed = parse_infer_request(_payload(request), model)
-        results = await plane.predict(parsed)
+        request_id = plane.request_id(parsed)
+        results = await plane.predict(parsed, request_id)
         answer = message("ModelInferResponse")(model_name=plane.name, model_version=plane.version)
-        if parsed.request_id:
-            answer.id = parsed.request_id
+        if request_id:
+            answer.id = request_id
         for name in parsed.outputs:
             values = results[name]
             datatype = datatype_of(values)

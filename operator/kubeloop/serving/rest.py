@@ -176,7 +176,8 @@ class RestFrontEnd:
         if blob or binary.HEADER in request.headers:
             binary.attach_inputs(payload, blob, bad)
         parsed = parse_infer_request(payload, model)
-        results = await plane.predict(parsed)
+        request_id = plane.request_id(parsed)
+        results = await plane.predict(parsed, request_id)
 
         as_binary = binary.wanted(payload, parsed.outputs)
         blobs: list[bytes] = []
@@ -201,8 +202,8 @@ class RestFrontEnd:
             "model_version": plane.version,
             "outputs": outputs,
         }
-        if parsed.request_id is not None:
-            answer["id"] = parsed.request_id
+        if request_id is not None:
+            answer["id"] = request_id
         if not blobs:
             return json_response(answer)
         head = encode_json(answer)
