@@ -194,6 +194,16 @@ class OnDrift(KubeModel):
         "point the ModelDeployment at it (as a canary when the deployment has canary "
         "settings).",
     )
+    promote_with: Literal["Spec", "Annotation"] = Field(
+        default="Spec",
+        description="Where a promotion is written. `Spec`: the ModelDeployment's "
+        "`spec.model` (or `spec.canary.model`) is patched to the new model. `Annotation`: "
+        "its spec is left as applied and the promotion is written to its "
+        "`kubeloop.io/promotion` annotation, which the deployment serves in place of the "
+        "`spec.model` (or `spec.canary.model`) it was made over, until that field "
+        "changes: for a ModelDeployment kept in Git by Flux or Argo CD, whose next sync "
+        "would undo a spec patch (docs/gitops/README.md).",
+    )
     evaluate: Evaluate | None = Field(
         default=None,
         description="The gate before promotion: after the retrain succeeds, a Job scores "

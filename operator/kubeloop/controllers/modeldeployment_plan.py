@@ -21,7 +21,7 @@ from kubeloop.api.modeldeployment import (
     Promotion,
 )
 from kubeloop.canary.measure import Measured
-from kubeloop.controllers import canary, history
+from kubeloop.controllers import canary, history, promotion_note
 from kubeloop.controllers.canary_state import World
 from kubeloop.controllers.common import owner_reference, rfc3339
 from kubeloop.controllers.execute import Child, Delete, Plan
@@ -279,7 +279,13 @@ def plan(
     status = ModelDeploymentStatus(url=service_url(name, namespace, port))
     out = MDPlan(status=status, urgent=URGENT)
 
+    # A DriftMonitor's promotion kept out of the spec (its annotation) serves in place
+    # of the field it was made over, while that field is unchanged.
+    promoted = promotion_note.standing(body)
+    spec = promotion_note.served_spec(spec, promoted)
     models = stable_model(spec, prev, observed, namespace)
+    if promoted is not None and promoted.field == promotion_note.MODEL and models.resolution.uri:
+        models.resolution.message = f"model {models.resolution.uri} {promoted.describe()}"
     status.source_training_job = models.resolution.training_job
     status.source_experiment = models.resolution.experiment
     decision = canary_decision(spec, prev, models, observed, namespace, now, measured, due_in)

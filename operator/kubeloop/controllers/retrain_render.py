@@ -8,6 +8,7 @@ from typing import Any
 
 from kubeloop.api.driftmonitor import DriftMonitorSpec, RetrainRecord
 from kubeloop.api.trainingjob import Scheduling
+from kubeloop.controllers import promotion_note
 from kubeloop.controllers.common import owner_reference
 from kubeloop.names import API_VERSION, MANAGED_BY, MONITOR_LABEL, PROMOTION_ANNOTATION
 from kubeloop.render import evaluation as render_eval
@@ -70,10 +71,16 @@ def render_evaluation(
 
 
 def promotion_patch(
-    target: dict[str, Any], uri: str, monitor: str, record: RetrainRecord
+    target: dict[str, Any],
+    uri: str,
+    monitor: str,
+    record: RetrainRecord,
+    promote_with: str = "Spec",
 ) -> dict[str, Any]:
     """Canary first when the deployment has canary settings, else the model itself; the
-    annotation tells the deployment's history who made the change and on what scores."""
+    annotation tells the deployment's history who made the change and on what scores.
+    With `promoteWith: Annotation` the annotation alone, naming the field it stands in
+    for (controllers/promotion_note.py): the spec stays as Git has it."""
     spec = target.get("spec") or {}
     who: dict[str, Any] = {
         "uri": uri,
@@ -87,10 +94,14 @@ def promotion_patch(
             "champion": ev.champion,
             "challenger": ev.challenger,
         }
-    model = {"uri": uri, "fromTrainingJob": None, "fromExperiment": None}
+    in_place = promote_with == "Annotation"
+    content = promotion_note.note(target, uri, who, in_place)
     patch: dict[str, Any] = {
-        "metadata": {"annotations": {PROMOTION_ANNOTATION: json.dumps(who, sort_keys=True)}}
+        "metadata": {"annotations": {PROMOTION_ANNOTATION: json.dumps(content, sort_keys=True)}}
     }
+    if in_place:
+        return patch
+    model = {"uri": uri, "fromTrainingJob": None, "fromExperiment": None}
     if (spec.get("canary") or {}).get("steps"):
         # A new analysis: a pause or an abort left on the last canary does not apply.
         patch["spec"] = {"canary": {"model": model, "paused": None, "abort": None}}

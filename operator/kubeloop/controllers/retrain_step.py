@@ -46,6 +46,7 @@ from kubeloop.api.driftmonitor import (
     Evaluation,
     RetrainRecord,
 )
+from kubeloop.controllers import promotion_note
 from kubeloop.controllers.common import parse_time, refused, rfc3339
 from kubeloop.controllers.k8sread import job_finished, terminated, termination_message
 from kubeloop.controllers.retrain_actions import (
@@ -296,7 +297,9 @@ class _Step:
         if not (obs.spec.on_drift.promote and uri and target is not None):
             self._conclude(last, SUCCEEDED)
             return
-        patch = promotion_patch(target, uri, obs.monitor["metadata"]["name"], last)
+        on_drift = obs.spec.on_drift
+        name = obs.monitor["metadata"]["name"]
+        patch = promotion_patch(target, uri, name, last, on_drift.promote_with)
         events_before = len(self.acts.events)
 
         def on_refused(err: KubeError) -> bool:
@@ -316,7 +319,10 @@ class _Step:
             )
             last.result = ROLLING_OUT
             return
-        where = "as canary" if "canary" in patch["spec"] else "as the model"
+        canary = promotion_note.field_of(target.get("spec") or {}) == promotion_note.CANARY_MODEL
+        where = "as canary" if canary else "as the model"
+        if on_drift.promote_with == "Annotation":
+            where += " (in its kubeloop.io/promotion annotation; its spec is unchanged)"
         self._event("Normal", PROMOTED, f"ModelDeployment {md} now serves {uri} {where}")
         self._conclude(last, PROMOTED)
 
@@ -324,7 +330,10 @@ class _Step:
         """The model is the canary of a ModelDeployment with steps: Promoted only once it
         passed every step, RolledBack when its analysis failed or it was aborted."""
         target, md, uri = self.obs.target, self.obs.spec.model_deployment, last.model_uri
-        md_spec = (target or {}).get("spec") or {}
+        # The canary it serves: a promotion kept in the annotation stands in for Git's.
+        md_spec = promotion_note.served_raw(
+            (target or {}).get("spec") or {}, promotion_note.standing(target or {})
+        )
         md_status = (target or {}).get("status") or {}
         canary = md_status.get("canary") or {}
         # The stable serves it, and no step is under way (Promoted, or Idle once
