@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import requests
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from scipy import stats as sp
@@ -242,3 +245,46 @@ def test_paired_t_edges() -> None:
     assert stats.paired_t(1, 1.0, 1.0) == (None, None)
     assert stats.paired_t(5, 0.0, 0.0) == (0.0, 1.0)
     assert stats.paired_t(5, 5.0, 5.0)[1] == 0.0  # every difference 1: certain
+
+
+@contextmanager
+def slow_server(seconds: float) -> Iterator[str]:
+    """An HTTP server that answers every request after `seconds`: a slow shadow."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(seconds)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", slow)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+
+    async def begin() -> int:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return int(runner.addresses[0][1])
+
+    port = asyncio.run_coroutine_threadsafe(begin(), loop).result(TIMEOUT)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(TIMEOUT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(TIMEOUT)
+        loop.close()
+
+
+def test_a_slow_shadow_slows_no_client_request(model: LoadedModel) -> None:  # noqa: F811
+    with slow_server(5.0) as shadow, running(champion(model, shadow)) as url:
+        took = []
+        for _ in range(16):
+            started = time.perf_counter()
+            assert infer(url, matrix(IRIS_ROWS)).status_code == 200
+            took.append(time.perf_counter() - started)
+        assert max(took) < 1.0, took  # the shadow takes 5 s; the copies time out at 2 s
+        samples = wait_counter(url, "errors_total", 16)
+        assert shadow_counter(samples, "mirrored_total") == 16
