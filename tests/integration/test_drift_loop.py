@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.kubetest import Cluster, or_none, stays, wait_for
+from tests.kubetest import HOLD, Cluster, or_none, stays, wait_for
 from tests.modelserver import ModelServer, free_port, shifted_rows, train
 
 DM, MD, TJ = "DriftMonitor", "ModelDeployment", "TrainingJob"
@@ -925,3 +925,82 @@ def test_a_retrain_the_api_server_refuses_is_failed_and_says_why(
     finally:
         admission.delete_validating_admission_policy_binding(name)
         admission.delete_validating_admission_policy(name)
+
+
+def _end_trial(cluster: Cluster, namespace: str, trial: str, loss: float) -> None:
+    """End the held pod of an Experiment's trial, reporting `loss` as its final metric."""
+
+    def held() -> list[Any] | None:
+        pods = cluster.core.list_namespaced_pod(
+            namespace, label_selector=f"kubeloop.io/training-job={trial}"
+        ).items
+        return [p for p in pods if set(HOLD) <= set(p.metadata.annotations or {})] or None
+
+    annotations: dict[str, str | None] = dict.fromkeys(HOLD)
+    annotations["kubeloop.io/fake-message"] = json.dumps({"metrics": {"loss": loss}})
+    for pod in wait_for(held, 30, f"a held pod of {trial}"):
+        cluster.core.patch_namespaced_pod(
+            pod.metadata.name, namespace, {"metadata": {"annotations": annotations}}
+        )
+
+
+def test_a_retrain_that_is_a_search_puts_its_best_trial_before_the_gate(
+    cluster: Cluster, namespace: str, server: ModelServer, model_v1: Path, tmp_path: Path
+) -> None:
+    """onDrift.retrain.experiment: on drift the monitor creates one Experiment (owned by
+    it); when the search ends, its best trial's model is the challenger that the
+    evaluation Job scores against the serving model, as one run's would be. On the
+    simulated nodes the Job leaves no verdict: EvaluationFailed, the champion kept."""
+    champion = f"file://{model_v1}"
+    cluster.create(MD, namespace, "iris", {"model": {"uri": champion}})
+    cluster.wait_phase(MD, namespace, "iris", "Ready", 30)
+    spec = _gated(server, tmp_path)
+    spec["onDrift"]["retrain"] = {
+        "cooldown": "1h",
+        "experiment": {
+            "trainingJob": {
+                "image": "registry.local/train:1",
+                "output": {"uri": f"file://{tmp_path}/{{trainingJob}}"},
+                "maxRestarts": 0,
+                "podMetadata": {"annotations": HOLD},
+            },
+            "parameters": [{"name": "lr", "type": "float", "min": 0.001, "max": 1, "log": True}],
+            "objective": {"metric": "loss", "direction": "minimize"},
+            "algorithm": {"name": "random", "seed": 1},
+            "maxTrials": 2,
+            "parallelTrials": 2,
+        },
+    }
+    cluster.create(DM, namespace, "search", spec)
+    wait_for(lambda: cluster.status(DM, namespace, "search").get("window"), 20, "baseline")
+    server.send(shifted_rows(300, shift=2.0))
+
+    exp = wait_for(lambda: cluster.get("Experiment", namespace, "search-retrain-1"), 30,
+                   "the retrain's Experiment")
+    assert exp["metadata"]["ownerReferences"][0]["kind"] == DM
+    running = cluster.status(DM, namespace, "search")["lastRetrain"]
+    assert running["experiment"] == "search-retrain-1" and running["result"] == "Running"
+    _end_trial(cluster, namespace, "search-retrain-1-trial-0", 0.5)
+    _end_trial(cluster, namespace, "search-retrain-1-trial-1", 0.2)
+
+    job = wait_for(
+        lambda: _job(cluster, namespace, "search-retrain-1-trial-1-eval"), 40,
+        "the evaluation Job of the best trial",
+    )
+    args = job.spec.template.spec.containers[0].args
+    assert args[args.index("--champion") + 1] == champion
+    assert args[args.index("--challenger") + 1] == f"file://{tmp_path}/search-retrain-1-trial-1"
+    record = _retrain_record(cluster, namespace, "search", "EvaluationFailed")
+    assert record["experiment"] == "search-retrain-1"
+    assert record["trainingJob"] == "search-retrain-1-trial-1"
+    assert record["modelUri"] == f"file://{tmp_path}/search-retrain-1-trial-1"
+    reasons = cluster.await_events(
+        namespace, "search", {"RetrainStarted", "RetrainSearched", "EvaluationStarted"}
+    )
+    assert "Promoted" not in reasons
+    assert cluster.get(MD, namespace, "iris")["spec"]["model"].get("uri") == champion
+    tjs = cluster.custom.list_namespaced_custom_object(
+        "kubeloop.io", "v1alpha1", namespace, "trainingjobs"
+    )["items"]
+    assert sorted(t["metadata"]["name"] for t in tjs) == [
+        "search-retrain-1-trial-0", "search-retrain-1-trial-1"]

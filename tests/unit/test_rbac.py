@@ -38,6 +38,12 @@ WRITES: dict[tuple[str, str, str], tuple[str, str]] = {
         DRIFT + "test_drift_retrains_once_and_promotes"),
     ("kubeloop.io", "trainingjobs", "patch"): (
         "the retrain's server-side apply", DRIFT + "test_drift_retrains_once_and_promotes"),
+    ("kubeloop.io", "experiments", "create"): (
+        "a DriftMonitor's retrain that is a search (server-side apply creates)",
+        DRIFT + "test_a_retrain_that_is_a_search_puts_its_best_trial_before_the_gate"),
+    ("kubeloop.io", "experiments", "patch"): (
+        "the search retrain's server-side apply",
+        DRIFT + "test_a_retrain_that_is_a_search_puts_its_best_trial_before_the_gate"),
     ("kubeloop.io", "modeldeployments", "patch"): (
         "a promotion by a DriftMonitor", DRIFT + "test_drift_retrains_once_and_promotes"),
     ("kubeloop.io", "trainingjobs/status", "patch"): (

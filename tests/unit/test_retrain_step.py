@@ -424,3 +424,92 @@ def test_an_ended_retrain_is_kept_newest_first_at_most_ten() -> None:
     out, _ = run(status, training_job=tj("Failed"))
     assert [r.training_job for r in out.retrains][:2] == ["m-retrain-1", "m-retrain-0"]
     assert len(out.retrains) == 10
+
+
+# --- A retrain that is a search (onDrift.retrain.experiment) ---------------------------
+
+SEARCH = {
+    "trainingJob": {"image": "i", "output": {"uri": "pvc://models/{trainingJob}"}},
+    "parameters": [{"name": "lr", "type": "float", "min": 0.001, "max": 1, "log": True}],
+    "objective": {"metric": "loss", "direction": "minimize"},
+    "maxTrials": 2,
+}
+
+
+def search_spec(evaluate: bool = False) -> DriftMonitorSpec:
+    on_drift: dict[str, Any] = {"promote": True, "retrain": {"experiment": SEARCH}}
+    if evaluate:
+        on_drift["evaluate"] = GATE
+    return DriftMonitorSpec.model_validate({"modelDeployment": "md", "onDrift": on_drift})
+
+
+def searching(**fields: Any) -> DriftMonitorStatus:
+    return record("Running", experiment="m-retrain-1", created=True, **fields)
+
+
+def experiment(phase: str, best: dict[str, Any] | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase, "message": "2 trials failed"}
+    if best:
+        status["bestTrial"] = best
+    return {"metadata": {"name": "m-retrain-1", "uid": "e1"}, "status": status}
+
+
+BEST = {"name": "m-retrain-1-trial-1", "value": 0.2, "modelUri": CHALLENGER}
+
+
+def test_a_search_retrain_creates_one_experiment_and_records_it() -> None:
+    obs = Observed(MONITOR, search_spec(), NOW, next_number=1, next_name="m-retrain-1",
+                   wants_retrain=True)
+    status, acts = step(DriftMonitorStatus(), obs)
+    assert status.last_retrain is not None and status.last_retrain.experiment == "m-retrain-1"
+    (create,) = acts.creates
+    assert create.obj["kind"] == "Experiment" and create.store_kind == "Experiment"
+    assert create.obj["spec"]["trainingJob"]["output"]["uri"] == "pvc://models/{trainingJob}"
+    assert create.obj["metadata"]["ownerReferences"][0]["uid"] == "u1"
+    assert acts.status_first and "created Experiment m-retrain-1" in acts.events[0][2]
+
+
+def test_a_search_still_running_waits() -> None:
+    obs = Observed(MONITOR, search_spec(), NOW, experiment=experiment("Running", BEST))
+    status, acts = step(searching(), obs)
+    assert status.last_retrain is not None and status.last_retrain.result == "Running"
+    assert not acts.creates and acts.promote is None
+
+
+def test_a_finished_search_promotes_its_best_trial_without_a_gate() -> None:
+    obs = Observed(MONITOR, search_spec(), NOW, experiment=experiment("Succeeded", BEST),
+                   target=target())
+    status, acts = step(searching(), obs)
+    last = status.last_retrain
+    assert last is not None and last.result == "Promoted"
+    assert (last.training_job, last.model_uri) == ("m-retrain-1-trial-1", CHALLENGER)
+    assert acts.promote is not None
+    assert acts.promote.patch["spec"]["model"]["uri"] == CHALLENGER
+
+
+def test_a_finished_search_puts_its_best_trial_before_the_gate() -> None:
+    obs = Observed(MONITOR, search_spec(evaluate=True), NOW,
+                   experiment=experiment("Succeeded", BEST), target=target())
+    status, acts = step(searching(), obs)
+    last = status.last_retrain
+    assert last is not None and last.result == "Evaluating" and last.evaluation is not None
+    assert last.evaluation.job == "m-retrain-1-trial-1-eval"
+    assert last.evaluation.champion_uri == CHAMPION
+    (create,) = acts.creates
+    args = create.obj["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--challenger") + 1] == "file:///mnt/pvc/models/b"  # CHALLENGER
+
+
+@pytest.mark.parametrize("ended", [experiment("Failed"), experiment("Succeeded")])
+def test_a_search_without_a_best_trial_fails_the_retrain(ended: dict[str, Any]) -> None:
+    obs = Observed(MONITOR, search_spec(), NOW, experiment=ended, target=target())
+    status, acts = step(searching(), obs)
+    assert status.last_retrain is not None and status.last_retrain.result == "Failed"
+    assert acts.promote is None and acts.events[0][1] == "RetrainFailed"
+
+
+def test_a_deleted_search_is_failed_not_created_again() -> None:
+    obs = Observed(MONITOR, search_spec(), NOW, gone=True)
+    status, acts = step(searching(), obs)
+    assert status.last_retrain is not None and status.last_retrain.result == "Failed"
+    assert not acts.creates and "Experiment m-retrain-1 was deleted" in acts.events[0][2]

@@ -46,6 +46,10 @@ Every verb here has a code path that needs it (docs/operations.md lists them).
   # patch: server-side apply, and a stopped trial's spec.suspend
   verbs: [create, patch]
 - apiGroups: [kubeloop.io]
+  resources: [experiments]
+  # a DriftMonitor's retrain that is a search (server-side apply)
+  verbs: [create, patch]
+- apiGroups: [kubeloop.io]
   resources: [modeldeployments]
   verbs: [patch]
 - apiGroups: [kubeloop.io]

@@ -159,7 +159,8 @@ TARGETS = [
     (
         "driftmonitors",
         "object.spec.onDrift.retrain.template",
-        "has(object.spec.onDrift) && has(object.spec.onDrift.retrain)",
+        "has(object.spec.onDrift) && has(object.spec.onDrift.retrain) && "
+        "has(object.spec.onDrift.retrain.template)",
         _checks("spec.onDrift.retrain.template", True),
     ),
     (

@@ -13,6 +13,7 @@ from kubeloop.api.common import (
     KubeModel,
     cel,
 )
+from kubeloop.api.experiment import ExperimentSpec
 from kubeloop.api.trainingjob import DataLocation, Scheduling, TrainingJobSpec
 
 DriftMethod = Literal["psi", "ks", "wasserstein", "jensenshannon", "chi2"]
@@ -96,10 +97,30 @@ class Reference(KubeModel):
 
 
 class Retrain(KubeModel):
-    template: TrainingJobSpec = Field(
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.template) != has(self.experiment)",
+                    "onDrift.retrain needs exactly one of template (one TrainingJob) or "
+                    "experiment (a search)",
+                ),
+            ]
+        }
+    )
+
+    template: TrainingJobSpec | None = Field(
+        default=None,
         description="Spec of the TrainingJob created on drift. `{trainingJob}` in "
         "`output.uri` is replaced by the new TrainingJob's name, so that every retrain "
-        "writes its own model."
+        "writes its own model.",
+    )
+    experiment: ExperimentSpec | None = Field(
+        default=None,
+        description="A hyperparameter search instead of one TrainingJob: the spec of the "
+        "Experiment created on drift (docs/experiments.md). When it ends, its best "
+        "trial's model is the retrained model: evaluated by `evaluate` and promoted as one "
+        "run's would be. A search that ends without a best trial fails the retrain.",
     )
     cooldown: str = Field(
         default="1h",
@@ -177,7 +198,7 @@ class OnDrift(KubeModel):
                 ),
                 cel(
                     "!has(self.evaluate) || !has(self.retrain) || "
-                    "!has(self.retrain.template.output) || "
+                    "!has(self.retrain.template) || !has(self.retrain.template.output) || "
                     "self.retrain.template.output.uri.contains('{trainingJob}')",
                     "onDrift.evaluate needs {trainingJob} in retrain.template.output.uri: "
                     "each retrain writes its own model, never over the one it is scored "
@@ -355,7 +376,15 @@ class Evaluation(KubeModel):
 
 
 class RetrainRecord(KubeModel):
-    training_job: str = Field(description="Name of the TrainingJob created.")
+    training_job: str = Field(
+        description="Name of the TrainingJob created; for a search, the Experiment's until "
+        "it ends, then its best trial's TrainingJob (the run whose model is evaluated)."
+    )
+    experiment: str | None = Field(
+        default=None,
+        description="Name of the Experiment created, when the retrain is a search "
+        "(`onDrift.retrain.experiment`).",
+    )
     time: str = Field(description="When it was created.")
     result: str = Field(
         default="Running",
@@ -369,8 +398,8 @@ class RetrainRecord(KubeModel):
     finish_time: str | None = Field(default=None, description="When the result was final.")
     created: bool | None = Field(
         default=None,
-        description="The TrainingJob was created: if it is gone before it ended, it was "
-        "deleted (the retrain is then Failed, not created again).",
+        description="The TrainingJob (or Experiment) was created: if it is gone before it "
+        "ended, it was deleted (the retrain is then Failed, not created again).",
     )
     evaluation: Evaluation | None = Field(
         default=None, description="The evaluation gate's scores, when `evaluate` is set."

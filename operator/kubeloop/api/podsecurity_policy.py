@@ -118,7 +118,8 @@ TARGETS = [
     (
         "driftmonitors",
         "object.spec.onDrift.retrain.template",
-        "has(object.spec.onDrift) && has(object.spec.onDrift.retrain)",
+        "has(object.spec.onDrift) && has(object.spec.onDrift.retrain) && "
+        "has(object.spec.onDrift.retrain.template)",
         "spec.onDrift.retrain.template",
         True,
     ),

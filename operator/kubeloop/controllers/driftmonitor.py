@@ -59,6 +59,7 @@ log = logging.getLogger("kubeloop.driftmonitor")
 KIND = retrain.KIND
 MODEL_DEPLOYMENT = retrain.MODEL_DEPLOYMENT
 TRAINING_JOB = retrain.TRAINING_JOB
+EXPERIMENT = retrain.EXPERIMENT
 MD_POD = "ModelDeployment/Pod"
 PROMOTER = retrain.PROMOTER
 MAX_PODS_SCRAPED = 20
@@ -297,8 +298,9 @@ reconcile = Reconciler()
 
 
 def _dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> list[Key]:
-    """Monitors watching a ModelDeployment, or waiting for the retrain they started."""
-    if kind not in (MODEL_DEPLOYMENT, TRAINING_JOB):
+    """Monitors watching a ModelDeployment, or waiting for the retrain they started (a
+    TrainingJob, or an Experiment)."""
+    if kind not in (MODEL_DEPLOYMENT, TRAINING_JOB, EXPERIMENT):
         return []
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     found: list[Key] = []
@@ -306,9 +308,10 @@ def _dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> list[Key]:
         if dm["metadata"]["namespace"] != namespace:
             continue
         spec = dm.get("spec") or {}
-        started = ((dm.get("status") or {}).get("lastRetrain") or {}).get("trainingJob")
+        last = (dm.get("status") or {}).get("lastRetrain") or {}
+        started = last.get("experiment") if kind == EXPERIMENT else last.get("trainingJob")
         if (kind == MODEL_DEPLOYMENT and spec.get("modelDeployment") == name) or (
-            kind == TRAINING_JOB and started == name
+            kind != MODEL_DEPLOYMENT and started == name
         ):
             found.append((KIND, namespace, dm["metadata"]["name"]))
     return found

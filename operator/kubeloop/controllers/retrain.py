@@ -47,6 +47,7 @@ from kubeloop.controllers.retrain_actions import (
 from kubeloop.controllers.retrain_render import (
     EVAL_JOB,
     EVAL_POD,
+    EXPERIMENT,
     KIND,
     MODEL_DEPLOYMENT,
     PROMOTER,
@@ -54,12 +55,14 @@ from kubeloop.controllers.retrain_render import (
     TRAINING_JOB,
     promotion_patch,
     retrain_name,
+    training_template,
 )
-from kubeloop.controllers.retrain_step import promotion_refused, step
+from kubeloop.controllers.retrain_step import step
 from kubeloop.controllers.retrain_verdict import (
     RETRAIN_ACCEPTED,
     accepted_condition,
     parse_verdict,
+    promotion_refused,
     retrain_blocked,
 )
 from kubeloop.kube import KubeError
@@ -71,6 +74,7 @@ __all__ = [
     "EVALUATION_FAILED",
     "EVAL_JOB",
     "EVAL_POD",
+    "EXPERIMENT",
     "KIND",
     "MODEL_DEPLOYMENT",
     "PROMOTED",
@@ -119,6 +123,9 @@ def name_taken(ctx: Ctx, body: dict[str, Any], name: str) -> str | None:
     evaluation = ctx.store.get(EVAL_JOB, namespace, render_eval.job_name(name))
     if evaluation is not None and mine(evaluation, body) is None:
         return f"evaluation Job {evaluation['metadata']['name']}"
+    search = ctx.store.get(EXPERIMENT, namespace, name)
+    if search is not None and mine(search, body) is None:
+        return f"Experiment {name}"
     return None
 
 
@@ -129,19 +136,19 @@ def evaluation_scheduling(
     retrain's pods went, i.e. its template's scheduling with its ComputeTemplate's
     placement (node selector, tolerations, priority class) applied: the template the
     run recorded, else the one it names (or the default) as it is now."""
-    retrain = spec.on_drift.retrain
-    if retrain is None:
+    template = training_template(spec)
+    if template is None:
         return None
     recorded = ((tj or {}).get("status") or {}).get("compute")
     if recorded:
         applied = AppliedTemplate.model_validate(recorded)
-        name, template = applied.name, applied.spec
+        name, applied_spec = applied.name, applied.spec
     else:
-        chosen, obj = compute.choose(retrain.template.compute, computetemplate.templates(ctx))
+        chosen, obj = compute.choose(template.compute, computetemplate.templates(ctx))
         if chosen is None or obj is None:
-            return retrain.template.scheduling
-        name, template = chosen, ComputeTemplateSpec.model_validate(obj.get("spec") or {})
-    merged, _ = compute.for_training(retrain.template.model_copy(deep=True), name, template)
+            return template.scheduling
+        name, applied_spec = chosen, ComputeTemplateSpec.model_validate(obj.get("spec") or {})
+    merged, _ = compute.for_training(template.model_copy(deep=True), name, applied_spec)
     return merged.scheduling
 
 
@@ -177,6 +184,9 @@ async def observe(
                 name = retrain_name(monitor, number)
             obs.next_number, obs.next_name = number, name
         return obs
+    if last.experiment is not None and last.result == RUNNING:
+        await _observe_search(ctx, body, last.experiment, last.created, obs)
+        return obs
     tj = mine(ctx.store.get(TRAINING_JOB, namespace, last.training_job), body)
     if tj is None and last.created and last.result == RUNNING:
         # Not in the store: deleted, or not seen yet. The API server knows.
@@ -202,6 +212,27 @@ async def observe(
             pod = newest(owned_by(live, uid)) or pod
         obs.evaluation_pod = pod
     return obs
+
+
+async def _observe_search(
+    ctx: Ctx, body: dict[str, Any], name: str, created: bool | None, obs: Observed
+) -> None:
+    """A retrain that is a search, while it runs: its Experiment (ours, by UID)."""
+    namespace = body["metadata"]["namespace"]
+    search = mine(ctx.store.get(EXPERIMENT, namespace, name), body)
+    if search is None and created:
+        search = mine(await ctx.kube.get(API_VERSION, EXPERIMENT, namespace, name), body)
+        obs.gone = search is None
+    obs.experiment = search
+    if search is None:
+        obs.taken = name_taken(ctx, body, name)
+        return
+    best = ((search.get("status") or {}).get("bestTrial") or {}).get("name")
+    if best:
+        # Its evaluation Job, made before a restart that lost the status write.
+        obs.evaluation_job = mine(
+            ctx.store.get(EVAL_JOB, namespace, render_eval.job_name(str(best))), body
+        )
 
 
 async def advance(
@@ -241,7 +272,10 @@ def plan(
     out = Plan(status=status, conds=conds, events=acts.events, status_first=acts.status_first)
     out.requeue(acts.requeue_after)
     for create in acts.creates:
-        is_start = create.obj["kind"] == TRAINING_JOB and create.obj["metadata"]["name"] == started
+        is_start = (
+            create.obj["kind"] in (TRAINING_JOB, EXPERIMENT)
+            and create.obj["metadata"]["name"] == started
+        )
         out.apply.append(
             Child(
                 create.obj,

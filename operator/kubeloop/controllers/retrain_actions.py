@@ -42,10 +42,12 @@ class Observed:
     spec: DriftMonitorSpec
     now: dt.datetime
     image: str = ""
-    # The retrain's TrainingJob when this monitor owns it; `gone`: it was created and
-    # the API server says it no longer exists.
+    # The retrain's TrainingJob when this monitor owns it; `gone`: it (or the
+    # Experiment) was created and the API server says it no longer exists.
     training_job: dict[str, Any] | None = None
     gone: bool = False
+    # The retrain's Experiment when it is a search and this monitor owns it.
+    experiment: dict[str, Any] | None = None
     # What holds the retrain's name that this monitor does not own, if anything.
     taken: str | None = None
     # The next free retrain: its number and name, and the names stepped over.

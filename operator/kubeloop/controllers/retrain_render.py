@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from kubeloop.api.driftmonitor import DriftMonitorSpec, RetrainRecord
-from kubeloop.api.trainingjob import Scheduling
+from kubeloop.api.trainingjob import Scheduling, TrainingJobSpec
 from kubeloop.controllers import promotion_note
 from kubeloop.controllers.common import owner_reference
 from kubeloop.names import API_VERSION, MANAGED_BY, MONITOR_LABEL, PROMOTION_ANNOTATION
@@ -16,6 +16,7 @@ from kubeloop.render import evaluation as render_eval
 KIND = "DriftMonitor"
 MODEL_DEPLOYMENT = "ModelDeployment"
 TRAINING_JOB = "TrainingJob"
+EXPERIMENT = "Experiment"
 TJ_JOB = "Job"  # a TrainingJob's Jobs in the store (controllers/trainingjob.py)
 EVAL_JOB = "DriftMonitor/Job"
 EVAL_POD = "DriftMonitor/Pod"
@@ -27,16 +28,36 @@ def retrain_name(monitor: str, number: int) -> str:
     return f"{monitor}-retrain-{number}"
 
 
+def training_template(spec: DriftMonitorSpec) -> TrainingJobSpec | None:
+    """The TrainingJob spec a retrain runs: the template, or the search's trials'."""
+    retrain = spec.on_drift.retrain
+    if retrain is None:
+        return None
+    search = retrain.experiment
+    if search is None:
+        return retrain.template
+    return search.training_job.model_copy(
+        update={"compute": search.compute or search.training_job.compute}
+    )
+
+
 def render_retrain(spec: DriftMonitorSpec, body: dict[str, Any], name: str) -> dict[str, Any]:
-    assert spec.on_drift.retrain is not None
-    template = spec.on_drift.retrain.template.dump()
-    output = template.get("output") or {}
-    if "uri" in output:
-        output["uri"] = output["uri"].replace("{trainingJob}", name)
+    """The retrain's TrainingJob, or its Experiment when the retrain is a search (whose
+    trials put their own names in `{trainingJob}`)."""
+    retrain = spec.on_drift.retrain
+    assert retrain is not None
+    if retrain.experiment is not None:
+        kind, template = EXPERIMENT, retrain.experiment.dump()
+    else:
+        assert retrain.template is not None
+        kind, template = TRAINING_JOB, retrain.template.dump()
+        output = template.get("output") or {}
+        if "uri" in output:
+            output["uri"] = output["uri"].replace("{trainingJob}", name)
     meta = body["metadata"]
     return {
         "apiVersion": API_VERSION,
-        "kind": TRAINING_JOB,
+        "kind": kind,
         "metadata": {
             "name": name,
             "namespace": meta["namespace"],

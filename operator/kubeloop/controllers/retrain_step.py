@@ -12,6 +12,8 @@ The table (`lastRetrain.result`, what is observed → the next result, what is d
     Running, its name held by another's       → Failed (RetrainFailed, not adopted)
     Running, created and gone                 → Failed (RetrainFailed: deleted)
     Running, TrainingJob Failed               → Failed (RetrainFailed)
+    Running, a search ended, no best trial    → Failed (RetrainFailed)
+    Running, a search ended with a best trial → as Succeeded, with that trial's model
     Running, Succeeded, no gate               → promote (below)
     Running, Succeeded, a gate                → Evaluating: apply the evaluation Job
     Evaluating, the challenger is the champion→ EvaluationFailed
@@ -36,7 +38,6 @@ again with backoff.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +47,8 @@ from kubeloop.api.driftmonitor import (
     Evaluation,
     RetrainRecord,
 )
-from kubeloop.controllers import promotion_note
-from kubeloop.controllers.common import parse_time, refused, rfc3339
+from kubeloop.controllers import promotion_note, retrain_verdict
+from kubeloop.controllers.common import refused, rfc3339
 from kubeloop.controllers.k8sread import job_finished, terminated, termination_message
 from kubeloop.controllers.retrain_actions import (
     EVALUATING,
@@ -70,12 +71,13 @@ from kubeloop.controllers.retrain_actions import (
 )
 from kubeloop.controllers.retrain_render import (
     EVAL_JOB,
+    EXPERIMENT,
     TRAINING_JOB,
     promotion_patch,
     render_evaluation,
     render_retrain,
 )
-from kubeloop.controllers.retrain_verdict import no_verdict, parse_verdict
+from kubeloop.controllers.retrain_search import searched
 from kubeloop.kube import KubeError
 from kubeloop.names import CHAMPION_ANNOTATION
 from kubeloop.render import evaluation as render_eval
@@ -119,29 +121,33 @@ class _Step:
         self.acts.status_first = self.acts.started = True
         self._create_retrain(last)
         taken = f" ({', '.join(obs.skipped)} exists and is not this monitor's)"
-        words = f"created TrainingJob {last.training_job}{taken if obs.skipped else ''}"
+        what = EXPERIMENT if last.experiment else TRAINING_JOB
+        words = f"created {what} {last.training_job}{taken if obs.skipped else ''}"
         self.acts.events.append(("Normal", "RetrainStarted", words))
 
     def _create_retrain(self, last: RetrainRecord) -> None:
+        obj = render_retrain(self.obs.spec, self.obs.monitor, last.training_job)
+        what = obj["kind"]  # the record says what is made (the spec may have changed)
+        last.experiment = last.training_job if what == EXPERIMENT else None
         def on_refused(err: KubeError) -> bool:
             if not (refused(err) or err.status == 403):
                 return False
-            self._event("Warning", "RetrainFailed", f"TrainingJob {last.training_job}: {err}")
+            self._event("Warning", "RetrainFailed", f"{what} {last.training_job}: {err}")
             self._conclude(last, FAILED)
             return True
 
-        obj = render_retrain(self.obs.spec, self.obs.monitor, last.training_job)
-        self.acts.creates.append(Create(obj, TRAINING_JOB, on_refused))
+        self.acts.creates.append(Create(obj, what, on_refused))
 
     def _training(self, last: RetrainRecord) -> None:
         obs = self.obs
-        tj = obs.training_job
+        tj = obs.experiment if last.experiment else obs.training_job
+        what = EXPERIMENT if last.experiment else TRAINING_JOB
         if tj is None:
             if last.created and obs.gone:
                 self._event(
                     "Warning",
                     "RetrainFailed",
-                    f"TrainingJob {last.training_job} was deleted before it ended; not "
+                    f"{what} {last.training_job} was deleted before it ended; not "
                     "created again, not promoted",
                 )
                 self._conclude(last, FAILED)
@@ -154,6 +160,9 @@ class _Step:
                 self._create_retrain(last)
             return
         last.created = True
+        if last.experiment:
+            self._searched(last, tj)
+            return
         tj_status = tj.get("status") or {}
         phase = tj_status.get("phase")
         if phase == "Failed":
@@ -166,10 +175,26 @@ class _Step:
             self._conclude(last, FAILED)
         elif phase == "Succeeded":
             last.model_uri = tj_status.get("modelUri")
-            if obs.spec.on_drift.evaluate is not None and last.model_uri:
-                self._start_evaluation(last)
-            else:
-                self._promote(last)
+            self._ran(last)
+
+    def _ran(self, last: RetrainRecord) -> None:
+        if self.obs.spec.on_drift.evaluate is not None and last.model_uri:
+            self._start_evaluation(last)
+        else:
+            self._promote(last)
+
+    def _searched(self, last: RetrainRecord, search: dict[str, Any]) -> None:
+        """A search that ended: its best trial is the run, its model the retrained one."""
+        ended = searched(str(last.experiment), search)
+        if ended is None:
+            return
+        if ended.failure is not None:
+            self._event("Warning", "RetrainFailed", ended.failure)
+            self._conclude(last, FAILED)
+            return
+        last.training_job, last.model_uri = str(ended.trial), ended.model_uri
+        self._event("Normal", "RetrainSearched", ended.message)
+        self._ran(last)
 
     # --- Evaluating --------------------------------------------------------------------
 
@@ -241,15 +266,15 @@ class _Step:
         if done is None:
             return
         pod = obs.evaluation_pod
-        verdict = parse_verdict(termination_message(pod, render_eval.CONTAINER))
+        verdict = retrain_verdict.parse_verdict(termination_message(pod, render_eval.CONTAINER))
         if verdict is None and not terminated(pod, render_eval.CONTAINER):
-            wait = VERDICT_GRACE - _since(done, job, obs.now)
+            wait = VERDICT_GRACE - retrain_verdict.seconds_since_done(done, job, obs.now)
             if wait > 0:
                 # Its pod, with the verdict, has not been seen ended yet.
                 self.acts.requeue_after = min(wait, 1.0)
                 return
         if verdict is None or "error" in verdict:
-            why = str((verdict or {}).get("error") or no_verdict(done, pod))
+            why = str((verdict or {}).get("error") or retrain_verdict.no_verdict(done, pod))
             self._failed(
                 last,
                 why,
@@ -303,7 +328,7 @@ class _Step:
         events_before = len(self.acts.events)
 
         def on_refused(err: KubeError) -> bool:
-            if not promotion_refused(err):
+            if not retrain_verdict.promotion_refused(err):
                 return False
             del self.acts.events[events_before:]
             self._event("Warning", "PromotionFailed", str(err))
@@ -373,17 +398,3 @@ class _Step:
         last.finish_time = rfc3339(self.obs.now)
         kept = [r for r in self.status.retrains if r.training_job != last.training_job]
         self.status.retrains = [last.model_copy(deep=True), *kept][:MAX_RETRAINS_KEPT]
-
-
-def promotion_refused(err: KubeError) -> bool:
-    """The API server said no to the promotion itself (an invalid change, RBAC, the
-    deployment gone): final. Anything else passes, and the promotion is made again."""
-    return refused(err) or err.status in (403, 404)
-
-
-def _since(done: dict[str, Any], job: dict[str, Any], now: dt.datetime) -> float:
-    """Seconds since the Job finished, by its own status (0 when it does not say)."""
-    at = parse_time(
-        done.get("lastTransitionTime") or (job.get("status") or {}).get("completionTime")
-    )
-    return (now - at).total_seconds() if at is not None else 0.0

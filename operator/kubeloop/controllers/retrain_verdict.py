@@ -10,9 +10,10 @@ from typing import Any
 
 from kubeloop import conditions as c
 from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus
-from kubeloop.controllers.common import parse_time, rfc3339
+from kubeloop.controllers.common import parse_time, refused, rfc3339
 from kubeloop.controllers.k8sread import exit_text, terminated
 from kubeloop.controllers.retrain_actions import EVALUATING, ROLLING_OUT, RUNNING
+from kubeloop.kube import KubeError
 from kubeloop.progress import MAX_MESSAGE_BYTES
 from kubeloop.render import evaluation as render_eval
 
@@ -110,3 +111,17 @@ def retrain_blocked(
             until = now + dt.timedelta(seconds=cooldown - since)
             return f"; retrain cooldown until {rfc3339(until)}"
     return None
+
+
+def promotion_refused(err: KubeError) -> bool:
+    """The API server said no to the promotion itself (an invalid change, RBAC, the
+    deployment gone): final. Anything else passes, and the promotion is made again."""
+    return refused(err) or err.status in (403, 404)
+
+
+def seconds_since_done(done: dict[str, Any], job: dict[str, Any], now: dt.datetime) -> float:
+    """Seconds since the Job finished, by its own status (0 when it does not say)."""
+    at = parse_time(
+        done.get("lastTransitionTime") or (job.get("status") or {}).get("completionTime")
+    )
+    return (now - at).total_seconds() if at is not None else 0.0
