@@ -178,7 +178,7 @@ def test_a_model_deployment_serves_the_best_trial_and_follows_it(
         return cluster.condition(MD, namespace, md, "ModelResolved")
 
     cond = wait_for(lambda: (c := resolved("best")) and c["reason"] == "NoBestTrial" and c,
-                    30, "best waiting for a best trial")
+                    60, "best waiting for a best trial")
     assert cond["status"] == "False" and "srch" in cond["message"], cond
     assert "0/3" in cond["message"], cond
     assert cluster.status(MD, namespace, "best")["phase"] == "Pending"
@@ -192,13 +192,13 @@ def test_a_model_deployment_serves_the_best_trial_and_follows_it(
                 and annotations.get("kubeloop.io/model-uri") == uri)
 
     end(cluster, namespace, "srch-trial-0", 0.5)
-    wait_for(lambda: serving("best", "s3://models/srch-trial-0"), 30, "best serving trial 0")
-    wait_for(lambda: serving("first", "s3://models/srch-trial-0"), 30, "first serving trial 0")
+    wait_for(lambda: serving("best", "s3://models/srch-trial-0"), 60, "best serving trial 0")
+    wait_for(lambda: serving("first", "s3://models/srch-trial-0"), 60, "first serving trial 0")
     status = cluster.status(MD, namespace, "best")
     assert (status["sourceExperiment"], status["sourceTrainingJob"]) == ("srch", "srch-trial-0")
     created(cluster, namespace, "srch", 2)
     end(cluster, namespace, "srch-trial-1", 0.2)
-    wait_for(lambda: serving("best", "s3://models/srch-trial-1"), 30, "best following trial 1")
+    wait_for(lambda: serving("best", "s3://models/srch-trial-1"), 60, "best following trial 1")
     created(cluster, namespace, "srch", 3)
     end(cluster, namespace, "srch-trial-2", 0.9)  # worse: the best stays trial 1
     cluster.wait_phase(EXP, namespace, "srch", "Succeeded", 30)
