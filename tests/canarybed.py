@@ -88,6 +88,7 @@ class Fleet:
         self.cluster, self.namespace, self.name, self.port = cluster, namespace, name, port
         self.model, self.rows = model, rows
         self.behaviours: dict[str, Behaviour] = {}  # by model uri
+        self.models: dict[str, LoadedModel] = {}  # by model uri; else `model`
         self.servers: dict[str, _Server] = {}  # by pod uid
         self.addresses: dict[str, str] = {}  # pod uid -> ip
         self.sending = threading.Event()
@@ -103,6 +104,10 @@ class Fleet:
     def behave(self, uri: str, behaviour: Behaviour) -> None:
         """Pods that serve `uri` (their model-uri annotation) answer like this."""
         self.behaviours[uri] = behaviour
+
+    def serve(self, uri: str, model: LoadedModel) -> None:
+        """Pods that serve `uri` load this model (its profile, version, calibration)."""
+        self.models[uri] = model
 
     def __enter__(self) -> Fleet:
         for thread in self._threads:
@@ -126,10 +131,9 @@ class Fleet:
         uid = pod.metadata.uid
         uri = (pod.metadata.annotations or {}).get("kubeloop.io/model-uri", "")
         ip = f"127.0.{self._subnet}.{next(self._hosts)}"
-        estimator = _Estimator(self.model.estimator, self.behaviours.get(uri, Behaviour()))
-        self.servers[uid] = _Server(
-            replace(self.model, estimator=estimator), self.name, ip, self.port
-        )
+        model = self.models.get(uri, self.model)
+        estimator = _Estimator(model.estimator, self.behaviours.get(uri, Behaviour()))
+        self.servers[uid] = _Server(replace(model, estimator=estimator), self.name, ip, self.port)
         self.addresses[uid] = ip
         body = [
             {"op": "replace", "path": "/status/podIP", "value": ip},

@@ -268,3 +268,46 @@ def test_without_performance_input_drift_acts_as_before() -> None:
     assert loop.check(n=2000, shift=2.0, right=0, wrong=100)
     assert all(cd.type not in dq.QUALITY_CONDITIONS for cd in loop.status.conditions)
     assert loop.status.performance is None
+
+
+def test_the_version_judged_is_the_watched_models_own() -> None:
+    # During a rollout the old model's pods (version "old") answer more than the new
+    # one's; the pods of the watched model answered with "new" only.
+    new_pod = perf.QualityCounts(
+        {
+            "new": {perf.PREDICTED_CLASS: {("x",): 10.0}, perf.CONFUSION: {("x", "x"): 5.0}},
+            "old": {perf.CONFUSION: {("x", "y"): 3.0}},  # labels for old answers
+        }
+    )
+    old_pod = perf.QualityCounts({"old": {perf.PREDICTED_CLASS: {("x",): 90.0}}})
+    assert perf.served_versions(new_pod) == {"new"}
+    assert perf.served_versions(perf.QualityCounts({"v": {perf.CONFUSION: {}}})) == set()
+    both = perf.add([new_pod, old_pod])
+    assert dq.busiest_version(both) == "old"
+    assert dq.busiest_version(both, frozenset({"new"})) == "new"
+    # Nothing known of the watched model's versions: the busiest, as before.
+    assert dq.busiest_version(both, frozenset({"gone"})) == "old"
+
+
+def test_a_window_is_judged_on_the_version_its_pods_served() -> None:
+    loop = Loop(source="labels", minimum=0.8, minLabels=50)
+    profile = loop.profile
+    rng = np.random.default_rng(1)
+    inputs = counts_for(profile, {"a": rng.normal(size=2000), "b": rng.normal(size=2000)})
+
+    def quality(scale: float) -> perf.QualityCounts:
+        return perf.QualityCounts(
+            {
+                "new": {perf.CONFUSION: {("x", "x"): 60 * scale, ("x", "y"): 40 * scale}},
+                "old": {perf.CONFUSION: {("x", "x"): 900 * scale}},
+            }
+        )
+
+    scrapes = [
+        Scrape(inputs * k, cumulative=True, quality=quality(k), versions=frozenset({"new"}))
+        for k in (0, 1)
+    ]
+    assert not judge(loop.spec, loop.status, profile, scrapes[0], NOW, loop.events).wants_retrain
+    assert judge(loop.spec, loop.status, profile, scrapes[1], NOW, loop.events).wants_retrain
+    assert loop.status.performance is not None
+    assert (loop.status.performance.version, loop.status.performance.realised) == ("new", 0.6)

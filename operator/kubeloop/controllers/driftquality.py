@@ -96,13 +96,18 @@ def judge_quality(
     )
 
 
-def busiest_version(window: perf.QualityCounts) -> str | None:
-    """The version that served most in the window (the one the loop is about)."""
+def busiest_version(
+    window: perf.QualityCounts, served: frozenset[str] = frozenset()
+) -> str | None:
+    """The version the loop is about: of those the watched model's pods answered with
+    (``served``; during a rollout the old model's pods answer too, with another), the
+    one that served most in the window; any version's when none is known."""
 
     def volume(version: str) -> float:
         return sum(sum(t.values()) for t in window.series.get(version, {}).values())
 
-    return max(window.versions, key=volume, default=None)
+    candidates = [v for v in window.versions if v in served] or window.versions
+    return max(candidates, key=volume, default=None)
 
 
 def encode(counts: perf.QualityCounts) -> dict[str, dict[str, dict[str, float]]]:

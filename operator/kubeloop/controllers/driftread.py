@@ -1,10 +1,18 @@
 """What a drift check reads: the reference profile (cached per monitor) and the live
 counts of the target, from the model server pods' `/metrics`, an allowed URL, or
-Prometheus. The operator reads only the addresses its administrator allowed."""
+Prometheus. The operator reads only the addresses its administrator allowed.
+
+While a ModelDeployment rolls out a new model (or runs a canary), pods of two models
+serve side by side, each exporting its inputs on its own model's reference bins. The
+monitor watches the current model (`status.activeModelUri`): its inputs are read from
+its pods only; the other pods are read for their quality counters alone, which are kept
+per model version (a label may reach any pod)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,22 +58,55 @@ def refused_url(spec: DriftMonitorSpec, allowlist: list[str]) -> str | None:
     return None
 
 
-def scrape_metrics(urls: list[str], profile: Profile, model: str) -> Scrape:
-    total: np.ndarray | None = None
+@dataclass(frozen=True)
+class Endpoints:
+    """The `/metrics` URLs of a check: ``current``, the pods of the watched model (or a
+    URL that cannot tell); ``others``, pods that serve another model."""
+
+    current: list[str]
+    others: list[str] = field(default_factory=list)
+
+
+def scrape_metrics(endpoints: Endpoints, profile: Profile, model: str) -> Scrape:
+    total = np.zeros((len(profile.features), profile.max_bins))
     errors = []
     quality = []
-    for url in urls:
+    served: set[str] = set()
+    for url in endpoints.current:
         try:
             text = sources.fetch_metrics(url, timeout=SCRAPE_TIMEOUT, retries=1)
             counts = sources.parse_metrics(text, profile, model)
         except sources.SourceUnavailable as err:
             errors.append(str(err))
             continue
-        total = counts if total is None else total + counts
+        total += counts
         quality.append(perf.parse_quality(text, model))
-    if total is None:
+        served |= perf.served_versions(quality[-1])
+    if endpoints.current and not quality:
         raise sources.SourceUnavailable("; ".join(errors) or "no endpoint to scrape")
-    return Scrape(total, cumulative=True, quality=perf.add(quality))
+    others = _other_models(endpoints.others, model)
+    if not endpoints.current and not others:
+        raise sources.SourceUnavailable("no pod of the model to scrape")
+    return Scrape(
+        total,
+        cumulative=True,
+        quality=perf.add([*quality, *others]),
+        versions=frozenset(served),
+        other_pods=len(others),
+    )
+
+
+def _other_models(urls: Sequence[str], model: str) -> list[perf.QualityCounts]:
+    """The quality counters of pods of another model. Their inputs are on other bins and
+    are not read; one that cannot be read (on its way out) is left out."""
+    out = []
+    for url in urls:
+        try:
+            text = sources.fetch_metrics(url, timeout=SCRAPE_TIMEOUT, retries=0)
+            out.append(perf.parse_quality(text, model))
+        except (sources.SourceUnavailable, sources.SourceInvalid):
+            continue
+    return out
 
 
 def scrape_prometheus(
@@ -178,16 +219,25 @@ class References:
 
     def endpoints(
         self, ctx: Ctx, spec: DriftMonitorSpec, namespace: str, target: dict[str, Any]
-    ) -> list[str]:
+    ) -> Endpoints:
         if spec.source.url:
-            return [spec.source.url]
+            return Endpoints([spec.source.url])
         md_spec = ModelDeploymentSpec.model_validate(target.get("spec") or {})
         port = md_spec.runtime.port if md_spec.runtime else SERVER_PORT
-        pods = ctx.store.owned(MD_POD, namespace, target["metadata"]["name"])
-        urls = [
-            f"http://{p['status']['podIP']}:{port}/metrics"
-            for p in pods
-            if (p.get("status") or {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
-        ][:MAX_PODS_SCRAPED]
+        active = (target.get("status") or {}).get("activeModelUri")
+        current: list[str] = []
+        others: list[str] = []
+        for pod in ctx.store.owned(MD_POD, namespace, target["metadata"]["name"]):
+            ip = (pod.get("status") or {}).get("podIP")
+            if not ip or pod["metadata"].get("deletionTimestamp"):
+                continue
+            serves = (pod["metadata"].get("annotations") or {}).get(MODEL_URI_ANNOTATION)
+            # A pod that does not say which model it serves is counted as the current's.
+            mine = not active or not serves or serves == active
+            (current if mine else others).append(f"http://{ip}:{port}/metrics")
+        current = current[:MAX_PODS_SCRAPED]
+        others = others[: MAX_PODS_SCRAPED - len(current)]
+        if current or others:
+            return Endpoints(current, others)
         # No pod known (yet): the target's own Service in the same namespace.
-        return urls or [f"http://{target['metadata']['name']}.{namespace}.svc:{port}/metrics"]
+        return Endpoints([f"http://{target['metadata']['name']}.{namespace}.svc:{port}/metrics"])

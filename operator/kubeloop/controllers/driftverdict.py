@@ -34,6 +34,10 @@ class Scrape:
     counts: np.ndarray
     cumulative: bool
     quality: perf.QualityCounts | None = None
+    versions: frozenset[str] = frozenset()
+    """The versions the watched model's pods answered with (empty: unknown)."""
+    other_pods: int = 0
+    """Pods of another model read for their quality counters only."""
 
 
 def retrain_note(
@@ -260,7 +264,9 @@ def judge(
     quality_conds: list[c.Cond] = []
     degraded: bool | None = None
     if spec.performance is not None:
-        degraded, quality_conds = _judge_quality(spec, status, profile, quality_window, events)
+        degraded, quality_conds = _judge_quality(
+            spec, status, profile, quality_window, scrape.versions, events
+        )
     if status.drifted:
         message = (
             f"{spec.method} drift in {len(drifted_names)} of {len(status.features)} "
@@ -287,7 +293,7 @@ def judge(
     return Verdict(
         [
             c.Cond(c.READY, True, c.RECONCILED, "checks running"),
-            c.Cond(c.SOURCE_READY, True, c.RECONCILED, f"{samples} samples read"),
+            c.Cond(c.SOURCE_READY, True, c.RECONCILED, _read(samples, scrape.other_pods)),
             drifted_cond,
             *quality_conds,
         ],
@@ -296,18 +302,28 @@ def judge(
     )
 
 
+def _read(samples: int, other_pods: int) -> str:
+    if not other_pods:
+        return f"{samples} samples read"
+    return (
+        f"{samples} samples read from the current model's pods; {other_pods} pods of another "
+        "model (a rollout, a canary) counted for their own versions' labels only"
+    )
+
+
 def _judge_quality(
     spec: DriftMonitorSpec,
     status: DriftMonitorStatus,
     profile: Profile,
     window: perf.QualityCounts | None,
+    served: frozenset[str],
     events: list[tuple[str, str, str]],
 ) -> tuple[bool | None, list[c.Cond]]:
     """The quality verdict of a window, with its conditions (PerformanceDegraded,
     PredictionDrift) and an Event on each change of their reasons."""
     performance = spec.performance
     assert performance is not None
-    version = dq.busiest_version(window) if window is not None else None
+    version = dq.busiest_version(window, served) if window is not None else None
     figures = None
     if window is not None and version is not None:
         figures = perf.window_quality(

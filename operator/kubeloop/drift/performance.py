@@ -79,6 +79,17 @@ def parse_quality(text: str, model: str | None = None) -> QualityCounts:
     return out
 
 
+def served_versions(counts: QualityCounts) -> set[str]:
+    """The versions that answered on the pods counted: a pod counts predictions and
+    estimates only for its own answers, labels for any version's."""
+    answered = (PREDICTED_CLASS, PREDICTED_VALUE, ESTIMATED_ANSWERS)
+    return {
+        v
+        for v in counts.versions
+        if any(value > 0 for name in answered for value in counts.get(v, name).values())
+    }
+
+
 def add(scrapes: Iterable[QualityCounts]) -> QualityCounts:
     """The sum of several pods' counters."""
     out = QualityCounts()
