@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kubetest import Cluster, wait_for
+from kubeloop.drift.profile import FeatureProfile, Profile, bins_hash
+from tests.kubetest import Cluster, stays, wait_for
 
 BP = "BatchPrediction"
 MD = "ModelDeployment"
@@ -177,3 +178,45 @@ def test_progress_and_output_rows_add_the_pods_up(cluster: Cluster, namespace: s
     assert [(s["index"], s["rows"]) for s in done["shards"]] == [(0, 150), (1, 150)]
     row = cluster.kubectl("get", "bp", "counted", "-n", namespace, "--no-headers").stdout.split()
     assert row[:6] == ["counted", "Succeeded", "Succeeded", "300", "100", "150"]
+
+
+def test_a_drift_monitor_judges_a_batch_once_on_the_models_bins(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The counts a run's last pod reports (kubeloop/batch/drift.py) reach
+    status.drift; a DriftMonitor with source batchPrediction waits for the run, judges
+    its counts against the reference once, and keeps that verdict."""
+    profile = Profile(rows=100, features=[FeatureProfile(
+        name="x", kind="numeric", edges=[0.0, 1.0, 2.0], counts=[25, 25, 25, 25])])
+    cluster.core.create_namespaced_config_map(namespace, {
+        "metadata": {"name": "reference"},
+        "data": {"profile.json": profile.model_dump_json()},
+    })
+    cluster.create(MD, namespace, "web", {"model": {"uri": "https://models.local/iris/v1"}})
+    cluster.create("DriftMonitor", namespace, "nightly-drift", {
+        "modelDeployment": "web", "interval": "2s",
+        "source": {"type": "batchPrediction", "batchPrediction": "nightly"},
+        "reference": {"configMap": {"name": "reference"}},
+    })
+    waiting = wait_for(
+        lambda: (c := cluster.condition("DriftMonitor", namespace, "nightly-drift", "Ready"))
+        and c["reason"] == "BatchPending" and c, 30, "the monitor to wait for the batch")
+    assert "BatchPrediction" in waiting["message"] and "nightly" in waiting["message"]
+
+    # Every row landed in the last bin: drifted.
+    drift = {"rows": 1000, "reference": bins_hash(profile), "features": {"x": [0, 0, 30, 970]}}
+    final = json.dumps({"step": 1000, "totalSteps": 1000, "batch": {
+        "model": "cd" * 32, "output": {"rows": 1000, "files": 1, "sha256": "ab" * 32},
+        "drift": drift}})
+    cluster.create(BP, namespace, "nightly", spec(
+        input={"uri": "file:///data/in"}, output={"uri": "file:///data/out"},
+        podMetadata={"annotations": {"kubeloop.io/fake-message": final}},
+    ))
+    done = cluster.wait_phase(BP, namespace, "nightly", "Succeeded", 60)
+    assert done["drift"] == drift
+    judged = cluster.wait_phase("DriftMonitor", namespace, "nightly-drift", "Drifted", 30)
+    uid = cluster.get(BP, namespace, "nightly")["metadata"]["uid"]
+    assert judged["judgedBatch"] == f"nightly/{uid}" and judged["samples"] == 1000
+    # Judged once: the finished batch is not judged again at every interval.
+    stays(lambda: cluster.status("DriftMonitor", namespace, "nightly-drift")["lastCheckTime"]
+          == judged["lastCheckTime"], 5, "the verdict of the one run")

@@ -8,8 +8,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -460,3 +462,73 @@ def test_refuse_keeps_another_runs_output_and_resumes_its_own(
     with pytest.raises(BatchError, match="output exists: it holds the complete output"):
         score(other, 0, 1, workers=1)
     assert (out / MANIFEST_FILE).read_bytes() == manifest
+
+
+def test_the_output_counts_what_it_scored_as_the_model_server_counts(
+    model_dir: Path, dataset: Path, tmp_path: Path, quiet_progress: Path
+) -> None:
+    """Drift counts on the model's profile bins: per shard in its manifest, added up in
+    _manifest.json and reported by the pod that wrote it; the same numbers the model
+    server's own counter gives for the same rows."""
+    from kubeloop.drift.profile import bins_hash
+    from kubeloop.modeldir import load_model
+    from kubeloop.serving.livestats import LiveStats
+
+    out = tmp_path / "out"
+    score(request(model_dir, dataset, out), 0, 2, workers=2)
+    kubeloop.train.reset()
+    score(request(model_dir, dataset, out), 1, 2, workers=1)
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    model = load_model(model_dir)
+    assert model.profile is not None
+    served = LiveStats("iris", model, monitoring=True)
+    served.observe_inputs(expected(dataset)[1])
+    drift = manifest["drift"]
+    assert drift["rows"] == TOTAL and drift["reference"] == bins_hash(model.profile)
+    assert drift["features"] == served.feature_counts()
+    assert sum(drift["features"]["petal_width_cm"]) == TOTAL
+    last = report.parse(quiet_progress.read_text())
+    assert last is not None and last.drift == drift
+
+    # A retried pod that skips a done shard still counts it (its manifest has them).
+    (out / MANIFEST_FILE).unlink()
+    kubeloop.train.reset()
+    score(request(model_dir, dataset, out), 1, 2, workers=1)
+    assert json.loads((out / MANIFEST_FILE).read_text())["drift"] == drift
+
+
+def test_sigterm_stops_a_pod_at_once_and_a_retry_goes_on(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """A deleted or evicted pod gets SIGTERM: it stops now (the first process of a
+    container has no default action for it, and would score on until SIGKILL), saying
+    so in its termination message; the shards committed stay, and the retried pod
+    finishes with every row once."""
+    data = tmp_path / "in"
+    data.mkdir()
+    for f in range(4):
+        pq.write_table(rows(4000, f, f * 4000), data / f"{f}.parquet")
+    out, log = tmp_path / "out", tmp_path / "log"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "KUBELOOP_PROGRESS_PORT": "0",
+           "KUBELOOP_TERMINATION_LOG": str(log)}
+    argv = [sys.executable, "-m", "kubeloop", "batch", "score", "--model-dir", str(model_dir),
+            "--input", str(data), "--output", str(out), "--passthrough", "id", "--workers", "2"]
+    # Two rows a predict: slow enough to be stopped in the middle of a shard.
+    pod = subprocess.Popen([*argv, "--batch-rows", "2"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".part-*.tmp")) and time.monotonic() < deadline:
+        assert pod.poll() is None, pod.communicate()
+        time.sleep(0.05)
+    stopped = time.monotonic()
+    pod.send_signal(signal.SIGTERM)
+    assert pod.wait(timeout=10) == 143
+    assert time.monotonic() - stopped < 5
+    assert "stopped by SIGTERM" in log.read_text()
+    assert not (out / MANIFEST_FILE).exists()
+
+    retried = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert retried.returncode == 0, retried.stderr
+    ids = read_output(out).column("id").to_numpy()
+    assert sorted(ids.tolist()) == list(range(16000))
+    assert not list(out.glob(".*.tmp"))

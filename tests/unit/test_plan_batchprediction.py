@@ -220,3 +220,20 @@ def test_a_model_that_cannot_be_fetched_is_model_missing() -> None:
                "i", OWNER, NOW)
     assert out.conds[0].reason == "ModelMissing"
     assert "fetching the model: exit code 1" in out.conds[0].message
+
+
+def test_the_last_pods_drift_counts_reach_the_status() -> None:
+    s = spec({"uri": "s3://m/v1"}, parallelism=1)
+    choice = ModelChoice("s3://m/v1", "uri")
+    started = plan(s, body(), choice, Observed(None), "i", OWNER, NOW)
+    drift = {"rows": 10, "reference": "0123456789abcdef", "features": {"x": [4, 6]}}
+    message = json.dumps({"step": 10, "totalSteps": 10, "batch": {
+        "model": "cd" * 32, "output": {"rows": 10, "files": 1, "sha256": "ab" * 32},
+        "drift": drift}})
+    out = plan(s, body(started.status.dump()), choice,
+               Observed(job("Complete"), [pod(0, "Succeeded", message)]), "i", OWNER, NOW)
+    assert out.status.drift is not None and out.status.drift.model_dump() == drift
+    malformed = message.replace('"rows": 10, "reference"', '"rows": "ten", "reference"')
+    out = plan(s, body(started.status.dump()), choice,
+               Observed(job("Complete"), [pod(0, "Succeeded", malformed)]), "i", OWNER, NOW)
+    assert out.status.phase == "Succeeded" and out.status.drift is None

@@ -253,6 +253,20 @@ class BatchOutputStatus(KubeModel):
     )
 
 
+class BatchDrift(KubeModel):
+    rows: int = Field(description="Rows counted: every row the run scored.")
+    reference: str = Field(
+        description="Identifies the bins the counts are on: the model's reference profile "
+        "(`profile.json`), as a DriftMonitor's reference must match."
+    )
+    features: dict[str, list[int]] = Field(
+        default_factory=dict,
+        description="Per feature, the rows in each bin of the model's reference profile, in "
+        "the profile's bin order (counted as the model server counts what it serves).",
+        json_schema_extra={"additionalProperties": {"type": "array", "items": {"type": "integer"}}},
+    )
+
+
 class BatchPredictionStatus(CommonStatus):
     compute: AppliedTemplate | None = Field(
         default=None, description="The ComputeTemplate the run uses, as it was at the start."
@@ -268,3 +282,10 @@ class BatchPredictionStatus(CommonStatus):
         default_factory=list, description="Per pod index: its state, rows and rate."
     )
     output: BatchOutputStatus | None = Field(default=None, description="What was written.")
+    drift: BatchDrift | None = Field(
+        default=None,
+        description="The scored rows counted on the model's reference profile, for a "
+        "DriftMonitor (`source.type: batchPrediction`); set on success, absent for a model "
+        "without a profile or counts too large for a pod's termination message (they are "
+        "in the output's `_manifest.json`).",
+    )

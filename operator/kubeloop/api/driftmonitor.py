@@ -43,14 +43,19 @@ class Source(KubeModel):
                     "self.type != 'prometheus' || has(self.prometheus)",
                     "source.prometheus is required when source.type is prometheus",
                 ),
+                cel(
+                    "self.type != 'batchPrediction' || has(self.batchPrediction)",
+                    "source.batchPrediction is required when source.type is batchPrediction",
+                ),
             ]
         }
     )
 
-    type: Literal["metrics", "prometheus"] = Field(
+    type: Literal["metrics", "prometheus", "batchPrediction"] = Field(
         default="metrics",
         description="`metrics`: scrape the target's model server pods directly; "
-        "`prometheus`: query a Prometheus HTTP API.",
+        "`prometheus`: query a Prometheus HTTP API; `batchPrediction`: the rows a "
+        "BatchPrediction scored (its `status.drift`), judged once per run that succeeded.",
     )
     url: str | None = Field(
         default=None,
@@ -60,6 +65,14 @@ class Source(KubeModel):
         "pods. Only URLs allowed by the operator's `driftSourceAllowlist` are used.",
     )
     prometheus: PrometheusSource | None = Field(default=None, description="For type prometheus.")
+    batch_prediction: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="For type batchPrediction: the BatchPrediction (same namespace) whose "
+        "scored rows are judged against the reference; its counts must be on the "
+        "reference's bins (scored with the model whose profile is the reference).",
+    )
 
 
 class ConfigMapKey(KubeModel):
@@ -476,6 +489,11 @@ class DriftMonitorStatus(CommonStatus):
     )
     window: Window | None = Field(
         default=None, description="Baseline of the current window (kept across restarts)."
+    )
+    judged_batch: str | None = Field(
+        default=None,
+        description="With source.type batchPrediction: the run last judged (`NAME/UID`); "
+        "its verdict stands until another run succeeds.",
     )
 
     @model_validator(mode="before")

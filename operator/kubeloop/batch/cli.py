@@ -2,7 +2,7 @@
 
 Exit codes: 0 done, 2 a run that cannot go on (bad input, no model, a shard that
 fails); the message names the file and goes to stderr and to the termination log, where
-the operator reads it.
+the operator reads it. 143: stopped by SIGTERM (a retried pod goes on).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -19,6 +20,7 @@ from kubeloop.batch.shards import DEFAULT_BATCH_ROWS, DEFAULT_MIN_ROWS
 
 EXIT_OK = 0
 EXIT_FAILED = 2
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 INDEX_ENV = "JOB_COMPLETION_INDEX"
 COUNT_ENV = "KUBELOOP_BATCH_COUNT"
 
@@ -125,12 +127,11 @@ def _request(args: argparse.Namespace) -> Any:
     )
 
 
-def _fail(error: BatchError) -> int:
+def _last_words(message: str) -> None:
+    """``message`` to stderr and, not the progress so far, to the termination message."""
     import kubeloop.train
 
-    message = f"kubeloop batch: {error}"
     print(message, file=sys.stderr)
-    # The error, not the progress so far, is what the pod's termination message says.
     kubeloop.train.finish()
     path = kubeloop.train.termination_log()
     if path is not None:
@@ -138,13 +139,32 @@ def _fail(error: BatchError) -> int:
             path.write_text(message[-4000:], encoding="utf-8")
         except OSError as exc:
             print(f"kubeloop batch: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+
+
+def _fail(error: BatchError) -> int:
+    _last_words(f"kubeloop batch: {error}")
     return EXIT_FAILED
+
+
+def _stop_at_once(signum: int, frame: object) -> None:
+    """SIGTERM (a pod deleted, evicted, its node drained): stop now, workers and all.
+    A container's first process gets no default action for SIGTERM, so without this
+    the pod would score on until the kubelet's SIGKILL. What is committed stays; a
+    shard half written is a temporary file that the retried pod removes and redoes."""
+    _last_words(
+        "kubeloop batch: stopped by SIGTERM: the shards committed so far are kept, a "
+        "retried pod scores the rest"
+    )
+    # No interpreter shutdown: it would wait for the worker processes' shards. The
+    # first process's exit ends every process of the container.
+    os._exit(EXIT_TERMINATED)
 
 
 def run_score(args: argparse.Namespace) -> int:
     from kubeloop.batch.cpus import available_cpus
     from kubeloop.batch.run import score
 
+    signal.signal(signal.SIGTERM, _stop_at_once)
     try:
         count = _from_env(args.count, COUNT_ENV, 1)
         index = _from_env(args.index, INDEX_ENV, 0)

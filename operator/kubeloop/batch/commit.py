@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from kubeloop.batch import BatchError
+from kubeloop.batch.drift import add_up
 from kubeloop.batch.output import EXTENSIONS
 from kubeloop.batch.shards import Shard
 
@@ -52,6 +53,8 @@ class ShardManifest(BaseModel):
     """The run's key: the model and the output's shape (:func:`run_key`)."""
     input: dict[str, Any]
     output: OutputFile
+    drift: dict[str, Any] | None = None
+    """The shard's inputs counted on the model's profile bins (:mod:`.drift`)."""
 
 
 class OutputManifest(BaseModel):
@@ -61,6 +64,8 @@ class OutputManifest(BaseModel):
     format: str
     rows: int
     files: list[OutputFile]
+    drift: dict[str, Any] | None = None
+    """Every shard's drift counts added up; absent when a shard has none."""
 
 
 def run_key(model_sha256: str, settings: dict[str, Any]) -> str:
@@ -151,7 +156,13 @@ def prepare(out_dir: Path, shard: Shard, format: str) -> None:
 
 
 def commit(
-    out_dir: Path, shard: Shard, tmp: Path, rows: int, run: str, format: str
+    out_dir: Path,
+    shard: Shard,
+    tmp: Path,
+    rows: int,
+    run: str,
+    format: str,
+    drift: dict[str, Any] | None = None,
 ) -> ShardManifest:
     """Move a fully written temporary file into place, then vouch for it."""
     _fsync(tmp)
@@ -163,6 +174,7 @@ def commit(
         output=OutputFile(
             path=target.name, rows=rows, size=tmp.stat().st_size, sha256=sha256_file(tmp)
         ),
+        drift=drift,
     )
     os.replace(tmp, target)
     _fsync(out_dir)
@@ -214,6 +226,7 @@ def finalize(
         format=format,
         rows=sum(m.output.rows for m in done),
         files=[m.output for m in done],
+        drift=add_up(m.drift for m in done),
     )
     _write_atomically(out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=1) + "\n")
     return manifest

@@ -158,6 +158,7 @@ def score(request: Request, index: int, count: int, workers: int) -> dict[str, A
             "sha256": sha256_file(out_dir / MANIFEST_FILE),
         }
         summary["output"] = extras["output"] = output
+        extras["drift"] = manifest.drift
     meter.finish(extras)
     return summary
 

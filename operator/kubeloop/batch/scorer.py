@@ -20,6 +20,7 @@ from typing import Any
 from kubeloop.batch import BatchError
 from kubeloop.batch.commit import ShardManifest, commit, completed, prepare, temp_path
 from kubeloop.batch.discover import Layout
+from kubeloop.batch.drift import DriftCounter
 from kubeloop.batch.features import OutputSpec, feature_rows, predictions_batch
 from kubeloop.batch.meter import Meter
 from kubeloop.batch.output import ShardWriter
@@ -54,6 +55,7 @@ def score_shard(
     columns = job.layout.columns[shard.relpath]
     where = shard.describe(path)
     tmp = temp_path(out_dir, shard, fmt)
+    counter = DriftCounter(model)
     try:
         with ShardWriter(tmp, fmt) as writer:
             for batch in read_batches(path, shard, columns, job.batch_rows):
@@ -61,6 +63,7 @@ def score_shard(
                     continue
                 rows = feature_rows(batch, columns, model, where, writer.rows)
                 writer.write(predictions_batch(batch, rows, columns, model, job.spec))
+                counter.observe(rows)
                 progress(batch.num_rows)
         if writer.rows == 0:
             raise BatchError(f"{path}: no rows: nothing to score")
@@ -68,7 +71,8 @@ def score_shard(
             raise BatchError(
                 f"{where}: read {writer.rows} rows, the file's footer says {shard.rows}"
             )
-        return commit(out_dir, shard, tmp, writer.rows, job.run, fmt), False
+        manifest = commit(out_dir, shard, tmp, writer.rows, job.run, fmt, counter.counts())
+        return manifest, False
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -14,8 +14,11 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from kubeloop import conditions as c
 from kubeloop.api.batchprediction import (
+    BatchDrift,
     BatchOutputStatus,
     BatchPredictionModelStatus,
     BatchPredictionSpec,
@@ -278,10 +281,19 @@ def take_reports(
     model_sha = next((r.model_sha256 for r in reports if r.model_sha256), None)
     if status.model is not None and model_sha:
         status.model.sha256 = model_sha
-    written = next((r.output for r in reports if r.output is not None), None)
-    if status.output is not None and written is not None:
+    finalizer = next((r for r in reports if r.output is not None), None)
+    if status.output is not None and finalizer is not None and finalizer.output is not None:
+        written = finalizer.output
         status.output.rows, status.output.files = written.rows, written.files
         status.output.sha256 = written.sha256
+        status.drift = _drift(finalizer.drift)
+
+
+def _drift(raw: dict[str, Any] | None) -> BatchDrift | None:
+    try:
+        return BatchDrift.model_validate(raw) if raw is not None else None
+    except ValidationError:
+        return None
 
 
 def _pod_report(pod: dict[str, Any]) -> batch_report.PodReport | None:

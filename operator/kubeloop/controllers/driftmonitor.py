@@ -24,7 +24,7 @@ from kubeloop.api.driftmonitor import (
     DriftMonitorSpec,
     DriftMonitorStatus,
 )
-from kubeloop.controllers import retrain
+from kubeloop.controllers import driftbatch, retrain
 from kubeloop.controllers.common import (
     Ctx,
     begin,
@@ -33,6 +33,7 @@ from kubeloop.controllers.common import (
 )
 from kubeloop.controllers.driftread import (
     References,
+    chosen,
     refused_url,
     scrape_metrics,
     scrape_prometheus,
@@ -132,6 +133,11 @@ class Reconciler:
         last = parse_time(prev.last_check_time)
         generation = body["metadata"].get("generation")
         due = last is None or (now - last).total_seconds() >= interval - 0.05
+        batch = _batch(ctx, spec, namespace)
+        if spec.source.type == "batchPrediction":
+            # A run is judged once: due when one that was not judged has succeeded.
+            run = driftbatch.run_of(batch)
+            due = run is not None and run != prev.judged_batch
         hold = self._holds.get(key)
         target_model = ((target or {}).get("status") or {}).get("activeModelUri")
         conds: list[c.Cond]
@@ -158,7 +164,9 @@ class Reconciler:
             conds = _carried(prev)
             requeue = interval - (now - last).total_seconds()
         else:
-            conds, wants_retrain = await self._check(ctx, spec, body, target, status, events, now)
+            conds, wants_retrain = await self._check(
+                ctx, spec, body, target, batch, status, events, now
+            )
             if wants_retrain:
                 status, acts = await self._start(ctx, body, spec, status, acts, now)
             requeue = interval
@@ -197,6 +205,7 @@ class Reconciler:
         spec: DriftMonitorSpec,
         body: dict[str, Any],
         target: dict[str, Any],
+        batch: dict[str, Any] | None,
         status: DriftMonitorStatus,
         events: list[tuple[str, str, str]],
         now: dt.datetime,
@@ -208,14 +217,23 @@ class Reconciler:
         refused = refused_url(spec, ctx.config.drift_source_allowlist)
         if refused:
             return broken(status, c.SOURCE_NOT_ALLOWED, refused, stalled=True), False
+        run = driftbatch.run_of(batch)
+        if spec.source.type == "batchPrediction" and run is None:
+            assert spec.source.batch_prediction is not None
+            why = driftbatch.not_yet(spec.source.batch_prediction, namespace, batch)
+            return driftbatch.pending(status, why), False
         try:
-            profile = await self.refs.reference(ctx, spec, body, target)
+            full = await self.refs.reference(ctx, spec, body, target)
+            profile = chosen(spec, full)
         except ReferenceNotServed as err:
             return reference_pending(status, str(err)), False
         except ReferenceInvalid as err:
             return broken(status, c.REFERENCE_INVALID, str(err), stalled=True), False
         try:
-            if spec.source.type == "prometheus":
+            if batch is not None and run is not None:
+                scrape = driftbatch.scrape(batch, full, profile)
+                status.judged_batch = run
+            elif spec.source.type == "prometheus":
                 prom = spec.source.prometheus
                 assert prom is not None
                 scrape = await asyncio.to_thread(
@@ -284,6 +302,11 @@ async def _migrate_count(ctx: Ctx, key: Key) -> bool:
     return True
 
 
+def _batch(ctx: Ctx, spec: DriftMonitorSpec, namespace: str) -> dict[str, Any] | None:
+    name = spec.source.batch_prediction if spec.source.type == "batchPrediction" else None
+    return ctx.store.get(driftbatch.KIND, namespace, name) if name else None
+
+
 def _carried(prev: DriftMonitorStatus) -> list[c.Cond]:
     return [
         c.Cond(cd.type, _status_bool(cd.status), cd.reason, cd.message) for cd in prev.conditions
@@ -298,8 +321,10 @@ reconcile = Reconciler()
 
 
 def _dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> list[Key]:
-    """Monitors watching a ModelDeployment, or waiting for the retrain they started (a
-    TrainingJob, or an Experiment)."""
+    """Monitors watching a ModelDeployment or a BatchPrediction, or waiting for the
+    retrain they started (a TrainingJob, or an Experiment)."""
+    if kind == driftbatch.KIND:
+        return _watching_batch(ctx, obj)
     if kind not in (MODEL_DEPLOYMENT, TRAINING_JOB, EXPERIMENT):
         return []
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
@@ -315,6 +340,16 @@ def _dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> list[Key]:
         ):
             found.append((KIND, namespace, dm["metadata"]["name"]))
     return found
+
+
+def _watching_batch(ctx: Ctx, obj: dict[str, Any]) -> list[Key]:
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    return [
+        (KIND, namespace, dm["metadata"]["name"])
+        for dm in ctx.store.all(KIND)
+        if dm["metadata"]["namespace"] == namespace
+        and ((dm.get("spec") or {}).get("source") or {}).get("batchPrediction") == name
+    ]
 
 
 def _forget(ctx: Ctx, key: Key) -> None:

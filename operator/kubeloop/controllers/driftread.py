@@ -124,6 +124,16 @@ def scrape_prometheus(
     return Scrape(counts, cumulative=False)
 
 
+def chosen(spec: DriftMonitorSpec, profile: Profile) -> Profile:
+    """The reference restricted to the monitor's `features` (all when none)."""
+    if not spec.features:
+        return profile
+    try:
+        return profile.select(spec.features)
+    except ValueError as err:
+        raise ReferenceInvalid(str(err)) from err
+
+
 class References:
     """The reference profiles of each monitor (namespace, name), by source (a
     ConfigMap's version, the URL, the model URI); only the current source is kept, and
@@ -194,11 +204,6 @@ class References:
                 cache.clear()
                 cache[uri] = fetched
             profile = cache[uri]
-        if spec.features:
-            try:
-                profile = profile.select(spec.features)
-            except ValueError as err:
-                raise ReferenceInvalid(str(err)) from err
         return profile
 
     @staticmethod

@@ -5,8 +5,6 @@ I/O around it (scraping, reference profiles, writing status) is in driftmonitor.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +22,7 @@ from kubeloop.controllers import retrain
 from kubeloop.controllers.common import rfc3339
 from kubeloop.drift import performance as perf
 from kubeloop.drift import report, sources, stats
-from kubeloop.drift.profile import Profile
+from kubeloop.drift.profile import Profile, bins_hash
 
 
 @dataclass
@@ -52,8 +50,7 @@ def retrain_note(
 
 def reference_hash(profile: Profile) -> str:
     """Identifies the bins: a new model brings new edges, and a new window."""
-    text = json.dumps([[f.name, f.kind, f.edges, f.categories] for f in profile.features])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return bins_hash(profile)
 
 
 def _as_counts(window: Window | None, profile: Profile) -> np.ndarray | None:

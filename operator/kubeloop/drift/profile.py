@@ -14,6 +14,7 @@ category and a last one for any value not in the list ("other").
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib
 import itertools
 import json
@@ -172,6 +173,13 @@ class Profile(BaseModel):
             raise ValueError(f"the profile has no features {unknown}; it has {self.names}")
         chosen = [self.feature(n) for n in names]
         return self.model_copy(update={"features": chosen})
+
+
+def bins_hash(profile: Profile) -> str:
+    """Identifies a profile's bins (names, kinds, edges, categories; not its counts):
+    counts on the same bins can be compared, and a new model brings new ones."""
+    text = json.dumps([[f.name, f.kind, f.edges, f.categories] for f in profile.features])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_profile(path: str | Path) -> Profile:

@@ -66,6 +66,11 @@ class LiveStats(Collector):
         if self.classes is not None:
             indices = np.searchsorted(self.classes, predictions)
             self.prediction_counts += np.bincount(indices, minlength=len(self.classes))
+        self.observe_inputs(rows)
+
+    def observe_inputs(self, rows: np.ndarray) -> None:
+        """Count input rows on the profile's bins (a batch run counts what it scores
+        with this too: kubeloop/batch/drift.py)."""
         if len(self.numeric):
             for start in range(0, len(rows), BIN_CHUNK_ROWS):
                 self._observe_numeric(rows[start : start + BIN_CHUNK_ROWS, self.numeric_columns])
@@ -82,6 +87,16 @@ class LiveStats(Collector):
         else:
             self.sums += values.sum(axis=0)
         self.bin_counts += np.bincount(bins.ravel(), minlength=len(self.bin_counts))
+
+    def feature_counts(self) -> dict[str, list[int]]:
+        """Per-bin counts per profiled feature, in the profile's bin order."""
+        out: dict[str, list[int]] = {}
+        for index, feature in enumerate(self.numeric):
+            start = self.offsets[index]
+            out[feature.name] = self.bin_counts[start : start + feature.bins].tolist()
+        for (_, feature), counts in zip(self.categorical, self.category_counts, strict=True):
+            out[feature.name] = counts.tolist()
+        return out
 
     def collect(self) -> Iterator[Metric]:
         if self.numeric:
