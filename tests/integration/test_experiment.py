@@ -204,3 +204,31 @@ def test_a_model_deployment_serves_the_best_trial_and_follows_it(
     cluster.wait_phase(EXP, namespace, "srch", "Succeeded", 30)
     stays(lambda: serving("best", "s3://models/srch-trial-1"), 2, "best keeps trial 1")
     assert serving("first", "s3://models/srch-trial-0")
+
+
+def test_a_trial_name_held_by_another_training_job_is_never_taken_over(
+    cluster: Cluster, namespace: str
+) -> None:
+    """A TrainingJob that is not the Experiment's holds its first trial's name: the
+    search waits for the name (no apply over it, no trial under another number); once
+    that TrainingJob is gone, the trial is created as the Experiment's own."""
+    cluster.create(TJ, namespace, "held-trial-0", {"image": "registry.local/other:1",
+                                                  "suspend": True})
+    cluster.create(EXP, namespace, "held", exp_spec(maxTrials=2, parallelTrials=1))
+    wait_for(lambda: [t["name"] for t in cluster.status(EXP, namespace, "held").get("trials", [])]
+             == ["held-trial-0"], 30, "trial 0 recorded")
+
+    def untouched() -> bool:
+        tj = cluster.get(TJ, namespace, "held-trial-0")
+        return (not tj["metadata"].get("ownerReferences")
+                and "hyperparameters" not in tj["spec"]
+                and tj["spec"]["image"] == "registry.local/other:1")
+
+    stays(untouched, 3, "the other TrainingJob left alone")
+    assert sorted(trials(cluster, namespace, "held")) == []  # none labelled as its trial
+    cluster.delete(TJ, namespace, "held-trial-0")
+    wait_for(lambda: "held-trial-0" in trials(cluster, namespace, "held"), 40,
+             "trial 0 created as the Experiment's own once the name is free")
+    mine = cluster.get(TJ, namespace, "held-trial-0")
+    assert mine["metadata"]["ownerReferences"][0]["name"] == "held"
+    assert set(mine["spec"]["hyperparameters"]) == {"lr", "depth"}

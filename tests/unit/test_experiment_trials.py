@@ -70,7 +70,12 @@ def test_a_run_without_the_metric_or_failing_records_no_value() -> None:
     record = trial(0, parameters=P)
     silent = observe(record, status("Running", 4, accuracy=0.5), "loss")
     assert silent.intermediate == []
-    assert observe(record, status("Succeeded", 30, accuracy=0.9), "loss").value is None
+    silent_end = observe(record, status("Succeeded", 30, accuracy=0.9), "loss")
+    # Without its objective a run cannot be ranked: the trial failed, and says why.
+    assert (silent_end.state, silent_end.value) == ("Failed", None)
+    assert silent_end.message == "the run succeeded without reporting loss"
+    nan = observe(record, status("Succeeded", 30, loss=float("nan")), "loss")
+    assert nan.state == "Failed" and nan.message is not None and "not a finite" in nan.message
     assert observe(record, status("Failed"), "loss").state == "Failed"
 
 

@@ -295,6 +295,12 @@ class Trial(KubeModel):
         default=None, description="The objective: final, or the last one a pruned trial reported."
     )
     pruned: bool = Field(default=False, description="Stopped early by the pruner.")
+    message: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Why a Failed trial failed: its run's failure, or a run that succeeded "
+        "without reporting the objective (such a trial counts as failed).",
+    )
     intermediate: list[StepValue] = Field(
         default_factory=list,
         max_length=32,

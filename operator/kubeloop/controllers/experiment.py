@@ -45,7 +45,7 @@ def slim_trial(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def observe(ctx: Ctx, body: dict[str, Any]) -> Observed:
+def observe(ctx: Ctx, body: dict[str, Any], spec: ExperimentSpec) -> Observed:
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid")
     labelled = ctx.store.owned(TRIAL_STORE, namespace, name)
@@ -56,14 +56,25 @@ def observe(ctx: Ctx, body: dict[str, Any]) -> Observed:
         if number is not None and job["metadata"]["name"] == trial_name(name, number):
             jobs[number] = job
     # A trial's name held by a TrainingJob this Experiment does not own (one of a
-    # deleted Experiment of the same name, still being collected; or anyone's).
-    prefix = trial_name(name, 0)[: -len("0")]
+    # deleted Experiment of the same name, still being collected; or anyone's). Only
+    # the names this pass may create are looked up (a record without its TrainingJob,
+    # or a new trial), by name: no scan of every TrainingJob.
+    recorded = len((body.get("status") or {}).get("trials") or [])
+    candidates = {
+        trial_name(name, n)
+        for n in range(max(recorded, max(jobs, default=-1) + 1) + spec.parallel_trials)
+        if n not in jobs
+    }
     taken = {
-        tj["metadata"]["name"]
-        for tj in [*labelled, *ctx.store.all(TRAINING_JOB)]
-        if tj["metadata"].get("namespace") == namespace
-        and tj["metadata"]["name"].startswith(prefix)
+        tj_name
+        for tj_name in candidates
+        if (tj := ctx.store.get(TRAINING_JOB, namespace, tj_name)) is not None
         and not owned_by([tj], uid)
+    }
+    taken |= {
+        tj["metadata"]["name"]
+        for tj in labelled
+        if tj["metadata"]["name"] in candidates and not owned_by([tj], uid)
     }
     return Observed(jobs=jobs, taken=frozenset(taken))
 
@@ -73,7 +84,7 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     if started is None:
         return None
     body, spec, now = started
-    return await execute(ctx, body, plan(spec, body, observe(ctx, body), now))
+    return await execute(ctx, body, plan(spec, body, observe(ctx, body, spec), now))
 
 
 CONTROLLER = Controller(

@@ -43,6 +43,9 @@ def trial_spec(spec: ExperimentSpec, name: str, parameters: Mapping[str, str]) -
     return job.dump()
 
 
+MAX_TRIAL_MESSAGE = 256
+
+
 def thin(points: list[StepValue], limit: int = MAX_INTERMEDIATE) -> list[StepValue]:
     """At most `limit` points, by step: while over, every second of the older points
     goes (the latest always stays), so a long run keeps its whole curve, coarser."""
@@ -61,10 +64,20 @@ def observe(record: Trial, status: TrainingJobStatus | None, metric: str) -> Tri
     reported = status.metrics.get(metric)
     value = reported if reported is not None and math.isfinite(reported) else None
     updated = record.model_copy(deep=True)
-    if status.phase == "Succeeded":
+    if status.phase == "Succeeded" and value is None:
+        # A run that ended without its objective cannot be ranked: it failed the search
+        # (counted against maxFailedTrials), and says why.
+        updated.state = "Failed"
+        updated.message = (
+            f"the run succeeded without reporting {metric}"
+            if reported is None
+            else f"the run reported {metric}={reported}, not a finite number"
+        )
+    elif status.phase == "Succeeded":
         updated.state, updated.value = "Succeeded", value
     elif status.phase == "Failed":
         updated.state = "Failed"
+        updated.message = (status.message or "the run failed")[:MAX_TRIAL_MESSAGE]
     else:
         updated.state = "Pending" if status.phase in WAITING_PHASES or not status.phase else (
             "Running")
