@@ -180,43 +180,58 @@ def test_progress_and_output_rows_add_the_pods_up(cluster: Cluster, namespace: s
     assert row[:6] == ["counted", "Succeeded", "Succeeded", "300", "100", "150"]
 
 
-def test_a_drift_monitor_judges_a_batch_once_on_the_models_bins(
+def batch_report(counts: list[int]) -> str:
+    """The final message of a scoring pod that wrote the output's manifest."""
+    rows = sum(counts)
+    return json.dumps({"step": rows, "totalSteps": rows, "batch": {
+        "model": "cd" * 32, "output": {"rows": rows, "files": 1, "sha256": "ab" * 32},
+        "drift": {"rows": rows, "reference": bins_hash(PROFILE), "features": {"x": counts}}}})
+
+
+PROFILE = Profile(rows=100, features=[FeatureProfile(
+    name="x", kind="numeric", edges=[0.0, 1.0, 2.0], counts=[25, 25, 25, 25])])
+
+
+def test_a_drift_monitor_judges_each_run_of_a_schedule_once(
     cluster: Cluster, namespace: str
 ) -> None:
     """The counts a run's last pod reports (kubeloop/batch/drift.py) reach
-    status.drift; a DriftMonitor with source batchPrediction waits for the run, judges
-    its counts against the reference once, and keeps that verdict."""
-    profile = Profile(rows=100, features=[FeatureProfile(
-        name="x", kind="numeric", edges=[0.0, 1.0, 2.0], counts=[25, 25, 25, 25])])
+    status.drift; a DriftMonitor with source batchPrediction waits for a run with its
+    labels, judges the newest that succeeded against the reference once, keeps that
+    verdict, and judges the next run of the schedule when it succeeds."""
     cluster.core.create_namespaced_config_map(namespace, {
         "metadata": {"name": "reference"},
-        "data": {"profile.json": profile.model_dump_json()},
+        "data": {"profile.json": PROFILE.model_dump_json()},
     })
     cluster.create(MD, namespace, "web", {"model": {"uri": "https://models.local/iris/v1"}})
     cluster.create("DriftMonitor", namespace, "nightly-drift", {
         "modelDeployment": "web", "interval": "2s",
-        "source": {"type": "batchPrediction", "batchPrediction": "nightly"},
+        "source": {"type": "batchPrediction", "batchPredictionLabels": {"schedule": "nightly"}},
         "reference": {"configMap": {"name": "reference"}},
     })
     waiting = wait_for(
         lambda: (c := cluster.condition("DriftMonitor", namespace, "nightly-drift", "Ready"))
-        and c["reason"] == "BatchPending" and c, 30, "the monitor to wait for the batch")
-    assert "BatchPrediction" in waiting["message"] and "nightly" in waiting["message"]
+        and c["reason"] == "BatchPending" and c, 30, "the monitor to wait for a run")
+    assert "a BatchPrediction labelled schedule=nightly" in waiting["message"]
 
-    # Every row landed in the last bin: drifted.
-    drift = {"rows": 1000, "reference": bins_hash(profile), "features": {"x": [0, 0, 30, 970]}}
-    final = json.dumps({"step": 1000, "totalSteps": 1000, "batch": {
-        "model": "cd" * 32, "output": {"rows": 1000, "files": 1, "sha256": "ab" * 32},
-        "drift": drift}})
-    cluster.create(BP, namespace, "nightly", spec(
-        input={"uri": "file:///data/in"}, output={"uri": "file:///data/out"},
-        podMetadata={"annotations": {"kubeloop.io/fake-message": final}},
-    ))
-    done = cluster.wait_phase(BP, namespace, "nightly", "Succeeded", 60)
-    assert done["drift"] == drift
+    def run(name: str, counts: list[int]) -> dict[str, Any]:
+        cluster.create(BP, namespace, name, spec(
+            input={"uri": f"file:///data/{name}"}, output={"uri": f"file:///scores/{name}"},
+            podMetadata={"annotations": {"kubeloop.io/fake-message": batch_report(counts)}},
+        ), labels={"schedule": "nightly"})
+        done = cluster.wait_phase(BP, namespace, name, "Succeeded", 60)
+        assert done["drift"]["features"] == {"x": counts} and done["drift"]["rows"] == 1000
+        return dict(cluster.get(BP, namespace, name)["metadata"])
+
+    # The first night every row landed in the last bin: drifted.
+    first = run("night-1", [0, 0, 30, 970])
     judged = cluster.wait_phase("DriftMonitor", namespace, "nightly-drift", "Drifted", 30)
-    uid = cluster.get(BP, namespace, "nightly")["metadata"]["uid"]
-    assert judged["judgedBatch"] == f"nightly/{uid}" and judged["samples"] == 1000
-    # Judged once: the finished batch is not judged again at every interval.
+    assert judged["judgedBatch"] == f"night-1/{first['uid']}" and judged["samples"] == 1000
+    # Judged once: the finished run is not judged again at every interval.
     stays(lambda: cluster.status("DriftMonitor", namespace, "nightly-drift")["lastCheckTime"]
           == judged["lastCheckTime"], 5, "the verdict of the one run")
+
+    # The next night looks like the reference: judged when it succeeds.
+    second = run("night-2", [250, 250, 250, 250])
+    healthy = cluster.wait_phase("DriftMonitor", namespace, "nightly-drift", "Healthy", 30)
+    assert healthy["judgedBatch"] == f"night-2/{second['uid']}"

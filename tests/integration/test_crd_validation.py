@@ -207,6 +207,13 @@ INVALID = [
         "source.prometheus is required when source.type is prometheus",
     ),
     (
+        "dm-batch-without-a-run",
+        "DriftMonitor",
+        {"modelDeployment": "m", "source": {"type": "batchPrediction"}},
+        "source.type batchPrediction needs source.batchPrediction (a name) or "
+        "source.batchPredictionLabels, not both",
+    ),
+    (
         "dm-performance-two-thresholds",
         "DriftMonitor",
         {"modelDeployment": "m", "performance": {"minimum": 0.8, "maxDrop": 0.05}},

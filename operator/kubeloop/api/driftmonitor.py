@@ -44,8 +44,10 @@ class Source(KubeModel):
                     "source.prometheus is required when source.type is prometheus",
                 ),
                 cel(
-                    "self.type != 'batchPrediction' || has(self.batchPrediction)",
-                    "source.batchPrediction is required when source.type is batchPrediction",
+                    "self.type != 'batchPrediction' || "
+                    "has(self.batchPrediction) != has(self.batchPredictionLabels)",
+                    "source.type batchPrediction needs source.batchPrediction (a name) or "
+                    "source.batchPredictionLabels, not both",
                 ),
             ]
         }
@@ -72,6 +74,13 @@ class Source(KubeModel):
         description="For type batchPrediction: the BatchPrediction (same namespace) whose "
         "scored rows are judged against the reference; its counts must be on the "
         "reference's bins (scored with the model whose profile is the reference).",
+    )
+    batch_prediction_labels: dict[str, str] | None = Field(
+        default=None,
+        description="For type batchPrediction, instead of a name: the newest run that "
+        "succeeded among the BatchPredictions with these labels, such as the dated runs "
+        "a CronJob creates; each is judged once.",
+        json_schema_extra={"minProperties": 1, "maxProperties": 16},
     )
 
 

@@ -62,9 +62,10 @@ def add_up(parts: Iterable[dict[str, Any] | None]) -> dict[str, Any] | None:
                 "features": {k: list(v) for k, v in part["features"].items()},
             }
             continue
-        if part["reference"] != total["reference"] or part["features"].keys() != total[
-            "features"
-        ].keys():
+        if (
+            part["reference"] != total["reference"]
+            or part["features"].keys() != total["features"].keys()
+        ):
             return None
         total["rows"] += part["rows"]
         for name, counts in part["features"].items():

@@ -2,7 +2,8 @@
 BatchPrediction scored, counted by its pods on the model's reference profile bins as the
 model server counts what it serves (kubeloop/batch/drift.py), read from its
 `status.drift`. A run is judged once, when it has succeeded: its counts are the window,
-and its verdict stands until another run of that name succeeds."""
+and its verdict stands until another run succeeds (of that name, or the newest of
+those with the monitor's labels: the dated runs of a schedule)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from kubeloop import conditions as c
-from kubeloop.api.driftmonitor import DriftMonitorStatus
+from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus
 from kubeloop.controllers.driftverdict import Scrape
 from kubeloop.drift.profile import Profile, bins_hash
 from kubeloop.drift.sources import SourceInvalid
@@ -29,10 +30,57 @@ def run_of(batch: dict[str, Any] | None) -> str | None:
     return f"{meta['name']}/{meta.get('uid', '')}"
 
 
-def not_yet(name: str, namespace: str, batch: dict[str, Any] | None) -> str:
+def watched(
+    spec: DriftMonitorSpec, namespace: str, batches: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The run a monitor looks at: the one it names; or, among those with its labels,
+    the newest that succeeded with counts, else the newest (to say what it waits for)."""
+    source = spec.source
+    mine = [
+        b
+        for b in batches
+        if b["metadata"].get("namespace") == namespace and _selected(source, b["metadata"])
+    ]
+    done = [b for b in mine if run_of(b)]
+    if done:
+        return max(
+            done,
+            key=lambda b: (
+                (b.get("status") or {}).get("completionTime") or "",
+                b["metadata"].get("creationTimestamp") or "",
+            ),
+        )
+    return max(mine, key=lambda b: b["metadata"].get("creationTimestamp") or "", default=None)
+
+
+def _selected(source: Any, meta: dict[str, Any]) -> bool:
+    if source.type != "batchPrediction":
+        return False
+    if source.batch_prediction is not None:
+        return bool(meta.get("name") == source.batch_prediction)
+    labels = meta.get("labels") or {}
+    wanted = source.batch_prediction_labels or {}
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def watches(spec: DriftMonitorSpec, batch: dict[str, Any]) -> bool:
+    """Whether a monitor looks at this BatchPrediction (same namespace assumed)."""
+    return _selected(spec.source, batch["metadata"])
+
+
+def described(spec: DriftMonitorSpec) -> str:
+    source = spec.source
+    if source.batch_prediction is not None:
+        return f"BatchPrediction {source.batch_prediction}"
+    labels = ",".join(f"{k}={v}" for k, v in sorted((source.batch_prediction_labels or {}).items()))
+    return f"a BatchPrediction labelled {labels}"
+
+
+def not_yet(spec: DriftMonitorSpec, namespace: str, batch: dict[str, Any] | None) -> str:
     """Why there is nothing to judge yet, in words."""
     if batch is None:
-        return f"waiting for BatchPrediction {namespace}/{name}: it does not exist"
+        return f"waiting for {described(spec)} in {namespace}: there is none"
+    name = batch["metadata"]["name"]
     status = batch.get("status") or {}
     phase = status.get("phase") or c.PENDING
     if phase == c.SUCCEEDED:

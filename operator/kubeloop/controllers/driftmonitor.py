@@ -219,8 +219,7 @@ class Reconciler:
             return broken(status, c.SOURCE_NOT_ALLOWED, refused, stalled=True), False
         run = driftbatch.run_of(batch)
         if spec.source.type == "batchPrediction" and run is None:
-            assert spec.source.batch_prediction is not None
-            why = driftbatch.not_yet(spec.source.batch_prediction, namespace, batch)
+            why = driftbatch.not_yet(spec, namespace, batch)
             return driftbatch.pending(status, why), False
         try:
             full = await self.refs.reference(ctx, spec, body, target)
@@ -303,8 +302,9 @@ async def _migrate_count(ctx: Ctx, key: Key) -> bool:
 
 
 def _batch(ctx: Ctx, spec: DriftMonitorSpec, namespace: str) -> dict[str, Any] | None:
-    name = spec.source.batch_prediction if spec.source.type == "batchPrediction" else None
-    return ctx.store.get(driftbatch.KIND, namespace, name) if name else None
+    if spec.source.type != "batchPrediction":
+        return None
+    return driftbatch.watched(spec, namespace, ctx.store.all(driftbatch.KIND))
 
 
 def _carried(prev: DriftMonitorStatus) -> list[c.Cond]:
@@ -343,13 +343,18 @@ def _dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> list[Key]:
 
 
 def _watching_batch(ctx: Ctx, obj: dict[str, Any]) -> list[Key]:
-    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    return [
-        (KIND, namespace, dm["metadata"]["name"])
-        for dm in ctx.store.all(KIND)
-        if dm["metadata"]["namespace"] == namespace
-        and ((dm.get("spec") or {}).get("source") or {}).get("batchPrediction") == name
-    ]
+    namespace = obj["metadata"]["namespace"]
+    found: list[Key] = []
+    for dm in ctx.store.all(KIND):
+        if dm["metadata"]["namespace"] != namespace:
+            continue
+        try:
+            spec = DriftMonitorSpec.model_validate(dm.get("spec") or {})
+        except ValueError:
+            continue
+        if driftbatch.watches(spec, obj):
+            found.append((KIND, namespace, dm["metadata"]["name"]))
+    return found
 
 
 def _forget(ctx: Ctx, key: Key) -> None:
