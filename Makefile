@@ -8,7 +8,7 @@ CLUSTER_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 .PHONY: help venv controlplane node debs images tools deps lint unit integration e2e e2e-real test \
         test-faults rbac-necessity lane-kwok lane-real \
         cluster-up cluster-down crds docs run demo bench bench-drift bench-serving \
-        bench-operator bench-profile bench-batch clean
+        bench-operator bench-profile bench-batch bench-experiments clean
 
 help:
 	@echo "make demo         cluster (unless KUBECONFIG is set) + CRDs + operator + examples"
@@ -158,6 +158,11 @@ bench-serving: venv
 # dataset is generated once under $(KUBELOOP_CACHE). ROWS=10000000 for the issue's size.
 bench-batch: venv
 	$(BIN)/python bench/batch_bench.py --rows $(or $(ROWS),2000000)
+
+# Experiments: Kubeloop's search vs Optuna alone vs random search, pruning's saving, and
+# the operator's overhead per trial on a kwok control plane (started and stopped here).
+bench-experiments: deps
+	$(BIN)/python bench/experiment_bench.py
 
 clean: cluster-down
 	KUBELOOP_CLUSTER_DIR=$(CURDIR)/.cluster-kwok $(PYTHON) hack/cluster.py down
