@@ -60,8 +60,8 @@ def refused_url(spec: DriftMonitorSpec, allowlist: list[str]) -> str | None:
 
 @dataclass(frozen=True)
 class Endpoints:
-    """The `/metrics` URLs of a check: ``current``, the pods of the watched model (or a
-    URL that cannot tell); ``others``, pods that serve another model."""
+    """The `/metrics` URLs of a check: ``current``, the ready pods of the watched model
+    (or a URL that cannot tell); ``others``, pods that serve another model."""
 
     current: list[str]
     others: list[str] = field(default_factory=list)
@@ -238,8 +238,11 @@ class References:
                 continue
             serves = (pod["metadata"].get("annotations") or {}).get(MODEL_URI_ANNOTATION)
             # A pod that does not say which model it serves is counted as the current's.
-            mine = not active or not serves or serves == active
-            (current if mine else others).append(f"http://{ip}:{port}/metrics")
+            if active and serves and serves != active:
+                others.append(f"http://{ip}:{port}/metrics")
+            elif pod_ready(pod):
+                # One still starting serves nothing yet, and may not export its inputs.
+                current.append(f"http://{ip}:{port}/metrics")
         current = current[:MAX_PODS_SCRAPED]
         others = others[: MAX_PODS_SCRAPED - len(current)]
         if current or others:
