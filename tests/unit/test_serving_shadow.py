@@ -116,7 +116,7 @@ def test_copies_are_answered_compared_and_paired_with_labels(
         assert refused.status_code == 400 and "'id'" in refused.json()["error"]
 
 
-def test_a_down_shadow_fails_no_client_request(model: LoadedModel) -> None:  # noqa: F811
+def test_a_down_shadow_fails_no_client_request_and_is_not_sent_to(model: LoadedModel) -> None:  # noqa: F811
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # nothing listens once it closes
@@ -124,8 +124,11 @@ def test_a_down_shadow_fails_no_client_request(model: LoadedModel) -> None:  # n
     with running(plane) as url:
         for _ in range(20):
             assert infer(url, matrix(IRIS_ROWS)).status_code == 200
-        samples = wait_counter(url, "errors_total", 20)
-        assert shadow_counter(samples, "mirrored_total") == 20
+        samples = wait_counter(url, "errors_total", 1)
+        # After a failure, copies are dropped for a second instead of sent to nobody.
+        mirrored = shadow_counter(samples, "mirrored_total")
+        assert mirrored + shadow_counter(samples, "dropped_total") == 20
+        assert shadow_counter(samples, "errors_total") == mirrored
         assert shadow_counter(samples, "compared_total") == 0
         requests_ok = (
             "kubeloop_model_requests_total",
@@ -141,6 +144,29 @@ def test_without_a_shadow_answers_are_as_before(model: LoadedModel) -> None:  # 
         answer = infer(url, matrix(IRIS_ROWS)).json()
         assert "id" not in answer
         assert not any(k[0].startswith("kubeloop_model_shadow") for k in metric_samples(url))
+
+
+def test_copies_that_queued_up_go_in_one_request_and_are_compared_each() -> None:
+    registry = CollectorRegistry()
+    asked: list[tuple[str, int]] = []
+
+    class Recording(Mirror):
+        async def _ask(self, request_id: str, rows: np.ndarray) -> list[Any]:
+            asked.append((request_id, len(rows)))
+            return ["0"] * 3 + ["1"] * (len(rows) - 3)  # the 4th row on disagrees
+
+    async def scenario() -> None:
+        mirror = Recording(registry, "iris", "http://s", 100, CLASSIFIER, senders=1)  # type: ignore[arg-type]
+        for i, n in enumerate((1, 2, 3)):  # queued before the sender runs
+            mirror.offer(str(i), np.zeros((n, 4)), np.zeros(n, dtype=int))
+        await asyncio.wait_for(mirror.queue.join(), TIMEOUT)
+        assert [len(mirror.pairs[k]) for k in "012"] == [1, 2, 3]
+        await mirror.close()
+
+    asyncio.run(scenario())
+    assert asked == [("0", 6)]
+    sample = parse_shadow(generate_latest(registry).decode(), "iris")
+    assert (sample.mirrored, sample.compared, sample.agreed) == (3, 6, 3)
 
 
 def test_a_full_queue_drops_and_counts_and_sampling_takes_its_share() -> None:

@@ -5,7 +5,11 @@ id score both (docs/shadow.md).
 Never at the client's expense: :meth:`Mirror.offer` runs after the stable answered and
 only puts the request on a bounded queue (``put_nowait``: a full queue drops the copy
 and counts it); a few background senders post the copies to the shadow's Service with
-a timeout, so a shadow that is down, slow or wrong shows only in these counters.
+a timeout, so a shadow that is down, slow or wrong shows only in these counters. The
+senders cost the stable's process CPU, so they spend little: copies that queued up go
+to the shadow together, as one request of all their rows (up to ``MAX_POST_ROWS``), and
+after a failed request copies are dropped (and counted) for ``PAUSE_S`` instead of
+being sent to a shadow that is down.
 
 Pairs for late labels are kept per request id, at most ``MAX_PAIR_ROWS`` rows in all
 (the oldest forgotten first), in this server process: a label reaches them when it
@@ -38,6 +42,8 @@ QUEUE_SIZE = 256
 SENDERS = 8
 TIMEOUT_S = 2.0
 MAX_PAIR_ROWS = 100_000
+MAX_POST_ROWS = 256
+PAUSE_S = 1.0
 MIRROR_INPUT = "__mirror__"
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -79,6 +85,7 @@ class Mirror:
         self.queue: asyncio.Queue[tuple[str, np.ndarray, list[Answer]]] = asyncio.Queue(queue_size)
         self._senders, self._timeout, self._sample = senders, timeout, sample
         self._tasks: list[asyncio.Task[None]] = []
+        self._paused_until = 0.0
         self._session: aiohttp.ClientSession | None = None
         self.pairs: OrderedDict[str, list[tuple[Answer, Answer] | None]] = OrderedDict()
         self.pair_rows, self.max_pair_rows = 0, max_pair_rows
@@ -89,7 +96,10 @@ class Mirror:
 
         self.model_name = model_name
         self.mirrored = counter(names.MIRRORED, "Requests copied to the shadow.")
-        self.dropped = counter(names.DROPPED, "Copies dropped: the queue to the shadow was full.")
+        self.dropped = counter(
+            names.DROPPED,
+            "Copies dropped: the queue to the shadow was full, or the shadow had just failed.",
+        )
         self.errors = counter(names.ERRORS, "Copies the shadow failed or did not answer in time.")
         self.compared = counter(names.COMPARED, "Answers (rows) of both models compared.")
         self.unmatched = counter(
@@ -97,7 +107,7 @@ class Mirror:
         )
         self.duration = Histogram(
             names.DURATION,
-            "The shadow's time to answer a copy, as measured here.",
+            "The shadow's time to answer a request of copies, as measured here.",
             ["model"],
             buckets=DURATION_BUCKETS,
             registry=registry,
@@ -134,6 +144,9 @@ class Mirror:
             return
         if not self._tasks:
             self._start()
+        if self._paused_until and asyncio.get_running_loop().time() < self._paused_until:
+            self.dropped.inc()
+            return
         try:
             self.queue.put_nowait((request_id, rows, self._answers(predictions)))
         except asyncio.QueueFull:
@@ -162,18 +175,33 @@ class Mirror:
 
     # -- the background senders ------------------------------------------------------
 
+    def _take(self, first: tuple[str, np.ndarray, list[Answer]]) -> list[Any]:
+        """The first copy and those queued behind it, up to MAX_POST_ROWS rows."""
+        batch = [first]
+        rows = len(first[1])
+        while rows < MAX_POST_ROWS and not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+            rows += len(batch[-1][1])
+        return batch
+
     async def _send_loop(self) -> None:
         while True:
-            request_id, rows, champion = await self.queue.get()
+            batch = self._take(await self.queue.get())
             try:
-                shadow = await self._ask(request_id, rows)
+                rows = batch[0][1] if len(batch) == 1 else np.concatenate([b[1] for b in batch])
+                shadow = await self._ask(batch[0][0], rows)
             except Exception as exc:  # any failure of the shadow is only counted
-                self.errors.inc()
-                log.debug("The shadow failed request %s: %r", request_id, exc)
+                self.errors.inc(len(batch))
+                self._paused_until = asyncio.get_running_loop().time() + PAUSE_S
+                log.debug("The shadow failed %d copies: %r", len(batch), exc)
             else:
-                self.compare(request_id, champion, shadow)
+                start = 0
+                for request_id, copied, champion in batch:
+                    self.compare(request_id, champion, shadow[start : start + len(copied)])
+                    start += len(copied)
             finally:
-                self.queue.task_done()
+                for _ in batch:
+                    self.queue.task_done()
 
     async def _ask(self, request_id: str, rows: np.ndarray) -> list[Answer]:
         if self._session is None:
