@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
@@ -31,11 +32,13 @@ def mirroring_stable(uri: str = V2) -> dict[str, Any]:
     return stable
 
 
-def reading(agree: int, disagree: int, pods: int = 1) -> Reading:
+def reading(agree: int, disagree: int, pods: int = 1, labels: int = 0) -> Reading:
     registry = CollectorRegistry()
     mirror = Mirror(registry, "iris", "http://s", 100, CLASSIFIER)  # type: ignore[arg-type]
     mirror.compare("a", ["0"] * agree, ["0"] * agree)
     mirror.compare("d", ["0"] * disagree, ["1"] * disagree)
+    for row in range(labels):  # the stable right where they disagree
+        mirror.label("d", row, 0)
     total = parse_shadow(generate_latest(registry).decode(), "iris")
     return Reading(total, pods, {}, NOW, V2)
 
@@ -105,3 +108,16 @@ def test_removing_the_shadow_deletes_its_children() -> None:
     ]
     assert out.status is None and out.cond is None and out.mirror is None
     assert shadow_plan(spec_of(b), b, observed(), "img", None).delete == []
+
+
+def test_labels_give_the_paired_test_in_the_status_and_the_summary() -> None:
+    b = body(shadow=SHADOW)
+    world = observed(stable=mirroring_stable(), shadow=deployment(V2, 1, 1))
+    out = shadow_plan(spec_of(b), b, world, "img", reading(8, 6, labels=6))
+    assert out.status is not None and out.status.labelled is not None
+    labelled = out.status.labelled
+    assert (labelled.samples, labelled.champion_only_right, labelled.shadow_only_right) == (6, 6, 0)
+    assert labelled.p_value == pytest.approx(2 * 0.5**6)
+    assert out.status.summary == "agree 57.1% n=14 p=0.0313"
+    dumped = out.status.model_dump(by_alias=True, exclude_none=True)
+    assert dumped["labelled"]["pValue"] == labelled.p_value

@@ -118,8 +118,9 @@ def _compare(
         out.cond = c.Cond(c.SHADOW_COMPARED, False, c.SHADOW_METRICS_UNAVAILABLE, status.message)
         return
     figures = report.figures(reading.total, reading.pods)
-    for key, value in figures.model_dump(exclude_none=True).items():
-        setattr(status, key, value)
+    for field_name in ShadowStatus.model_fields:
+        if (value := getattr(figures, field_name)) is not None:
+            setattr(status, field_name, value)
     status.read_time = rfc3339(reading.time)
     samples = status.samples or 0
     if samples < min_samples:
