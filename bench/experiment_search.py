@@ -5,9 +5,9 @@ Kubeloop asks each trial of a fresh study told the records back, its sampler see
 with the same sampler and seed, asked and told in one process; random search is the
 floor. Each contender runs `--trials` sequential trials per seed; printed (JSON): the
 best final loss of each run (0 is the optimum), their median and mean, and how many
-runs got within 0.05 of the optimum. The issue's `make bench-experiments` (operator
-overhead per trial, pruning's saving through real TrainingJobs) needs the controller;
-this is the part that needs none.
+runs got within 0.05 of the optimum. `make bench-experiments`
+(bench/experiment_bench.py) reuses it beside an honest objective, pruning's saving and
+the operator's overhead per trial.
 
     python bench/experiment_search.py --seeds 24 --trials 30
 """
