@@ -23,6 +23,7 @@ from aiohttp import web
 
 from kubeloop.modeldir import ModelLoadError, ModelMetadata, load_model, read_metadata
 from kubeloop.serving.dataplane import DEFAULT_MAX_BATCH_SIZE, DataPlane
+from kubeloop.serving.labelled_rows import DEFAULT_CAPACITY
 from kubeloop.serving.rest import base_url, start
 from kubeloop.serving.workers import CANNOT_LISTEN
 
@@ -43,6 +44,7 @@ async def serve(
     grpc_port: int = 0,
     shadow_url: str | None = None,
     shadow_percent: int = 100,
+    labelled_rows: int = DEFAULT_CAPACITY,
 ) -> int:
     """Serve until SIGTERM or SIGINT; answer health probes while the model loads. As
     one of several workers (`worker_of`: their directory), share the ports, taken only
@@ -57,6 +59,7 @@ async def serve(
         max_batch_wait=max_batch_wait,
         shadow_url=shadow_url,
         shadow_percent=shadow_percent,
+        labelled_rows=labelled_rows,
     )
     worker = worker_of is not None
     if worker and not await _load_into(plane, model_dir, metadata):

@@ -99,6 +99,14 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="share of requests copied to the shadow, 1 to 100 "
         "(env KUBELOOP_SHADOW_PERCENT; default 100)",
     )
+    serve.add_argument(
+        "--labelled-rows",
+        type=_non_negative_int,
+        default=int(os.environ.get("KUBELOOP_LABELLED_ROWS", "10000")),
+        help="keep this many of the newest feedback records that carry their inputs, for a "
+        "retrain's evaluation on live labels; 0 keeps none (env KUBELOOP_LABELLED_ROWS; "
+        "default 10000; docs/quality.md)",
+    )
     serve.add_argument("--worker-of", type=Path, help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     serve.set_defaults(func=run_serve)
@@ -119,6 +127,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -171,6 +186,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 grpc_port=args.grpc_port,
                 shadow_url=args.shadow_url,
                 shadow_percent=args.shadow_percent,
+                labelled_rows=args.labelled_rows,
             )
         )
     except ModelLoadError as exc:
@@ -193,6 +209,8 @@ def _serve_argv(args: argparse.Namespace) -> list[str]:
         str(args.max_batch_wait_ms),
         "--grpc-port",
         str(args.grpc_port),
+        "--labelled-rows",
+        str(args.labelled_rows),
     ]
     if args.name:
         argv += ["--name", args.name]

@@ -26,6 +26,7 @@ from kubeloop import __version__
 from kubeloop.drift.profile import Profile
 from kubeloop.modeldir import LoadedModel, ModelMetadata
 from kubeloop.serving.batcher import Batcher
+from kubeloop.serving.labelled_rows import DEFAULT_CAPACITY, LabelledRows
 from kubeloop.serving.livestats import LiveStats
 from kubeloop.serving.mirror import Mirror
 from kubeloop.serving.protocol import PREDICT, PREDICT_PROBA, InferRequest, RequestError
@@ -77,7 +78,9 @@ class DataPlane:
         max_batch_wait: float = 0.0,
         shadow_url: str | None = None,
         shadow_percent: int = 100,
+        labelled_rows: int = DEFAULT_CAPACITY,
     ) -> None:
+        """``labelled_rows``: how many feedback records with inputs to keep (0: none)."""
         self.name = name or metadata.name
         self.metadata = metadata
         self.version = metadata.version
@@ -85,6 +88,8 @@ class DataPlane:
         self.model: LoadedModel | None = None
         self.stats: LiveStats | None = None
         self.quality: Quality | None = None
+        self.labelled_rows_capacity = labelled_rows
+        self.labelled: LabelledRows | None = None
         # Probabilities on every batch (the estimated correctness needs them), and
         # whether the served class is their argmax, as the estimator's predict says.
         self._always_proba = self._argmax_predicts = False
@@ -122,6 +127,12 @@ class DataPlane:
         self.registry.register(self.stats)
         self.quality = Quality(self.name, self.version, model, monitoring=self.monitoring)
         self.registry.register(self.quality)
+        self.labelled = LabelledRows(
+            model.feature_names,
+            model.class_labels if model.classes is not None else None,
+            capacity=self.labelled_rows_capacity,
+            allow_nan=model.allow_nan,
+        )
         self._always_proba = self.quality.estimating
         self._argmax_predicts = _argmax_predicts(model.estimator)
         if self.shadow_url:
@@ -225,11 +236,40 @@ class DataPlane:
         if self.mirror is not None and isinstance(payload, dict):
             records = payload.get("records")
             labels = self.mirror.check_labels(records if isinstance(records, list) else [])
-        counted = self.quality.feedback(payload)
+        rows = self._labelled_inputs(payload)
+        checked = self.quality.check(payload)
+        counted = self.quality.count(checked)
+        if rows:
+            assert self.labelled is not None
+            kept = [(row, label) for row, (_, label, _) in zip(rows, checked, strict=True)]
+            self.labelled.add(
+                [row for row, _ in kept if row is not None],
+                [label for row, label in kept if row is not None],
+            )
         for request_id, row, label in labels:
             assert self.mirror is not None
             self.mirror.label(request_id, row, label)
         return counted
+
+    def _labelled_inputs(self, payload: Any) -> list[np.ndarray | None]:
+        """Each record's inputs (None where it has none), all checked before anything
+        is counted; empty when no record has any."""
+        records = payload.get("records") if isinstance(payload, dict) else None
+        if not isinstance(records, list) or self.labelled is None:
+            return []
+        labelled = self.labelled
+        rows = [
+            labelled.parse(r, f"records[{i}]") if isinstance(r, dict) else None
+            for i, r in enumerate(records)
+        ]
+        return rows if any(r is not None for r in rows) else []
+
+    def labelled_rows(self, name: str) -> dict[str, Any]:
+        """The labelled rows this process keeps (feedback records with inputs)."""
+        self.check(name, None)
+        self.loaded()
+        assert self.labelled is not None
+        return self.labelled.snapshot()
 
     async def close(self) -> None:
         """Stop sending copies to the shadow."""

@@ -100,6 +100,11 @@ class Quality(Collector):
 
     def feedback(self, payload: Any) -> int:
         """Count a feedback request's records, all or none; the number counted."""
+        return self.count(self.check(payload))
+
+    def check(self, payload: Any) -> list[tuple[str, float, float]]:
+        """A feedback request's records, each (version, label, prediction) with a class
+        as its index; a 400 for the first bad one."""
         if not isinstance(payload, dict):
             raise bad("the feedback body must be a JSON object")
         records = payload.get("records")
@@ -114,7 +119,10 @@ class Quality(Collector):
         versions = {version for version, _, _ in checked}
         if len(versions) > MAX_BATCH_VERSIONS:
             raise bad(f"at most {MAX_BATCH_VERSIONS} model versions a request, got {len(versions)}")
-        # Nothing is counted before every record passed.
+        return checked
+
+    def count(self, checked: list[tuple[str, float, float]]) -> int:
+        """Count records :meth:`check` passed (nothing is counted before all passed)."""
         for version, label, prediction in checked:
             table = self._table(version)
             if self.classes is not None:

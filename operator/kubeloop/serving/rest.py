@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from kubeloop.serving import binary, workers
+from kubeloop.serving import binary, labelled_rows, workers
 from kubeloop.serving.dataplane import DataPlane
 from kubeloop.serving.protocol import (
     RequestError,
@@ -87,6 +87,7 @@ class RestFrontEnd:
         # Not under /versions/{version}: a label may be for another version's answer,
         # which each record names (docs/serving.md).
         routes.add_post("/v2/models/{name}/feedback", self.feedback)
+        routes.add_get("/v2/models/{name}/feedback/rows", self.feedback_rows)
         routes.add_get("/metrics", self.metrics)
         return app
 
@@ -133,6 +134,23 @@ class RestFrontEnd:
             raise bad(f"the request body is not valid JSON: {exc}") from exc
         counted = self.plane.feedback(name, payload)
         return json_response({"model_name": self.plane.name, "counted": counted})
+
+    async def own_feedback_rows(self, request: web.Request) -> web.Response:
+        return json_response(self.plane.labelled_rows(request.match_info["name"]))
+
+    async def feedback_rows(self, request: web.Request) -> web.Response:
+        """The labelled rows kept (feedback records with inputs), of every worker: JSON,
+        or CSV with ``?format=csv`` (docs/quality.md)."""
+        snapshot = self.plane.labelled_rows(request.match_info["name"])
+        if self.peers is not None:
+            path = f"/v2/models/{self.plane.name}/feedback/rows"
+            texts = await workers.peer_get(self.peers, self.peer_index, path)
+            snapshot = labelled_rows.merge(
+                [snapshot, *(loads(t.encode()) for t in texts)], snapshot["capacity"]
+            )
+        if request.query.get("format") == "csv":
+            return web.Response(text=labelled_rows.to_csv(snapshot), content_type="text/csv")
+        return json_response(snapshot)
 
     async def own_metrics(self, request: web.Request) -> web.Response:
         response = web.Response(body=self.plane.metrics_text())
@@ -238,6 +256,7 @@ async def start(
         if peers is not None:
             own = web.Application()
             own.router.add_get("/metrics", front.own_metrics)
+            own.router.add_get("/v2/models/{name}/feedback/rows", front.own_feedback_rows)
             own_runner = web.AppRunner(own, access_log=None)
             await own_runner.setup()
             path = workers.socket_path(peers, peer_index)

@@ -6,7 +6,8 @@ connections over them). A worker that dies is started again, unless it could not
 the ports (exit status CANNOT_LISTEN: the server stops with it). Each worker also answers
 its own `/metrics` on a unix socket in a private directory; whichever worker is asked
 for `/metrics` on the port reads the others there and answers their sum, so that the
-server is seen whole (counters and histograms add up across workers).
+server is seen whole (counters and histograms add up across workers). The labelled rows
+each worker keeps (serving/labelled_rows.py) are read the same way and merged.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def socket_path(directory: Path, index: int) -> Path:
 async def peer_metrics(directory: Path, own: int) -> list[str]:
     """The other workers' own /metrics, read over their unix sockets; a worker that is
     starting again is left out."""
+    return await peer_get(directory, own, "/metrics")
+
+
+async def peer_get(directory: Path, own: int, path: str) -> list[str]:
+    """The other workers' answers to ``GET path`` on their unix sockets (200 only)."""
 
     async def one(path: Path) -> str | None:
         try:
@@ -61,7 +67,7 @@ async def peer_metrics(directory: Path, own: int) -> list[str]:
             timeout = aiohttp.ClientTimeout(total=2.0)
             async with (
                 aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
-                session.get("http://worker/metrics") as response,
+                session.get(f"http://worker{path}") as response,
             ):
                 return await response.text() if response.status == 200 else None
         except (TimeoutError, aiohttp.ClientError, OSError):
