@@ -98,6 +98,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             label_column=args.label_column or None,
             min_improvement=args.min_improvement,
             floor=args.floor,
+            live_urls=args.live_rows,
+            live_min_rows=args.live_min_rows,
+            live_mode=args.live_mode,
         )
         if args.termination_log:
             write_termination_log(args.termination_log, termination_message(result))
@@ -191,7 +194,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--challenger", metavar="URI", required=True, help="the candidate (path or file://)"
     )
     p.add_argument(
-        "--data", metavar="URI", required=True, help="labelled .csv or .parquet (path or file://)"
+        "--data",
+        metavar="URI",
+        help="labelled .csv or .parquet (path or file://); needed unless --live-mode instead",
+    )
+    p.add_argument(
+        "--live-rows",
+        metavar="URL",
+        action="append",
+        help="a model server's labelled rows (http://POD:8080/v2/models/NAME/feedback/rows); "
+        "repeat for every pod (docs/safe-retraining.md, live labels)",
+    )
+    p.add_argument(
+        "--live-min-rows",
+        type=int,
+        default=1,
+        help="live rows needed to judge on them (default 1)",
+    )
+    p.add_argument(
+        "--live-mode",
+        choices=["beside", "instead"],
+        default="beside",
+        help="beside: pass on the holdout and the live rows (the holdout alone when they are "
+        "too few); instead: on the live rows alone (default beside)",
     )
     p.add_argument(
         "--metric",

@@ -67,9 +67,10 @@ def rows(url: str, **params: str) -> requests.Response:
 
 def test_feedback_with_inputs_is_kept_and_read_back(iris_url: str, model: LoadedModel) -> None:  # noqa: F811
     names = model.feature_names
+    by_name = dict(zip(names, [6.3, 2.9, 5.6, 1.8], strict=True))
     records = [
         {"label": "setosa", "prediction": 0, "inputs": [5.1, 3.5, 1.4, 0.2]},
-        {"label": 2, "prediction": 1, "inputs": dict(zip(names, [6.3, 2.9, 5.6, 1.8], strict=True))},
+        {"label": 2, "prediction": 1, "inputs": by_name},
         {"label": "versicolor", "prediction": 1},  # no inputs: counted, not kept
     ]
     assert feedback(iris_url, {"model_version": "v1", "records": records}).status_code == 200
@@ -103,9 +104,12 @@ def test_feedback_with_inputs_is_kept_and_read_back(iris_url: str, model: Loaded
 def test_bad_inputs_refuse_the_request_whole(iris_url: str, inputs: object, words: str) -> None:
     before = quality_samples(iris_url)
     good = {"label": "setosa", "prediction": 0, "inputs": [5.1, 3.5, 1.4, 0.2]}
-    body = {"model_version": "v1", "records": [good, {"label": 0, "prediction": 0, "inputs": inputs}]}
-    if isinstance(inputs, list) and any(isinstance(v, float) and v == float("inf") for v in inputs):
-        text = '{"model_version": "v1", "records": [{"label": 0, "prediction": 0, "inputs": [1, 2, 1e999, 4]}]}'
+    bad = {"label": 0, "prediction": 0, "inputs": inputs}
+    body = {"model_version": "v1", "records": [good, bad]}
+    if isinstance(inputs, list) and float("inf") in inputs:
+        # JSON has no infinity: a number too large for a float reads as one.
+        text = '{"model_version": "v1", "records": [{"label": 0, "prediction": 0, '
+        text += '"inputs": [1, 2, 1e999, 4]}]}'
         answer = requests.post(
             f"{iris_url}/v2/models/iris/feedback", data=text, timeout=TIMEOUT,
             headers={"Content-Type": "application/json"},

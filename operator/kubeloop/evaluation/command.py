@@ -18,15 +18,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from kubeloop.evaluation import EvaluationError
+from kubeloop.evaluation import EvaluationError, live
 from kubeloop.evaluation.data import (
+    Table,
     declared_label_column,
     local_path,
     read_table,
     resolve_label_column,
     select,
 )
-from kubeloop.evaluation.gate import decide
+from kubeloop.evaluation.gate import Verdict, decide
 from kubeloop.evaluation.metrics import get_metric, score
 from kubeloop.modeldir import LoadedModel, ModelLoadError, load_model, verify
 
@@ -37,46 +38,93 @@ TERMINATION_MESSAGE_LIMIT = 4096
 def evaluate(
     champion: str | None,
     challenger: str,
-    data: str,
+    data: str | None,
     metric: str,
     label_column: str | None,
     min_improvement: float,
     floor: float | None,
+    live_urls: list[str] | None = None,
+    live_min_rows: int = 1,
+    live_mode: str = live.BESIDE,
 ) -> dict[str, Any]:
-    """Score both models on ``data`` with ``metric`` and decide; the result is
-    described in docs/evaluation.md. Raises :class:`EvaluationError` when no verdict
-    can be reached (bad input, a model that does not load or cannot be scored)."""
+    """Score both models on ``data`` with ``metric`` (and on the live labelled rows the
+    pods at ``live_urls`` keep, as ``live_mode`` says: evaluation/live.py) and decide;
+    the result is described in docs/evaluation.md. Raises :class:`EvaluationError` when
+    no verdict can be reached (bad input, a model that does not load or cannot be
+    scored, too few live rows without a holdout)."""
     spec = get_metric(metric)
+    if live_mode not in live.MODES:
+        raise EvaluationError(f"live mode {live_mode!r}: use {' or '.join(live.MODES)}")
+    if data is None and not (live_urls and live_mode == live.INSTEAD):
+        raise EvaluationError("no data: give --data, or --live-rows with --live-mode instead")
     models = {"challenger": load_side("challenger", challenger)}
     if champion:
         models["champion"] = load_side("champion", champion)
-    table = read_table(data)
+    holdout = _scored(models, spec.name, read_table(data), label_column) if data else None
+    if live_mode == live.INSTEAD:
+        holdout = None
+    held = None if holdout is None else _decided(spec.name, holdout[0], min_improvement, floor)
+    result: dict[str, Any] = {"metric": spec.name, "direction": spec.direction}
+    on_live = live_scored = None
+    if live_urls:
+        fetched = live.fetch(live_urls)
+        result["live"] = {"rows": fetched.rows, "minRows": live_min_rows, "mode": live_mode}
+        if fetched.problems:
+            result["live"]["problems"] = "; ".join(fetched.problems)[:512]
+        if fetched.table is not None and fetched.rows >= live_min_rows:
+            live_scored = _scored(models, spec.name, fetched.table, fetched.label_column)
+            on_live = _decided(spec.name, live_scored[0], min_improvement, floor)
+            result["live"].update(
+                champion=_finite(live_scored[0].get("champion")),
+                challenger=_finite(live_scored[0]["challenger"]),
+                passed=on_live.passed,
+                reason=on_live.reason,
+            )
+    if live_urls:
+        passed, reason, message = live.combine(
+            live_mode, held, on_live, result["live"]["rows"], live_min_rows
+        )
+    else:
+        assert held is not None
+        passed, reason, message = held.passed, held.reason, held.message
+    # The scores the verdict rests on first: the holdout's, else the live rows'.
+    first, verdict = (holdout, held) if holdout is not None else (live_scored, on_live)
+    assert first is not None and verdict is not None  # else combine() raised
+    result.update(
+        champion=_finite(first[0].get("champion")),
+        challenger=_finite(first[0]["challenger"]),
+        improvement=_finite(verdict.improvement),
+        minImprovement=min_improvement,
+        floor=floor,
+        passed=passed,
+        verdict="Passed" if passed else "Rejected",
+        reason=reason,
+        message=message,
+        rows=first[1],
+    )
+    return result
+
+
+def _scored(
+    models: dict[str, LoadedModel], metric: str, table: Table, label_column: str | None
+) -> tuple[dict[str, float], int]:
+    """Each side's score on ``table``, and its rows."""
     declared = [_declared(side, model) for side, model in models.items()]
     label = resolve_label_column(table, label_column, declared)
     scores: dict[str, float] = {}
     for side, model in models.items():
         try:
             selected = select(table, model, label)
-            scores[side] = score(model, spec.name, selected.features, selected.labels)
+            scores[side] = score(model, metric, selected.features, selected.labels)
         except EvaluationError as exc:
             raise EvaluationError(f"{side} model: {exc}") from exc
-    verdict = decide(
-        spec.name, scores.get("champion"), scores["challenger"], min_improvement, floor
-    )
-    return {
-        "metric": spec.name,
-        "direction": spec.direction,
-        "champion": _finite(scores.get("champion")),
-        "challenger": _finite(scores["challenger"]),
-        "improvement": _finite(verdict.improvement),
-        "minImprovement": min_improvement,
-        "floor": floor,
-        "passed": verdict.passed,
-        "verdict": "Passed" if verdict.passed else "Rejected",
-        "reason": verdict.reason,
-        "message": verdict.message,
-        "rows": table.rows,
-    }
+    return scores, table.rows
+
+
+def _decided(
+    metric: str, scores: dict[str, float], min_improvement: float, floor: float | None
+) -> Verdict:
+    return decide(metric, scores.get("champion"), scores["challenger"], min_improvement, floor)
 
 
 def _finite(value: float | None) -> float | None:
