@@ -184,16 +184,18 @@ def test_labels_posted_to_different_workers_add_up(
     server: tuple[subprocess.Popen[bytes], str],
 ) -> None:
     """A label never needs the pod (here: the process) that answered: each worker counts
-    the records it receives, and /metrics on the port is their sum."""
+    the records it receives, and /metrics on the port is their sum; the labelled rows
+    each worker keeps are all read back through the port."""
     proc, url = server
     version = requests.post(f"{url}/v2/models/iris/infer", json=matrix(ROWS), timeout=10).json()[
         "model_version"
     ]
     record = {"label": "versicolor", "prediction": 0}
-    for _ in range(40):
+    for i in range(40):
+        kept = dict(record, inputs=[float(i), 3.0, 4.0, 1.0])
         answer = requests.post(
             f"{url}/v2/models/iris/feedback",
-            json={"model_version": version, "records": [record, record]},
+            json={"model_version": version, "records": [record, kept]},
             timeout=10,
             headers={"Connection": "close"},
         )
@@ -207,6 +209,9 @@ def test_labels_posted_to_different_workers_add_up(
         f'{metric}{{label="versicolor",model="iris",prediction="setosa",version="{version}"}}'
     )
     assert sum(mine) == 80 and values(text)[cell] == 80
+    rows = requests.get(f"{url}/v2/models/iris/feedback/rows", timeout=10).json()
+    assert sorted(r[0] for r in rows["inputs"]) == [float(i) for i in range(40)]
+    assert rows["labels"] == ["versicolor"] * 40 and rows["evicted"] == 0
 
 
 def test_a_worker_that_dies_is_started_again(server: tuple[subprocess.Popen[bytes], str]) -> None:

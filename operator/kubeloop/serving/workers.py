@@ -58,8 +58,8 @@ async def peer_metrics(directory: Path, own: int) -> list[str]:
     return await peer_get(directory, own, "/metrics")
 
 
-async def peer_get(directory: Path, own: int, path: str) -> list[str]:
-    """The other workers' answers to ``GET path`` on their unix sockets (200 only)."""
+async def peer_get(directory: Path, own: int, route: str) -> list[str]:
+    """The other workers' answers to ``GET route`` on their unix sockets (200 only)."""
 
     async def one(path: Path) -> str | None:
         try:
@@ -67,7 +67,7 @@ async def peer_get(directory: Path, own: int, path: str) -> list[str]:
             timeout = aiohttp.ClientTimeout(total=2.0)
             async with (
                 aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
-                session.get(f"http://worker{path}") as response,
+                session.get(f"http://worker{route}") as response,
             ):
                 return await response.text() if response.status == 200 else None
         except (TimeoutError, aiohttp.ClientError, OSError):
