@@ -154,24 +154,60 @@ class Retrain(KubeModel):
 EvaluationMetric = Literal["accuracy", "f1", "log_loss", "roc_auc", "rmse", "mae", "r2"]
 
 
+class LiveLabels(KubeModel):
+    min_rows: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        description="Live labelled rows needed to judge on them. With fewer: Beside judges "
+        "on the holdout alone (and says so), Instead gives no verdict (EvaluationFailed).",
+    )
+    mode: Literal["Beside", "Instead"] = Field(
+        default="Beside",
+        description="Beside: the challenger must pass on the holdout `data` and on the live "
+        "rows. Instead: on the live rows alone (`data` may be left out).",
+    )
+
+
 class Evaluate(KubeModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.data.uri.startsWith('pvc://') || self.data.uri.startsWith('file://')"
-                    " || self.data.uri.startsWith('/')",
+                    "!has(self.data) || self.data.uri.startsWith('pvc://') || "
+                    "self.data.uri.startsWith('file://') || self.data.uri.startsWith('/')",
                     "onDrift.evaluate.data.uri must be pvc://CLAIM/PATH, file:// or a path: "
                     "the evaluation pod reads the data from a mounted volume",
+                ),
+                cel(
+                    "has(self.data) || (has(self.live) && self.live.mode == 'Instead')",
+                    "onDrift.evaluate needs data (a labelled holdout), unless live.mode is "
+                    "Instead",
                 ),
             ]
         }
     )
 
-    data: DataLocation = Field(
+    data: DataLocation | None = Field(
+        default=None,
         description="Labelled holdout data (CSV, or Parquet when the image has pyarrow) "
-        "that both models are scored on. A `pvc://` location is mounted read-only."
+        "that both models are scored on. A `pvc://` location is mounted read-only. "
+        "Needed unless `live.mode` is Instead.",
     )
+    live: LiveLabels | None = Field(
+        default=None,
+        description="Also score both models on the labelled rows the serving pods keep "
+        "(feedback records that carry their inputs, docs/quality.md): the evaluation Job "
+        "reads them from every pod of the ModelDeployment (port of its runtime).",
+    )
+
+    @model_validator(mode="after")
+    def _data_or_live(self) -> Evaluate:
+        if self.data is None and (self.live is None or self.live.mode != "Instead"):
+            raise ValueError(
+                "onDrift.evaluate needs data (a labelled holdout), unless live.mode is Instead"
+            )
+        return self
     metric: EvaluationMetric = Field(
         description="accuracy, f1 (macro), log_loss, roc_auc (one-vs-rest macro) for "
         "classifiers; rmse, mae, r2 for regressors. Lower is better for log_loss, rmse "
@@ -382,6 +418,15 @@ class FeatureScore(KubeModel):
     drifted: bool = Field(description="Whether this feature crossed the threshold.")
 
 
+class LiveScores(KubeModel):
+    rows: int = Field(description="Live labelled rows read from the serving pods.")
+    champion: float | None = Field(default=None, description="The champion's score on them.")
+    challenger: float | None = Field(default=None, description="The challenger's score.")
+    passed: bool | None = Field(
+        default=None, description="The verdict on them; absent when they were too few."
+    )
+
+
 class Evaluation(KubeModel):
     job: str = Field(description="The evaluation Job.")
     metric: str = Field(description="The metric both models were scored on.")
@@ -395,6 +440,9 @@ class Evaluation(KubeModel):
         default=None, description="Improved, NoChampion, NotBetter, BelowFloor, or an error."
     )
     message: str | None = Field(default=None, description="The verdict in words.")
+    live: LiveScores | None = Field(
+        default=None, description="The scores on live labelled rows, with `evaluate.live`."
+    )
 
 
 class RetrainRecord(KubeModel):

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from kubeloop.api.driftmonitor import DriftMonitorSpec
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
+from kubeloop.controllers import servingpods
 from kubeloop.controllers.common import Ctx
 from kubeloop.controllers.driftverdict import Scrape
 from kubeloop.controllers.k8sread import pod_ready
+from kubeloop.controllers.servingpods import MD_POD, Endpoints
 from kubeloop.drift import performance as perf
 from kubeloop.drift import sources
 from kubeloop.drift.profile import Profile
@@ -34,8 +35,6 @@ from kubeloop.drift.reference import (
 )
 from kubeloop.names import MODEL_URI_ANNOTATION, SERVER_PORT
 
-MD_POD = "ModelDeployment/Pod"
-MAX_PODS_SCRAPED = 20
 SCRAPE_TIMEOUT = 5.0
 
 
@@ -56,15 +55,6 @@ def refused_url(spec: DriftMonitorSpec, allowlist: list[str]) -> str | None:
         if url and not url_allowed(url, allowlist):
             return f"{field_name} {url} is not allowed by the operator's driftSourceAllowlist"
     return None
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """The `/metrics` URLs of a check: ``current``, the ready pods of the watched model
-    (or a URL that cannot tell); ``others``, pods that serve another model."""
-
-    current: list[str]
-    others: list[str] = field(default_factory=list)
 
 
 def scrape_metrics(endpoints: Endpoints, profile: Profile, model: str) -> Scrape:
@@ -222,30 +212,5 @@ class References:
             f"serves {uri}: its reference profile is read from the model server"
         )
 
-    def endpoints(
-        self, ctx: Ctx, spec: DriftMonitorSpec, namespace: str, target: dict[str, Any]
-    ) -> Endpoints:
-        if spec.source.url:
-            return Endpoints([spec.source.url])
-        md_spec = ModelDeploymentSpec.model_validate(target.get("spec") or {})
-        port = md_spec.runtime.port if md_spec.runtime else SERVER_PORT
-        active = (target.get("status") or {}).get("activeModelUri")
-        current: list[str] = []
-        others: list[str] = []
-        for pod in ctx.store.owned(MD_POD, namespace, target["metadata"]["name"]):
-            ip = (pod.get("status") or {}).get("podIP")
-            if not ip or pod["metadata"].get("deletionTimestamp"):
-                continue
-            serves = (pod["metadata"].get("annotations") or {}).get(MODEL_URI_ANNOTATION)
-            # A pod that does not say which model it serves is counted as the current's.
-            if active and serves and serves != active:
-                others.append(f"http://{ip}:{port}/metrics")
-            elif pod_ready(pod):
-                # One still starting serves nothing yet, and may not export its inputs.
-                current.append(f"http://{ip}:{port}/metrics")
-        current = current[:MAX_PODS_SCRAPED]
-        others = others[: MAX_PODS_SCRAPED - len(current)]
-        if current or others:
-            return Endpoints(current, others)
-        # No pod known (yet): the target's own Service in the same namespace.
-        return Endpoints([f"http://{target['metadata']['name']}.{namespace}.svc:{port}/metrics"])
+    endpoints = staticmethod(servingpods.endpoints)
+

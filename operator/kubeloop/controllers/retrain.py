@@ -65,6 +65,7 @@ from kubeloop.controllers.retrain_verdict import (
     promotion_refused,
     retrain_blocked,
 )
+from kubeloop.controllers.servingpods import endpoints, live_rows_urls
 from kubeloop.kube import KubeError
 from kubeloop.names import API_VERSION
 from kubeloop.render import evaluation as render_eval
@@ -171,6 +172,10 @@ async def observe(
         target=ctx.store.get(MODEL_DEPLOYMENT, namespace, spec.model_deployment),
         wants_retrain=wants_retrain,
     )
+    evaluate = spec.on_drift.evaluate
+    if evaluate is not None and evaluate.live is not None and obs.target is not None:
+        found = endpoints(ctx, spec, namespace, obs.target)
+        obs.live_rows = live_rows_urls(found, spec.model_deployment)
     last = status.last_retrain
     if last is None or last.result not in IN_FLIGHT:
         if wants_retrain:

@@ -59,6 +59,8 @@ class Observed:
     evaluation_pod: dict[str, Any] | None = None  # newest pod the Job owns, by UID
     evaluation_scheduling: Scheduling | None = None
     target: dict[str, Any] | None = None  # the ModelDeployment
+    # With `evaluate.live`: the serving pods' labelled rows, for the evaluation Job.
+    live_rows: list[str] = field(default_factory=list)
     wants_retrain: bool = False
 
 

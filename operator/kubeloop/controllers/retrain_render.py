@@ -74,8 +74,10 @@ def render_evaluation(
     last: RetrainRecord,
     image: str,
     scheduling: Scheduling | None,
+    live_rows: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The evaluation Job of the retrain `last`: its champion and challenger as recorded."""
+    """The evaluation Job of the retrain `last`: its champion and challenger as recorded
+    (and the serving pods' labelled rows, with `evaluate.live`)."""
     evaluate, ev = spec.on_drift.evaluate, last.evaluation
     assert evaluate is not None and ev is not None and last.model_uri is not None
     return render_eval.render_job(
@@ -88,6 +90,7 @@ def render_evaluation(
         image=image,
         owner=owner_reference(body, controller=False),
         fallback_scheduling=scheduling,
+        live_rows=live_rows,
     )
 
 

@@ -42,11 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeloop import conditions as c
-from kubeloop.api.driftmonitor import (
-    DriftMonitorStatus,
-    Evaluation,
-    RetrainRecord,
-)
+from kubeloop.api.driftmonitor import DriftMonitorStatus, Evaluation, RetrainRecord
 from kubeloop.controllers import promotion_note, retrain_verdict
 from kubeloop.controllers.common import refused, rfc3339
 from kubeloop.controllers.k8sread import job_finished, terminated, termination_message
@@ -243,7 +239,9 @@ class _Step:
             self._failed(last, str(err), f"evaluation Job {ev.job}: {err}")
             return True
 
-        job = render_evaluation(obs.spec, obs.monitor, last, obs.image, obs.evaluation_scheduling)
+        job = render_evaluation(
+            obs.spec, obs.monitor, last, obs.image, obs.evaluation_scheduling, obs.live_rows
+        )
         self.acts.creates.append(Create(job, EVAL_JOB, on_refused))
         return True
 
@@ -283,7 +281,7 @@ class _Step:
             return
         ev.champion, ev.challenger = verdict.get("champion"), verdict.get("challenger")
         ev.passed, ev.reason = bool(verdict["passed"]), str(verdict.get("reason") or "")
-        ev.message = str(verdict.get("message") or "")
+        ev.message, ev.live = str(verdict.get("message") or ""), verdict.get("live")
         if not ev.passed:
             keeps = f"; {ev.champion_uri} keeps serving" if ev.champion_uri else ""
             self._event(

@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 from kubeloop import conditions as c
-from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus
+from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, LiveScores
 from kubeloop.controllers.common import parse_time, refused, rfc3339
 from kubeloop.controllers.k8sread import exit_text, terminated
 from kubeloop.controllers.retrain_actions import EVALUATING, ROLLING_OUT, RUNNING
@@ -40,13 +40,35 @@ def parse_verdict(text: str | None) -> dict[str, Any] | None:
         return None
     if not isinstance(data.get("passed"), bool):
         return None
-    return {
+    verdict = {
         "champion": None if champion is None else float(champion),
         "challenger": float(challenger),
         "passed": data["passed"],
         "reason": str(data.get("reason") or "")[:64],
         "message": str(data.get("message") or "")[:512],
     }
+    live = _live(data.get("live"))
+    if live is not None:
+        verdict["live"] = live
+    return verdict
+
+
+def _live(data: Any) -> LiveScores | None:
+    """The scores on live labelled rows, when the verdict has them (else None)."""
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), int):
+        return None
+
+    def score(key: str) -> float | None:
+        value = data.get(key)
+        return float(value) if isinstance(value, int | float) and _finite(value) else None
+
+    passed = data.get("passed")
+    return LiveScores(
+        rows=max(0, data["rows"]),
+        champion=score("champion"),
+        challenger=score("challenger"),
+        passed=passed if isinstance(passed, bool) else None,
+    )
 
 
 def _finite(value: Any) -> bool:

@@ -53,16 +53,27 @@ def _resources(compute: ComputeResources | None) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def args(evaluate: Evaluate, champion: str | None, challenger: str) -> list[str]:
-    """The command line, with `pvc://` locations turned into the pod's mount paths."""
+def args(
+    evaluate: Evaluate, champion: str | None, challenger: str, live_rows: list[str] | None = None
+) -> list[str]:
+    """The command line, with `pvc://` locations turned into the pod's mount paths; with
+    `evaluate.live`, the serving pods' labelled rows (``live_rows``) to read."""
     out = ["evaluate"]
     if champion:
         out += ["--champion", storage.local_uri(champion)]
+    out += ["--challenger", storage.local_uri(challenger)]
+    if evaluate.data is not None:
+        out += ["--data", storage.local_uri(evaluate.data.uri)]
+    if evaluate.live is not None:
+        for url in live_rows or []:
+            out += ["--live-rows", url]
+        out += [
+            "--live-min-rows",
+            str(evaluate.live.min_rows),
+            "--live-mode",
+            evaluate.live.mode.lower(),
+        ]
     out += [
-        "--challenger",
-        storage.local_uri(challenger),
-        "--data",
-        storage.local_uri(evaluate.data.uri),
         "--metric",
         evaluate.metric,
         "--min-improvement",
@@ -89,14 +100,16 @@ def render_job(
     image: str,
     owner: dict[str, Any],
     fallback_scheduling: Scheduling | None,
+    live_rows: list[str] | None = None,
 ) -> dict[str, Any]:
-    uris = [u for u in (champion, challenger, evaluate.data.uri) if u]
+    data = evaluate.data.uri if evaluate.data is not None else None
+    uris = [u for u in (champion, challenger, data) if u]
     volumes, mounts = storage.claim_mounts(uris, read_only=True)
     labels = {**MANAGED_BY, EVALUATION_LABEL: monitor}
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
-        "args": args(evaluate, champion, challenger),
+        "args": args(evaluate, champion, challenger, live_rows),
         "resources": _resources(evaluate.resources),
         "securityContext": {**container_security(), "readOnlyRootFilesystem": True},
         "terminationMessagePath": TERMINATION_LOG,
