@@ -278,6 +278,18 @@ INVALID = [
         'spec.onDrift.evaluate.metric: Unsupported value: "precision"',
     ),
     (
+        "dm-evaluate-without-data",
+        "DriftMonitor",
+        {
+            "modelDeployment": "m",
+            "onDrift": {
+                "retrain": {"template": {"image": "x"}},
+                "evaluate": {"metric": "accuracy", "live": {"mode": "Beside"}},
+            },
+        },
+        "onDrift.evaluate needs data (a labelled holdout), unless live.mode is Instead",
+    ),
+    (
         "dm-evaluate-remote-data",
         "DriftMonitor",
         {
@@ -531,6 +543,26 @@ def test_valid_manifests_are_accepted_and_defaulted(cluster: Cluster) -> None:
     assert applied["masterPort"] == 29500
     assert applied["progressPort"] == 9464
     assert applied["suspend"] is False
+
+
+def test_live_labels_instead_of_a_holdout_need_no_data(cluster: Cluster) -> None:
+    manifest = yaml.safe_dump(
+        {
+            "apiVersion": "kubeloop.io/v1alpha1",
+            "kind": "DriftMonitor",
+            "metadata": {"name": "live-instead", "namespace": "default"},
+            "spec": {
+                "modelDeployment": "m",
+                "onDrift": {
+                    "retrain": {"template": {"image": "x", "output": {"uri": "pvc://m/{trainingJob}"}}},
+                    "evaluate": {"metric": "accuracy", "live": {"mode": "Instead"}},
+                },
+            },
+        }
+    )
+    result = cluster.kubectl("apply", "--dry-run=server", "-o", "yaml", "-f", "-", input=manifest)
+    live = yaml.safe_load(result.stdout)["spec"]["onDrift"]["evaluate"]["live"]
+    assert live == {"minRows": 100, "mode": "Instead"}
 
 
 def test_explain_shows_the_field_descriptions(cluster: Cluster) -> None:
