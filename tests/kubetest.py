@@ -160,6 +160,19 @@ class Cluster:
         )
         return result
 
+    def apply_as(self, field_manager: str, manifests: str) -> None:
+        """Server-side apply with force under `field_manager`: what a GitOps controller
+        does with what Git holds (Flux's kustomize-controller: `kustomize-controller`)."""
+        self.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            f"--field-manager={field_manager}",
+            "-f",
+            "-",
+            input=manifests,
+        )
+
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.custom.get_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURALS[kind], name

@@ -1,14 +1,20 @@
-"""The closed loop, for real: traffic through the Service, the data changes, drift is
-measured from the serving pods, a TrainingJob retrains in a real pod on the new data,
-the model is promoted and rolled out, and new pods serve the new model."""
+"""The closed loop, for real and under GitOps: the ModelDeployment and the DriftMonitor
+are applied as Flux's kustomize-controller applies Git's manifests (server-side, forced,
+field manager `kustomize-controller`). Traffic through the Service, the data changes,
+drift is measured from the serving pods, a TrainingJob retrains in a real pod on the new
+data, the model is promoted (`promoteWith: Annotation`: Git's spec unchanged) and rolled
+out, and new pods serve the new model; Git's next sync keeps it serving; a commit of
+another model in Git takes over. Clients' answers through the Service say which."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from sklearn.datasets import load_iris
 
 from e2e.real.conftest import (
@@ -28,6 +34,7 @@ from tests.kubetest import Cluster, wait_for
 
 SHIFT = 2.0
 RETRAIN = "iris-live-drift-retrain-1"
+FLUX = "kustomize-controller"  # the field manager of Flux's applies
 
 
 def iris_rows(count: int, shift: float, seed: int) -> list[list[float]]:
@@ -58,25 +65,32 @@ def first_model(cluster: Cluster, namespace: str, volume: ModelVolume) -> str:
 def test_drift_retrain_promote_rollout(
     cluster: Cluster, namespace: str, volume: ModelVolume, first_model: str
 ) -> None:
-    cluster.create("ModelDeployment", namespace, "iris-live", {
-        "model": {"uri": first_model},
-        "replicas": 2,
-        "resources": {"cpu": "100m", "memory": "256Mi"},
-        "scheduling": ON_REAL_NODE,
-    })
-    cluster.create("DriftMonitor", namespace, "iris-live-drift", {
-        "modelDeployment": "iris-live",
-        "method": "psi",
-        "threshold": 0.2,
-        "interval": "3s",
-        "minSamples": 200,
-        "onDrift": {"promote": True, "retrain": {"cooldown": "1h", "template": {
-            "image": IMAGE, "command": TRAIN_COMMAND,
-            "dataset": {"uri": "pvc://models/data/iris.csv"},
-            "output": {"uri": "pvc://models/{trainingJob}"},
-            "scheduling": ON_REAL_NODE,
-        }}},
-    })
+    def git(model: str, replicas: int = 2) -> str:
+        """What the Git repository holds: the deployment and its monitor."""
+        deployment = {"model": {"uri": model}, "replicas": replicas,
+                      "resources": {"cpu": "100m", "memory": "256Mi"},
+                      "scheduling": ON_REAL_NODE}
+        monitor = {
+            "modelDeployment": "iris-live",
+            "method": "psi",
+            "threshold": 0.2,
+            "interval": "3s",
+            "minSamples": 200,
+            "onDrift": {"promote": True, "promoteWith": "Annotation", "retrain": {
+                "cooldown": "1h", "template": {
+                    "image": IMAGE, "command": TRAIN_COMMAND,
+                    "dataset": {"uri": "pvc://models/data/iris.csv"},
+                    "output": {"uri": "pvc://models/{trainingJob}"},
+                    "scheduling": ON_REAL_NODE,
+                }}},
+        }
+        return yaml.safe_dump_all([
+            {"apiVersion": "kubeloop.io/v1alpha1", "kind": kind,
+             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+            for kind, name, spec in (("ModelDeployment", "iris-live", deployment),
+                                     ("DriftMonitor", "iris-live-drift", monitor))])
+
+    cluster.apply_as(FLUX, git(first_model))
 
     def md_ready() -> bool:
         cond = cluster.condition("ModelDeployment", namespace, "iris-live", "Ready")
@@ -126,17 +140,24 @@ def test_drift_retrain_promote_rollout(
         return status if (status.get("lastRetrain") or {}).get("result") == "Promoted" else None
 
     wait_for(promoted, 60, "the retrained model promoted")
-    assert cluster.get("ModelDeployment", namespace, "iris-live")["spec"]["model"]["uri"] == new_uri
+    # Git's spec is untouched: the promotion is the promoter's annotation.
+    assert cluster.get("ModelDeployment", namespace, "iris-live")["spec"]["model"]["uri"] == \
+        first_model
 
     # The Deployment rolls out: every old-model pod goes, new pods serve the new model.
-    def rolled_out() -> bool:
+    def rolled_out(uri: str, old: set[str], replicas: int | None = None) -> bool:
+        """Only pods of `uri`, none of `old`; with `replicas`, that many ready."""
         pods = pods_of(cluster, namespace, "kubeloop.io/model-deployment=iris-live")
-        return bool(pods) and all(
-            p["metadata"]["name"] not in old_pods
-            and p["metadata"]["annotations"]["kubeloop.io/model-uri"] == new_uri
+        ready = [p for p in pods if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in p["status"].get("conditions") or [])]
+        counted = len(ready) == replicas if replicas is not None else bool(pods)
+        return counted and all(
+            p["metadata"]["name"] not in old
+            and p["metadata"]["annotations"]["kubeloop.io/model-uri"] == uri
             for p in pods)
 
-    wait_for(rolled_out, 240, "the old model's pods replaced")
+    wait_for(lambda: rolled_out(new_uri, old_pods), 240, "the old model's pods replaced")
     record("drift_onset_to_old_pods_gone_seconds", round(time.monotonic() - shifted_at, 1))
     wait_for(md_ready, 60, "ModelDeployment iris-live Ready on the new model")
     status = cluster.status("ModelDeployment", namespace, "iris-live")
@@ -165,3 +186,33 @@ def test_drift_retrain_promote_rollout(
 
     final = wait_for(healthy_again, 90, "Healthy against the new reference")
     assert final["phase"] == "Healthy" and final["retrainCount"] == 1
+
+    # Git's next sync: its manifests forced again, one replica more (so that the
+    # deployment is reconciled on Git's spec anew and a new pod loads what it serves).
+    def synced(replicas: int) -> dict[str, Any] | None:
+        md = cluster.get("ModelDeployment", namespace, "iris-live")
+        st = md.get("status") or {}
+        return st if st.get("observedGeneration") == md["metadata"]["generation"] and \
+            st.get("readyReplicas") == replicas else None
+
+    cluster.apply_as(FLUX, git(first_model, replicas=3))
+    assert wait_for(lambda: synced(3), 120, "Git's sync reconciled")["activeModelUri"] == new_uri
+    wait_for(lambda: rolled_out(new_uri, set(), replicas=3), 120, "3 pods of the promoted model")
+    for _ in range(4):
+        assert infer(url, "iris-live", probe)["outputs"][0]["data"] == expected
+
+    # A commit of another model in Git takes over (a copy of the first: it answers as
+    # the first model does, unlike the promoted one).
+    shutil.copytree(volume.path / "iris-v1", volume.path / "iris-v3")
+    committed = "pvc://models/iris-v3"
+    promoted_pods = {p["metadata"]["name"] for p in
+                     pods_of(cluster, namespace, "kubeloop.io/model-deployment=iris-live")}
+    cluster.apply_as(FLUX, git(committed, replicas=3))
+    wait_for(lambda: rolled_out(committed, promoted_pods, replicas=3), 240,
+             "Git's committed model rolled out")
+    wait_for(lambda: synced(3), 60, "the commit reconciled")
+    for _ in range(4):
+        assert infer(url, "iris-live", probe)["outputs"][0]["data"] == old
+    history = cluster.status("ModelDeployment", namespace, "iris-live")["history"]
+    assert [(h["uri"], h["changedBy"]) for h in history] == [
+        (committed, "user"), (new_uri, "DriftMonitor/iris-live-drift"), (first_model, "user")]

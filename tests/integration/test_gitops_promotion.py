@@ -62,10 +62,7 @@ def git_manifests(
 
 def flux_apply(cluster: Cluster, manifests: str) -> None:
     """Server-side apply with force, as Flux's kustomize-controller does."""
-    cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", f"--field-manager={FLUX}", "-f", "-",
-        input=manifests,
-    )
+    cluster.apply_as(FLUX, manifests)
 
 
 def serving(cluster: Cluster, namespace: str) -> str | None:
