@@ -128,7 +128,7 @@ EXPECTED = {
     "TrainingJob Failed (DeadlineExceeded)": "Degraded",
     "TrainingJob Suspended": "Suspended",  # kstatus: Current
     "TrainingJob Invalid (spec.workers: 0)": "Degraded",
-    "TrainingJob no status yet (just created)": "Progressing",  # kstatus: Current
+    "TrainingJob no status yet (just created)": "Progressing",
     "TrainingJob Running, spec edited (generation not yet observed)": "Progressing",
     "ModelDeployment Pending (its TrainingJob still running)": "Progressing",
     "ModelDeployment Pending (TrainingJobNotFound)": "Progressing",
@@ -159,7 +159,6 @@ KSTATUS_TO_ARGO = {"Current": "Healthy", "InProgress": "Progressing", "Failed": 
 KSTATUS_EXCEPTIONS = {
     "TrainingJob Queued (Kueue admission)",
     "TrainingJob Suspended",
-    "TrainingJob no status yet (just created)",
     "DriftMonitor Degraded (SourceUnavailable, retried every interval)",
     "DriftMonitor Degraded (SourceInvalid, retried every interval)",
 }

@@ -64,6 +64,9 @@ def _col(name: str, path: str, typ: str = "string", priority: int = 0, desc: str
 
 
 _AGE = _col("Age", ".metadata.creationTimestamp", "date")
+# The status every resource reads as until the operator's first status write (a CRD
+# default, applied by the API server when the object has no status).
+UNOBSERVED_STATUS: dict[str, Any] = {"observedGeneration": 0}
 _READY = _col("Ready", '.status.conditions[?(@.type=="Ready")].status', desc="Ready condition")
 _REASON = _col(
     "Reason",
@@ -356,7 +359,11 @@ def crd_for(kind: Kind) -> dict[str, Any]:
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema,
-                                "status": status_schema,
+                                # What a resource the operator has not yet seen reads as:
+                                # generation 1 not observed, which kstatus (Flux's health
+                                # checks) and the Argo CD checks take as in progress, not as
+                                # a status-less resource that is done.
+                                "status": {**status_schema, "default": UNOBSERVED_STATUS},
                             },
                             **({"x-kubernetes-validations": kind.rules} if kind.rules else {}),
                         }

@@ -252,7 +252,8 @@ class Reconciler:
         except sources.SourceInvalid as err:
             return broken(status, c.SOURCE_INVALID, str(err)), False
 
-        changed = status.observed_generation not in (None, body["metadata"].get("generation"))
+        # 0: the CRD's default before the first status write (nothing observed yet).
+        changed = status.observed_generation not in (None, 0, body["metadata"].get("generation"))
         verdict = judge(spec, status, profile, scrape, now, events, spec_changed=changed)
         for feature, method, score in verdict.scores:
             metrics.DRIFT_SCORE.labels(namespace, name, feature, method).set(score)
