@@ -64,6 +64,13 @@ kstatus:
 kueue:
 	bash hack/build-kueue.sh >/dev/null
 
+# Flux's source-controller and kustomize-controller, which e2e/gitops runs against the
+# local cluster: built once per version, cached like the control plane (a cold build is
+# long: see hack/versions.env), so not part of `make test`.
+.PHONY: flux e2e-gitops
+flux:
+	bash hack/build-flux.sh >/dev/null
+
 deps: venv controlplane node tools
 
 lint: venv
@@ -77,7 +84,11 @@ integration: deps kueue
 	$(BIN)/python -m pytest tests/integration -q
 
 e2e: deps
-	$(BIN)/python -m pytest e2e -q --ignore=e2e/real
+	$(BIN)/python -m pytest e2e -q --ignore=e2e/real --ignore=e2e/gitops
+
+# Flux's real controllers sync Kubeloop from a git server on loopback (hack/flux.py).
+e2e-gitops: deps flux
+	$(BIN)/python -m pytest e2e/gitops -q
 
 # On the real node: the chart's operator pod, training, serving, the closed loop, the HPA
 # and failures, all in real containers. Alone, so that no other operator runs.
@@ -111,7 +122,7 @@ lane-kwok: venv tools controlplane kueue
 
 lane-real: venv tools controlplane node images
 	@echo "== lane-real: e2e, e2e-real, RBAC necessity 2/2 ($$(date -u +%T))"
-	$(BIN)/python -m pytest e2e -q --ignore=e2e/real
+	$(BIN)/python -m pytest e2e -q --ignore=e2e/real --ignore=e2e/gitops
 	$(BIN)/python -m pytest e2e/real -q
 	$(BIN)/python hack/rbac_necessity.py --shard 2/2
 	@echo "== lane-real passed ($$(date -u +%T))"
