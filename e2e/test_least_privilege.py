@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from e2e.conftest import SYSTEM_NS, OperatorProcess, helm, managers, token_kubeconfig
+from kubeloop.api.crdgen import UNOBSERVED_STATUS
 from kubeloop.names import API_VERSION, GROUP, VERSION
 from tests.kubetest import ROOT, Cluster, stays, wait_for
 from tests.modelserver import ModelServer, free_port, shifted_rows, train
@@ -127,7 +128,9 @@ def test_watch_namespaces_confines_the_operator(
         assert "kubeloop-scoped" in managers(cluster.get("TrainingJob", inside, "in"))
 
         def untouched() -> bool:
-            return (not cluster.status("TrainingJob", outside, "out")
+            # No status but the CRD's defaults: the operator never wrote one there.
+            observed = cluster.status("TrainingJob", outside, "out").get("observedGeneration")
+            return (observed == UNOBSERVED_STATUS["observedGeneration"]
                     and not cluster.batch.list_namespaced_job(outside).items)
 
         stays(untouched, 10, f"nothing done in {outside}")
