@@ -34,6 +34,7 @@ import json
 import os
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="boosting stages, gradient-boosting only (env HP_N_ESTIMATORS; default 100)",
     )
     parser.add_argument(
+        "--learning-rate",
+        "--learning_rate",
+        type=float,
+        default=float(hyperparameter("LEARNING_RATE", "0.1")),
+        help="gradient-boosting only (env HP_LEARNING_RATE; default 0.1)",
+    )
+    parser.add_argument(
+        "--max-depth",
+        "--max_depth",
+        type=int,
+        default=int(hyperparameter("MAX_DEPTH", "3")),
+        help="depth of each tree, gradient-boosting only (env HP_MAX_DEPTH; default 3)",
+    )
+    parser.add_argument(
+        "--step-seconds",
+        "--step_seconds",
+        type=float,
+        default=float(hyperparameter("STEP_SECONDS", "0")),
+        help="a pause after each reported step, so that a run on this small data lasts "
+        "long enough for early stopping to judge it live (env HP_STEP_SECONDS; default 0)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=int(hyperparameter("SEED", "0")), help="env HP_SEED"
     )
     parser.add_argument(
@@ -147,11 +170,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_estimator(args: argparse.Namespace) -> Any:
     if args.estimator == "logistic-regression":
         return LogisticRegression(max_iter=1000, random_state=args.seed)
-    return GradientBoostingClassifier(n_estimators=args.n_estimators, random_state=args.seed)
+    return GradientBoostingClassifier(
+        n_estimators=args.n_estimators,
+        learning_rate=args.learning_rate,
+        max_depth=args.max_depth,
+        random_state=args.seed,
+    )
 
 
 def fit(
-    estimator: Any, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray
+    estimator: Any,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    step_seconds: float = 0.0,
 ) -> tuple[Any, float]:
     """Fit, reporting progress and held-out accuracy to Kubeloop as it goes
     (docs/training-progress.md); returns the model and its final held-out accuracy.
@@ -167,6 +200,8 @@ def fit(
             estimator.set_params(n_estimators=stages).fit(x_train, y_train)
             accuracy = float(estimator.score(x_test, y_test))
             kubeloop.train.report(step=stages, total_steps=total, metrics={"accuracy": accuracy})
+            if step_seconds and stages < total:
+                time.sleep(step_seconds)
         return estimator, accuracy
     estimator.fit(x_train, y_train)
     accuracy = float(estimator.score(x_test, y_test))
@@ -185,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     x_train, x_test, y_train, y_test = train_test_split(
         data, target, test_size=0.25, random_state=args.seed, stratify=target
     )
-    estimator, accuracy = fit(make_estimator(args), x_train, y_train, x_test, y_test)
+    estimator, accuracy = fit(
+        make_estimator(args), x_train, y_train, x_test, y_test, args.step_seconds
+    )
 
     classes = [class_names[c] for c in estimator.classes_]
     # The model directory's own writer (kubeloop.modeldir): each file whole or not at
@@ -212,7 +249,15 @@ def main(argv: list[str] | None = None) -> int:
                 "estimator": args.estimator,
                 "seed": args.seed,
                 "shift": args.shift,
-                **({"n_estimators": args.n_estimators} if args.estimator == ESTIMATORS[0] else {}),
+                **(
+                    {
+                        "n_estimators": args.n_estimators,
+                        "learning_rate": args.learning_rate,
+                        "max_depth": args.max_depth,
+                    }
+                    if args.estimator == ESTIMATORS[0]
+                    else {}
+                ),
             },
             metrics={"accuracy": accuracy},
             training_rows=len(x_train),
