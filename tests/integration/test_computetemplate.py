@@ -363,7 +363,9 @@ def test_a_batch_prediction_takes_the_template_and_may_not_exceed_it(
         assert scorer.args[scorer.args.index("--workers") + 1] == "2"
         assert job.spec.template.spec.node_selector["kubernetes.io/os"] == "linux"
         assert job.spec.active_deadline_seconds == 600  # maxRunSeconds, the run set none
-        status = cluster.status(BP, namespace, "scored")
+        # The Job can appear before the run's first status write: wait for that write.
+        status = wait_for(lambda: (s := cluster.status(BP, namespace, "scored")).get("compute")
+                          and s, 30, "the template named in the run's status")
         assert status["compute"]["name"] == name
         cond = cluster.condition(BP, namespace, "scored", "ComputeTemplate")
         assert cond and cond["status"] == "True"
