@@ -232,3 +232,27 @@ def test_a_trial_name_held_by_another_training_job_is_never_taken_over(
     mine = cluster.get(TJ, namespace, "held-trial-0")
     assert mine["metadata"]["ownerReferences"][0]["name"] == "held"
     assert set(mine["spec"]["hyperparameters"]) == {"lr", "depth"}
+
+
+def test_a_batch_prediction_starts_with_the_best_trial_once_there_is_one(
+    cluster: Cluster, namespace: str
+) -> None:
+    """BatchPrediction `fromExperiment`: it waits (NoBestTrial) while no trial has
+    finished, then records the best trial's model and keeps it for its run."""
+    cluster.create(EXP, namespace, "bsrch", exp_spec(maxTrials=1, parallelTrials=1))
+    cluster.create("BatchPrediction", namespace, "scores", {
+        "model": {"fromExperiment": {"name": "bsrch"}},
+        "input": {"uri": "/data/events"},
+        "output": {"uri": "/data/scores"},
+    })
+    created(cluster, namespace, "bsrch", 1)
+    waiting = wait_for(
+        lambda: (c := cluster.condition("BatchPrediction", namespace, "scores", "Ready"))
+        and c["reason"] == "NoBestTrial" and c, 30, "the search to be waited for")
+    assert "bsrch" in waiting["message"]
+    assert cluster.status("BatchPrediction", namespace, "scores").get("model") is None
+    end(cluster, namespace, "bsrch-trial-0", 0.3)
+    model = wait_for(lambda: cluster.status("BatchPrediction", namespace, "scores").get("model"),
+                     60, "the model recorded")
+    assert model == {"uri": "s3://models/bsrch-trial-0",
+                     "source": "Experiment/bsrch trial bsrch-trial-0"}, model
