@@ -99,6 +99,9 @@ def test_the_shadow_disagrees_on_live_traffic_unseen_by_clients(
              "the stable mirroring to a ready shadow")
     url = service_url(cluster, namespace, NAME)
     reachable(url, NAME)
+    # The copies go through the shadow's own Service: a copy sent before kube-proxy knows
+    # it would fail, and the pause after a failure would drop the next ones.
+    reachable(service_url(cluster, namespace, f"{NAME}-shadow"), NAME)
 
     iris = load_iris()
     stable = load_model(volume.path / "iris-v1")

@@ -86,8 +86,9 @@ def test_old_and_new_pods_side_by_side_are_each_counted_as_their_own_model(
     wait_for(lambda: judged(cluster, ns, old_version), 30, "a window of the old model judged")
 
     # Hold the rolling update: a new pod is Ready at once on kwok, but counts as available
-    # (and lets an old pod go) only after 30 s, so old and new pods serve together.
-    cluster.apps.patch_namespaced_deployment("iris", ns, {"spec": {"minReadySeconds": 30}})
+    # (and lets an old pod go) only after 300 s, longer than every wait below, so old and
+    # new pods serve together for the whole test.
+    cluster.apps.patch_namespaced_deployment("iris", ns, {"spec": {"minReadySeconds": 300}})
     cluster.patch_spec(MD, ns, "iris", {"model": {"uri": NEW}})
     wait_for(
         lambda: (s := serving(cluster, fleet)).get(NEW) and s.get(OLD) == 2,

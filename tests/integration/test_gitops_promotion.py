@@ -99,9 +99,11 @@ def test_a_promotion_survives_git_sync_and_a_git_commit_takes_over(
             "drift, retrain, promotion",
         )
         wait_for(lambda: serving(cluster, ns) == retrained, 30, "the retrained model deployed")
-        md = cluster.get(MD, ns, "iris")
+        # The children are applied before the status is written: wait for that write.
+        md = wait_for(
+            lambda: (m := cluster.get(MD, ns, "iris"))["status"].get("activeModelUri") == retrained
+            and m, 30, "the promoted model in the ModelDeployment's status")
         assert md["spec"]["model"] == {"uri": git_v1, "format": "sklearn"}, "Git's spec kept"
-        assert md["status"]["activeModelUri"] == retrained
         resolved = cluster.condition(MD, ns, "iris", "ModelResolved")
         assert resolved and "promoted by DriftMonitor/d" in resolved["message"]
         # The promoter owns its annotation and nothing of the spec.
