@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from kubernetes.client.exceptions import ApiException
 from sklearn.datasets import load_iris
 
 from e2e.real.conftest import ON_REAL_NODE, ModelVolume, pods_of, record
@@ -109,8 +110,22 @@ def test_two_pods_score_every_row_once_though_one_is_killed_mid_shard(
 
     victim = wait_for(mid_second_shard, 150, f"index 0 done with {first}, writing {second}")
     kept = (out / f"{first}.parquet").stat()
-    cluster.kubectl("delete", "pod", "-n", namespace, victim["metadata"]["name"], "--wait=false")
     assert not (out / SHARDS_DIR / f"{second}.json").exists(), "the shard was done already"
+    victim_name = victim["metadata"]["name"]
+    cluster.kubectl("delete", "pod", "-n", namespace, victim_name, "--wait=false")
+
+    # The pod stops at SIGTERM (exit 143), well before the kubelet's SIGKILL 30 s later.
+    def stopped() -> str | None:
+        try:
+            pod = cluster.core.read_namespaced_pod(victim_name, namespace)
+        except ApiException as err:
+            return "gone" if err.status == 404 else None
+        for container in pod.status.container_statuses or []:
+            if container.state.terminated:
+                return f"exit {container.state.terminated.exit_code}"
+        return None
+
+    assert wait_for(stopped, 20, "the deleted pod stopping at SIGTERM") in ("gone", "exit 143")
 
     status = cluster.wait_phase(BP, namespace, NAME, "Succeeded", 150)
     record("batch_prediction_with_a_pod_killed_s", round(time.monotonic() - started, 1))
