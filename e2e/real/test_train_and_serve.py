@@ -176,8 +176,10 @@ def test_an_experiment_prunes_live_and_its_winner_is_served(
         assert trial["state"] == "Pruned" and trial["intermediate"], trial
         # Stopped before its last step (30 stages), and its run never finished.
         assert max(v["step"] for v in trial["intermediate"]) < 30, trial
-        job = cluster.get("TrainingJob", namespace, trial["name"])
-        assert job["spec"]["suspend"] is True
+        # Its TrainingJob is suspended just after the status that says Pruned is written.
+        name = trial["name"]
+        job = wait_for(lambda n=name: (j := cluster.get("TrainingJob", namespace, n))[
+            "spec"].get("suspend") is True and j, 30, f"{name} suspended")
         assert job.get("status", {}).get("phase") != "Succeeded", job.get("status")
     best = done["bestTrial"]
     finished = [t["value"] for t in done["trials"] if t["state"] == "Succeeded"]
