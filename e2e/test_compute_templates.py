@@ -20,12 +20,17 @@ CHART = ROOT / "charts" / "kubeloop"
 
 @pytest.fixture
 def starter_menu(cluster: Cluster, chart: str) -> Iterator[None]:
-    """The session's release upgraded with the starter menu, and back without it."""
-    helm(cluster, "upgrade", RELEASE, str(CHART), "--namespace", SYSTEM_NS, "--wait",
+    """The session's release upgraded with the starter menu, and back without it.
+
+    Helm's default watcher would also wait for the templates' first status write (their
+    observedGeneration defaults to 0): the test waits for that itself, so that an
+    operator that cannot write it fails the test, not this fixture's helm call."""
+    helm(cluster, "upgrade", RELEASE, str(CHART), "--namespace", SYSTEM_NS, "--wait=legacy",
          "-f", str(CHART / "starter-templates.values.yaml"))
     release_refused(cluster, RELEASE, SYSTEM_NS, RELEASE)  # hack/rbac_necessity.py
     yield
-    helm(cluster, "upgrade", RELEASE, str(CHART), "--namespace", SYSTEM_NS, "--wait")
+    # Back without the menu: the watcher would wait on the templates it removes as well.
+    helm(cluster, "upgrade", RELEASE, str(CHART), "--namespace", SYSTEM_NS, "--wait=legacy")
 
 
 def test_the_chart_ships_the_policy_and_a_menu_the_operator_counts(
