@@ -66,7 +66,7 @@ kueue:
 
 # Flux's source-controller and kustomize-controller, which e2e/gitops runs against the
 # local cluster: built once per version, cached like the control plane (a cold build is
-# long: see hack/versions.env), so not part of `make test`.
+# long: see hack/versions.env); `make test` runs e2e/gitops in its kwok lane.
 .PHONY: flux e2e-gitops
 flux:
 	bash hack/build-flux.sh >/dev/null
@@ -105,7 +105,7 @@ test-faults: deps
 
 # Everything CI runs, set-up included. The builds, lint and unit tests go first (three
 # jobs at once); then two lanes, each on its own local cluster, run at the same time:
-# the kwok-only lane (integration, faults) and the real-node lane (e2e, e2e-real), each
+# the kwok-only lane (integration, faults, GitOps with Flux) and the real-node lane (e2e, e2e-real), each
 # ending with half of the RBAC necessity check. Each suite's output shows when it ends.
 test:
 	@$(MAKE) --no-print-directory -j3 --output-sync=line lint unit lane-kwok lane-real
@@ -113,10 +113,11 @@ test:
 # A second cluster, without the real node (the machine has one), in .cluster-kwok.
 KWOK_LANE := KUBELOOP_CLUSTER_DIR=$(CURDIR)/.cluster-kwok KUBELOOP_REAL_NODE=0
 
-lane-kwok: venv tools controlplane kueue
-	@echo "== lane-kwok: integration, faults, RBAC necessity 1/2 ($$(date -u +%T))"
+lane-kwok: venv tools controlplane kueue flux
+	@echo "== lane-kwok: integration, faults, e2e/gitops, RBAC necessity 1/2 ($$(date -u +%T))"
 	$(KWOK_LANE) $(BIN)/python -m pytest tests/integration -q
 	$(KWOK_LANE) $(BIN)/python -m pytest tests/faults -q
+	$(KWOK_LANE) $(BIN)/python -m pytest e2e/gitops -q
 	$(KWOK_LANE) $(BIN)/python hack/rbac_necessity.py --shard 1/2
 	@echo "== lane-kwok passed ($$(date -u +%T))"
 
