@@ -240,7 +240,10 @@ def test_refused_requests_get_the_same_status_and_words(model: LoadedModel) -> N
         assert rest.status in (400, 404) and rest.error, (case, rest)
         assert (grpc_answer.status, grpc_answer.error) == (rest.status, rest.error), case
     words = {c.model + (c.version or ""): rest.error for c, rest, _ in answers(plane, REFUSED[:2])}
-    assert words == {"nope": "model 'nope' not found", "iris0": "model 'iris' has no version '0'"}
+    assert words == {
+        "nope": "model 'nope' not found: this server serves 'iris'",
+        "iris0": f"model 'iris' has no version '0': it serves {model.metadata.version!r}",
+    }
 
 
 def test_a_model_still_loading_and_a_failing_model_are_answered_alike(

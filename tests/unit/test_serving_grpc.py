@@ -81,7 +81,9 @@ def test_health_and_metadata(served: tuple[DataPlane, str, str]) -> None:
     assert meta["name"] == "iris" and meta["versions"] == rest["versions"]
     assert [i["name"] for i in meta["inputs"]] == [i["name"] for i in rest["inputs"]]
     assert "binary_tensor_data" in grpc.get_server_metadata(as_json=True)["extensions"]
-    with pytest.raises(InferenceServerException, match="model 'nosuch' not found"):
+    with pytest.raises(
+        InferenceServerException, match="model 'nosuch' not found: this server serves 'iris'"
+    ):
         grpc.get_model_metadata("nosuch")
 
 

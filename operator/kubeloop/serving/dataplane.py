@@ -159,9 +159,11 @@ class DataPlane:
         """Refuse (404) a model name or version this server does not serve; no version
         (None or empty, as gRPC sends it) means the one there is."""
         if name != self.name:
-            raise RequestError(404, f"model {name!r} not found")
+            raise RequestError(404, f"model {name!r} not found: this server serves {self.name!r}")
         if version and version != self.version:
-            raise RequestError(404, f"model {name!r} has no version {version!r}")
+            raise RequestError(
+                404, f"model {name!r} has no version {version!r}: it serves {self.version!r}"
+            )
 
     def loaded(self) -> LoadedModel:
         model = self.model
