@@ -352,3 +352,51 @@ def test_a_tie_is_left_to_predict() -> None:
         class_labels=["0", "1"],
     )
     np.testing.assert_array_equal(_argmax_classes(loaded, x, proba), [1] * 10)
+
+
+# -- a classifier whose classes are booleans ----------------------------------------------
+
+
+def test_a_boolean_classifier_takes_json_true_and_false_as_its_classes(
+    tmp_path: Path,
+) -> None:
+    """Its answers hold JSON true/false, so the labels a client sends back are those: both
+    counted as the classes they are, while 1 and 0 are refused (never read as True)."""
+    x, y = IRIS.data, IRIS.target == 0
+    names = [f"f{i}" for i in range(x.shape[1])]
+    with Writer(tmp_path) as writer:
+        writer.estimator(LogisticRegression(max_iter=500).fit(x, y))
+        writer.profile(build_profile({n: x[:, i] for i, n in enumerate(names)}))
+        writer.metadata(
+            ModelMetadata(
+                name="setosa",
+                version="b1",
+                framework="scikit-learn",
+                inputs=[TensorSpec(name=n, datatype="FP64", shape=[-1]) for n in names],
+                outputs=[TensorSpec(name="predict", datatype="BOOL", shape=[-1])],
+                created=datetime.now(UTC).isoformat(),
+            )
+        )
+    loaded = load_model(tmp_path)
+    plane = DataPlane(loaded.metadata, max_batch_size=1)
+    plane.set_model(loaded)
+    rows, truth = x[::5], y[::5]
+    with running(plane) as url:
+        answer = infer(url, matrix(rows.tolist()), model="setosa").json()
+        predicted = answer["outputs"][0]["data"]
+        assert {type(p) for p in predicted} == {bool}
+        records = [
+            {"label": t, "prediction": p} for t, p in zip(truth.tolist(), predicted, strict=True)
+        ]
+        sent = feedback(url, {"model_version": "b1", "records": records}, "setosa")
+        assert sent.status_code == 200, sent.text
+        refused = feedback(
+            url, {"model_version": "b1", "records": [{"label": 1, "prediction": True}]}, "setosa"
+        )
+        assert refused.status_code == 400
+        assert "label 1 is not one of the model's classes" in refused.json()["error"]
+        samples = quality_samples(url)
+    got = confusion_from(samples, loaded.class_labels, "b1")
+    np.testing.assert_array_equal(
+        got, confusion_matrix(truth, np.array(predicted), labels=[False, True])
+    )

@@ -56,6 +56,9 @@ class Quality(Collector):
             # The class value (what `predict` answers) or its name; the value wins.
             self._lookup = {label: i for i, label in enumerate(model.class_labels)}
             self._lookup.update({_key(c): i for i, c in enumerate(model.classes.tolist())})
+        # JSON true/false is a class only of a model whose classes are booleans (what its
+        # answers hold then); elsewhere it is refused, never read as 1 or 0.
+        self._bool_classes = model.classes is not None and model.classes.dtype == np.bool_
         profile = model.profile if monitoring else None
         self.calibration = (
             profile.calibration
@@ -156,7 +159,7 @@ class Quality(Collector):
 
     def _class(self, value: Any, where: str, what: str) -> int:
         index = self._lookup.get(_key(value)) if isinstance(value, str | int | float) else None
-        if index is None or isinstance(value, bool):
+        if index is None or (isinstance(value, bool) and not self._bool_classes):
             raise bad(
                 f"{where}: {what} {value!r} is not one of the model's classes: "
                 + ", ".join(self.class_labels)
