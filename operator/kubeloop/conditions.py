@@ -92,6 +92,14 @@ NOT_BETTER = "NotBetter"
 BELOW_FLOOR = "BelowFloor"
 CHAMPION_CHANGED = "ChampionChanged"
 EVALUATION_CANCELLED = "EvaluationCancelled"
+# The shadow trial of a retrain (onDrift.shadow), in the same condition.
+SHADOW_TRIAL = "ShadowTrial"
+NOT_WORSE = "NotWorse"
+NOT_SIGNIFICANT = "NotSignificant"
+WORSE = "Worse"
+TOO_FEW_LABELS = "TooFewLabels"
+SHADOW_IN_USE = "ShadowInUse"
+SHADOW_TRIAL_CANCELLED = "ShadowTrialCancelled"
 
 # Experiment: why the search ended.
 GOAL_REACHED = "GoalReached"

@@ -45,6 +45,8 @@ MODEL_URI_ANNOTATION = "kubeloop.io/model-uri"  # the model a serving pod loads
 PROMOTION_ANNOTATION = "kubeloop.io/promotion"  # on a ModelDeployment a retrain promoted
 CHAMPION_ANNOTATION = "kubeloop.io/champion"  # the model an evaluation compares against
 SHADOW_MODEL_URI_ANNOTATION = "kubeloop.io/shadow-model-uri"  # the shadow a stable pod mirrors to
+# On a ModelDeployment: a DriftMonitor's challenger on trial as its shadow (onDrift.shadow).
+SHADOW_TRIAL_ANNOTATION = "kubeloop.io/shadow-trial"
 
 # Other projects' keys the operator writes or reads.
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"

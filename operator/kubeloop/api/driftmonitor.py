@@ -245,6 +245,53 @@ class Evaluate(KubeModel):
     )
 
 
+class ShadowGate(KubeModel):
+    min_labelled: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        description="Labelled requests both models must have answered (the shadow's "
+        "`status.shadow.labelled.samples`: answers whose late label came back through the "
+        "feedback route with the answer's `id`, docs/shadow.md) before the trial is judged.",
+    )
+    require: Literal["Better", "NotWorse"] = Field(
+        default="Better",
+        description="`Better`: the challenger's metric on those requests beats the "
+        "champion's by at least `margin` and the paired test (McNemar for classifiers, "
+        "paired t on absolute errors for regressors) finds the difference significant "
+        "(p-value below `significance`). `NotWorse`: the challenger is worse by no more "
+        "than `margin`, and not significantly worse.",
+    )
+    margin: float = Field(
+        default=0.0,
+        ge=0,
+        le=1_000_000,
+        description="In the metric's units: accuracy (0 to 1) for classifiers, mean absolute "
+        "error for regressors. With Better, the least improvement; with NotWorse, the most "
+        "loss tolerated.",
+    )
+    significance: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="The level of the paired test: a difference counts as significant when "
+        "its two-sided p-value is below it.",
+    )
+    mirror_percent: int = Field(
+        default=100,
+        ge=1,
+        le=100,
+        description="Share of the champion's requests copied to the challenger during the "
+        "trial, in percent.",
+    )
+    timeout: str = Field(
+        default="24h",
+        pattern=DURATION_PATTERN,
+        description="How long the trial waits for `minLabelled` labelled requests; a trial "
+        "that has too few by then is rejected (reason TooFewLabels).",
+    )
+
+
 class OnDrift(KubeModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -253,6 +300,10 @@ class OnDrift(KubeModel):
                 cel(
                     "!has(self.evaluate) || has(self.retrain)",
                     "onDrift.evaluate needs onDrift.retrain",
+                ),
+                cel(
+                    "!has(self.shadow) || self.promote",
+                    "onDrift.shadow needs promote: true (it is a trial before a promotion)",
                 ),
                 cel(
                     "!has(self.evaluate) || !has(self.retrain) || "
@@ -290,6 +341,23 @@ class OnDrift(KubeModel):
         "labelled data; only a challenger that passes is promoted "
         "(docs/safe-retraining.md).",
     )
+    shadow: ShadowGate | None = Field(
+        default=None,
+        description="A trial on live traffic before promotion: after the retrain succeeds "
+        "(and passes `evaluate`, when set), the challenger runs as the ModelDeployment's "
+        "shadow (set through its `kubeloop.io/shadow-trial` annotation, its spec left as "
+        "applied) until `minLabelled` labelled requests were answered by both; it is "
+        "promoted only when it meets `require`, else Rejected and the shadow removed "
+        "(docs/safe-retraining.md). Needs `promote`. Unset: no trial.",
+    )
+
+    @model_validator(mode="after")
+    def _shadow_promotes(self) -> OnDrift:
+        if self.shadow is not None and not self.promote:
+            raise ValueError(
+                "onDrift.shadow needs promote: true (it is a trial before a promotion)"
+            )
+        return self
 
 
 PerformanceMetric = Literal["accuracy", "f1", "rmse", "mae"]
@@ -445,6 +513,30 @@ class Evaluation(KubeModel):
     )
 
 
+class ShadowTrial(KubeModel):
+    champion_uri: str | None = Field(
+        default=None, description="The model served when the trial started."
+    )
+    started: str = Field(description="When the challenger was set as the shadow.")
+    metric: str | None = Field(
+        default=None, description="accuracy (classifiers) or mae (regressors)."
+    )
+    samples: int = Field(default=0, description="Labelled requests both models answered.")
+    champion: float | None = Field(default=None, description="The champion's metric on them.")
+    challenger: float | None = Field(default=None, description="The challenger's metric.")
+    test: str | None = Field(
+        default=None, description="The paired test: mcnemar-exact or paired-t."
+    )
+    p_value: float | None = Field(default=None, description="Its two-sided p-value.")
+    passed: bool | None = Field(default=None, description="The verdict; absent until known.")
+    reason: str | None = Field(
+        default=None,
+        description="Improved, NotWorse, NotBetter, NotSignificant, Worse, TooFewLabels, "
+        "ShadowInUse, ChampionChanged, ShadowTrialCancelled.",
+    )
+    message: str | None = Field(default=None, description="The verdict in words.")
+
+
 class RetrainRecord(KubeModel):
     training_job: str = Field(
         description="Name of the TrainingJob created; for a search, the Experiment's until "
@@ -461,8 +553,9 @@ class RetrainRecord(KubeModel):
         description="Running, Evaluating, RollingOut (promoted as the canary of a "
         "ModelDeployment with steps, whose analysis is under way), Succeeded (not promoted), "
         "Failed, Promoted, RolledBack (the canary's analysis failed or was aborted), "
-        "Superseded (another canary model replaced it), Rejected (the evaluation gate said "
-        "no), EvaluationFailed.",
+        "Superseded (another canary model replaced it), Rejected (the evaluation gate or the "
+        "shadow trial said no), EvaluationFailed, Shadowing (on trial as the "
+        "deployment's shadow, `onDrift.shadow`).",
     )
     model_uri: str | None = Field(default=None, description="Its model, once succeeded.")
     finish_time: str | None = Field(default=None, description="When the result was final.")
@@ -473,6 +566,9 @@ class RetrainRecord(KubeModel):
     )
     evaluation: Evaluation | None = Field(
         default=None, description="The evaluation gate's scores, when `evaluate` is set."
+    )
+    shadow: ShadowTrial | None = Field(
+        default=None, description="The shadow trial's figures, when `onDrift.shadow` is set."
     )
 
 

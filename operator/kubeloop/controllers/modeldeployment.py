@@ -13,7 +13,7 @@ from typing import Any
 
 from kubeloop.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from kubeloop.canary.measure import METER, Measured, serving_pods
-from kubeloop.controllers import computetemplate
+from kubeloop.controllers import computetemplate, shadow_trial
 from kubeloop.controllers.canary_state import analysis_of, judging
 from kubeloop.controllers.common import Ctx, begin
 from kubeloop.controllers.execute import execute
@@ -91,6 +91,8 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     if started is None:
         return None
     body, spec, now = started
+    # A DriftMonitor's challenger on trial (its annotation) runs as the shadow.
+    spec = shadow_trial.served_spec(spec, body)
     template = computetemplate.for_serving(ctx, spec, namespace)
     if template.blocked is not None:
         return await computetemplate.hold(ctx, body, template, ModelDeploymentStatus)

@@ -27,7 +27,8 @@ ROLLING_OUT = "RollingOut"
 ROLLED_BACK = "RolledBack"
 SUPERSEDED = "Superseded"
 EVALUATION_FAILED = c.EVALUATION_FAILED
-IN_FLIGHT = frozenset({RUNNING, EVALUATING, ROLLING_OUT})
+SHADOWING = "Shadowing"
+IN_FLIGHT = frozenset({RUNNING, EVALUATING, SHADOWING, ROLLING_OUT})
 MAX_RETRAINS_KEPT = 10
 # How long a finished evaluation Job's verdict may take to reach us with its pod,
 # counted from the Job's own finish time (its status: no clock of this process).
@@ -76,7 +77,8 @@ class Create:
 
 @dataclass
 class Promote:
-    """The merge patch of the ModelDeployment, by the promoter's field manager."""
+    """The merge patch of the ModelDeployment, by the promoter's field manager: the
+    promotion, or a shadow trial's note set or removed."""
 
     name: str
     patch: dict[str, Any]

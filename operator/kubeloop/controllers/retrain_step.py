@@ -25,11 +25,20 @@ The table (`lastRetrain.result`, what is observed → the next result, what is d
     Evaluating, passed, champion replaced     → Succeeded (ChampionChanged)
     Evaluating, passed                        → promote (below)
     promote: not asked / nothing to patch     → Succeeded
+    promote: a shadow gate, not yet tried     → Shadowing: annotate the deployment
+    promote: a shadow gate, spec.shadow taken → EvaluationFailed (ShadowInUse)
+    Shadowing, gate/note removed, target gone → Succeeded (ShadowTrialCancelled): note off
+    Shadowing, champion replaced              → Succeeded (ChampionChanged): note off
+    Shadowing, too few labelled requests      → Shadowing; past the timeout → Rejected
+    Shadowing, enough, does not meet require  → Rejected: note off
+    Shadowing, enough, meets require          → promote (below), the note off with it
     promote: a canary with steps              → RollingOut: patch the canary
     promote: otherwise                        → Promoted: patch the model (or canary)
     RollingOut, passed every step             → Promoted
     RollingOut, another canary                → Superseded
     RollingOut, rolled back or aborted        → RolledBack
+
+(controllers/retrain_shadow.py: the trial's moves and verdict.)
 
 A create or patch the API server refuses ends the retrain (`on_refused`); any other
 failure (a lost connection, a 5xx) leaves the status unwritten and the step is taken
@@ -38,7 +47,6 @@ again with backoff.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from kubeloop import conditions as c
@@ -51,12 +59,12 @@ from kubeloop.controllers.retrain_actions import (
     EVALUATION_FAILED,
     FAILED,
     IN_FLIGHT,
-    MAX_RETRAINS_KEPT,
     PROMOTED,
     REJECTED,
     ROLLED_BACK,
     ROLLING_OUT,
     RUNNING,
+    SHADOWING,
     SUCCEEDED,
     SUPERSEDED,
     VERDICT_GRACE,
@@ -74,8 +82,9 @@ from kubeloop.controllers.retrain_render import (
     render_retrain,
 )
 from kubeloop.controllers.retrain_search import searched
+from kubeloop.controllers.retrain_shadow_step import ShadowSteps
 from kubeloop.kube import KubeError
-from kubeloop.names import CHAMPION_ANNOTATION
+from kubeloop.names import CHAMPION_ANNOTATION, SHADOW_TRIAL_ANNOTATION
 from kubeloop.render import evaluation as render_eval
 
 
@@ -87,12 +96,7 @@ def step(status: DriftMonitorStatus, obs: Observed) -> tuple[DriftMonitorStatus,
     return status, acts
 
 
-@dataclass
-class _Step:
-    status: DriftMonitorStatus
-    obs: Observed
-    acts: Actions
-
+class _Step(ShadowSteps):
     def run(self) -> None:
         last = self.status.last_retrain
         if last is not None and last.result in IN_FLIGHT:
@@ -101,6 +105,8 @@ class _Step:
                 self._training(last)
             elif last.result == EVALUATING:
                 self._evaluation(last)
+            elif last.result == SHADOWING:
+                self._trial(last)
             else:
                 self._rollout(last)
             return
@@ -314,15 +320,21 @@ class _Step:
 
     # --- Promotion and rollout -------------------------------------------------------
 
-    def _promote(self, last: RetrainRecord) -> None:
+    def _promote(self, last: RetrainRecord, tried: bool = False) -> None:
         obs = self.obs
         target, uri, md = obs.target, last.model_uri, obs.spec.model_deployment
         if not (obs.spec.on_drift.promote and uri and target is not None):
             self._conclude(last, SUCCEEDED)
             return
         on_drift = obs.spec.on_drift
+        if on_drift.shadow is not None and not tried:
+            self._start_trial(last, target)
+            return
         name = obs.monitor["metadata"]["name"]
         patch = promotion_patch(target, uri, name, last, on_drift.promote_with)
+        if tried:
+            # The trial's note goes with the promotion, in the same patch.
+            patch["metadata"]["annotations"][SHADOW_TRIAL_ANNOTATION] = None
         events_before = len(self.acts.events)
 
         def on_refused(err: KubeError) -> bool:
@@ -384,15 +396,3 @@ class _Step:
             message = f"the canary {uri} was rolled back: {canary.get('message', '')}"
             self._event("Warning", ROLLED_BACK, message)
             self._conclude(last, ROLLED_BACK)
-
-    # --- Helpers ---------------------------------------------------------------------
-
-    def _event(self, kind: str, reason: str, message: str) -> None:
-        self.acts.events.append((kind, reason, message))
-
-    def _conclude(self, last: RetrainRecord, result: str) -> None:
-        """The retrain's final result, and its entry in the history (newest first)."""
-        last.result = result
-        last.finish_time = rfc3339(self.obs.now)
-        kept = [r for r in self.status.retrains if r.training_job != last.training_job]
-        self.status.retrains = [last.model_copy(deep=True), *kept][:MAX_RETRAINS_KEPT]

@@ -12,7 +12,7 @@ from kubeloop import conditions as c
 from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, LiveScores
 from kubeloop.controllers.common import parse_time, refused, rfc3339
 from kubeloop.controllers.k8sread import exit_text, terminated
-from kubeloop.controllers.retrain_actions import EVALUATING, ROLLING_OUT, RUNNING
+from kubeloop.controllers.retrain_actions import EVALUATING, ROLLING_OUT, RUNNING, SHADOWING
 from kubeloop.kube import KubeError
 from kubeloop.progress import MAX_MESSAGE_BYTES
 from kubeloop.render import evaluation as render_eval
@@ -96,8 +96,22 @@ def no_verdict(done: dict[str, Any], pod: dict[str, Any] | None) -> str:
 
 
 def accepted_condition(status: DriftMonitorStatus) -> c.Cond | None:
-    """`RetrainAccepted`: the evaluation gate's word on the latest retrain."""
+    """`RetrainAccepted`: the evaluation gate's word on the latest retrain, and the
+    shadow trial's once it is on trial."""
     last = status.last_retrain
+    trial = last.shadow if last is not None else None
+    if last is not None and trial is not None:
+        if last.result == SHADOWING:
+            return c.Cond(
+                RETRAIN_ACCEPTED,
+                None,
+                c.SHADOW_TRIAL,
+                f"{last.model_uri} on trial as the shadow: {trial.samples} labelled requests",
+            )
+        if trial.passed is not None:
+            return c.Cond(
+                RETRAIN_ACCEPTED, trial.passed, trial.reason or c.SHADOW_TRIAL, trial.message or ""
+            )
     ev = last.evaluation if last is not None else None
     if last is None or ev is None:
         return None
@@ -124,6 +138,8 @@ def retrain_blocked(
         return f"; retraining in {last.training_job}"
     if last is not None and last.result == EVALUATING and last.evaluation is not None:
         return f"; evaluating {last.training_job} in Job {last.evaluation.job}"
+    if last is not None and last.result == SHADOWING:
+        return f"; {last.model_uri} on trial as the shadow of {spec.model_deployment}"
     if last is not None and last.result == ROLLING_OUT:
         return f"; {last.model_uri} rolls out as the canary of {spec.model_deployment}"
     if last is not None:

@@ -1,0 +1,32 @@
+"""What every part of the retrain step shares (controllers/retrain_step.py and the
+shadow trial's controllers/retrain_shadow_step.py): the record, what is observed, the
+actions asked for, and the two ways a move is told (an Event, the final result)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kubeloop.api.driftmonitor import DriftMonitorStatus, RetrainRecord
+from kubeloop.controllers.common import rfc3339
+from kubeloop.controllers.retrain_actions import MAX_RETRAINS_KEPT, Actions, Observed
+
+
+@dataclass
+class StepBase:
+    status: DriftMonitorStatus
+    obs: Observed
+    acts: Actions
+
+    def _promote(self, last: RetrainRecord, tried: bool = False) -> None:
+        """Point the deployment at the retrained model (`tried`: its shadow trial passed)."""
+        raise NotImplementedError
+
+    def _event(self, kind: str, reason: str, message: str) -> None:
+        self.acts.events.append((kind, reason, message))
+
+    def _conclude(self, last: RetrainRecord, result: str) -> None:
+        """The retrain's final result, and its entry in the history (newest first)."""
+        last.result = result
+        last.finish_time = rfc3339(self.obs.now)
+        kept = [r for r in self.status.retrains if r.training_job != last.training_job]
+        self.status.retrains = [last.model_copy(deep=True), *kept][:MAX_RETRAINS_KEPT]
