@@ -318,6 +318,28 @@ INVALID = [
         "spec.onDrift.evaluate.minImprovement in body should be greater than or equal to 0",
     ),
     (
+        "dm-shadow-without-promote",
+        "DriftMonitor",
+        {
+            "modelDeployment": "m",
+            "onDrift": {"retrain": {"template": {"image": "x"}}, "shadow": {}},
+        },
+        "onDrift.shadow needs promote: true (it is a trial before a promotion)",
+    ),
+    (
+        "dm-shadow-significance-one",
+        "DriftMonitor",
+        {
+            "modelDeployment": "m",
+            "onDrift": {
+                "promote": True,
+                "retrain": {"template": {"image": "x"}},
+                "shadow": {"significance": 1, "require": "Best"},
+            },
+        },
+        "spec.onDrift.shadow.significance in body should be less than 1",
+    ),
+    (
         "tj-negative-progress-port",
         "TrainingJob",
         {"image": "x", "progressPort": -1},
