@@ -101,8 +101,18 @@ def test_two_pods_score_every_row_once_though_one_is_killed_mid_shard(
         "resources": {"cpu": "500m", "memory": "512Mi"}, "scheduling": ON_REAL_NODE,
     })
 
+    # Progress while Running, as kubectl get bp shows it.
+    seen: list[dict[str, Any]] = []
+
+    def look() -> dict[str, Any]:
+        status = cluster.status(BP, namespace, NAME)
+        if status.get("phase") == "Running" and status.get("progress"):
+            seen.append(status["progress"])
+        return status
+
     # Index 0 committed its first shard and is writing its second: delete its pod now.
     def mid_second_shard() -> dict[str, Any] | None:
+        look()
         committed = (out / SHARDS_DIR / f"{first}.json").is_file()
         writing = any(out.glob(f".{second}.parquet.*{TEMP_SUFFIX}")) if out.is_dir() else False
         pod = pod_of_index(cluster, namespace, 0) if committed and writing else None
@@ -127,7 +137,8 @@ def test_two_pods_score_every_row_once_though_one_is_killed_mid_shard(
 
     assert wait_for(stopped, 20, "the deleted pod stopping at SIGTERM") in ("gone", "exit 143")
 
-    status = cluster.wait_phase(BP, namespace, NAME, "Succeeded", 150)
+    status = wait_for(lambda: (s := look()).get("phase") == "Succeeded" and s, 150,
+                      f"{NAME} Succeeded")
     record("batch_prediction_with_a_pod_killed_s", round(time.monotonic() - started, 1))
 
     # The pod stopped at SIGTERM (not at the kubelet's SIGKILL, 30 s later); index 0 ran
@@ -160,6 +171,10 @@ def test_two_pods_score_every_row_once_though_one_is_killed_mid_shard(
         np.testing.assert_allclose(table.column(f"probability_{label}").to_numpy()[order],
                                    expected[:, k], rtol=1e-12, atol=1e-15)
     assert status["progress"]["rowsDone"] == len(ids), status["progress"]
+    # While it ran, the running pods' own live counts: a count within a shard (the pods'
+    # final reports come in whole shards) with the rate.
+    live = [p for p in seen if p.get("rowsDone", 0) % ROWS_PER_FILE and p.get("rowsPerSecond")]
+    assert live, seen
     # The status names the model's and the output's exact bytes.
     assert status["model"]["sha256"] == sha256_file(volume.path / "model" / "manifest.json")
     assert status["output"]["sha256"] == sha256_file(out / MANIFEST_FILE), status["output"]

@@ -39,6 +39,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PORT_ENV = "KUBELOOP_PROGRESS_PORT"  # default: kubeloop.names.PROGRESS_PORT
+# "1": every pod serves its live progress, not only worker 0 (a BatchPrediction's pods
+# each score their own shards, and the operator adds them up).
+EVERY_POD_ENV = "KUBELOOP_PROGRESS_EVERY_POD"
 TERMINATION_LOG_ENV = "KUBELOOP_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 MAX_MESSAGE_BYTES = 4096  # what the kubelet keeps of a termination message

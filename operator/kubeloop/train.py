@@ -36,6 +36,7 @@ from typing import Any
 from kubeloop.names import PROGRESS_PORT
 from kubeloop.progress import (
     DEFAULT_TERMINATION_LOG,
+    EVERY_POD_ENV,
     MAX_METRICS,
     MAX_NAME_LENGTH,
     PORT_ENV,
@@ -274,6 +275,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _is_worker_zero() -> bool:
+    if os.environ.get(EVERY_POD_ENV, "").strip() == "1":
+        return True
     return os.environ.get(WORKER_INDEX_ENV, "0").strip() in ("", "0")
 
 

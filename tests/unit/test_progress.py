@@ -498,11 +498,16 @@ CONNECTS = """
 
 
 @pytest.mark.parametrize(
-    ("index", "served"), [(None, True), ("0", True), ("1", False), ("7", False)]
+    ("index", "served", "every_pod"),
+    [(None, True, False), ("0", True, False), ("1", False, False), ("7", False, False),
+     ("7", True, True)],
 )
-def test_only_worker_zero_serves(index: str | None, served: bool) -> None:
+def test_only_worker_zero_serves(index: str | None, served: bool, every_pod: bool) -> None:
+    """... unless every pod is to serve (a BatchPrediction's pods)."""
     port = free_port()
     env = {"KUBELOOP_PROGRESS_PORT": str(port)}
+    if every_pod:
+        env["KUBELOOP_PROGRESS_EVERY_POD"] = "1"
     if index is not None:
         env["JOB_COMPLETION_INDEX"] = index
     done = subprocess.run(

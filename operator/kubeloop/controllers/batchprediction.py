@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeloop.api.batchprediction import BatchPredictionSpec, BatchPredictionStatus
-from kubeloop.controllers import computetemplate
+from kubeloop.controllers import batchprogress, computetemplate
 from kubeloop.controllers.batchprediction_plan import JOB, POD, Observed, choose_model, plan
 from kubeloop.controllers.common import Ctx, begin, owner_reference
 from kubeloop.controllers.execute import execute
@@ -65,6 +65,7 @@ async def reconcile(ctx: Ctx, key: Key) -> Result | None:
     )
     decided.status.compute = applied.template
     decided.conds += computetemplate.conditions(applied)
+    decided.requeue(await batchprogress.observe(key, decided.status, pods, spec.parallelism))
     return await execute(ctx, body, decided)
 
 
@@ -104,4 +105,5 @@ CONTROLLER = Controller(
     ),
     dependents=_dependents,
     wake_on_delete=False,
+    forget=lambda ctx, key: batchprogress.forget(key),
 )

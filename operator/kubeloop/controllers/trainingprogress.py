@@ -62,7 +62,8 @@ def worker_zero(pods: list[dict[str, Any]], job_name: str | None) -> dict[str, A
     return found[-1] if found else None
 
 
-def _read(url: str) -> str | None:
+def read_endpoint(url: str) -> str | None:
+    """A progress endpoint's text, at most MAX_BODY; None when it does not answer."""
     try:
         with urllib.request.urlopen(url, timeout=READ_TIMEOUT) as resp:
             return resp.read(MAX_BODY + 1).decode("utf-8", "replace")[:MAX_BODY]
@@ -163,7 +164,7 @@ async def observe(
     url = f"http://{ip}:{spec.progress_port}/metrics"
     try:
         # A whole-read deadline: a worker that trickles bytes holds no reconcile.
-        text = await asyncio.wait_for(asyncio.to_thread(_read, url), READ_DEADLINE)
+        text = await asyncio.wait_for(asyncio.to_thread(read_endpoint, url), READ_DEADLINE)
     except TimeoutError:
         text = None
     report = parse_text(text) if text is not None else None

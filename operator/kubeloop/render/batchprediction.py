@@ -18,7 +18,9 @@ from kubeloop.names import (
     KUEUE_QUEUE_LABEL,
     MANAGED_BY,
     MODEL_URI_ANNOTATION,
+    PROGRESS_PORT,
 )
+from kubeloop.progress import EVERY_POD_ENV
 from kubeloop.render import storage
 from kubeloop.render.common import (
     TERMINATION_MESSAGE_POLICY,
@@ -115,7 +117,11 @@ def pod_template(
         "env": [
             {"name": COUNT_ENV, "value": str(spec.parallelism)},
             {"name": "KUBELOOP_MODEL_URI", "value": model_uri},
+            # Every pod serves its live progress on PROGRESS_PORT; the operator reads
+            # each and adds them up (controllers/batchprogress.py).
+            {"name": EVERY_POD_ENV, "value": "1"},
         ],
+        "ports": [{"name": "progress", "containerPort": PROGRESS_PORT}],
         "volumeMounts": [
             {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
             # The root filesystem is read-only; worker processes need a scratch place.
