@@ -30,10 +30,11 @@ from tests.kubetest import ROOT, Cluster, wait_for
 
 BP = "BatchPrediction"
 NAME = "scores"
-FILES, ROWS_PER_FILE = 4, 24_000
-# Ten rows a predict: slow enough (a few seconds a shard on half a core) for the test
-# to see a shard being written, and to delete its pod then.
-BATCH_ROWS = 10
+FILES, ROWS_PER_FILE = 4, 30_000
+# Five rows a predict: slow enough (several seconds a shard on half a core) for the test
+# to see a shard being written, and to delete its pod then, and for the operator's live
+# reads (every 10 s) to show a pod's progress within a shard.
+BATCH_ROWS = 5
 PODS = 2
 
 

@@ -67,10 +67,7 @@ def test_running_pods_are_read_live_and_added_to_the_ended_ones(endpoint: Endpoi
         ShardResult(index=1, state="Running"),
     ])
     pods = [pod(0, "Succeeded", final), pod(1, "Running")]
-    # The first read waits one interval: nothing live yet.
-    wait = asyncio.run(bp.observe(KEY, status, pods, 2, endpoint.port))
-    assert wait is not None and endpoint.hits == 0
-    bp._schedules[KEY].next_read = 0.0
+    # Read at once, then every interval.
     wait = asyncio.run(bp.observe(KEY, status, pods, 2, endpoint.port))
     assert endpoint.hits == 1 and wait == pytest.approx(bp.READ_INTERVAL, abs=1)
     assert status.progress is not None
@@ -88,8 +85,6 @@ def test_running_pods_are_read_live_and_added_to_the_ended_ones(endpoint: Endpoi
 def test_a_pod_that_does_not_answer_backs_off_and_a_run_that_ended_is_forgotten() -> None:
     status = BatchPredictionStatus(phase="Running", shards=[ShardResult(index=0, state="Running")])
     pods = [pod(0, "Running")]
-    asyncio.run(bp.observe(KEY, status, pods, 1, port=1))
-    bp._schedules[KEY].next_read = 0.0
     wait = asyncio.run(bp.observe(KEY, status, pods, 1, port=1))
     assert wait == pytest.approx(2 * bp.READ_INTERVAL, abs=1) and status.progress is None
     done = BatchPredictionStatus(phase="Succeeded")

@@ -1,6 +1,7 @@
 """Live progress of a BatchPrediction: every running scoring pod serves its rows done,
 its rows to do and its rate (`kubeloop.train.report`, Prometheus text on the progress
-port); the operator reads each at most every 10 s per run, with a backoff up to 2 min
+port); the operator reads each as soon as it runs, then at most every 10 s per run, with
+a backoff up to 2 min
 while a pod does not answer, and adds them to the numbers of the pods that ended (their
 termination messages, controllers/batchprediction_plan.py). What was read last stands
 between reads, so a status write held back by the throttle is not lost."""
@@ -95,8 +96,9 @@ async def observe(
         forget(key)
         return None
     now = time.monotonic()
-    # The first read waits one interval: a short run is over before it matters.
-    schedule = _schedules.setdefault(key, Schedule(now + READ_INTERVAL))
+    # Read at once: a batch run is its pods, and each pod's first numbers say how fast
+    # the whole run goes.
+    schedule = _schedules.setdefault(key, Schedule(now))
     uid = {
         i: str(p["metadata"].get("uid") or p["metadata"].get("name")) for i, p in running.items()
     }
