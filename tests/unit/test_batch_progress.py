@@ -86,7 +86,11 @@ def test_a_pod_that_does_not_answer_backs_off_and_a_run_that_ended_is_forgotten(
     status = BatchPredictionStatus(phase="Running", shards=[ShardResult(index=0, state="Running")])
     pods = [pod(0, "Running")]
     wait = asyncio.run(bp.observe(KEY, status, pods, 1, port=1))
-    assert wait == pytest.approx(2 * bp.READ_INTERVAL, abs=1) and status.progress is None
+    # The first miss waits one interval (the pod's server may not be up yet), the next two.
+    assert wait == pytest.approx(bp.READ_INTERVAL, abs=1) and status.progress is None
+    bp._schedules[KEY].next_read = 0.0
+    wait = asyncio.run(bp.observe(KEY, status, pods, 1, port=1))
+    assert wait == pytest.approx(2 * bp.READ_INTERVAL, abs=1)
     done = BatchPredictionStatus(phase="Succeeded")
     assert asyncio.run(bp.observe(KEY, done, pods, 1, port=1)) is None
     assert KEY not in bp._schedules

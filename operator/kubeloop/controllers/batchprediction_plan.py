@@ -322,7 +322,8 @@ def plan(
     prev = BatchPredictionStatus.model_validate(body.get("status") or {})
     status = prev.model_copy(deep=True)
     status.conditions = []
-    out = BPPlan(status=status, quiet_start=True, urgent=("model", "jobName"))
+    # Progress is written as it is read (every 10 s at most), not held by the throttle.
+    out = BPPlan(status=status, quiet_start=True, urgent=("model", "jobName", "progress"))
     verdict = stays_finished(prev)
     if verdict is not None:
         take_reports(spec, status, observed)

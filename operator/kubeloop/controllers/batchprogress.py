@@ -114,7 +114,9 @@ async def observe(
             **{u: schedule.reports[u] for u in urls if u in schedule.reports},
             **answered,
         }
-        wait = min(READ_INTERVAL * 2**schedule.failures, MAX_BACKOFF)
+        # A pod's server comes up a few seconds after the pod runs (imports, listing the
+        # input): the first miss waits one interval, not two.
+        wait = min(READ_INTERVAL * 2 ** max(schedule.failures - 1, 0), MAX_BACKOFF)
         schedule.next_read = time.monotonic() + wait
     by_index = {i: schedule.reports[u] for i, u in uid.items() if u in schedule.reports}
     apply(status, by_index, parallelism)
