@@ -102,13 +102,22 @@ def test_two_pods_score_every_row_once_though_one_is_killed_mid_shard(
         "resources": {"cpu": "500m", "memory": "512Mi"}, "scheduling": ON_REAL_NODE,
     })
 
-    # Progress while Running, as kubectl get bp shows it.
+    # Progress while Running, as kubectl get bp shows it: a running index's live count
+    # strictly inside a shard (its pod's final report, and every count the operator had
+    # before the live reads, comes in whole shards), with the run's rate.
     seen: list[dict[str, Any]] = []
+    live: list[dict[str, Any]] = []
 
     def look() -> dict[str, Any]:
         status = cluster.status(BP, namespace, NAME)
         if status.get("phase") == "Running" and status.get("progress"):
-            seen.append(status["progress"])
+            seen.append({"progress": status["progress"], "shards": status.get("shards")})
+            live.extend(
+                {"shard": s, "progress": status["progress"]}
+                for s in status.get("shards") or []
+                if s.get("state") == "Running" and (s.get("rows") or 0) % ROWS_PER_FILE
+                and status["progress"].get("rowsPerSecond")
+            )
         return status
 
     # Index 0 committed its first shard and is writing its second: delete its pod now.
@@ -137,6 +146,11 @@ def test_two_pods_score_every_row_once_though_one_is_killed_mid_shard(
         return None
 
     assert wait_for(stopped, 20, "the deleted pod stopping at SIGTERM") in ("gone", "exit 143")
+    # Seen by now, or while the retried index 0 and index 1 score their last shards.
+    try:
+        wait_for(lambda: (look(), live)[1], 60, "a live count within a shard")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; seen while Running: {seen[-4:]}") from None
 
     status = wait_for(lambda: (s := look()).get("phase") == "Succeeded" and s, 150,
                       f"{NAME} Succeeded")
@@ -172,10 +186,9 @@ def test_two_pods_score_every_row_once_though_one_is_killed_mid_shard(
         np.testing.assert_allclose(table.column(f"probability_{label}").to_numpy()[order],
                                    expected[:, k], rtol=1e-12, atol=1e-15)
     assert status["progress"]["rowsDone"] == len(ids), status["progress"]
-    # While it ran, the running pods' own live counts: a count within a shard (the pods'
-    # final reports come in whole shards) with the rate.
-    live = [p for p in seen if p.get("rowsDone", 0) % ROWS_PER_FILE and p.get("rowsPerSecond")]
-    assert live, seen
+    inside = live[0]
+    assert 0 < inside["shard"]["rows"] < inside["shard"]["rowsTotal"], inside
+    assert inside["progress"]["rowsDone"] < len(ids), inside
     # The status names the model's and the output's exact bytes.
     assert status["model"]["sha256"] == sha256_file(volume.path / "model" / "manifest.json")
     assert status["output"]["sha256"] == sha256_file(out / MANIFEST_FILE), status["output"]
