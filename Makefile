@@ -166,10 +166,11 @@ bench-drift: venv
 bench-serving: venv
 	bash bench/serving_bench.sh
 
-# Kubeloop's batch scorer vs scikit-learn's predict on in-memory arrays (the ceiling); the
-# dataset is generated once under $(KUBELOOP_CACHE). ROWS=10000000 for the issue's size.
+# Kubeloop's batch scorer vs scikit-learn's predict on in-memory arrays (the ceiling) vs Ray
+# Data and Spark (each in its own virtualenv under ~/.cache/kubeloop/bench/, made here);
+# 10M rows by default, generated once under ~/.cache/kubeloop/bench/. ROWS=1000000 to smoke.
 bench-batch: venv
-	$(BIN)/python bench/batch_bench.py --rows $(or $(ROWS),2000000)
+	bash bench/batch_bench.sh $(if $(ROWS),--rows $(ROWS))
 
 # Experiments: Kubeloop's search vs Optuna alone vs random search, pruning's saving, and
 # the operator's overhead per trial on a kwok control plane (started and stopped here).
