@@ -183,7 +183,8 @@ def test_render_states_the_goals_from_the_figures(bench: ModuleType) -> None:
     text = bench.render(document(85_000, 160_000, 40_000, 200_000))
     assert "| Kubeloop scorer, 1 worker | 1 | 85,000 | 85,000 / 85,001 / 84,999 | 85% |" in text
     assert "| Ray Data 2.60.0 | 2 | 40,000 |" in text
-    assert "`concurrency=2`, `num_cpus=0.5`" in text and "`local[2]`" in text and "10,000,000 rows" in text
+    assert "`concurrency=2`, `num_cpus=0.5`" in text and "`local[2]`" in text
+    assert "10,000,000 rows" in text
     assert "85% of the ceiling's rows/s including I/O (goal: at least 80%: met)" in text
     assert "vs Ray Data: 4.00x (ahead)" in text and "vs Spark: 0.80x (behind)" in text
     assert "Ray Data 2.60.0 9.5 s, Spark 4.3.0 6.25 s" in text
