@@ -63,3 +63,11 @@ PROGRESS_PORT = 9464  # a training run's progress (TrainingJob spec.progressPort
 RENDEZVOUS_PORT = 29500  # distributed training on worker 0 (TrainingJob spec.masterPort)
 OPERATOR_METRICS_PORT = 8080  # the operator's /metrics
 OPERATOR_HEALTH_PORT = 8081  # the operator's /healthz
+
+# A BatchPrediction's S3 settings (spec.s3) reach its pods under the names the AWS SDKs
+# and pyarrow's S3 filesystem read (render/batchprediction.py, batch/place.py).
+S3_ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+S3_REGION_ENV = "AWS_REGION"
+S3_KEY_ID_ENV = "AWS_ACCESS_KEY_ID"
+S3_SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
+S3_SESSION_TOKEN_ENV = "AWS_SESSION_TOKEN"

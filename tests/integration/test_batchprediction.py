@@ -59,7 +59,13 @@ def condition(cluster: Cluster, ns: str, name: str, ctype: str) -> dict[str, Any
             {"model": {"uri": "s3://m/1", "fromTrainingJob": {"name": "t"}}},
             "set exactly one of uri, fromTrainingJob, fromModelDeployment or fromExperiment",
         ),
-        ({"input": {"uri": "s3://bucket/in"}}, "must be pvc://CLAIM/PATH, file:///PATH"),
+        ({"input": {"uri": "https://host/in"}}, "must be pvc://CLAIM/PATH, s3://BUCKET/PREFIX"),
+        ({"input": {"uri": "s3://Bad_Bucket/in"}}, "an s3:// bucket name is 3-63 lowercase"),
+        ({"output": {"uri": "s3://scores//out"}}, "its key has no empty segment"),
+        ({"output": {"uri": "s3://"}}, "an s3:// location names its bucket"),
+        ({"s3": {"endpoint": "minio:9000"}}, "must be http(s)://HOST[:PORT], with no path"),
+        ({"s3": {"endpoint": "http://minio:9000/data"}}, "must be http(s)://HOST[:PORT]"),
+        ({"s3": {"credentialsSecret": "Not_A_Name"}}, "spec.s3.credentialsSecret"),
         ({"output": {"uri": "pvc://data/events"}}, "output.uri must differ from input.uri"),
         (
             {"output": {"uri": "pvc://s/o", "predictions": False, "probabilities": False,
@@ -135,6 +141,40 @@ def test_from_model_deployment_records_the_served_model(cluster: Cluster, namesp
     done = cluster.wait_phase(BP, namespace, "nightly", "Succeeded", 60)
     assert done["model"]["uri"] == "https://models.local/iris/v1"
     assert [s["state"] for s in done["shards"]] == ["Succeeded", "Succeeded"]
+
+
+def test_s3_credentials_reach_the_pods_by_reference_only(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The Secret's keys become the scorer's environment through secretKeyRef: the Job
+    names the Secret, never holds a value, and mounts no claim for s3:// data."""
+    values = {"AWS_ACCESS_KEY_ID": "AKIDINTEGRATION", "AWS_SECRET_ACCESS_KEY": "s3cr3t-v4lue"}
+    cluster.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "lake"}, "stringData": values}
+    )
+    cluster.create(BP, namespace, "lake", spec(
+        input={"uri": "s3://lake/events/**/*.parquet", "passThrough": ["user_id"]},
+        output={"uri": "s3://lake/scores/"},
+        s3={"endpoint": "http://minio.storage:9000", "region": "eu-west-1",
+            "credentialsSecret": "lake"},
+    ))
+    job = wait_for(
+        lambda: cluster.batch.list_namespaced_job(
+            namespace, label_selector="kubeloop.io/batch-prediction=lake").items,
+        30, "the Job",
+    )[0]
+    scorer = job.spec.template.spec.containers[0]
+    env = {e.name: e for e in scorer.env}
+    assert env["AWS_ENDPOINT_URL"].value == "http://minio.storage:9000"
+    assert env["AWS_REGION"].value == "eu-west-1"
+    for key in (*values, "AWS_SESSION_TOKEN"):
+        ref = env[key].value_from.secret_key_ref
+        assert (ref.name, ref.key, env[key].value) == ("lake", key, None)
+    assert env["AWS_SESSION_TOKEN"].value_from.secret_key_ref.optional is True
+    assert "s3://lake/events/**/*.parquet" in scorer.args and "s3://lake/scores/" in scorer.args
+    text = json.dumps(cluster.batch.api_client.sanitize_for_serialization(job))
+    assert not [v for v in values.values() if v in text], "a secret value is in the Job"
+    assert not [v for v in job.spec.template.spec.volumes if v.persistent_volume_claim]
 
 
 def test_a_failed_index_shows_its_cause_with_its_error(

@@ -125,10 +125,10 @@ def test_locations_that_name_nothing_say_so(tmp_path: Path) -> None:
         list_inputs(str(tmp_path))
 
 
-def test_pvc_locations_are_the_claims_mount_and_s3_waits() -> None:
+def test_pvc_locations_are_the_claims_mount_and_s3_is_not_a_path() -> None:
     assert local_path("pvc://data/scores/in") == Path("/mnt/pvc/data/scores/in")
     assert local_path("file:///srv/in") == Path("/srv/in")
-    with pytest.raises(BatchError, match="s3:// is not supported for batch input or output yet"):
+    with pytest.raises(BatchError, match="an S3 location, not a path"):
         local_path("s3://bucket/in/")
     with pytest.raises(BatchError, match="unsupported scheme 'gs'"):
         local_path("gs://bucket/in/")
@@ -143,6 +143,18 @@ def test_output_and_input_must_not_overlap(tmp_path: Path) -> None:
         check_apart(str(tmp_path / "in" / "*.csv"), str(tmp_path / "in" / "scores"))
     with pytest.raises(BatchError, match="overlap"):
         check_apart(str(tmp_path / "out" / "in"), str(tmp_path / "out"))
+
+
+def test_s3_output_and_input_must_not_overlap(tmp_path: Path) -> None:
+    check_apart("s3://data/in/", "s3://data/out/")
+    check_apart("s3://data/in/", "s3://other/in/")
+    check_apart("s3://data/in/", str(tmp_path / "in"))
+    check_apart("s3://data/input/", "s3://data/in")  # a key prefix, not a folder
+    for output in ("s3://data/in", "s3://data/in/scores/", "s3://data/"):
+        with pytest.raises(BatchError, match="overlap"):
+            check_apart("s3://data/in/", output)
+    with pytest.raises(BatchError, match="overlap"):
+        check_apart("s3://data/in/**/*.parquet", "s3://data/in/scores")
 
 
 # -- cores ------------------------------------------------------------------------------

@@ -78,3 +78,26 @@ def test_one_claim_for_input_and_output_is_mounted_once_writable() -> None:
     claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
     assert [(v["persistentVolumeClaim"]["claimName"], v["persistentVolumeClaim"]["readOnly"])
             for v in claims] == [("data", False), ("models", True)]
+
+
+def test_s3_settings_are_the_scorers_environment_the_secret_by_reference() -> None:
+    pod = job(
+        input={"uri": "s3://lake/events/"},
+        output={"uri": "s3://lake/scores/"},
+        s3={"endpoint": "https://minio.storage:9000/", "region": "eu-west-1",
+            "credentialsSecret": "lake-keys"},
+    )["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["AWS_ENDPOINT_URL"]["value"] == "https://minio.storage:9000"
+    assert env["AWS_REGION"]["value"] == "eu-west-1"
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key] == {"name": key, "valueFrom": {"secretKeyRef": {"name": "lake-keys",
+                                                                         "key": key}}}
+    assert env["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    # No claim for s3:// data; the model's claim is the fetch container's only.
+    assert [v["name"] for v in pod["volumes"]] == ["model", "tmp", "pvc-models"]
+    assert not [m for m in pod["containers"][0]["volumeMounts"] if m["name"].startswith("pvc-")]
+    # Without spec.s3 the pods get no AWS setting (the SDK's default chain).
+    plain = job(input={"uri": "s3://lake/events/"}, output={"uri": "s3://lake/scores/"})
+    names = {e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not {n for n in names if n.startswith("AWS_")}

@@ -21,16 +21,20 @@ from kubeloop.api.common import (
 from kubeloop.api.computetemplate import AppliedTemplate
 from kubeloop.api.trainingjob import Scheduling
 
-# The pods mount claims and read files; they cannot list or stream objects over HTTP or
-# S3 yet (docs/batch-prediction.md), so only these are accepted for data.
-DATA_FORMS = "pvc://CLAIM/PATH, file:///PATH or an absolute path"
+# The pods mount claims and read files, or read and write S3 objects themselves (pyarrow's
+# S3 filesystem); http(s):// is not listable, so not accepted for data.
+DATA_FORMS = "pvc://CLAIM/PATH, s3://BUCKET/PREFIX, file:///PATH or an absolute path"
 _CLAIM = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+# S3's bucket naming rules: 3-63 lowercase letters, digits, dots and hyphens, starting
+# and ending with a letter or digit.
+_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 DATA_RULES: list[Any] = [
     cel(
         f"self.startsWith('/') || self.matches('^file:///') || "
-        f"self.matches('^pvc://{_CLAIM}(/.*)?$')",
-        f"must be {DATA_FORMS} (the pods read and write files; s3:// and http(s):// are not "
-        "read or written by batch pods yet: copy the data to a claim)",
+        f"self.matches('^pvc://{_CLAIM}(/.*)?$') || self.matches('^s3://{_BUCKET}(/[^/]+)*/?$')",
+        f"must be {DATA_FORMS} (an s3:// bucket name is 3-63 lowercase letters, digits, dots "
+        "and hyphens, and its key has no empty segment; http(s):// cannot be listed: copy "
+        "the data to a claim or a bucket)",
     )
 ]
 # Only a name: an output column of the data plane, checked here so that a typo fails at
@@ -136,6 +140,38 @@ class BatchOutput(KubeModel):
     )
 
 
+class BatchS3(KubeModel):
+    endpoint: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="`http(s)://HOST[:PORT]` of an S3-compatible store (MinIO, Ceph, a "
+        "cloud's S3 API); default: AWS.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.matches('^https?://[^/?#@\\\\s]+/?$')",
+                    "must be http(s)://HOST[:PORT], with no path, query or user",
+                )
+            ]
+        },
+    )
+    region: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="The bucket's region (AWS_REGION), such as `eu-west-1`.",
+    )
+    credentials_secret: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="A Secret of this namespace with the keys `AWS_ACCESS_KEY_ID` and "
+        "`AWS_SECRET_ACCESS_KEY` (and optionally `AWS_SESSION_TOKEN`), handed to the pods "
+        "as environment variables by reference: the operator never reads it. Without it "
+        "the pods use the AWS SDK's default chain (a pod identity, such as IRSA).",
+    )
+
+
 class BatchPredictionSpec(KubeModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -156,6 +192,11 @@ class BatchPredictionSpec(KubeModel):
     model: BatchModel = Field(description="The model to score with.")
     input: BatchInput = Field(description="The dataset.")
     output: BatchOutput = Field(description="Where the predictions go.")
+    s3: BatchS3 | None = Field(
+        default=None,
+        description="How the pods reach `s3://` input and output: the endpoint, region and "
+        "credentials' Secret (docs/batch-prediction.md).",
+    )
     parallelism: int = Field(
         default=1,
         ge=1,

@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from kubeloop.batch import BatchError
-from kubeloop.batch.locations import FORMATS, PARQUET
+from kubeloop.batch.formats import FORMATS, PARQUET
 from kubeloop.batch.shards import DEFAULT_BATCH_ROWS, DEFAULT_MIN_ROWS
 
 EXIT_OK = 0
@@ -43,10 +43,13 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         "--input",
         required=True,
         metavar="URI",
-        help="CSV/Parquet files: a directory, a file or a glob (pvc://, file:// or a path)",
+        help="CSV/Parquet files: a directory, a file or a glob (pvc://, s3://, file:// or a path)",
     )
     parser.add_argument(
-        "--output", required=True, metavar="URI", help="the output directory (pvc://, file://)"
+        "--output",
+        required=True,
+        metavar="URI",
+        help="the output directory (pvc://, s3://, file:// or a path)",
     )
     parser.add_argument("--format", choices=FORMATS, default=PARQUET, help="default: parquet")
     parser.add_argument(

@@ -11,14 +11,16 @@ pass-through columns by their exact name.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from kubeloop.batch import BatchError
-from kubeloop.batch.locations import CSV, InputFile
+from kubeloop.batch.formats import CSV
+from kubeloop.batch.locations import InputFile
+from kubeloop.batch.place import Place, local_place
 from kubeloop.batch.report import COLUMNS_MISSING
 from kubeloop.batch.shards import DEFAULT_MIN_ROWS, Shard, group_row_groups
 from kubeloop.evaluation.data import snake_case
@@ -42,7 +44,9 @@ class Layout:
     shards: tuple[Shard, ...]
     columns: dict[str, Columns]
     files: dict[str, str]
-    """Relative path -> the path in this pod, to open."""
+    """Relative path -> its path in ``source``, to open."""
+    source: Place = field(default_factory=local_place)
+    """The filesystem the input files are on (local, or S3)."""
 
     def total_rows(self, shards: Sequence[Shard]) -> int | None:
         """Rows in ``shards``, None when a CSV shard's count is not known yet."""
@@ -91,19 +95,20 @@ def _parquet(
 ) -> tuple[Columns, list[tuple[tuple[int, int], int]]]:
     """The file's columns and its row-group runs with their row counts."""
     try:
-        metadata = pq.ParquetFile(source.path).metadata
+        with source.source.fs.open_input_file(source.path.as_posix()) as f:
+            metadata = pq.ParquetFile(f).metadata
         schema = metadata.schema.to_arrow_schema()
     except (pa.ArrowException, OSError) as exc:
-        raise BatchError(f"{source.path}: not a readable Parquet file: {exc}") from exc
-    columns = match_columns(str(source.path), schema.names, features, passthrough)
+        raise BatchError(f"{source.shown}: not a readable Parquet file: {exc}") from exc
+    columns = match_columns(source.shown, schema.names, features, passthrough)
     for name in columns.features:
         kind = schema.field(name).type
         if not is_numeric(kind):
             raise BatchError(
-                f"{source.path}: column {name!r} holds {kind}, the model needs numbers"
+                f"{source.shown}: column {name!r} holds {kind}, the model needs numbers"
             )
     if metadata.num_rows == 0:
-        raise BatchError(f"{source.path}: no rows: nothing to score")
+        raise BatchError(f"{source.shown}: no rows: nothing to score")
     counts = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
     runs = group_row_groups(counts, min_rows)
     return columns, [(run, sum(counts[run[0] : run[1]])) for run in runs]
@@ -111,13 +116,14 @@ def _parquet(
 
 def _csv_header(source: InputFile) -> list[str]:
     try:
-        reader = pacsv.open_csv(
-            source.path, read_options=pacsv.ReadOptions(block_size=HEADER_BLOCK_BYTES)
-        )
+        with source.source.fs.open_input_stream(source.path.as_posix()) as f:
+            reader = pacsv.open_csv(
+                f, read_options=pacsv.ReadOptions(block_size=HEADER_BLOCK_BYTES)
+            )
+            with reader:
+                return list(reader.schema.names)
     except (pa.ArrowException, OSError) as exc:
-        raise BatchError(f"{source.path}: not a readable CSV file: {exc}") from exc
-    with reader:
-        return list(reader.schema.names)
+        raise BatchError(f"{source.shown}: not a readable CSV file: {exc}") from exc
 
 
 def discover(
@@ -131,10 +137,10 @@ def discover(
     columns: dict[str, Columns] = {}
     for source in inputs:
         if source.size == 0:
-            raise BatchError(f"{source.path}: empty file: nothing to score")
+            raise BatchError(f"{source.shown}: empty file: nothing to score")
         if source.format == CSV:
             names = _csv_header(source)
-            columns[source.relpath] = match_columns(str(source.path), names, features, passthrough)
+            columns[source.relpath] = match_columns(source.shown, names, features, passthrough)
             shards.append(
                 Shard(len(shards), source.relpath, CSV, source.size, None, None, source.size)
             )
@@ -144,5 +150,6 @@ def discover(
             shards.append(
                 Shard(len(shards), source.relpath, source.format, source.size, run, rows, rows)
             )
-    files = {source.relpath: str(source.path) for source in inputs}
-    return Layout(shards=tuple(shards), columns=columns, files=files)
+    files = {source.relpath: source.path.as_posix() for source in inputs}
+    where = inputs[0].source if inputs else local_place()
+    return Layout(shards=tuple(shards), columns=columns, files=files, source=where)

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from kubeloop.batch import BatchError
 from kubeloop.batch.discover import Columns
-from kubeloop.batch.locations import FORMATS, PARQUET
+from kubeloop.batch.formats import FORMATS, PARQUET
 from kubeloop.modeldir import LoadedModel
 
 

@@ -15,18 +15,19 @@ from typing import Any
 
 from kubeloop import modeldir
 from kubeloop.batch import BatchError
+from kubeloop.batch import place as places
 from kubeloop.batch.commit import (
     MANIFEST_FILE,
     OutputManifest,
     finalize,
     missing_shards,
     run_key,
-    sha256_file,
 )
 from kubeloop.batch.discover import Layout, discover
 from kubeloop.batch.features import OutputSpec
-from kubeloop.batch.locations import check_apart, list_inputs, local_path
+from kubeloop.batch.locations import check_apart, list_inputs, place_of
 from kubeloop.batch.meter import Meter
+from kubeloop.batch.place import Place
 from kubeloop.batch.report import MODEL_UNUSABLE, OUTPUT_EXISTS
 from kubeloop.batch.scorer import Job, score_shards
 from kubeloop.batch.shards import DEFAULT_BATCH_ROWS, DEFAULT_MIN_ROWS, assign
@@ -69,7 +70,7 @@ class Prepared:
     layout: Layout
     run: str
     model_info: dict[str, Any]
-    out_dir: Path
+    out: Place
 
 
 def prepare_run(request: Request) -> Prepared:
@@ -99,39 +100,41 @@ def prepare_run(request: Request) -> Prepared:
         layout=layout,
         run=run_key(digest, asdict(request.spec)),
         model_info=info,
-        out_dir=local_path(request.output),
+        out=place_of(request.output),
     )
 
 
-def _forget_other_run(out_dir: Path, run: str, if_exists: str = "overwrite") -> None:
+def _forget_other_run(out: Place, run: str, if_exists: str = "overwrite") -> None:
     """An output manifest of another run no longer describes this directory; with
     ``if_exists="refuse"`` it is left alone and the run refused instead."""
-    path = out_dir / MANIFEST_FILE
+    raw = places.read_bytes(out, MANIFEST_FILE)
+    if raw is None:
+        return
     try:
-        previous = OutputManifest.model_validate_json(path.read_bytes())
-    except (OSError, ValueError):
+        previous: OutputManifest | None = OutputManifest.model_validate_json(raw)
+    except ValueError:
         previous = None
-    if path.exists() and (previous is None or previous.run != run):
+    if previous is None or previous.run != run:
         if if_exists == "refuse":
             raise BatchError(
-                f"{out_dir}: {OUTPUT_EXISTS}: it holds the complete output of another run "
+                f"{out.show()}: {OUTPUT_EXISTS}: it holds the complete output of another run "
                 f"({MANIFEST_FILE}); choose another output or allow overwrite"
             )
-        path.unlink(missing_ok=True)
+        places.delete(out, MANIFEST_FILE)
 
 
 def score(request: Request, index: int, count: int, workers: int) -> dict[str, Any]:
     """Score completion index ``index`` of ``count``'s shards; a summary to print."""
     prepared = prepare_run(request)
-    out_dir = prepared.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _forget_other_run(out_dir, prepared.run, request.if_exists)
+    out = prepared.out
+    places.make_folder(out)
+    _forget_other_run(out, prepared.run, request.if_exists)
     mine = assign(list(prepared.layout.shards), index, count)
     meter = Meter(prepared.layout.total_rows(mine), len(mine))
     meter.report()
     job = Job(
         model_dir=request.model_dir,
-        out_dir=str(out_dir),
+        out=out,
         layout=prepared.layout,
         spec=request.spec,
         run=prepared.run,
@@ -146,16 +149,16 @@ def score(request: Request, index: int, count: int, workers: int) -> dict[str, A
         "rowsScored": meter.rows_scored,
         "rowsPerSecond": round(meter.rows_per_second(), 1),
     }
-    _, missing = missing_shards(out_dir, prepared.layout.shards, prepared.run, request.spec.format)
+    _, missing = missing_shards(out, prepared.layout.shards, prepared.run, request.spec.format)
     extras: dict[str, Any] = {"model": prepared.model_info["sha256"]}
     if not missing:
         manifest = finalize(
-            out_dir, prepared.layout.shards, prepared.run, request.spec.format, prepared.model_info
+            out, prepared.layout.shards, prepared.run, request.spec.format, prepared.model_info
         )
         output = {
             "rows": manifest.rows,
             "files": len(manifest.files),
-            "sha256": sha256_file(out_dir / MANIFEST_FILE),
+            "sha256": places.sha256(out, MANIFEST_FILE),
         }
         summary["output"] = extras["output"] = output
         extras["drift"] = manifest.drift
@@ -167,7 +170,7 @@ def finalize_run(request: Request) -> OutputManifest:
     """Write the output's manifest, or fail naming the shards not done."""
     prepared = prepare_run(request)
     return finalize(
-        prepared.out_dir,
+        prepared.out,
         prepared.layout.shards,
         prepared.run,
         request.spec.format,

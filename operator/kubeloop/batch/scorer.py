@@ -14,16 +14,17 @@ import queue
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kubeloop.batch import BatchError
-from kubeloop.batch.commit import ShardManifest, commit, completed, prepare, temp_path
+from kubeloop.batch import place as places
+from kubeloop.batch.commit import ShardManifest, commit, completed, prepare, temp_name
 from kubeloop.batch.discover import Layout
 from kubeloop.batch.drift import DriftCounter
 from kubeloop.batch.features import OutputSpec, feature_rows, predictions_batch
 from kubeloop.batch.meter import Meter
 from kubeloop.batch.output import ShardWriter
+from kubeloop.batch.place import Place
 from kubeloop.batch.reading import read_batches
 from kubeloop.batch.shards import Shard
 from kubeloop.modeldir import LoadedModel, load_model
@@ -34,7 +35,7 @@ class Job:
     """What every worker needs to score any shard of the run (picklable)."""
 
     model_dir: str
-    out_dir: str
+    out: Place
     layout: Layout
     spec: OutputSpec
     run: str
@@ -45,20 +46,20 @@ def score_shard(
     job: Job, model: LoadedModel, shard: Shard, progress: Callable[[int], None]
 ) -> tuple[ShardManifest, bool]:
     """Score ``shard`` unless it is already done; (its manifest, whether it was)."""
-    out_dir = Path(job.out_dir)
+    out = job.out
     fmt = job.spec.format
-    done = completed(out_dir, shard, job.run, fmt)
+    done = completed(out, shard, job.run, fmt)
     if done is not None:
         return done, True
-    prepare(out_dir, shard, fmt)
+    prepare(out, shard, fmt)
     path = job.layout.files[shard.relpath]
     columns = job.layout.columns[shard.relpath]
-    where = shard.describe(path)
-    tmp = temp_path(out_dir, shard, fmt)
+    where = shard.describe(job.layout.source.show(path))
+    temp = temp_name(out, shard, fmt)
     counter = DriftCounter(model)
     try:
-        with ShardWriter(tmp, fmt) as writer:
-            for batch in read_batches(path, shard, columns, job.batch_rows):
+        with ShardWriter(out, temp, fmt) as writer:
+            for batch in read_batches(path, shard, columns, job.batch_rows, job.layout.source):
                 if batch.num_rows == 0:
                     continue
                 rows = feature_rows(batch, columns, model, where, writer.rows)
@@ -71,10 +72,12 @@ def score_shard(
             raise BatchError(
                 f"{where}: read {writer.rows} rows, the file's footer says {shard.rows}"
             )
-        manifest = commit(out_dir, shard, tmp, writer.rows, job.run, fmt, counter.counts())
+        manifest = commit(out, shard, temp, writer.rows, job.run, fmt, counter.counts())
         return manifest, False
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        # On S3 an upload cut short by an error was still completed by its close:
+        # no manifest vouches for it, and it goes.
+        places.delete(out, temp)
         raise
 
 

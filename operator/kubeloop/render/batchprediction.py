@@ -1,8 +1,9 @@
 """BatchPrediction -> one Indexed batch/v1 Job running `kubeloop batch score`.
 
 Each pod fetches the model into an emptyDir as a ModelDeployment's init container does,
-mounts the input's claim read-only and the output's writable, and scores the shards of
-its completion index (docs/batch-prediction.md). Kubernetes sets `JOB_COMPLETION_INDEX`;
+mounts the input's claim read-only and the output's writable (or reaches `s3://` input
+and output itself, with `spec.s3`'s settings), and scores the shards of its completion
+index (docs/batch-prediction.md). Kubernetes sets `JOB_COMPLETION_INDEX`;
 `KUBELOOP_BATCH_COUNT` is the parallelism.
 """
 
@@ -19,6 +20,11 @@ from kubeloop.names import (
     MANAGED_BY,
     MODEL_URI_ANNOTATION,
     PROGRESS_PORT,
+    S3_ENDPOINT_ENV,
+    S3_KEY_ID_ENV,
+    S3_REGION_ENV,
+    S3_SECRET_KEY_ENV,
+    S3_SESSION_TOKEN_ENV,
 )
 from kubeloop.progress import EVERY_POD_ENV
 from kubeloop.render import storage
@@ -84,6 +90,32 @@ def score_args(spec: BatchPredictionSpec) -> list[str]:
     return args
 
 
+# The Secret's keys, each under its own name in the pod.
+S3_SECRET_KEYS = (S3_KEY_ID_ENV, S3_SECRET_KEY_ENV)
+S3_OPTIONAL_SECRET_KEYS = (S3_SESSION_TOKEN_ENV,)
+
+
+def s3_env(spec: BatchPredictionSpec) -> list[dict[str, Any]]:
+    """The scorer's S3 settings from `spec.s3`: the credentials by reference to the
+    user's Secret (the kubelet resolves them; the operator never reads the Secret, and
+    no value is in the Job)."""
+    s3 = spec.s3
+    if s3 is None:
+        return []
+    env: list[dict[str, Any]] = []
+    if s3.endpoint:
+        env.append({"name": S3_ENDPOINT_ENV, "value": s3.endpoint.rstrip("/")})
+    if s3.region:
+        env.append({"name": S3_REGION_ENV, "value": s3.region})
+    if s3.credentials_secret:
+        for key in S3_SECRET_KEYS + S3_OPTIONAL_SECRET_KEYS:
+            ref: dict[str, Any] = {"name": s3.credentials_secret, "key": key}
+            if key in S3_OPTIONAL_SECRET_KEYS:
+                ref["optional"] = True
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
 def data_claims(
     spec: BatchPredictionSpec, model_uri: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -120,6 +152,7 @@ def pod_template(
             # Every pod serves its live progress on PROGRESS_PORT; the operator reads
             # each and adds them up (controllers/batchprogress.py).
             {"name": EVERY_POD_ENV, "value": "1"},
+            *s3_env(spec),
         ],
         "ports": [{"name": "progress", "containerPort": PROGRESS_PORT}],
         "volumeMounts": [
