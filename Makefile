@@ -8,7 +8,7 @@ CLUSTER_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 .PHONY: help venv controlplane node debs images tools deps lint unit integration e2e e2e-real test \
         test-faults rbac-necessity lane-kwok lane-real \
         cluster-up cluster-down crds docs run demo bench bench-drift bench-serving \
-        bench-operator bench-profile bench-batch bench-experiments clean
+        bench-operator bench-profile bench-batch bench-experiments bench-quality clean
 
 help:
 	@echo "make demo         cluster (unless KUBECONFIG is set) + CRDs + operator + examples"
@@ -147,7 +147,7 @@ run: venv
 demo: deps images
 	bash hack/demo.sh
 
-bench: bench-drift bench-serving bench-operator bench-batch
+bench: bench-drift bench-serving bench-operator bench-batch bench-quality
 
 # Kubeloop vs Kubeflow's Training Operator on the local control plane (it restarts the
 # cluster: do not run it beside the tests).
@@ -165,6 +165,12 @@ bench-drift: venv
 
 bench-serving: venv
 	bash bench/serving_bench.sh
+
+# The served model's quality (issue 23): estimated accuracy vs NannyML CBPE, false alarms
+# and detection delay vs Evidently's DataDriftPreset, on the same windows. NannyML and
+# Evidently get their own virtualenvs under $(KUBELOOP_CACHE)/bench, one per version.
+bench-quality: venv
+	bash bench/quality_bench.sh
 
 # Kubeloop's batch scorer vs scikit-learn's predict on in-memory arrays (the ceiling) vs Ray
 # Data and Spark (each in its own virtualenv under ~/.cache/kubeloop/bench/, made here);
