@@ -1,11 +1,14 @@
 """A BatchPrediction on the real node: several Parquet files scored by two pods, one pod
 deleted while it writes a shard. The output holds every input row exactly once, with
-the predictions scikit-learn gives for those rows with the same model file."""
+the predictions scikit-learn gives for those rows with the same model file. And a small
+run from and to S3 (a local S3 server on this machine) with the credentials from a
+Secret that only the kubelet reads."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,12 +17,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from kubernetes.client.exceptions import ApiException
+from moto.server import ThreadedMotoServer
 from sklearn.datasets import load_iris
 
-from e2e.real.conftest import ON_REAL_NODE, ModelVolume, pods_of, record
+from e2e.real.conftest import ON_REAL_NODE, REAL_NODE, ModelVolume, pods_of, record
 from kubeloop.batch.commit import MANIFEST_FILE, SHARDS_DIR, TEMP_SUFFIX, sha256_file
 from kubeloop.batch.run import Request, prepare_run
 from kubeloop.batch.shards import assign
@@ -195,3 +200,63 @@ def test_two_pods_score_every_row_once_though_one_is_killed_mid_shard(
     assert status["output"]["files"] == len(listed)
     # What it scored, counted on the model's profile bins for a DriftMonitor.
     assert status["drift"]["rows"] == len(ids) == manifest["drift"]["rows"], status.get("drift")
+
+
+@pytest.mark.timeout(180)
+def test_s3_input_and_output_with_the_credentials_of_a_secret(
+    cluster: Cluster, namespace: str, volume: ModelVolume
+) -> None:
+    """One pod reads two Parquet objects and writes its output to a bucket of a local S3
+    server (moto's, on the node's address): pyarrow's S3 filesystem in the image, the
+    endpoint and region from spec.s3, the keys from the Secret through the kubelet (the
+    operator's chart has no access to Secrets)."""
+    subprocess.run([sys.executable, str(ROOT / "examples" / "train" / "train.py"),
+                    "--output", str(volume.path / "s3-model")], check=True, capture_output=True)
+    chown_tree(volume.path)
+    node = cluster.core.read_node(REAL_NODE)
+    host = next(a.address for a in node.status.addresses if a.type == "InternalIP")
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    keys = {"AWS_ACCESS_KEY_ID": "AKIDREALNODE", "AWS_SECRET_ACCESS_KEY": "real-node-secret"}
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    try:
+        fs = pafs.S3FileSystem(access_key=keys["AWS_ACCESS_KEY_ID"],
+                               secret_key=keys["AWS_SECRET_ACCESS_KEY"], region="us-east-1",
+                               endpoint_override=f"{host}:{port}", scheme="http",
+                               allow_bucket_creation=True)
+        fs.create_dir("lake")
+        iris = load_iris()
+        names = [snake_case(n) for n in iris.feature_names]
+        for f in range(2):
+            part = slice(f * 75, (f + 1) * 75)
+            pq.write_table(pa.table({"id": np.arange(part.start, part.stop),
+                                     **{n: iris.data[part, j] for j, n in enumerate(names)}}),
+                           f"lake/in/{f}.parquet", filesystem=fs)
+        cluster.core.create_namespaced_secret(
+            namespace, {"metadata": {"name": "lake-keys"}, "stringData": keys})
+        cluster.create(BP, namespace, "from-s3", {
+            "model": {"uri": "pvc://models/s3-model"},
+            "input": {"uri": "s3://lake/in/", "passThrough": ["id"]},
+            "output": {"uri": "s3://lake/out/"},
+            "s3": {"endpoint": f"http://{host}:{port}", "region": "us-east-1",
+                   "credentialsSecret": "lake-keys"},
+            "resources": {"cpu": "500m", "memory": "512Mi"}, "scheduling": ON_REAL_NODE,
+        })
+        status = wait_for(
+            lambda: (s := cluster.status(BP, namespace, "from-s3")).get("phase")
+            in ("Succeeded", "Failed") and s, 150, "from-s3 done")
+        assert status["phase"] == "Succeeded", status
+        with fs.open_input_stream(f"lake/out/{MANIFEST_FILE}") as stream:
+            manifest = json.loads(stream.read())
+        table = pa.concat_tables([pq.read_table(f"lake/out/{e['path']}", filesystem=fs)
+                                  for e in manifest["files"]])
+    finally:
+        server.stop()
+    assert sorted(table.column("id").to_pylist()) == list(range(150))
+    assert status["output"]["rows"] == manifest["rows"] == 150, status
+    model = load_model(volume.path / "s3-model")
+    order = np.argsort(table.column("id").to_numpy())
+    np.testing.assert_array_equal(table.column("prediction").to_numpy()[order],
+                                  model.estimator.predict(iris.data[:150]))
