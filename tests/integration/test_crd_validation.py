@@ -599,6 +599,10 @@ def test_explain_shows_the_field_descriptions(cluster: Cluster) -> None:
     out = " ".join(cluster.kubectl("explain", "driftmonitor.spec.correction").stdout.split())
     assert "Benjamini-Hochberg" in out and "false discovery rate" in out
     assert 'Default: "bh". One of: bh, none.' in out
+    out = " ".join(
+        cluster.kubectl("explain", "driftmonitor.spec.onDrift.shadow.require").stdout.split()
+    )
+    assert "paired test" in out and 'Default: "Better". One of: Better, NotWorse.' in out
 
 
 def test_locations_kubeloop_reads_are_accepted(cluster: Cluster) -> None:
