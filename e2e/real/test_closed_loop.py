@@ -1,19 +1,28 @@
-"""The closed loop, for real and under GitOps: the ModelDeployment and the DriftMonitor
+"""The closed loop, for real. Under GitOps: the ModelDeployment and the DriftMonitor
 are applied as Flux's kustomize-controller applies Git's manifests (server-side, forced,
 field manager `kustomize-controller`). Traffic through the Service, the data changes,
 drift is measured from the serving pods, a TrainingJob retrains in a real pod on the new
 data, the model is promoted (`promoteWith: Annotation`: Git's spec unchanged) and rolled
 out, and new pods serve the new model; Git's next sync keeps it serving; a commit of
-another model in Git takes over. Clients' answers through the Service say which."""
+another model in Git takes over. Clients' answers through the Service say which.
+
+On quality (docs/quality.md): a monitor with `spec.performance` reads the labels clients
+post to the Service's feedback route; a harmless input shift with the labels still
+agreeing is reported and retrains nothing, labels that start disagreeing while the
+inputs stay the same (concept drift) retrain on the new labels, the evaluation gate
+scores both models on the labelled rows the pods kept, and the retrain that wins on
+them serves."""
 
 from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import requests
 import yaml
 from sklearn.datasets import load_iris
 
@@ -26,11 +35,12 @@ from e2e.real.conftest import (
     pods_of,
     reachable,
     record,
+    served,
     service_url,
     write_iris_csv,
 )
 from kubeloop.modeldir import load_model
-from tests.kubetest import Cluster, wait_for
+from tests.kubetest import Cluster, stays, wait_for
 
 SHIFT = 2.0
 RETRAIN = "iris-live-drift-retrain-1"
@@ -216,3 +226,174 @@ def test_drift_retrain_promote_rollout(
     history = cluster.status("ModelDeployment", namespace, "iris-live")["history"]
     assert [(h["uri"], h["changedBy"]) for h in history] == [
         (committed, "user"), (new_uri, "DriftMonitor/iris-live-drift"), (first_model, "user")]
+
+
+QUALITY, WATCH = "iris-quality", "iris-quality-watch"
+QUALITY_RETRAIN = f"{WATCH}-retrain-1"
+LABELLED, UNLABELLED = 90, 210
+SPECIES = load_iris().target_names
+
+
+def new_concept(labels: np.ndarray) -> np.ndarray:
+    """The world after the concept drift: each species is now called the next one
+    (setosa -> versicolor -> virginica -> setosa), the flowers unchanged."""
+    return (labels + 1) % 3
+
+
+def write_concept_csv(path: Path) -> None:
+    """What the data pipeline holds once the labels moved: plain iris, new labels."""
+    iris = load_iris()
+    lines = [",".join([*iris.feature_names, "species"])]
+    lines += [",".join([*(repr(float(v)) for v in row), str(SPECIES[t])])
+              for row, t in zip(iris.data, new_concept(iris.target), strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def labelled_traffic(
+    url: str, count: int, seed: int, *, shift_sepal_length: float = 0.0,
+    concept_drift: bool = False, with_inputs: bool = False,
+) -> None:
+    """`count` iris flowers through the Service, then their true labels sent back to
+    the feedback route (with the answer and the version that gave it, as a client keeps
+    them), then UNLABELLED more flowers: the monitor judges a window once `minSamples`
+    (200) inputs arrived, and the labels must be in it by then. What the window before
+    left over (at most 300 - 200) and `count` stay below 200, so the labels are posted
+    before the window can be judged."""
+    iris = load_iris()
+    rng = np.random.default_rng(seed)
+    picked = rng.integers(0, len(iris.data), count + UNLABELLED)
+    rows = iris.data[picked].copy()
+    rows[:, 0] += shift_sepal_length * iris.data[:, 0].std()
+    truth = new_concept(iris.target[picked]) if concept_drift else iris.target[picked]
+    records: list[dict[str, Any]] = []
+    for start in range(0, count, 50):
+        answer = infer(url, QUALITY, rows[start:min(start + 50, count)].tolist())
+        predictions = next(o["data"] for o in answer["outputs"] if o["name"] == "predict")
+        for offset, prediction in enumerate(predictions):
+            record_ = {"label": str(SPECIES[truth[start + offset]]), "prediction": prediction,
+                       "model_version": answer["model_version"]}
+            if with_inputs:
+                record_["inputs"] = rows[start + offset].tolist()
+            records.append(record_)
+    got = requests.post(f"{url}/v2/models/{QUALITY}/feedback", json={"records": records},
+                        timeout=10)
+    assert got.status_code == 200 and got.json()["counted"] == count, got.text
+    send_rows = rows[count:].tolist()
+    for start in range(0, len(send_rows), 50):
+        infer(url, QUALITY, send_rows[start:start + 50])
+
+
+@pytest.mark.timeout(600)
+def test_quality_drop_retrains_and_a_harmless_shift_does_not(
+    cluster: Cluster, namespace: str, volume: ModelVolume, first_model: str
+) -> None:
+    write_concept_csv(volume.path / "data" / "concept.csv")
+    cluster.create("ModelDeployment", namespace, QUALITY, {
+        "model": {"uri": first_model}, "replicas": 2,
+        "resources": {"cpu": "100m", "memory": "256Mi"}, "scheduling": ON_REAL_NODE,
+    })
+    cluster.wait_phase("ModelDeployment", namespace, QUALITY, "Ready", 240)
+    url = service_url(cluster, namespace, QUALITY)
+    reachable(url, QUALITY)
+    cluster.create("DriftMonitor", namespace, WATCH, {
+        "modelDeployment": QUALITY, "method": "psi", "threshold": 0.2, "interval": "3s",
+        "minSamples": 200,
+        "performance": {"metric": "accuracy", "source": "labels", "minimum": 0.8,
+                        "minLabels": 50},
+        "onDrift": {"promote": True, "retrain": {
+            "cooldown": "1h", "template": {
+                "image": IMAGE, "command": TRAIN_COMMAND,
+                "dataset": {"uri": "pvc://models/data/concept.csv"},
+                "output": {"uri": "pvc://models/{trainingJob}"},
+                "scheduling": ON_REAL_NODE,
+            }},
+            "evaluate": {"metric": "accuracy", "live": {"mode": "Instead", "minRows": 50}},
+        },
+    })
+    wait_for(lambda: cluster.status("DriftMonitor", namespace, WATCH).get("window"), 120,
+             "the monitor's baseline, read from the pods")
+
+    def condition(ctype: str, state: str) -> dict[str, Any] | None:
+        cond = cluster.condition("DriftMonitor", namespace, WATCH, ctype)
+        return cond if cond and cond["status"] == state else None
+
+    def retrains() -> list[str]:
+        jobs = cluster.custom.list_namespaced_custom_object(
+            "kubeloop.io", "v1alpha1", namespace, "trainingjobs",
+            label_selector=f"kubeloop.io/drift-monitor={WATCH}")["items"]
+        return [j["metadata"]["name"] for j in jobs]
+
+    # A harmless shift: sepal length moves by 2 standard deviations, a feature the model
+    # hardly uses; the labels (the flowers' species) still agree with its answers.
+    labelled_traffic(url, LABELLED, seed=11, shift_sepal_length=2.0)
+    drift = wait_for(lambda: condition("InputDrift", "True"), 90, "the input shift reported")
+    assert drift["reason"] == "DriftDetected", drift
+    held = cluster.condition("DriftMonitor", namespace, WATCH, "PerformanceDegraded")
+    assert held and (held["status"], held["reason"]) == ("False", "QualityHeld"), held
+    status = cluster.status("DriftMonitor", namespace, WATCH)
+    assert status["performance"]["labels"] == LABELLED, status["performance"]
+    assert status["performance"]["realised"] >= 0.9, status["performance"]
+    assert "reported only" in status["message"], status["message"]
+    # Over the window and the checks after it (every 3 s), nothing retrains.
+    stays(lambda: not retrains(), 12, "no retrain for a harmless shift")
+    assert cluster.status("DriftMonitor", namespace, WATCH)["retrainCount"] == 0
+    # The inputs come back to the reference's: a window without labels (an unknown
+    # quality acts on nothing), judged before the next one starts, so that what it
+    # leaves over for the next window is unshifted.
+    plain = iris_rows(200, 0.0, seed=13)
+    for start in range(0, len(plain), 50):
+        infer(url, QUALITY, plain[start:start + 50])
+    wait_for(lambda: (d := cluster.condition("DriftMonitor", namespace, WATCH,
+                                             "PerformanceDegraded"))
+             and d["reason"] == "TooFewLabels", 60, "a window without labels judged")
+
+    # The concept drifts: the same flowers as the reference, every label now the next
+    # species. Clients send the labels with the requests' inputs.
+    drifted_at = time.monotonic()
+    labelled_traffic(url, LABELLED, seed=12, concept_drift=True, with_inputs=True)
+    dropped = wait_for(lambda: condition("PerformanceDegraded", "True"), 90,
+                       "the quality drop judged")
+    record("quality_drop_detected_seconds", round(time.monotonic() - drifted_at, 1))
+    assert dropped["reason"] == "QualityDropped", dropped
+    performance = cluster.status("DriftMonitor", namespace, WATCH)["performance"]
+    assert performance["labels"] == LABELLED and performance["realised"] <= 0.1, performance
+    assert condition("InputDrift", "False"), "the inputs look like the reference again"
+
+    # The retrain runs on the new labels and wins on the labelled rows the pods kept.
+    cluster.wait_phase("TrainingJob", namespace, QUALITY_RETRAIN, "Succeeded", 240)
+    assert retrains() == [QUALITY_RETRAIN]
+
+    def decided() -> dict[str, Any] | None:
+        last = cluster.status("DriftMonitor", namespace, WATCH).get("lastRetrain") or {}
+        return last if last.get("result") not in (None, "Running", "Evaluating") else None
+
+    last = wait_for(decided, 240, "the retrain evaluated on the live labels")
+    assert last["result"] == "Promoted", last
+    live = last["evaluation"]["live"]
+    # Every labelled row the pods kept is the new concept's (the shift's labels came
+    # without inputs): all of them read, from whichever pod was sent them.
+    assert live["rows"] == LABELLED and live["passed"] is True, live
+    assert live["champion"] <= 0.1 and live["challenger"] >= 0.9, live
+    record("quality_live_scores", {"rows": live["rows"], "champion": live["champion"],
+                                   "challenger": live["challenger"]})
+    new_uri = f"pvc://models/{QUALITY_RETRAIN}"
+    assert last["modelUri"] == new_uri
+
+    def rolled_out() -> bool:
+        pods = pods_of(cluster, namespace, f"kubeloop.io/model-deployment={QUALITY}")
+        return bool(pods) and all(
+            p["metadata"]["annotations"]["kubeloop.io/model-uri"] == new_uri for p in pods
+        ) and cluster.status("ModelDeployment", namespace, QUALITY).get("phase") == "Ready"
+
+    wait_for(rolled_out, 240, "the retrained model's pods, Ready")
+    record("quality_drop_to_rolled_out_seconds", round(time.monotonic() - drifted_at, 1))
+    # What clients get through the Service: the new model's answers, which are the new
+    # labels; the first model called the same flowers otherwise.
+    iris = load_iris()
+    probe = iris.data[[0, 50, 100]].tolist()
+    new = load_model(volume.path / QUALITY_RETRAIN)
+    wanted = tuple(int(c) for c in new_concept(iris.target[[0, 50, 100]]))
+    assert tuple(int(c) for c in new.estimator.predict(np.asarray(probe))) == wanted
+    old = load_model(volume.path / "iris-v1").estimator.predict(np.asarray(probe))
+    assert tuple(int(c) for c in old) != wanted
+    assert served(url, QUALITY, probe, 10) == {(200, new.metadata.version, wanted)}
