@@ -186,11 +186,16 @@ def test_window_subtracts_scrapes_and_handles_counter_resets() -> None:
 
 def test_render_query_fills_placeholders_and_keeps_promql_braces() -> None:
     query = render_query(
-        DEFAULT_BUCKET_QUERY, feature='we"ird\\', model="iris", namespace="ml", window="5m"
+        DEFAULT_BUCKET_QUERY,
+        feature='we"ird\\',
+        model="iris",
+        namespace="ml",
+        window="5m",
+        version="1a2b",
     )
     assert query == (
         "sum by (le) (increase(kubeloop_model_feature_bucket"
-        '{namespace="ml", model="iris", feature="we\\"ird\\\\"}[5m]))'
+        '{namespace="ml", model="iris", version="1a2b", feature="we\\"ird\\\\"}[5m]))'
     )
 
 
@@ -402,12 +407,18 @@ def test_huge_body_is_refused_while_streaming(prometheus: FakePrometheus) -> Non
 def test_prometheus_counts_queries_every_feature(prometheus: FakePrometheus) -> None:
     prometheus.behaviour.mode = "by-query"
     got = prometheus_counts(
-        prometheus.url, PROFILE, model="iris", namespace="ml", window="10m", timeout=5
+        prometheus.url,
+        PROFILE,
+        model="iris",
+        namespace="ml",
+        window="10m",
+        version="v7",
+        timeout=5,
     )
     np.testing.assert_array_equal(got, EXPECTED)
     queries = [parse_qs(urlparse(p).query)["query"][0] for p in prometheus.behaviour.paths]
     assert len(queries) == 3
-    assert all('namespace="ml", model="iris"' in q and "[10m]" in q for q in queries)
+    assert all('namespace="ml", model="iris", version="v7"' in q and "[10m]" in q for q in queries)
     assert queries[2].startswith("sum by (category)")
 
 
@@ -415,7 +426,12 @@ def test_prometheus_counts_rejects_series_without_the_label(prometheus: FakeProm
     prometheus.behaviour.mode = "ok"  # answers with `le` series for every query
     with pytest.raises(SourceInvalid, match="feature 'x': buckets missing"):
         prometheus_counts(
-            prometheus.url, PROFILE.select(["x"]), model="m", namespace="n", window="1m"
+            prometheus.url,
+            PROFILE.select(["x"]),
+            model="m",
+            namespace="n",
+            window="1m",
+            version="v",
         )
     with pytest.raises(SourceInvalid, match="without a 'category' label"):
         prometheus_counts(

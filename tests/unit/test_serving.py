@@ -191,7 +191,8 @@ def test_the_json_requests_of_the_docs_get_the_answers_the_docs_show(
             answer = got.json()
             assert answer["model_name"] == shown["model_name"]
             assert [(o["name"], o["shape"]) for o in answer["outputs"]] == [
-                (o["name"], o["shape"]) for o in shown["outputs"]]
+                (o["name"], o["shape"]) for o in shown["outputs"]
+            ]
             assert answer["outputs"][0]["data"] == shown["outputs"][0]["data"]
 
 
@@ -429,24 +430,40 @@ def test_feature_histograms_count_exactly_on_the_profile_edges(
     seen = np.vstack([rows, rows[:1]])
 
     samples = metric_samples(url)
+    # Each series says the version it counts for: during a rollout pods of two models,
+    # each on its own reference's edges, are told apart by it (docs/quality.md).
+    version = model.metadata.version
     for column, name in enumerate(FEATURES):
         feature = model.profile.feature(name)
         buckets = [
-            sample(samples, "kubeloop_model_feature_bucket", model="iris", feature=name, le=le)
+            sample(
+                samples,
+                "kubeloop_model_feature_bucket",
+                model="iris",
+                version=version,
+                feature=name,
+                le=le,
+            )
             for le in feature.bin_labels()
         ]
         # What le means, computed without the server's binning.
         expected = [float((seen[:, column] <= e).sum()) for e in feature.edges] + [7.0]
         assert buckets == expected, name
-        assert sample(samples, "kubeloop_model_feature_count", model="iris", feature=name) == 7
+        assert (
+            sample(
+                samples, "kubeloop_model_feature_count", model="iris", version=version, feature=name
+            )
+            == 7
+        )
         assert sample(
-            samples, "kubeloop_model_feature_sum", model="iris", feature=name
+            samples, "kubeloop_model_feature_sum", model="iris", version=version, feature=name
         ) == pytest.approx(seen[:, column].sum())
     assert [float(le) for le in first.bin_labels()[:-1]] == first.edges
     bucket_of_edge = sample(
         samples,
         "kubeloop_model_feature_bucket",
         model="iris",
+        version=version,
         feature=FEATURES[0],
         le=first.bin_labels()[2],
     )
@@ -454,6 +471,7 @@ def test_feature_histograms_count_exactly_on_the_profile_edges(
         samples,
         "kubeloop_model_feature_bucket",
         model="iris",
+        version=version,
         feature=FEATURES[0],
         le=first.bin_labels()[1],
     ) == float(((seen[:, 0] > first.edges[1]) & (seen[:, 0] <= first.edges[2])).sum())
@@ -522,6 +540,7 @@ def test_categorical_features_count_per_category(model: LoadedModel) -> None:
     family = next(f for f in stats.collect() if f.name == "kubeloop_model_feature_category")
     counts = {s.labels["category"]: s.value for s in family.samples}
     assert counts == {"0": 1, "1.5": 1, "2": 2, "__other__": 1}
+    assert {s.labels["version"] for s in family.samples} == {model.metadata.version}
     assert [f.name for f in stats.numeric] == FEATURES[:3]
 
 

@@ -31,7 +31,11 @@ class PrometheusSource(KubeModel):
         min_length=1,
         max_length=4096,
         description="PromQL template returning one feature's bucket counts by `le`; "
-        "`{feature}`, `{model}` and `{namespace}` are substituted.",
+        "`{feature}`, `{model}`, `{namespace}`, `{window}` (the interval) and `{version}` "
+        "are substituted. `{version}` is the version the watched model's pods serve (read "
+        "from one of them): match `version=\"{version}\"` so that, during a rollout or "
+        "beside a canary, pods of the other model (on their own reference's bins) are not "
+        "summed with it; without it every pod of the model is summed.",
     )
 
 

@@ -235,6 +235,7 @@ class Reconciler:
             elif spec.source.type == "prometheus":
                 prom = spec.source.prometheus
                 assert prom is not None
+                version = await self.refs.version(ctx, body, target)
                 scrape = await asyncio.to_thread(
                     scrape_prometheus,
                     prom.url,
@@ -243,6 +244,7 @@ class Reconciler:
                     model,
                     namespace,
                     spec.interval,
+                    version,
                 )
             else:
                 urls = self.refs.endpoints(ctx, spec, namespace, target)

@@ -32,6 +32,7 @@ from kubeloop.drift.reference import (
     parse_profile,
     profile_from_server,
     profile_from_url,
+    version_from_server,
 )
 from kubeloop.names import MODEL_URI_ANNOTATION, SERVER_PORT
 
@@ -100,14 +101,28 @@ def _other_models(urls: Sequence[str], model: str) -> list[perf.QualityCounts]:
 
 
 def scrape_prometheus(
-    url: str, query: str, profile: Profile, model: str, namespace: str, window: str
+    url: str,
+    query: str,
+    profile: Profile,
+    model: str,
+    namespace: str,
+    window: str,
+    version: str | None,
 ) -> Scrape:
+    """The window's counts from Prometheus: of the watched model's `version` only when
+    the query names `{version}` (pods of another model, on other bins, left out)."""
+    if version is None and sources.uses_version(query):
+        raise sources.SourceUnavailable(
+            "waiting for a ready pod of the watched model: the query counts its version "
+            "({version}), read from its model server"
+        )
     counts = sources.prometheus_counts(
         url,
         profile,
         model=model,
         namespace=namespace,
         window=window,
+        version=version,
         bucket_query=query,
         timeout=SCRAPE_TIMEOUT,
     )
@@ -131,12 +146,35 @@ class References:
 
     def __init__(self) -> None:
         self._profiles: dict[tuple[str, str], dict[str, Profile]] = {}
+        # The watched model's version per monitor, with the model URI it was read for.
+        self._versions: dict[tuple[str, str], tuple[str, str]] = {}
 
     def forget(self, namespace: str, name: str) -> None:
         self._profiles.pop((namespace, name), None)
+        self._versions.pop((namespace, name), None)
 
     def held(self, namespace: str, name: str) -> list[str]:
-        return [f"profile {k}" for k in self._profiles.get((namespace, name), {})]
+        held = [f"profile {k}" for k in self._profiles.get((namespace, name), {})]
+        version = self._versions.get((namespace, name))
+        return [*held, f"version of {version[0]}"] if version else held
+
+    async def version(self, ctx: Ctx, body: dict[str, Any], target: dict[str, Any]) -> str | None:
+        """The version the watched model's pods serve (`status.activeModelUri`), read
+        from one of them once per model URI; None while none is ready to say."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        uri = (target.get("status") or {}).get("activeModelUri")
+        if not uri:
+            return None
+        cached = self._versions.get(key)
+        if cached is not None and cached[0] == uri:
+            return cached[1]
+        try:
+            base = self._server_of(ctx, key[0], target, uri)
+            version = await asyncio.to_thread(version_from_server, base, target["metadata"]["name"])
+        except ReferenceInvalid:  # ReferenceNotServed too: asked again at the next check
+            return None
+        self._versions[key] = (uri, version)
+        return version
 
     async def reference(
         self, ctx: Ctx, spec: DriftMonitorSpec, body: dict[str, Any], target: dict[str, Any]
@@ -213,4 +251,3 @@ class References:
         )
 
     endpoints = staticmethod(servingpods.endpoints)
-

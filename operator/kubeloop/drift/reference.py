@@ -5,6 +5,8 @@ operator's own filesystem means nothing in a cluster."""
 
 from __future__ import annotations
 
+import json
+
 import requests
 import urllib3
 from pydantic import ValidationError
@@ -59,3 +61,23 @@ def profile_from_url(url: str, timeout: float = 5.0) -> Profile:
 def profile_from_server(base_url: str, model: str, timeout: float = 5.0) -> Profile:
     """The profile a model server loaded with its model (`/v2/models/NAME/profile`)."""
     return profile_from_url(profile_url(base_url, model), timeout)
+
+
+def version_from_server(base_url: str, model: str, timeout: float = 5.0) -> str:
+    """The model version a model server serves (its Open Inference Protocol model
+    metadata, `GET /v2/models/NAME`: `versions`). Network errors and 5xx answers are
+    waits (ReferenceNotServed); anything else unusable is ReferenceInvalid."""
+    url = f"{base_url.rstrip('/')}/v2/models/{model}"
+    try:
+        response = requests.get(url, timeout=timeout)
+    except requests.RequestException as err:
+        raise ReferenceNotServed(f"cannot read the model version at {url}: {err}") from err
+    if response.status_code >= 500:
+        raise ReferenceNotServed(f"{url}: HTTP {response.status_code}")
+    try:
+        versions = json.loads(response.content)["versions"] if response.ok else None
+    except (ValueError, KeyError, TypeError):
+        versions = None
+    if not isinstance(versions, list) or not versions or not isinstance(versions[0], str):
+        raise ReferenceInvalid(f"{url}: HTTP {response.status_code}: no model version")
+    return versions[0]

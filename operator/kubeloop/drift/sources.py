@@ -3,9 +3,14 @@
 The model server exports, on the reference profile's bins,
 
 * numeric features as the histogram ``kubeloop_model_feature`` with labels ``model``,
-  ``feature`` and cumulative ``le`` buckets on the profile's edges plus ``+Inf``;
+  ``version``, ``feature`` and cumulative ``le`` buckets on the profile's edges plus
+  ``+Inf``;
 * categorical features as the counter ``kubeloop_model_feature_category_total`` with
-  labels ``model``, ``feature``, ``category``.
+  labels ``model``, ``version``, ``feature``, ``category``.
+
+``version`` is the served model's version: during a rollout pods of two models serve
+side by side, each on its own reference's bins, and a Prometheus query must keep them
+apart (``{version}`` in a query template).
 
 Everything here returns per-bin (non-cumulative) counts shaped like
 ``Profile.reference_counts()``, ready for ``kubeloop.drift.stats``. Failures map to two
@@ -45,16 +50,21 @@ EDGE_ATOL = 1e-12
 CUMULATIVE_SLACK = 1e-6
 
 # One query per feature; these placeholders are substituted, PromQL's own braces are left
-# alone. {window} is the range over which increase() counts (the monitor's interval).
-PLACEHOLDERS = ("feature", "model", "namespace", "window")
+# alone. {window} is the range over which increase() counts (the monitor's interval);
+# {version} is the version of the model the monitor watches.
+PLACEHOLDERS = ("feature", "model", "namespace", "window", "version")
 DEFAULT_BUCKET_QUERY = (
     "sum by (le) (increase(kubeloop_model_feature_bucket"
-    '{namespace="{namespace}", model="{model}", feature="{feature}"}[{window}]))'
+    '{namespace="{namespace}", model="{model}", version="{version}", feature="{feature}"}'
+    "[{window}]))"
 )
 DEFAULT_CATEGORY_QUERY = (
     "sum by (category) (increase(kubeloop_model_feature_category_total"
-    '{namespace="{namespace}", model="{model}", feature="{feature}"}[{window}]))'
+    '{namespace="{namespace}", model="{model}", version="{version}", feature="{feature}"}'
+    "[{window}]))"
 )
+# The same, for a version that is not known: every pod of the model summed.
+ANY_VERSION_CATEGORY_QUERY = DEFAULT_CATEGORY_QUERY.replace(' version="{version}",', "")
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_BYTES = 8 * 2**20
@@ -231,8 +241,14 @@ def window(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
 # --- the Prometheus HTTP API -----------------------------------------------------------
 
 
+def uses_version(template: str) -> bool:
+    """Whether a query template keeps model versions apart (``{version}``)."""
+    return "{version}" in template
+
+
 def render_query(template: str, **values: str) -> str:
-    """Fill ``{feature}``, ``{model}``, ``{namespace}``, ``{window}`` in a PromQL template.
+    """Fill ``{feature}``, ``{model}``, ``{namespace}``, ``{window}``, ``{version}`` in a
+    PromQL template.
 
     Values are escaped for PromQL double-quoted strings. Braces of label matchers are not
     placeholders, so templates need no doubled braces.
@@ -445,8 +461,9 @@ def prometheus_counts(
     model: str,
     namespace: str,
     window: str,
+    version: str | None = None,
     bucket_query: str = DEFAULT_BUCKET_QUERY,
-    category_query: str = DEFAULT_CATEGORY_QUERY,
+    category_query: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     max_bytes: int = DEFAULT_MAX_BYTES,
     session: requests.Session | None = None,
@@ -454,10 +471,20 @@ def prometheus_counts(
     """Per-bin counts over ``window`` from Prometheus, one query per feature.
 
     ``bucket_query`` must return one series per ``le``, ``category_query`` one per
-    ``category``; both are rendered with :func:`render_query`. Each query gets its own
-    ``timeout`` and retries (see :func:`query_prometheus`). Prometheus's ``increase()``
-    already handles counter resets and extrapolates, so counts may be fractional.
+    ``category``; both are rendered with :func:`render_query`. ``version`` is the
+    watched model's version (``{version}``): the default queries count its pods only,
+    so that pods of another model serving beside it (a rollout, a canary), on their own
+    reference's bins, are not summed with them. A template that uses ``{version}``
+    needs it (ValueError); without it the default category query sums every version.
+    Each query gets its own ``timeout`` and retries (see :func:`query_prometheus`).
+    Prometheus's ``increase()`` already handles counter resets and extrapolates, so
+    counts may be fractional.
     """
+    if category_query is None:
+        category_query = (
+            DEFAULT_CATEGORY_QUERY if version is not None else ANY_VERSION_CATEGORY_QUERY
+        )
+    known = {"version": version} if version is not None else {}
     numeric: dict[str, dict[str, float]] = {}
     categorical: dict[str, dict[str, float]] = {}
     http = requests.Session() if session is None else session
@@ -469,7 +496,12 @@ def prometheus_counts(
                 else (category_query, categorical, "category")
             )
             query = render_query(
-                template, feature=feature.name, model=model, namespace=namespace, window=window
+                template,
+                feature=feature.name,
+                model=model,
+                namespace=namespace,
+                window=window,
+                **known,
             )
             series = query_prometheus(url, query, timeout, max_bytes, session=http)
             table[feature.name] = _by_label(series, label, f"feature {feature.name!r}")

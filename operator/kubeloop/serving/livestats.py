@@ -103,13 +103,13 @@ class LiveStats(Collector):
             histogram = HistogramMetricFamily(
                 "kubeloop_model_feature",
                 "Served input values per feature, on the reference profile's bin edges.",
-                labels=["model", "feature"],
+                labels=["model", "version", "feature"],
             )
             for index, feature in enumerate(self.numeric):
                 start = self.offsets[index]
                 cumulative = np.cumsum(self.bin_counts[start : start + feature.bins])
                 histogram.add_metric(
-                    [self.model_name, feature.name],
+                    [self.model_name, self.version, feature.name],
                     buckets=list(zip(feature.bin_labels(), cumulative.tolist(), strict=True)),
                     sum_value=float(self.sums[index]),
                 )
@@ -118,11 +118,13 @@ class LiveStats(Collector):
             categories = CounterMetricFamily(
                 "kubeloop_model_feature_category",
                 "Served input values per category of a categorical feature.",
-                labels=["model", "feature", "category"],
+                labels=["model", "version", "feature", "category"],
             )
             for (_, feature), counts in zip(self.categorical, self.category_counts, strict=True):
                 for label, count in zip(feature.bin_labels(), counts.tolist(), strict=True):
-                    categories.add_metric([self.model_name, feature.name, label], count)
+                    categories.add_metric(
+                        [self.model_name, self.version, feature.name, label], count
+                    )
             yield categories
         if self.classes is not None:
             predictions = CounterMetricFamily(
