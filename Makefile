@@ -147,7 +147,7 @@ run: venv
 demo: deps images
 	bash hack/demo.sh
 
-bench: bench-drift bench-serving bench-operator bench-batch bench-quality
+bench: bench-drift bench-serving bench-operator bench-batch bench-quality bench-shadow
 
 # Kubeloop vs Kubeflow's Training Operator on the local control plane (it restarts the
 # cluster: do not run it beside the tests).
@@ -171,6 +171,11 @@ bench-serving: venv
 # Evidently get their own virtualenvs under $(KUBELOOP_CACHE)/bench, one per version.
 bench-quality: venv
 	bash bench/quality_bench.sh
+
+# What a shadow costs the stable's clients: mirroring on, to a live, a down and a slow
+# shadow, against none, in the serving bench's protocol (wrk from Debian, taskset).
+bench-shadow: venv
+	$(BIN)/python bench/shadow_bench.py
 
 # Kubeloop's batch scorer vs scikit-learn's predict on in-memory arrays (the ceiling) vs Ray
 # Data and Spark (each in its own virtualenv under ~/.cache/kubeloop/bench/, made here);
