@@ -287,6 +287,11 @@ def test_a_better_challenger_with_canary_steps_rolls_out_as_today() -> None:
         (classes(60, 0.6, 0.8, 0.04), {"significance": 0.01}, "NotSignificant"),
         (classes(60, 0.8, 0.6, 0.5), {"require": "NotWorse", "margin": 0.1}, "Worse"),
         (classes(60, 0.8, 0.75, 0.01), {"require": "NotWorse", "margin": 0.1}, "Worse"),
+        # Equal is not better, whatever the test says, with no margin asked.
+        (classes(60, 0.7, 0.7, 0.01), {}, "NotBetter"),
+        # Just under the margin, and just over it for NotWorse, in counts of 60.
+        (classes(60, 36 / 60, 41 / 60, 0.01), {"margin": 0.1}, "NotBetter"),
+        (classes(60, 48 / 60, 41 / 60, 0.5), {"require": "NotWorse", "margin": 0.1}, "Worse"),
     ],
 )
 def test_a_challenger_short_of_the_requirement_is_rejected(
@@ -309,6 +314,8 @@ def test_a_challenger_short_of_the_requirement_is_rejected(
         (classes(60, 0.8, 0.78, 0.5), {"require": "NotWorse", "margin": 0.05}),
         (classes(60, 0.8, 0.8, 1.0), {"require": "NotWorse"}),
         (classes(60, 0.6, 0.9, 0.001), {"require": "NotWorse"}),
+        # Exactly the margin worse, in counts of 60: 48/60 - 42/60 is 0.1000...09 in floats.
+        (classes(60, 48 / 60, 42 / 60, 0.5), {"require": "NotWorse", "margin": 0.1}),
     ],
 )
 def test_a_challenger_not_worse_passes_that_requirement(
@@ -316,6 +323,13 @@ def test_a_challenger_not_worse_passes_that_requirement(
 ) -> None:
     status, _ = run(shadowing(), spec=spec(**gate), target=target(labelled))
     assert last(status).result == "Promoted" and trial_of(status).reason == "NotWorse"
+
+
+def test_better_by_exactly_the_margin_is_better() -> None:
+    """42/60 - 36/60 is 0.0999...98 in floats: still the margin of 0.1, so it passes."""
+    labelled = classes(60, 36 / 60, 42 / 60, 0.01)
+    status, _ = run(shadowing(), spec=spec(margin=0.1), target=target(labelled))
+    assert last(status).result == "Promoted" and trial_of(status).reason == "Improved"
 
 
 def test_regressors_are_judged_on_mean_absolute_error() -> None:

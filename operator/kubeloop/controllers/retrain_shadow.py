@@ -143,6 +143,9 @@ def judge(trial: ShadowTrial, gate: ShadowGate, labelled: dict[str, Any]) -> Mov
         trial.champion = float(labelled.get("championMAE") or 0.0)
         trial.challenger = float(labelled.get("shadowMAE") or 0.0)
         gain = trial.champion - trial.challenger
+    # Accuracies are ratios of counts: 42/60 - 36/60 is 0.0999...98 in floats, which
+    # must still meet a margin of 0.1. Nine decimals are far finer than any count.
+    gain = round(gain, 9)
     trial.test = labelled.get("test")
     p = labelled.get("pValue")
     trial.p_value = None if p is None else float(p)
