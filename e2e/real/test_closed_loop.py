@@ -396,4 +396,17 @@ def test_quality_drop_retrains_and_a_harmless_shift_does_not(
     assert tuple(int(c) for c in new.estimator.predict(np.asarray(probe))) == wanted
     old = load_model(volume.path / "iris-v1").estimator.predict(np.asarray(probe))
     assert tuple(int(c) for c in old) != wanted
-    assert served(url, QUALITY, probe, 10) == {(200, new.metadata.version, wanted)}
+    want = {(200, new.metadata.version, wanted)}
+    seen: list[Any] = []
+
+    def clients_get_the_new_model() -> bool:
+        try:  # the Service's endpoints may lag the pods by a moment
+            seen.append(served(url, QUALITY, probe, 10))
+        except requests.RequestException as err:
+            seen.append(repr(err))
+        return seen[-1] == want
+
+    try:
+        wait_for(clients_get_the_new_model, 60, f"clients served {want}")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; clients got {seen[-1]}") from None

@@ -177,10 +177,15 @@ def test_a_model_deployment_serves_the_best_trial_and_follows_it(
     def resolved(md: str) -> dict[str, Any] | None:
         return cluster.condition(MD, namespace, md, "ModelResolved")
 
-    cond = wait_for(lambda: (c := resolved("best")) and c["reason"] == "NoBestTrial" and c,
-                    60, "best waiting for a best trial")
+    # Until the Experiment's first status write, the message counts "0" trials; then
+    # "0/3": wait for the count out of maxTrials, not one read.
+    cond = wait_for(
+        lambda: (c := resolved("best")) and c["reason"] == "NoBestTrial" and "0/3" in c[
+            "message"] and c,
+        60,
+        "best waiting for a best trial, 0/3 trials finished",
+    )
     assert cond["status"] == "False" and "srch" in cond["message"], cond
-    assert "0/3" in cond["message"], cond
     assert cluster.status(MD, namespace, "best")["phase"] == "Pending"
 
     def serving(md: str, uri: str) -> bool:

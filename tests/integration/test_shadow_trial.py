@@ -46,10 +46,12 @@ def test_a_retrain_on_shadow_trial_runs_through_the_annotation_and_is_rejected_u
     note = json.loads(md["metadata"]["annotations"]["kubeloop.io/shadow-trial"])
     assert note["uri"] == uri and note["by"] == "DriftMonitor/trial"
     assert md["spec"]["model"]["uri"] == champion and "shadow" not in md["spec"]
-    shadow = wait_for(lambda: _deployment(cluster, namespace, "iris-shadow"), 30, "the shadow")
-    assert shadow.spec.template.spec.init_containers[0].args[1] == uri
+    # The record and the condition are written in one status update: read it before the
+    # shadow's Deployment, which may take longer than the trial's 25 s on a busy machine.
     accepted = cluster.condition(DM, namespace, "trial", "RetrainAccepted")
     assert accepted and accepted["status"] == "Unknown" and accepted["reason"] == "ShadowTrial"
+    shadow = wait_for(lambda: _deployment(cluster, namespace, "iris-shadow"), 30, "the shadow")
+    assert shadow.spec.template.spec.init_containers[0].args[1] == uri
 
     rejected = wait_for(lambda: _retrain(cluster, namespace, "Rejected"), 40, "rejected")
     assert rejected["shadow"]["reason"] == "TooFewLabels" and rejected["shadow"]["passed"] is False
