@@ -147,7 +147,7 @@ run: venv
 demo: deps images
 	bash hack/demo.sh
 
-bench: bench-drift bench-serving bench-operator bench-batch bench-quality bench-shadow
+bench: bench-drift bench-serving bench-operator bench-batch bench-quality bench-shadow bench-quality-cost
 
 # Kubeloop vs Kubeflow's Training Operator on the local control plane (it restarts the
 # cluster: do not run it beside the tests).
@@ -176,6 +176,11 @@ bench-quality: venv
 # shadow, against none, in the serving bench's protocol (wrk from Debian, taskset).
 bench-shadow: venv
 	$(BIN)/python bench/shadow_bench.py
+
+# What the quality counters (estimation per answer, labels with their inputs) cost the
+# server's clients, on vs off, in bench-shadow's protocol.
+bench-quality-cost: venv
+	$(BIN)/python bench/quality_cost_bench.py
 
 # Kubeloop's batch scorer vs scikit-learn's predict on in-memory arrays (the ceiling) vs Ray
 # Data and Spark (each in its own virtualenv under ~/.cache/kubeloop/bench/, made here);

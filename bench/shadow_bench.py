@@ -172,11 +172,12 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(readme: Path, section: str) -> None:
+def write_readme(readme: Path, section: str, start: str = START, end: str = END) -> None:
+    """Replace the section between `start` and `end` (or append it)."""
     text = readme.read_text()
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     readme.write_text(text)
