@@ -90,11 +90,15 @@ class Labels(threading.Thread):
 
 
 def counted(server: sb.Server, version: str) -> float:
+    """Labels the server counted for `version`: a classifier's confusion counts (a
+    regressor's would be kubeloop_model_feedback_total)."""
     text = requests.get(f"{server.base_url}/metrics", timeout=10).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("kubeloop_model_feedback_total{") and version in line
+        if line.startswith(("kubeloop_model_feedback_confusion_total{",
+                            "kubeloop_model_feedback_total{"))
+        and f'version="{version}"' in line
     )
 
 
@@ -189,8 +193,9 @@ def main() -> int:
             for server in servers:
                 server.stop()
     assert labels is not None
-    if labels.refused:
-        raise SystemExit(f"{labels.refused} feedback batches refused")
+    if labels.refused or labels_counted != labels.sent:
+        raise SystemExit(f"{labels.refused} feedback batches refused; "
+                         f"{labels_counted:.0f} of {labels.sent} labels counted")
     ratios = shb.against_none({"none": cell["quality-off"], **cell}, ["quality-on"])
     results = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
