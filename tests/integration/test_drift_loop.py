@@ -915,7 +915,12 @@ def test_a_retrain_the_api_server_refuses_is_failed_and_says_why(
         assert record["trainingJob"] == "nope-retrain-1" and not record.get("created")
         status = cluster.status(DM, namespace, "nope")
         assert status["retrainCount"] == 1
-        assert "retrain nope-retrain-1 refused by the API server" in status["message"]
+        assert record["message"].startswith("refused by the API server: ")
+        assert "no training here" in record["message"]
+        # Told at once ("retrain ... refused by ..."), and by every later check until
+        # the cooldown ends ("retrain ... failed (refused by ...)").
+        assert "retrain nope-retrain-1 " in status["message"]
+        assert "refused by the API server" in status["message"]
         reasons = cluster.await_events(namespace, "nope", {"RetrainStarted", "RetrainFailed"})
         failed = [
             e.message for e in cluster.events_for(namespace, "nope") if e.reason == "RetrainFailed"
@@ -975,8 +980,11 @@ def test_a_retrain_that_is_a_search_puts_its_best_trial_before_the_gate(
     wait_for(lambda: cluster.status(DM, namespace, "search").get("window"), 20, "baseline")
     server.send(shifted_rows(300, shift=2.0))
 
-    exp = wait_for(lambda: cluster.get("Experiment", namespace, "search-retrain-1"), 30,
-                   "the retrain's Experiment")
+    exp = wait_for(
+        lambda: cluster.get("Experiment", namespace, "search-retrain-1"),
+        30,
+        "the retrain's Experiment",
+    )
     assert exp["metadata"]["ownerReferences"][0]["kind"] == DM
     running = cluster.status(DM, namespace, "search")["lastRetrain"]
     assert running["experiment"] == "search-retrain-1" and running["result"] == "Running"
@@ -984,7 +992,8 @@ def test_a_retrain_that_is_a_search_puts_its_best_trial_before_the_gate(
     _end_trial(cluster, namespace, "search-retrain-1-trial-1", 0.2)
 
     job = wait_for(
-        lambda: _job(cluster, namespace, "search-retrain-1-trial-1-eval"), 40,
+        lambda: _job(cluster, namespace, "search-retrain-1-trial-1-eval"),
+        40,
         "the evaluation Job of the best trial",
     )
     args = job.spec.template.spec.containers[0].args
@@ -1003,4 +1012,6 @@ def test_a_retrain_that_is_a_search_puts_its_best_trial_before_the_gate(
         "kubeloop.io", "v1alpha1", namespace, "trainingjobs"
     )["items"]
     assert sorted(t["metadata"]["name"] for t in tjs) == [
-        "search-retrain-1-trial-0", "search-retrain-1-trial-1"]
+        "search-retrain-1-trial-0",
+        "search-retrain-1-trial-1",
+    ]

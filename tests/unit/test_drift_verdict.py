@@ -34,8 +34,14 @@ class Monitor:
     def __init__(self, min_samples: int = 150, cumulative: bool = True, **spec: object) -> None:
         self.profile = profile()
         self.spec = DriftMonitorSpec.model_validate(
-            {"modelDeployment": "m", "source": {"url": "http://m/metrics"},
-             "method": "psi", "minSamples": min_samples, **spec})
+            {
+                "modelDeployment": "m",
+                "source": {"url": "http://m/metrics"},
+                "method": "psi",
+                "minSamples": min_samples,
+                **spec,
+            }
+        )
         # A Prometheus source answers each window's counts, not running totals.
         self.is_cumulative = cumulative
         self.status = DriftMonitorStatus()
@@ -49,8 +55,14 @@ class Monitor:
             counts = self.cumulative.copy()
         else:
             counts = counts_for(self.profile, rows(n, shift, seed)) if n else self.cumulative * 0
-        verdict = judge(self.spec, self.status, self.profile,
-                        Scrape(counts=counts, cumulative=self.is_cumulative), NOW, self.events)
+        verdict = judge(
+            self.spec,
+            self.status,
+            self.profile,
+            Scrape(counts=counts, cumulative=self.is_cumulative),
+            NOW,
+            self.events,
+        )
         self.status.conditions = [
             Condition(type=cd.type, status=cd.status_str, reason=cd.reason, message=cd.message)
             for cd in verdict.conds
@@ -141,13 +153,40 @@ def test_a_standing_drift_says_what_its_retrain_is_doing() -> None:
     assert "retraining" not in m.condition(c.DRIFTED).message
 
 
+def test_a_failed_retrain_says_why_until_its_cooldown_ends() -> None:
+    """Every check in the cooldown repeats why the last retrain failed: the message that
+    told it first is rewritten by the next check, the Event expires."""
+    m = Monitor(onDrift={"retrain": {"cooldown": "1h", "template": {"image": "t:1"}}})
+    m.check()
+    m.check(n=400, shift=3.0)
+    m.status.last_retrain = RetrainRecord(
+        training_job="m-retrain-1",
+        time=(NOW - dt.timedelta(minutes=10)).isoformat(),
+        result="Failed",
+        message="refused by the API server: 403 Forbidden: no training here",
+    )
+    quiet = m.check()
+    assert "; retrain m-retrain-1 failed (refused by the API server: 403 Forbidden: no " in (
+        quiet.message or ""
+    )
+    assert "; retrain cooldown until" in (quiet.message or "")
+    m.status.last_retrain.result = "Rejected"
+    assert "failed (" not in (m.check().message or "")
+
+
 def test_a_changed_spec_drops_the_standing_verdict() -> None:
     m = Monitor()
     m.check()
     assert m.check(n=400, shift=3.0).phase == "Drifted"
     m.spec = m.spec.model_copy(update={"method": "ks"})
-    verdict = judge(m.spec, m.status, m.profile,
-                    Scrape(counts=m.cumulative.copy(), cumulative=True), NOW, m.events,
-                    spec_changed=True)
+    verdict = judge(
+        m.spec,
+        m.status,
+        m.profile,
+        Scrape(counts=m.cumulative.copy(), cumulative=True),
+        NOW,
+        m.events,
+        spec_changed=True,
+    )
     assert (m.status.phase, m.status.drifted, m.status.features) == (c.COLLECTING, None, [])
     assert verdict.conds[0].reason == c.COLLECTING

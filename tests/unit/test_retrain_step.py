@@ -181,6 +181,7 @@ def test_a_refused_retrain_is_failed_a_passing_error_is_retried(code: int, final
     if final:
         assert last(status).result == "Failed" and status.retrains[0].result == "Failed"
         assert "RetrainFailed" in reasons(acts)
+        assert last(status).message == f"refused by the API server: {code} R: no"
     else:
         assert last(status).result == "Running"
 
@@ -204,6 +205,7 @@ def test_a_deleted_retrain_is_failed_not_created_again() -> None:
     status, acts = run(record("Running", created=True), gone=True)
     assert last(status).result == "Failed" and last(status).finish_time == "2026-01-01T12:00:00Z"
     assert not acts.creates and "deleted before it ended" in acts.events[0][2]
+    assert "deleted before it ended" in (last(status).message or "")
 
 
 def test_a_running_retrain_is_recorded_as_created_and_waited_for() -> None:
@@ -216,6 +218,13 @@ def test_a_failed_retrain_is_failed() -> None:
     status, acts = run(record("Running", created=True), training_job=tj("Failed", message="OOM"))
     assert last(status).result == "Failed" and "OOM" in acts.events[0][2]
     assert [r.result for r in status.retrains] == ["Failed"]
+    assert last(status).message == acts.events[0][2]  # kept: the Event expires
+
+
+def test_the_words_kept_on_a_failed_record_are_bounded() -> None:
+    status, _ = run(record("Running", created=True), training_job=tj("Failed", message="x" * 5000))
+    words = last(status).message or ""
+    assert len(words) == 400 and words.startswith("TrainingJob m-retrain-1 failed: xxx")
 
 
 def test_a_succeeded_retrain_without_promotion_is_succeeded() -> None:
@@ -458,8 +467,9 @@ BEST = {"name": "m-retrain-1-trial-1", "value": 0.2, "modelUri": CHALLENGER}
 
 
 def test_a_search_retrain_creates_one_experiment_and_records_it() -> None:
-    obs = Observed(MONITOR, search_spec(), NOW, next_number=1, next_name="m-retrain-1",
-                   wants_retrain=True)
+    obs = Observed(
+        MONITOR, search_spec(), NOW, next_number=1, next_name="m-retrain-1", wants_retrain=True
+    )
     status, acts = step(DriftMonitorStatus(), obs)
     assert status.last_retrain is not None and status.last_retrain.experiment == "m-retrain-1"
     (create,) = acts.creates
@@ -477,8 +487,9 @@ def test_a_search_still_running_waits() -> None:
 
 
 def test_a_finished_search_promotes_its_best_trial_without_a_gate() -> None:
-    obs = Observed(MONITOR, search_spec(), NOW, experiment=experiment("Succeeded", BEST),
-                   target=target())
+    obs = Observed(
+        MONITOR, search_spec(), NOW, experiment=experiment("Succeeded", BEST), target=target()
+    )
     status, acts = step(searching(), obs)
     last = status.last_retrain
     assert last is not None and last.result == "Promoted"
@@ -488,8 +499,13 @@ def test_a_finished_search_promotes_its_best_trial_without_a_gate() -> None:
 
 
 def test_a_finished_search_puts_its_best_trial_before_the_gate() -> None:
-    obs = Observed(MONITOR, search_spec(evaluate=True), NOW,
-                   experiment=experiment("Succeeded", BEST), target=target())
+    obs = Observed(
+        MONITOR,
+        search_spec(evaluate=True),
+        NOW,
+        experiment=experiment("Succeeded", BEST),
+        target=target(),
+    )
     status, acts = step(searching(), obs)
     last = status.last_retrain
     assert last is not None and last.result == "Evaluating" and last.evaluation is not None

@@ -33,7 +33,7 @@ class PrometheusSource(KubeModel):
         description="PromQL template returning one feature's bucket counts by `le`; "
         "`{feature}`, `{model}`, `{namespace}`, `{window}` (the interval) and `{version}` "
         "are substituted. `{version}` is the version the watched model's pods serve (read "
-        "from one of them): match `version=\"{version}\"` so that, during a rollout or "
+        'from one of them): match `version="{version}"` so that, during a rollout or '
         "beside a canary, pods of the other model (on their own reference's bins) are not "
         "summed with it; without it every pod of the model is summed.",
     )
@@ -185,8 +185,7 @@ class Evaluate(KubeModel):
                 ),
                 cel(
                     "has(self.data) || (has(self.live) && self.live.mode == 'Instead')",
-                    "onDrift.evaluate needs data (a labelled holdout), unless live.mode is "
-                    "Instead",
+                    "onDrift.evaluate needs data (a labelled holdout), unless live.mode is Instead",
                 ),
             ]
         }
@@ -212,6 +211,7 @@ class Evaluate(KubeModel):
                 "onDrift.evaluate needs data (a labelled holdout), unless live.mode is Instead"
             )
         return self
+
     metric: EvaluationMetric = Field(
         description="accuracy, f1 (macro), log_loss, roc_auc (one-vs-rest macro) for "
         "classifiers; rmse, mae, r2 for regressors. Lower is better for log_loss, rmse "
@@ -563,6 +563,12 @@ class RetrainRecord(KubeModel):
     )
     model_uri: str | None = Field(default=None, description="Its model, once succeeded.")
     finish_time: str | None = Field(default=None, description="When the result was final.")
+    message: str | None = Field(
+        default=None,
+        description="Why it failed, when `result` is Failed: the API server's words for a "
+        "refused create, the TrainingJob's failure, a deletion (the RetrainFailed Event "
+        "says the same, but Events expire).",
+    )
     created: bool | None = Field(
         default=None,
         description="The TrainingJob (or Experiment) was created: if it is gone before it "

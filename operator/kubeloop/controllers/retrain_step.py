@@ -131,11 +131,12 @@ class _Step(ShadowSteps):
         obj = render_retrain(self.obs.spec, self.obs.monitor, last.training_job)
         what = obj["kind"]  # the record says what is made (the spec may have changed)
         last.experiment = last.training_job if what == EXPERIMENT else None
+
         def on_refused(err: KubeError) -> bool:
             if not (refused(err) or err.status == 403):
                 return False
             self._event("Warning", "RetrainFailed", f"{what} {last.training_job}: {err}")
-            self._conclude(last, FAILED)
+            self._conclude(last, FAILED, f"refused by the API server: {err}")
             return True
 
         self.acts.creates.append(Create(obj, what, on_refused))
@@ -146,17 +147,16 @@ class _Step(ShadowSteps):
         what = EXPERIMENT if last.experiment else TRAINING_JOB
         if tj is None:
             if last.created and obs.gone:
-                self._event(
-                    "Warning",
-                    "RetrainFailed",
+                why = (
                     f"{what} {last.training_job} was deleted before it ended; not "
-                    "created again, not promoted",
+                    "created again, not promoted"
                 )
-                self._conclude(last, FAILED)
+                self._event("Warning", "RetrainFailed", why)
+                self._conclude(last, FAILED, why)
             elif obs.taken is not None:
                 message = f"{obs.taken} exists and is not this monitor's: not adopted, not promoted"
                 self._event("Warning", "RetrainFailed", message)
-                self._conclude(last, FAILED)
+                self._conclude(last, FAILED, message)
             elif not last.created and obs.spec.on_drift.retrain is not None:
                 # Counted but not created (a crash in between): create it now.
                 self._create_retrain(last)
@@ -168,13 +168,12 @@ class _Step(ShadowSteps):
         tj_status = tj.get("status") or {}
         phase = tj_status.get("phase")
         if phase == "Failed":
-            self._event(
-                "Warning",
-                "RetrainFailed",
+            why = (
                 f"TrainingJob {last.training_job} failed: {tj_status.get('message', '')}; "
-                "not promoted",
+                "not promoted"
             )
-            self._conclude(last, FAILED)
+            self._event("Warning", "RetrainFailed", why)
+            self._conclude(last, FAILED, why)
         elif phase == "Succeeded":
             last.model_uri = tj_status.get("modelUri")
             self._ran(last)
@@ -192,7 +191,7 @@ class _Step(ShadowSteps):
             return
         if ended.failure is not None:
             self._event("Warning", "RetrainFailed", ended.failure)
-            self._conclude(last, FAILED)
+            self._conclude(last, FAILED, ended.failure)
             return
         last.training_job, last.model_uri = str(ended.trial), ended.model_uri
         self._event("Normal", "RetrainSearched", ended.message)

@@ -12,7 +12,13 @@ from kubeloop import conditions as c
 from kubeloop.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, LiveScores
 from kubeloop.controllers.common import parse_time, refused, rfc3339
 from kubeloop.controllers.k8sread import exit_text, terminated
-from kubeloop.controllers.retrain_actions import EVALUATING, ROLLING_OUT, RUNNING, SHADOWING
+from kubeloop.controllers.retrain_actions import (
+    EVALUATING,
+    FAILED,
+    ROLLING_OUT,
+    RUNNING,
+    SHADOWING,
+)
 from kubeloop.kube import KubeError
 from kubeloop.progress import MAX_MESSAGE_BYTES
 from kubeloop.render import evaluation as render_eval
@@ -147,7 +153,10 @@ def retrain_blocked(
         since = (now - (parse_time(last.finish_time or last.time) or now)).total_seconds()
         if since < cooldown:
             until = now + dt.timedelta(seconds=cooldown - since)
-            return f"; retrain cooldown until {rfc3339(until)}"
+            failed = ""
+            if last.result == FAILED and last.message:
+                failed = f"; retrain {last.training_job} failed ({last.message})"
+            return f"{failed}; retrain cooldown until {rfc3339(until)}"
     return None
 
 
