@@ -104,7 +104,8 @@ def test_copies_are_answered_compared_and_paired_with_labels(
         assert shadow_counter(samples, "agreed_total") == 31  # the same model: all agree
         assert shadow_counter(samples, "errors_total") == 0
         assert shadow_counter(samples, "dropped_total") == 0
-        assert shadow_counter(samples, "request_duration_seconds_count") == 11
+        # Copies close together go as one request of their rows (LINGER_S).
+        assert 1 <= shadow_counter(samples, "request_duration_seconds_count") <= 11
         predicted = infer(url, matrix(IRIS_ROWS)).json()["outputs"][0]["data"]
         wait_counter(url, "compared_total", 34)
         # Label row 1 of the first request right and row 0 of the second wrong; one
@@ -181,6 +182,36 @@ def test_copies_that_queued_up_go_in_one_request_and_are_compared_each() -> None
     assert asked == [("0", 6)]
     sample = parse_shadow(generate_latest(registry).decode(), "iris")
     assert (sample.mirrored, sample.compared, sample.agreed) == (3, 6, 3)
+
+
+@pytest.mark.parametrize(("linger", "requests"), [(0.2, [3]), (0.0, [1, 2])])
+def test_a_sender_waits_a_moment_for_the_copies_that_follow(
+    linger: float, requests: list[int]
+) -> None:
+    """Copies offered one by one, while the sender already holds the first: with a
+    linger they go in one request to the shadow; without one the first goes alone."""
+    registry = CollectorRegistry()
+    asked: list[int] = []
+
+    class Recording(Mirror):
+        async def _ask(self, request_id: str, rows: np.ndarray) -> list[Any]:
+            asked.append(len(rows))
+            return ["0"] * len(rows)
+
+    async def scenario() -> None:
+        mirror = Recording(registry, "iris", "http://s", 100, CLASSIFIER, senders=1, linger=linger)  # type: ignore[arg-type]
+        mirror.offer("a", np.zeros((1, 4)), np.zeros(1, dtype=int))
+        while not mirror.queue.empty():  # the sender has taken the first copy
+            await asyncio.sleep(0)
+        for name in "bc":
+            mirror.offer(name, np.zeros((1, 4)), np.zeros(1, dtype=int))
+        await asyncio.wait_for(mirror.queue.join(), TIMEOUT)
+        await mirror.close()
+
+    asyncio.run(scenario())
+    assert asked == requests
+    sample = parse_shadow(generate_latest(registry).decode(), "iris")
+    assert (sample.mirrored, sample.compared, sample.agreed) == (3, 3, 3)
 
 
 def test_a_full_queue_drops_and_counts_and_sampling_takes_its_share() -> None:

@@ -6,10 +6,13 @@ Never at the client's expense: :meth:`Mirror.offer` runs after the stable answer
 only puts the request on a bounded queue (``put_nowait``: a full queue drops the copy
 and counts it); a few background senders post the copies to the shadow's Service with
 a timeout, so a shadow that is down, slow or wrong shows only in these counters. The
-senders cost the stable's process CPU, so they spend little: copies that queued up go
-to the shadow together, as one request of all their rows (up to ``MAX_POST_ROWS``), and
-after a failed request copies are dropped (and counted) for ``PAUSE_S`` instead of
-being sent to a shadow that is down.
+senders cost the stable's process CPU, so they spend little: a sender waits
+``LINGER_S`` after the first copy, then sends every copy that queued up meanwhile as one
+request of all their rows (up to ``MAX_POST_ROWS``), so that under load one request to
+the shadow carries many clients' rows (the stable's event loop makes one post, not one
+per client request, and the shadow predicts them as one batch); the answers are turned
+into classes there too, not on the client's path. After a failed request copies are
+dropped (and counted) for ``PAUSE_S`` instead of being sent to a shadow that is down.
 
 Pairs for late labels are kept per request id, at most ``MAX_PAIR_ROWS`` rows in all
 (the oldest forgotten first), in this server process: a label reaches them when it
@@ -38,8 +41,9 @@ from kubeloop.shadow import figures as names
 
 log = logging.getLogger("kubeloop.serving.mirror")
 
-QUEUE_SIZE = 256
-SENDERS = 8
+QUEUE_SIZE = 1024
+SENDERS = 2
+LINGER_S = 0.01
 TIMEOUT_S = 2.0
 MAX_PAIR_ROWS = 100_000
 MAX_POST_ROWS = 256
@@ -73,6 +77,7 @@ class Mirror:
         timeout: float = TIMEOUT_S,
         max_pair_rows: int = MAX_PAIR_ROWS,
         sample: Callable[[], float] = random.random,
+        linger: float = LINGER_S,
     ) -> None:
         self.infer_url = f"{url.rstrip('/')}/v2/models/{model_name}/infer"
         self.share = percent / 100.0
@@ -82,8 +87,9 @@ class Mirror:
         if model.classes is not None:
             for value, label in zip(model.classes.tolist(), model.class_labels, strict=True):
                 self._canonical[_key(value)] = self._canonical[label] = _key(value)
-        self.queue: asyncio.Queue[tuple[str, np.ndarray, list[Answer]]] = asyncio.Queue(queue_size)
+        self.queue: asyncio.Queue[tuple[str, np.ndarray, np.ndarray]] = asyncio.Queue(queue_size)
         self._senders, self._timeout, self._sample = senders, timeout, sample
+        self._linger = linger
         self._tasks: list[asyncio.Task[None]] = []
         self._paused_until = 0.0
         self._session: aiohttp.ClientSession | None = None
@@ -148,7 +154,7 @@ class Mirror:
             self.dropped.inc()
             return
         try:
-            self.queue.put_nowait((request_id, rows, self._answers(predictions)))
+            self.queue.put_nowait((request_id, rows, predictions))
         except asyncio.QueueFull:
             self.dropped.inc()
             return
@@ -175,7 +181,7 @@ class Mirror:
 
     # -- the background senders ------------------------------------------------------
 
-    def _take(self, first: tuple[str, np.ndarray, list[Answer]]) -> list[Any]:
+    def _take(self, first: tuple[str, np.ndarray, np.ndarray]) -> list[Any]:
         """The first copy and those queued behind it, up to MAX_POST_ROWS rows."""
         batch = [first]
         rows = len(first[1])
@@ -186,19 +192,27 @@ class Mirror:
 
     async def _send_loop(self) -> None:
         while True:
-            batch = self._take(await self.queue.get())
+            first = await self.queue.get()
+            if self._linger > 0 and self.queue.qsize() * len(first[1]) < MAX_POST_ROWS:
+                await asyncio.sleep(self._linger)  # let the copies of this moment gather
+            batch = self._take(first)
             try:
-                rows = batch[0][1] if len(batch) == 1 else np.concatenate([b[1] for b in batch])
+                one = len(batch) == 1
+                rows = batch[0][1] if one else np.concatenate([b[1] for b in batch])
                 shadow = await self._ask(batch[0][0], rows)
+                champion = self._answers(
+                    batch[0][2] if one else np.concatenate([np.ravel(b[2]) for b in batch])
+                )
             except Exception as exc:  # any failure of the shadow is only counted
                 self.errors.inc(len(batch))
                 self._paused_until = asyncio.get_running_loop().time() + PAUSE_S
                 log.debug("The shadow failed %d copies: %r", len(batch), exc)
             else:
                 start = 0
-                for request_id, copied, champion in batch:
-                    self.compare(request_id, champion, shadow[start : start + len(copied)])
-                    start += len(copied)
+                for request_id, copied, _ in batch:
+                    end = start + len(copied)
+                    self.compare(request_id, champion[start:end], shadow[start:end])
+                    start = end
             finally:
                 for _ in batch:
                     self.queue.task_done()
