@@ -13,6 +13,7 @@ loop only, so none needs a lock.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
@@ -96,6 +97,7 @@ class DataPlane:
         self.batcher: Batcher | None = None
         self.shadow_url, self.shadow_percent = shadow_url, shadow_percent
         self.mirror: Mirror | None = None
+        self._id_prefix, self._ids = uuid.uuid4().hex, itertools.count(1)
         self.max_batch_size, self.max_batch_wait = max_batch_size, max_batch_wait
         self.server_metadata = SERVER_METADATA
         self.model_metadata: dict[str, Any] = {
@@ -190,7 +192,8 @@ class DataPlane:
         """The id an answer carries: the client's, or one of ours when a shadow answers
         a copy (its answer is paired with ours by it, and a late label names it)."""
         if parsed.request_id is None and self.mirror is not None:
-            return uuid.uuid4().hex
+            # Unique across pods and restarts (a random prefix per process), and cheap.
+            return f"{self._id_prefix}-{next(self._ids)}"
         return parsed.request_id
 
     async def predict(

@@ -36,6 +36,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from kubeloop.modeldir import LoadedModel
+from kubeloop.serving.binary import HEADER
 from kubeloop.serving.protocol import PREDICT, bad, encode_json, loads
 from kubeloop.shadow import figures as names
 
@@ -208,10 +209,11 @@ class Mirror:
                 self._paused_until = asyncio.get_running_loop().time() + PAUSE_S
                 log.debug("The shadow failed %d copies: %r", len(batch), exc)
             else:
+                self._count(champion, shadow)  # once for the whole batch
                 start = 0
                 for request_id, copied, _ in batch:
                     end = start + len(copied)
-                    self.compare(request_id, champion[start:end], shadow[start:end])
+                    self._keep(request_id, champion[start:end], shadow[start:end])
                     start = end
             finally:
                 for _ in batch:
@@ -222,7 +224,10 @@ class Mirror:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._timeout)
             )
-        body = encode_json(
+        # The rows as raw FP64 (the binary tensor extension): no numbers printed as text
+        # here, none parsed there.
+        blob = np.ascontiguousarray(rows, dtype="<f8").tobytes()
+        header = encode_json(
             {
                 "id": request_id,
                 "inputs": [
@@ -230,14 +235,15 @@ class Mirror:
                         "name": MIRROR_INPUT,
                         "shape": list(rows.shape),
                         "datatype": "FP64",
-                        "data": rows.ravel().tolist(),
+                        "parameters": {"binary_data_size": len(blob)},
                     }
                 ],
             }
         )
+        headers = {"Content-Type": "application/octet-stream", HEADER: str(len(header))}
         started = time.perf_counter()
         async with self._session.post(
-            self.infer_url, data=body, headers={"Content-Type": "application/json"}
+            self.infer_url, data=header + blob, headers=headers
         ) as response:
             payload = await response.read()
             if response.status != 200:
@@ -253,6 +259,10 @@ class Mirror:
 
     def compare(self, request_id: str, champion: list[Answer], shadow: list[Answer]) -> None:
         """Count one request both answered; keep the pair for a late label."""
+        self._count(champion, shadow)
+        self._keep(request_id, champion, shadow)
+
+    def _count(self, champion: list[Answer], shadow: list[Answer]) -> None:
         self.compared.inc(len(champion))
         if self.classifier:
             self.agreed.inc(sum(a == b for a, b in zip(champion, shadow, strict=True)))
@@ -260,6 +270,8 @@ class Mirror:
             self.abs_difference.inc(
                 sum(abs(float(a) - float(b)) for a, b in zip(champion, shadow, strict=True))
             )
+
+    def _keep(self, request_id: str, champion: list[Answer], shadow: list[Answer]) -> None:
         old = self.pairs.pop(request_id, None)
         self.pair_rows -= len(old) if old is not None else 0
         self.pairs[request_id] = list(zip(champion, shadow, strict=True))
