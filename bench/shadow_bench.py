@@ -72,6 +72,12 @@ def start(label: str, model_dir: Path, workdir: Path, extra: list[str], cpu: str
     return sb.Server(label, process, f"http://127.0.0.1:{port}", "", {ESTIMATOR: ESTIMATOR})
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def shadow_counters(server: sb.Server) -> dict[str, float]:
     text = requests.get(f"{server.base_url}/metrics", timeout=10).text
     return {
@@ -162,6 +168,15 @@ def render(results: dict[str, Any]) -> str:
             f" | {ratios['p99_ratio']:.2f}x ({ratios['worst_round_p99_ratio']:.2f}x)"
             f" | {copies if key != 'none' else '-'} | {goal} |"
         )
+    shadow_cpu = cell["mirror-100"].get("live_shadow_cpu_s")
+    if shadow_cpu is not None:
+        busy = protocol["rounds"] * protocol["duration_s"] + protocol["warmup_s"]
+        lines += [
+            "",
+            f"The live shadow used {shadow_cpu:.1f} CPU-seconds of the load CPU (wrk's) over"
+            f" the {protocol['rounds']} mirrored rounds and the warm-up ({busy} s), taken"
+            " from wrk's core: in a cluster the shadow is another pod.",
+        ]
     lines += [
         "",
         f"Goal (issue 26): requests/s at least {GOAL['requests_per_s_ratio_min']}x and p99 at"
@@ -222,6 +237,7 @@ def main() -> int:
             bodies = sb.make_bodies(rows, [ESTIMATOR])
             expected = list(sb.joblib.load(model_dir / "model.joblib").predict(rows))
             args.grpcload = ""
+            shadow_cpu = cpu_seconds(shadow.process.pid)
             cell = sb.measure(
                 dict(started),
                 ESTIMATOR,
@@ -235,6 +251,10 @@ def main() -> int:
             )
             for key, server in started.items():
                 cell[key]["shadow_counters"] = shadow_counters(server)
+            # The live shadow shares the load CPU with wrk: what it took from it.
+            cell["mirror-100"]["live_shadow_cpu_s"] = round(
+                cpu_seconds(shadow.process.pid) - shadow_cpu, 2
+            )
         finally:
             for server in servers:
                 server.stop()
