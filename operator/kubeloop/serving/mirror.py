@@ -44,7 +44,7 @@ log = logging.getLogger("kubeloop.serving.mirror")
 
 QUEUE_SIZE = 1024
 SENDERS = 2
-LINGER_S = 0.01
+LINGER_S = 0.05
 TIMEOUT_S = 2.0
 MAX_PAIR_ROWS = 100_000
 MAX_POST_ROWS = 256
