@@ -138,7 +138,9 @@ def test_a_down_shadow_fails_no_client_request_and_is_not_sent_to(model: LoadedM
         port = closed.getsockname()[1]  # nothing listens once it closes
     plane = champion(model, f"http://127.0.0.1:{port}")
     with running(plane) as url:
-        for _ in range(20):
+        assert infer(url, matrix(IRIS_ROWS)).status_code == 200
+        wait_counter(url, "errors_total", 1)
+        for _ in range(19):
             assert infer(url, matrix(IRIS_ROWS)).status_code == 200
         samples = wait_settled(url, 20)
         # After a failure, copies are dropped for a second instead of sent to nobody.
