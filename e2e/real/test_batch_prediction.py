@@ -25,7 +25,8 @@ from moto.server import ThreadedMotoServer
 from sklearn.datasets import load_iris
 
 from e2e.real.conftest import ON_REAL_NODE, REAL_NODE, ModelVolume, pods_of, record
-from kubeloop.batch.commit import MANIFEST_FILE, SHARDS_DIR, TEMP_SUFFIX, sha256_file
+from kubeloop.batch.commit import MANIFEST_FILE, SHARDS_DIR, sha256_file
+from kubeloop.batch.place import TEMP_SUFFIX
 from kubeloop.batch.run import Request, prepare_run
 from kubeloop.batch.shards import assign
 from kubeloop.evaluation.data import snake_case
@@ -129,12 +130,15 @@ def test_two_pods_score_every_row_once_though_one_is_killed_mid_shard(
     def mid_second_shard() -> dict[str, Any] | None:
         look()
         committed = (out / SHARDS_DIR / f"{first}.json").is_file()
-        writing = any(out.glob(f".{second}.parquet.*{TEMP_SUFFIX}")) if out.is_dir() else False
+        writing = any(out.glob(f".{second}-*{TEMP_SUFFIX}")) if out.is_dir() else False
         pod = pod_of_index(cluster, namespace, 0) if committed and writing else None
         return pod
 
     victim = wait_for(mid_second_shard, 150, f"index 0 done with {first}, writing {second}")
-    kept = (out / f"{first}.parquet").stat()
+    # The file the first shard's manifest names (each attempt writes a file of its own).
+    shard_manifest = json.loads((out / SHARDS_DIR / f"{first}.json").read_text())
+    first_file = out / shard_manifest["output"]["path"]
+    kept = first_file.stat()
     assert not (out / SHARDS_DIR / f"{second}.json").exists(), "the shard was done already"
     victim_name = victim["metadata"]["name"]
     cluster.kubectl("delete", "pod", "-n", namespace, victim_name, "--wait=false")
@@ -167,7 +171,7 @@ def test_two_pods_score_every_row_once_though_one_is_killed_mid_shard(
              if (p["metadata"].get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION) == "0"
              and p["metadata"]["uid"] != victim["metadata"]["uid"]]
     assert [p["status"]["phase"] for p in again] == ["Succeeded"], again
-    assert (out / f"{first}.parquet").stat().st_ino == kept.st_ino, "the done shard was redone"
+    assert first_file.stat().st_ino == kept.st_ino, "the done shard was redone"
 
     # The output: the files the manifest lists and no other, every input row once.
     manifest = json.loads((out / MANIFEST_FILE).read_text())

@@ -176,6 +176,16 @@ def shard_files(out: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("part-*")}
 
 
+def part(out: Path, shard: str) -> Path:
+    """The file the shard's manifest names (each attempt's has a name of its own)."""
+    return out / json.loads((out / SHARDS_DIR / f"{shard}.json").read_text())["output"]["path"]
+
+
+def without_paths(manifest: dict[str, Any]) -> dict[str, Any]:
+    """An output manifest less its file names, which differ from attempt to attempt."""
+    return {**manifest, "files": [{**f, "path": None} for f in manifest["files"]]}
+
+
 def test_a_killed_pod_redoes_only_its_unfinished_shards(
     model_dir: Path, dataset: Path, tmp_path: Path
 ) -> None:
@@ -186,9 +196,10 @@ def test_a_killed_pod_redoes_only_its_unfinished_shards(
     done = json.loads((out / MANIFEST_FILE).read_text())
 
     # A pod killed while writing part-00002 (a temporary file, no manifest), and one
-    # killed between renaming part-00006 (d.csv) and writing its manifest.
+    # killed between renaming part-00006's file (d.csv) and writing its manifest.
+    second, sixth = part(out, "part-00002"), part(out, "part-00006")
     (out / SHARDS_DIR / "part-00002.json").unlink()
-    (out / "part-00002.parquet").rename(out / ".part-00002.parquet.123-abcd.tmp")
+    second.rename(out / f".{second.name}.123-abcd.tmp")
     (out / SHARDS_DIR / "part-00006.json").unlink()
     (out / MANIFEST_FILE).unlink()
     with pytest.raises(BatchError, match=r"2 of 10 shards not done: part-00002 .*part-00006"):
@@ -196,12 +207,15 @@ def test_a_killed_pod_redoes_only_its_unfinished_shards(
 
     summary = score(req, 0, 1, workers=1)
     after = shard_files(out)
-    redone = {name for name in after if after[name] != before.get(name)}
-    assert redone == {"part-00002.parquet", "part-00006.parquet"}
+    # The two shards redone as new files; the orphan of the killed attempt removed.
+    assert set(before) - set(after) == {second.name, sixth.name}
+    assert sorted(n[:10] for n in set(after) - set(before)) == ["part-00002", "part-00006"]
+    assert all(after[name] == before[name] for name in set(after) & set(before))
     assert summary["rowsScored"] == 450  # a.parquet's third shard and the CSV, no more
     assert summary["rows"] == TOTAL
     assert not list(out.glob(".*"))  # the leftover temporary file is gone
-    assert json.loads((out / MANIFEST_FILE).read_text()) == done  # the same bytes again
+    again = json.loads((out / MANIFEST_FILE).read_text())
+    assert without_paths(again) == without_paths(done)  # the same bytes again
 
     # A pod retried after everything was done scores nothing.
     assert score(req, 0, 1, workers=1)["rowsScored"] == 0
@@ -213,11 +227,12 @@ def test_a_manifest_whose_file_is_gone_or_cut_short_vouches_for_nothing(
     out = tmp_path / "out"
     req = request(model_dir, dataset, out)
     score(req, 0, 1, workers=1)
-    (out / "part-00005.parquet").unlink()  # b.parquet's output: 300 rows
-    part = out / "part-00009.parquet"  # c.parquet's last row group: 50 rows
-    part.write_bytes(part.read_bytes()[:-10])
+    part(out, "part-00005").unlink()  # b.parquet's output: 300 rows
+    cut = part(out, "part-00009")  # c.parquet's last row group: 50 rows
+    cut.write_bytes(cut.read_bytes()[:-10])
     assert score(req, 0, 1, workers=1)["rowsScored"] == 350
     assert sorted(read_output(out).column("id").to_pylist()) == list(range(TOTAL))
+    assert not cut.exists()  # named by no manifest now: removed with the output's manifest
 
 
 def test_changed_input_or_model_redoes_the_shards_it_touches(
@@ -240,7 +255,8 @@ def test_processes_write_the_same_bytes_as_one(
     score(request(model_dir, dataset, one), 0, 1, workers=1)
     summary = score(request(model_dir, dataset, two), 0, 1, workers=2)
     assert summary["rowsScored"] == TOTAL
-    assert (one / MANIFEST_FILE).read_text() == (two / MANIFEST_FILE).read_text()
+    manifests = [json.loads((o / MANIFEST_FILE).read_text()) for o in (one, two)]
+    assert without_paths(manifests[0]) == without_paths(manifests[1])
 
 
 def test_csv_output(model_dir: Path, dataset: Path, tmp_path: Path) -> None:

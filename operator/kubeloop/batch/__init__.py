@@ -6,8 +6,8 @@ One pod of an Indexed Job runs ``kubeloop batch score``: it lists the input file
 scores each in record batches with the model server's predictor (:mod:`.features`,
 :mod:`.reading`, :mod:`.scorer`), and commits each shard's output with its own small
 manifest (:mod:`.commit`), so a retried pod skips what is already done. The last pod
-to finish writes the output's manifest. Input and output are local (a claim) or on S3
-(:mod:`.place`). Guarantees: docs/batch-prediction.md.
+to finish writes the output's manifest (:mod:`.finalize`). Input and output are local
+(a claim) or on S3 (:mod:`.place`). Guarantees: docs/batch-prediction.md.
 """
 
 

@@ -153,7 +153,8 @@ def _stop_at_once(signum: int, frame: object) -> None:
     """SIGTERM (a pod deleted, evicted, its node drained): stop now, workers and all.
     A container's first process gets no default action for SIGTERM, so without this
     the pod would score on until the kubelet's SIGKILL. What is committed stays; a
-    shard half written is a temporary file that the retried pod removes and redoes."""
+    shard half written is a file no manifest names: the retried pod redoes the shard, and
+    the output's finalization removes that file."""
     _last_words(
         "kubeloop batch: stopped by SIGTERM: the shards committed so far are kept, a "
         "retried pod scores the rest"

@@ -1,27 +1,43 @@
-"""Exactly once: each shard's output is complete, or it is not there.
+"""Exactly once: each shard's output is complete, or it is not there; of two attempts
+at one shard, the first to commit wins and the other changes nothing of it.
 
 Layout of an output directory (a local one, or an S3 prefix: :mod:`.place`)::
 
-    part-00000.parquet        one file per shard, named by the shard's number
-    _shards/part-00000.json   the shard's manifest: its input, the run, rows, sha256
-    _manifest.json            the output's manifest, written once every shard is in
-    .part-00000.parquet.*.tmp a shard being written (or left by a killed pod; local only)
+    part-00000-1a2b3c4d.parquet  a shard's file: the shard's number and the attempt's id
+    _shards/part-00000.json      the shard's manifest: its input, the run, and the one
+                                 file it committed, with its rows, size and sha256
+    _manifest.json               the output's manifest, once every shard is in (:mod:`.finalize`)
+    .part-00000-1a2b3c4d.parquet.*.tmp  a file being written (local only)
 
-A shard is written whole before its manifest is written: locally under a temporary
-name, flushed and renamed; on S3 straight to its key, since an upload is seen only once
-complete (S3 has no rename). Its manifest (itself written whole) is the commit marker:
-a manifest present, naming the file with the size it has, means the file is whole. A
-retried pod skips a shard whose manifest matches (same input, same run, the file there
-with the recorded size) and redoes any other, after removing its stale manifest first
-and then its temporary leftovers. Readers such as pyarrow's datasets and Spark skip
-names starting with ``_`` and ``.``; the output's manifest lists the files that count.
+A Job may run two pods for one index for a while (a replacement started while the old
+pod is still terminating, or runs on a node that is lost), and S3 has no rename. So
+every attempt at a shard writes a file of its own, named with a random attempt id, and
+no attempt writes, replaces or deletes a file that another attempt wrote:
+
+1. The shard's manifest there, for this run and this input, naming a file of this
+   shard that is there with the recorded size: the shard is done, and skipped.
+2. Otherwise the attempt writes its own file: locally under a temporary name, flushed
+   and renamed; on S3 straight to its key (an upload is seen only once complete). A
+   write that fails is aborted (:class:`.output.ShardWriter`): no Parquet footer, the
+   file deleted, no manifest.
+3. Before writing the manifest the attempt looks again: a complete manifest written
+   meanwhile by another attempt wins, and this attempt deletes its own file (no
+   manifest names it) and reports the winner's.
+4. Otherwise it writes the manifest (whole, :func:`.place.write_whole`): the commit
+   marker, naming exactly the file this attempt wrote.
+
+Files no manifest names (a losing or killed attempt's) are removed when the output's
+manifest is written. Without a conditional write (pyarrow's S3 filesystem has none),
+3 and 4 are not one step: two attempts committing within the same instant may both
+write the manifest. The last one stands; each names a whole file of its own, with its
+rows and sha256, and finalization keeps every file a shard manifest names.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+import secrets
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,15 +45,16 @@ from pydantic import BaseModel, ValidationError
 
 from kubeloop.batch import BatchError
 from kubeloop.batch import place as places
-from kubeloop.batch.drift import add_up
 from kubeloop.batch.output import EXTENSIONS
-from kubeloop.batch.place import TEMP_SUFFIX, Place
+from kubeloop.batch.place import Place
 from kubeloop.batch.shards import Shard
 
 SHARDS_DIR = "_shards"
 MANIFEST_FILE = "_manifest.json"
 CHUNK_BYTES = 1 << 20
-_PART = re.compile(r"^part-(\d{5,})\.(parquet|csv)$")
+ATTEMPT_BYTES = 4
+PART = re.compile(r"^(part-\d{5,})(?:-([0-9a-f]+))?\.(parquet|csv)$")
+"""A shard's file: ``part-NNNNN-ATTEMPT.EXT`` (``part-NNNNN.EXT`` from older versions)."""
 
 
 class OutputFile(BaseModel):
@@ -58,17 +75,6 @@ class ShardManifest(BaseModel):
     """The shard's inputs counted on the model's profile bins (:mod:`.drift`)."""
 
 
-class OutputManifest(BaseModel):
-    version: Literal[1] = 1
-    run: str
-    model: dict[str, Any]
-    format: str
-    rows: int
-    files: list[OutputFile]
-    drift: dict[str, Any] | None = None
-    """Every shard's drift counts added up; absent when a shard has none."""
-
-
 def run_key(model_sha256: str, settings: dict[str, Any]) -> str:
     """What makes two runs' shard outputs interchangeable: the same model and the same
     output settings (format, columns). Batch size and parallelism do not count."""
@@ -77,18 +83,28 @@ def run_key(model_sha256: str, settings: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def output_name(shard: Shard, format: str) -> str:
-    return f"{shard.name}.{EXTENSIONS[format]}"
+def new_attempt() -> str:
+    """An attempt's id: random, so that two pods of one index never share a name."""
+    return secrets.token_hex(ATTEMPT_BYTES)
+
+
+def part_name(shard: Shard, format: str, attempt: str) -> str:
+    return f"{shard.name}-{attempt}.{EXTENSIONS[format]}"
+
+
+def is_part_of(name: str, shard: Shard, format: str) -> bool:
+    """Whether ``name`` is an attempt's file of ``shard`` in ``format``."""
+    match = PART.fullmatch(name)
+    return (
+        match is not None
+        and match[1] == shard.name
+        and match[2] is not None
+        and match[3] == EXTENSIONS[format]
+    )
 
 
 def manifest_name(shard: Shard) -> str:
     return f"{SHARDS_DIR}/{shard.name}.json"
-
-
-def temp_name(out: Place, shard: Shard, format: str) -> str:
-    """Where a writer writes the shard's file before its commit, unique to the writer
-    on a local place (:func:`.place.temp_name`)."""
-    return places.temp_name(out, output_name(shard, format))
 
 
 def sha256_file(path: Path) -> str:
@@ -97,6 +113,10 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def to_json(model: BaseModel) -> bytes:
+    return (model.model_dump_json(indent=1) + "\n").encode()
 
 
 def read_manifest(out: Place, shard: Shard) -> ShardManifest | None:
@@ -115,100 +135,40 @@ def completed(out: Place, shard: Shard, run: str, format: str) -> ShardManifest 
         or manifest.shard != shard.name
         or manifest.run != run
         or manifest.input != shard.identity()
-        or manifest.output.path != output_name(shard, format)
+        or not is_part_of(manifest.output.path, shard, format)
     ):
         return None
     size = places.size(out, manifest.output.path)
     return manifest if size == manifest.output.size else None
 
 
-def prepare(out: Place, shard: Shard, format: str) -> None:
-    """Before (re)writing a shard: remove its stale manifest first (so no manifest
-    ever vouches for a file being replaced), then its temporary leftovers."""
-    places.make_folder(out, SHARDS_DIR)
-    places.delete(out, manifest_name(shard))
-    prefix = f".{output_name(shard, format)}."
-    for name in places.names(out):
-        if name.startswith(prefix) and name.endswith(TEMP_SUFFIX):
-            places.delete(out, name)
-
-
 def commit(
     out: Place,
     shard: Shard,
     temp: str,
+    name: str,
     rows: int,
     run: str,
     format: str,
     drift: dict[str, Any] | None = None,
 ) -> ShardManifest:
-    """Move a fully written file into place (nothing to move on S3), then vouch for it
-    with the shard's manifest: the commit marker."""
-    target = output_name(shard, format)
-    places.move_into_place(out, temp, target)
-    size = places.size(out, target)
+    """Move this attempt's whole file ``temp`` to ``name`` (nothing to move on S3) and
+    vouch for it with the shard's manifest, unless another attempt committed the shard
+    first: the manifest that stands, this attempt's or the winner's."""
+    places.move_into_place(out, temp, name)
+    size = places.size(out, name)
     if size is None:
-        raise BatchError(f"{out.show(target)}: not there after it was written")
+        raise BatchError(f"{out.show(name)}: not there after it was written")
     manifest = ShardManifest(
         shard=shard.name,
         run=run,
         input=shard.identity(),
-        output=OutputFile(path=target, rows=rows, size=size, sha256=places.sha256(out, target)),
+        output=OutputFile(path=name, rows=rows, size=size, sha256=places.sha256(out, name)),
         drift=drift,
     )
-    places.write_whole(out, manifest_name(shard), _json(manifest))
-    return manifest
-
-
-def _json(model: BaseModel) -> bytes:
-    return (model.model_dump_json(indent=1) + "\n").encode()
-
-
-def missing_shards(
-    out: Place, shards: Sequence[Shard], run: str, format: str
-) -> tuple[list[ShardManifest], list[Shard]]:
-    """(manifests of the shards done, the shards not done) for this run."""
-    done: list[ShardManifest] = []
-    missing: list[Shard] = []
-    for shard in shards:
-        manifest = completed(out, shard, run, format)
-        if manifest is None:
-            missing.append(shard)
-        else:
-            done.append(manifest)
-    return done, missing
-
-
-def _remove_strays(out: Place, shards: Sequence[Shard], format: str) -> None:
-    """Parts and shard manifests of an earlier run with more shards: not this output."""
-    ours = {output_name(s, format) for s in shards}
-    for name in places.names(out):
-        if _PART.match(name) and name not in ours:
-            places.delete(out, name)
-    shard_names = {s.name for s in shards}
-    for name in places.names(out, SHARDS_DIR):
-        if name.startswith("part-") and name.endswith(".json") and name[:-5] not in shard_names:
-            places.delete(out, f"{SHARDS_DIR}/{name}")
-
-
-def finalize(
-    out: Place, shards: Sequence[Shard], run: str, format: str, model: dict[str, Any]
-) -> OutputManifest:
-    """Write the output's manifest once every shard is done; otherwise raise naming
-    the shards that are not. Idempotent: every caller writes the same manifest."""
-    done, missing = missing_shards(out, shards, run, format)
-    if missing:
-        shown = ", ".join(f"{s.name} ({s.describe()})" for s in missing[:10])
-        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise BatchError(f"{len(missing)} of {len(shards)} shards not done: {shown}{more}")
-    _remove_strays(out, shards, format)
-    manifest = OutputManifest(
-        run=run,
-        model=model,
-        format=format,
-        rows=sum(m.output.rows for m in done),
-        files=[m.output for m in done],
-        drift=add_up(m.drift for m in done),
-    )
-    places.write_whole(out, MANIFEST_FILE, _json(manifest))
+    winner = completed(out, shard, run, format)
+    if winner is not None:
+        places.delete(out, name)
+        return winner
+    places.write_whole(out, manifest_name(shard), to_json(manifest))
     return manifest

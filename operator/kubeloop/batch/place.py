@@ -5,11 +5,10 @@ Local places (``pvc://`` mounted, ``file://``, a path) keep POSIX's guarantees: 
 is written under a temporary name, flushed and renamed. S3 has no rename (a "move" is
 a copy and a delete), but an object appears whole or not at all: a PUT, or a multipart
 upload, becomes visible only when it completes. So on S3 a shard's file is uploaded
-straight to its final key, and the shard's manifest (its own small object, written after)
-is the commit marker: no manifest, or one that does not match the object's size, and
-the shard counts as not done (:mod:`kubeloop.batch.commit`). A pod killed mid-upload
-leaves no object, only an incomplete multipart upload that the bucket's
-AbortIncompleteMultipartUpload lifecycle rule removes.
+straight to its key, one of its own for each attempt, and the shard's manifest (its own
+small object, written after) is the commit marker (:mod:`kubeloop.batch.commit`). A pod
+killed mid-upload leaves no object, only an incomplete multipart upload that the
+bucket's AbortIncompleteMultipartUpload lifecycle rule removes.
 
 S3 settings come from the pod's environment (the operator renders them from
 ``spec.s3``): ``AWS_ENDPOINT_URL`` (``http(s)://HOST[:PORT]``: MinIO, Ceph and the like),

@@ -16,15 +16,10 @@ from typing import Any
 from kubeloop import modeldir
 from kubeloop.batch import BatchError
 from kubeloop.batch import place as places
-from kubeloop.batch.commit import (
-    MANIFEST_FILE,
-    OutputManifest,
-    finalize,
-    missing_shards,
-    run_key,
-)
+from kubeloop.batch.commit import MANIFEST_FILE, SHARDS_DIR, run_key
 from kubeloop.batch.discover import Layout, discover
 from kubeloop.batch.features import OutputSpec
+from kubeloop.batch.finalize import OutputManifest, finalize, missing_shards
 from kubeloop.batch.locations import check_apart, list_inputs, place_of
 from kubeloop.batch.meter import Meter
 from kubeloop.batch.place import Place
@@ -127,7 +122,7 @@ def score(request: Request, index: int, count: int, workers: int) -> dict[str, A
     """Score completion index ``index`` of ``count``'s shards; a summary to print."""
     prepared = prepare_run(request)
     out = prepared.out
-    places.make_folder(out)
+    places.make_folder(out, SHARDS_DIR)
     _forget_other_run(out, prepared.run, request.if_exists)
     mine = assign(list(prepared.layout.shards), index, count)
     meter = Meter(prepared.layout.total_rows(mine), len(mine))

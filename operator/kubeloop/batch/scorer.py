@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -18,7 +19,14 @@ from typing import Any
 
 from kubeloop.batch import BatchError
 from kubeloop.batch import place as places
-from kubeloop.batch.commit import ShardManifest, commit, completed, prepare, temp_name
+from kubeloop.batch.commit import (
+    SHARDS_DIR,
+    ShardManifest,
+    commit,
+    completed,
+    new_attempt,
+    part_name,
+)
 from kubeloop.batch.discover import Layout
 from kubeloop.batch.drift import DriftCounter
 from kubeloop.batch.features import OutputSpec, feature_rows, predictions_batch
@@ -45,40 +53,68 @@ class Job:
 def score_shard(
     job: Job, model: LoadedModel, shard: Shard, progress: Callable[[int], None]
 ) -> tuple[ShardManifest, bool]:
-    """Score ``shard`` unless it is already done; (its manifest, whether it was)."""
+    """Score ``shard`` unless it is already done; (its manifest, whether it was).
+
+    This attempt writes a file of its own (:mod:`.commit`). When it fails, and another
+    attempt at the shard (a second pod of the same index) committed it meanwhile, the
+    shard is done: the other's manifest is returned, and this pod goes on."""
     out = job.out
     fmt = job.spec.format
     done = completed(out, shard, job.run, fmt)
     if done is not None:
         return done, True
-    prepare(out, shard, fmt)
+    places.make_folder(out, SHARDS_DIR)
+    name = part_name(shard, fmt, new_attempt())
+    temp = places.temp_name(out, name)
+    try:
+        return _write(job, model, shard, temp, name, progress)
+    except Exception as exc:
+        winner = completed(out, shard, job.run, fmt)
+        if winner is None or winner.output.path != name:
+            places.delete(out, temp)
+            places.delete(out, name)
+        if winner is None:
+            raise
+        print(
+            f"kubeloop batch: {shard.name}: committed by another attempt "
+            f"({winner.output.path}) while this one failed: {exc}",
+            file=sys.stderr,
+        )
+        return winner, False
+
+
+def _write(
+    job: Job,
+    model: LoadedModel,
+    shard: Shard,
+    temp: str,
+    name: str,
+    progress: Callable[[int], None],
+) -> tuple[ShardManifest, bool]:
+    """Read, predict and write the shard to ``temp``, then commit it as ``name``. The
+    checks run before the writer closes: a shard that fails them is aborted, with no
+    Parquet footer ever written."""
+    fmt = job.spec.format
     path = job.layout.files[shard.relpath]
     columns = job.layout.columns[shard.relpath]
     where = shard.describe(job.layout.source.show(path))
-    temp = temp_name(out, shard, fmt)
     counter = DriftCounter(model)
-    try:
-        with ShardWriter(out, temp, fmt) as writer:
-            for batch in read_batches(path, shard, columns, job.batch_rows, job.layout.source):
-                if batch.num_rows == 0:
-                    continue
-                rows = feature_rows(batch, columns, model, where, writer.rows)
-                writer.write(predictions_batch(batch, rows, columns, model, job.spec))
-                counter.observe(rows)
-                progress(batch.num_rows)
+    with ShardWriter(job.out, temp, fmt) as writer:
+        for batch in read_batches(path, shard, columns, job.batch_rows, job.layout.source):
+            if batch.num_rows == 0:
+                continue
+            rows = feature_rows(batch, columns, model, where, writer.rows)
+            writer.write(predictions_batch(batch, rows, columns, model, job.spec))
+            counter.observe(rows)
+            progress(batch.num_rows)
         if writer.rows == 0:
             raise BatchError(f"{path}: no rows: nothing to score")
         if shard.rows is not None and writer.rows != shard.rows:
             raise BatchError(
                 f"{where}: read {writer.rows} rows, the file's footer says {shard.rows}"
             )
-        manifest = commit(out, shard, temp, writer.rows, job.run, fmt, counter.counts())
-        return manifest, False
-    except BaseException:
-        # On S3 an upload cut short by an error was still completed by its close:
-        # no manifest vouches for it, and it goes.
-        places.delete(out, temp)
-        raise
+    manifest = commit(job.out, shard, temp, name, writer.rows, job.run, fmt, counter.counts())
+    return manifest, False
 
 
 # -- one process per core -------------------------------------------------------------
