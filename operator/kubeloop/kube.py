@@ -21,6 +21,7 @@ from kubernetes import config as kube_config
 from kubernetes.client import Configuration
 
 from kubeloop import __version__, metrics
+from kubeloop.jsoncodec import loads
 from kubeloop.names import API_VERSION
 
 FIELD_MANAGER = "kubeloop"
@@ -201,7 +202,7 @@ class Kube:
         payload: dict[str, Any] = {}
         if text:
             try:
-                payload = json.loads(text)
+                payload = loads(text)
             except ValueError:
                 payload = {"message": text[:500]}
         if status >= 400:

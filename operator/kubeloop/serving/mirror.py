@@ -35,9 +35,10 @@ import aiohttp
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from kubeloop.jsoncodec import loads
 from kubeloop.modeldir import LoadedModel
 from kubeloop.serving.binary import HEADER
-from kubeloop.serving.protocol import PREDICT, bad, encode_json, loads
+from kubeloop.serving.protocol import PREDICT, bad, encode_json
 from kubeloop.shadow import figures as names
 
 log = logging.getLogger("kubeloop.serving.mirror")

@@ -43,21 +43,6 @@ def bad(message: str) -> RequestError:
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
-try:  # orjson (the `serve` extra) decodes a 64-row request body ~7x faster than json.
-    import orjson
-
-    def loads(body: bytes) -> Any:
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            # json also reads NaN literals, which are then refused with a clear message.
-            return json.loads(body)
-
-except ImportError:  # pragma: no cover - the standard library is the fallback
-
-    def loads(body: bytes) -> Any:
-        return json.loads(body)
-
 
 def encode_json(payload: Any) -> bytes:
     # Bytes, not str: aiohttp wraps a str body in a slower payload object.
@@ -77,8 +62,7 @@ class InferRequest:
 
 def unsupported_datatype(name: str, datatype: Any) -> RequestError:
     return bad(
-        f"input {name!r}: datatype {datatype!r} not supported; use one of "
-        + ", ".join(DATATYPES)
+        f"input {name!r}: datatype {datatype!r} not supported; use one of " + ", ".join(DATATYPES)
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from kubeloop.jsoncodec import loads
 from kubeloop.serving import binary, labelled_rows, workers
 from kubeloop.serving.dataplane import DataPlane
 from kubeloop.serving.protocol import (
@@ -25,7 +26,6 @@ from kubeloop.serving.protocol import (
     bad,
     datatype_of,
     encode_json,
-    loads,
     output_tensor,
     parse_infer_request,
 )
