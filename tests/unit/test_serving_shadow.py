@@ -216,6 +216,35 @@ def test_a_sender_waits_a_moment_for_the_copies_that_follow(
     assert (sample.mirrored, sample.compared, sample.agreed) == (3, 3, 3)
 
 
+def test_a_large_batch_is_kept_in_pieces_with_clients_served_between() -> None:
+    """The pairs of a batch of copies are kept YIELD_EVERY at a time, returning to the
+    event loop between, so that the clients' requests are not held behind all of it."""
+    registry = CollectorRegistry()
+    seen: list[int] = []
+
+    class Recording(Mirror):
+        async def _ask(self, request_id: str, rows: np.ndarray) -> list[Any]:
+            return ["0"] * len(rows)
+
+    async def scenario() -> None:
+        mirror = Recording(registry, "iris", "http://s", 100, CLASSIFIER, senders=1, linger=0)  # type: ignore[arg-type]
+        for i in range(100):
+            mirror.offer(str(i), np.zeros((1, 4)), np.zeros(1, dtype=int))
+
+        async def client() -> None:  # what another request's handler would see
+            while len(mirror.pairs) < 100:
+                seen.append(len(mirror.pairs))
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(client())
+        await asyncio.wait_for(mirror.queue.join(), TIMEOUT)
+        await asyncio.wait_for(watcher, TIMEOUT)
+        await mirror.close()
+
+    asyncio.run(scenario())
+    assert any(0 < n < 100 for n in seen), sorted(set(seen))
+
+
 def test_a_full_queue_drops_and_counts_and_sampling_takes_its_share() -> None:
     registry = CollectorRegistry()
     draws = iter([0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.4, 0.6, 0.45, 0.55])
