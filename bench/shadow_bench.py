@@ -8,7 +8,9 @@ processes of the same model, started up front:
 
 - ``none``: no shadow;
 - ``mirror-100``: every answered request copied to a live shadow (a second `kubeloop
-  serve` of the same model, pinned to the load core: in a cluster it is another pod);
+  serve` of the same model, pinned to the load core at nice 19, so that wrk, the
+  clients, runs first: in a cluster it is another pod, and its CPU-seconds there are
+  measured and shown);
 - ``shadow-down``: copies sent to a port where nothing listens;
 - ``shadow-slow``: copies sent to a server that answers after 5 s (the copies time out
   at 2 s, the queue fills and drops).
@@ -45,6 +47,7 @@ import serving_bench as sb
 
 RESULTS = sb.REPO / "bench" / "results" / "shadow.json"
 ESTIMATOR = "gradient-boosting"
+SHADOW_NICE = 19
 SLOW_SERVER = """
 import asyncio, sys
 from aiohttp import web
@@ -57,9 +60,12 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 """
 
 
-def start(label: str, model_dir: Path, workdir: Path, extra: list[str], cpu: str) -> sb.Server:
+def start(
+    label: str, model_dir: Path, workdir: Path, extra: list[str], cpu: str, nice: int = 0
+) -> sb.Server:
     port = sb.free_port()
-    argv = ["taskset", "-c", cpu, sys.executable, "-m", "kubeloop", "serve"]
+    argv = ["nice", "-n", str(nice)] if nice else []
+    argv += ["taskset", "-c", cpu, sys.executable, "-m", "kubeloop", "serve"]
     argv += ["--model-dir", str(model_dir), "--name", ESTIMATOR, "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--workers", "1", "--max-batch-size", "64"]
     argv += ["--max-batch-wait-ms", "1", *extra]
@@ -142,7 +148,8 @@ def render(results: dict[str, Any]) -> str:
         f" {protocol['connections']} connections, {protocol['request']},"
         f" {protocol['warmup_s']} s warm-up, {protocol['rounds']} x {protocol['duration_s']} s"
         " rounds with the order reversed every round, medians, every answer checked against"
-        " scikit-learn's). The live shadow is a fifth `kubeloop serve` on the load CPU."
+        " scikit-learn's). The live shadow is a fifth `kubeloop serve` on the load CPU at"
+        f" nice {SHADOW_NICE} (wrk, the clients, first; in a cluster it is another pod)."
         f" Run at {sha}{' with uncommitted changes' if dirty else ''}, {results['date']};"
         f" {results['machine']['cpus']} CPUs, load average before"
         f" {results['loadavg_before'][0]:.2f}; results in `bench/results/shadow.json`.",
@@ -214,7 +221,9 @@ def main() -> int:
         workdir = Path(tmp)
         try:
             model_dir = sb.train(workdir, (ESTIMATOR,))[ESTIMATOR]
-            shadow = start("shadow", model_dir, workdir, [], sb.LOAD_CPU)
+            # On wrk's core at the lowest priority: wrk (the clients) runs first, as it
+            # would with the shadow in another pod on another node.
+            shadow = start("shadow", model_dir, workdir, [], sb.LOAD_CPU, nice=SHADOW_NICE)
             servers.append(shadow)
             slow_port, down_port = sb.free_port(), sb.free_port()
             slow = subprocess.Popen(
