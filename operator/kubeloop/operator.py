@@ -30,7 +30,6 @@ from kubeloop.controllers import (
 from kubeloop.controllers.common import Ctx, OperatorConfig
 from kubeloop.controllers.registration import ChildWatch, Controller
 from kubeloop.controllers.runtime import Key, Result, Store, WorkQueue
-from kubeloop.jsoncodec import speed_up_kopf_watches
 from kubeloop.kube import Kube, KubeError
 from kubeloop.names import GROUP, MANAGED_BY, VERSION
 from kubeloop.peering import Leadership, own_identity
@@ -326,7 +325,6 @@ async def run_operator(
     kube: Kube | None = None,
     peering: bool = False,
 ) -> None:
-    speed_up_kopf_watches()
     ctx = make_context(config, kube)
     registry = build_registry({"ctx": ctx}, namespaces)
     # Kopf pauses every operator of equal priority: each replica draws its own, and the

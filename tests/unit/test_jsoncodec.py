@@ -1,16 +1,14 @@
-"""The package's one JSON decoder, and Kopf's watch streams decoded with it."""
+"""The package's one JSON decoder."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 
 import pytest
-from kopf._cogs.clients import api
 
 from kubeloop import jsoncodec
-from kubeloop.jsoncodec import loads, speed_up_kopf_watches
+from kubeloop.jsoncodec import loads
 
 
 @pytest.mark.parametrize(
@@ -40,12 +38,3 @@ def test_orjson_is_what_decodes_here() -> None:
     """The dev extra installs it (through `serve`), as the image does: the speed-up is
     measured with it."""
     assert jsoncodec.orjson is not None
-
-
-def test_kopf_decodes_watch_events_with_it() -> None:
-    # The line this replaces: if a Kopf upgrade moves it, the speed-up is silently lost.
-    assert "json.loads(" in inspect.getsource(api.stream)
-    assert speed_up_kopf_watches() is True
-    assert api.json.loads is loads
-    assert speed_up_kopf_watches() is True  # once is enough; again changes nothing
-    assert api.json.loads('{"a": 1}') == {"a": 1}
