@@ -29,6 +29,7 @@ from kubeloop.batch.commit import MANIFEST_FILE, SHARDS_DIR, sha256_file
 from kubeloop.batch.features import OutputSpec
 from kubeloop.batch.run import Request, finalize_run, score
 from kubeloop.cli import main as cli_main
+from tests.kubetest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "examples" / "train"))
@@ -513,6 +514,28 @@ def test_the_output_counts_what_it_scored_as_the_model_server_counts(
     assert json.loads((out / MANIFEST_FILE).read_text())["drift"] == drift
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (a killed child of a parent gone is reaped by init)."""
+    try:
+        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_sigterm_stops_a_pod_at_once_and_a_retry_goes_on(
     model_dir: Path, tmp_path: Path
 ) -> None:
@@ -536,11 +559,15 @@ def test_sigterm_stops_a_pod_at_once_and_a_retry_goes_on(
     while not list(out.glob(".part-*.tmp")) and time.monotonic() < deadline:
         assert pod.poll() is None, pod.communicate()
         time.sleep(0.05)
+    workers = children(pod.pid)
+    assert len(workers) >= 2, workers  # the scorer's processes (and the tracker)
     stopped = time.monotonic()
     pod.send_signal(signal.SIGTERM)
     assert pod.wait(timeout=10) == 143
     assert time.monotonic() - stopped < 5
     assert "stopped by SIGTERM" in log.read_text()
+    # Its worker processes went with it (outside a container nothing else ends them).
+    wait_for(lambda: not any(alive(w) for w in workers), 10, f"workers {workers} gone")
     assert not (out / MANIFEST_FILE).exists()
 
     retried = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)

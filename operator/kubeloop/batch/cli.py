@@ -159,8 +159,13 @@ def _stop_at_once(signum: int, frame: object) -> None:
         "kubeloop batch: stopped by SIGTERM: the shards committed so far are kept, a "
         "retried pod scores the rest"
     )
-    # No interpreter shutdown: it would wait for the worker processes' shards. The
-    # first process's exit ends every process of the container.
+    # No interpreter shutdown: it would wait for the worker processes' shards. In a
+    # container the first process's exit ends every other; elsewhere (a test, a shell)
+    # the workers would be left behind, so they are killed first.
+    import multiprocessing  # loaded already by the scorer that runs
+
+    for worker in multiprocessing.active_children():
+        worker.kill()
     os._exit(EXIT_TERMINATED)
 
 
