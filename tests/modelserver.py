@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,40 +28,87 @@ class ModelServer:
         self.model_dir, self.port, self.name = model_dir, port, name
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.logs: list[Path] = []
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kubeloop",
-                "serve",
-                "--model-dir",
-                str(self.model_dir),
-                "--name",
-                self.name,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def start(self, attempts: int = 3) -> None:
+        """Start the server and wait until it answers ready. A port that `free_port`
+        handed out can be taken by another process before the server binds it (the
+        lanes run in parallel); then the server exits, and it is started again on a
+        fresh port. Any other exit fails at once with what the server printed."""
+        for attempt in range(attempts):
+            if attempt:
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+            output = self._spawn()
+            if self._wait_ready(output):
+                return
+            text = self._output(output)
+            if "address already in use" not in text.lower() or attempt == attempts - 1:
+                self.stop()
+                raise AssertionError(f"model server on port {self.port} exited:\n{text}")
 
-        def ready() -> bool:
+    def _spawn(self) -> Path:
+        log = Path(tempfile.mkstemp(prefix="modelserver-", suffix=".log")[1])
+        with log.open("wb") as sink:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kubeloop",
+                    "serve",
+                    "--model-dir",
+                    str(self.model_dir),
+                    "--name",
+                    self.name,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        self.logs.append(log)
+        return log
+
+    def _wait_ready(self, log: Path) -> bool:
+        """True once the server answers ready; False if it exited first. A server that
+        is still starting after the deadline fails the test with its output."""
+        proc = self.proc
+        assert proc is not None
+
+        def ready_or_exited() -> str | None:
+            if proc.poll() is not None:
+                return "exited"
             try:
-                return requests.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200
+                if requests.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return "ready"
             except requests.RequestException:
-                return False
+                pass
+            return None
 
-        wait_for(ready, 30, "model server ready")
+        try:
+            outcome = wait_for(ready_or_exited, 60, f"model server ready on port {self.port}")
+        except AssertionError as exc:
+            text = self._output(log)
+            self.stop()
+            raise AssertionError(f"{exc}\nits output:\n{text}") from None
+        if outcome == "exited":
+            self.proc = None
+        return outcome == "ready"
+
+    @staticmethod
+    def _output(log: Path) -> str:
+        return log.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+        for log in self.logs:
+            log.unlink(missing_ok=True)
+        self.logs.clear()
 
     def send(self, rows: np.ndarray) -> None:
         body = {
