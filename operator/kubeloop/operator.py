@@ -82,6 +82,20 @@ def wake_dependents(ctx: Ctx, kind: str, obj: dict[str, Any]) -> None:
 
 
 Handler = Callable[..., Awaitable[None]]
+
+
+def _dispatcher(plural: str, handlers: list[Handler]) -> Handler:
+    """One Kopf event handler calling `handlers` in turn with Kopf's arguments. One
+    that fails is logged and the others still run, as when each was Kopf's own."""
+
+    async def dispatch(**kwargs: Any) -> None:
+        for handler in handlers:
+            try:
+                await handler(**kwargs)
+            except Exception:
+                log.exception("the %s event handler %s failed", plural, handler.__qualname__)
+
+    return dispatch
 # What a watch lists: apiVersion, kind, cluster-scoped, label selector.
 Feed = tuple[str, str, bool, str | None]
 
@@ -92,6 +106,7 @@ def build_registry(
     registry = kopf.OperatorRegistry()
     seen_views: dict[Key, tuple[Any, ...] | None] = {}
     feeds: dict[Feed, list[Handler]] = {}
+    by_resource: dict[tuple[str, str, str], list[Handler]] = {}
 
     def watch(
         group: str,
@@ -102,11 +117,19 @@ def build_registry(
         cluster_scoped: bool = False,
         managed: bool = False,
     ) -> Callable[[Handler], Handler]:
-        """Register a Kopf event handler, and remember what it lists for the store's
-        initial fill (`prime`)."""
+        """Add an event handler of a resource, and remember what it lists for the
+        store's initial fill (`prime`). Kopf gets one handler per resource, which
+        calls that resource's handlers in turn: Kopf's invocation of a handler (its
+        kwargs, logger and outcome bookkeeping) is paid once per event, not once per
+        kind that watches, e.g. Pods for three kinds."""
 
         def register(handler: Handler) -> Handler:
-            kopf.on.event(group, version, plural, registry=registry)(handler)
+            handlers = by_resource.setdefault((group, version, plural), [])
+            if not handlers:
+                kopf.on.event(group, version, plural, registry=registry, id=f"watch-{plural}")(
+                    _dispatcher(plural, handlers)
+                )
+            handlers.append(handler)
             api_version = f"{group}/{version}" if group else version
             feed = (api_version, kind, cluster_scoped, MANAGED_SELECTOR if managed else None)
             feeds.setdefault(feed, []).append(handler)
