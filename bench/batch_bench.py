@@ -609,6 +609,7 @@ def main(argv: list[str] | None = None) -> None:
         write_readme(args.readme, render(json.loads(args.output.read_text())))
         return
     started = dt.datetime.now(dt.UTC)
+    commit = git_commit()  # what is measured: the tree at the start
     load = os.getloadavg()[0]
     generate(args)
     workers = args.workers or f"1,{args.cpus}"
@@ -626,7 +627,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     document = {
         "generated": started.isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        "commit": commit,
         "machine": {"cpus": os.cpu_count(), "load_at_start": round(load, 2)},
         "rows": args.rows,
         "features": FEATURES,
