@@ -12,7 +12,7 @@ import json
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,9 @@ class Kube:
         self._kubeconfig: str | None = None
         self.field_manager = field_manager
         self._session: aiohttp.ClientSession | None = None
+        # Watches hold their connections open: their own session, so that they never
+        # take the request session's connections (one watch per kind and namespace).
+        self._watch_session: aiohttp.ClientSession | None = None
         self._token_at = 0.0
         self._host = cfg.host.rstrip("/")
 
@@ -157,20 +160,26 @@ class Kube:
             "token": token or None,
         }
 
-    async def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=64)
-            self._session = aiohttp.ClientSession(
+    async def session(self, *, watch: bool = False) -> aiohttp.ClientSession:
+        current = self._watch_session if watch else self._session
+        if current is None or current.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=0 if watch else 64)
+            current = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=30, connect=10),
                 headers={"User-Agent": USER_AGENT},
             )
-        return self._session
+            if watch:
+                self._watch_session = current
+            else:
+                self._session = current
+        return current
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._watch_session):
+            if session is not None:
+                await session.close()
+        self._session = self._watch_session = None
 
     async def request(
         self,
@@ -241,6 +250,21 @@ class Kube:
         except NotFound:
             return None
 
+    async def list_at(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The objects and the list's resourceVersion, to watch from."""
+        query = {"labelSelector": label_selector} if label_selector else None
+        result = await self.request(
+            "GET", path_for(api_version, kind, namespace), query=query, resource=kind
+        )
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items, str((result.get("metadata") or {}).get("resourceVersion", ""))
+
     async def list(
         self,
         api_version: str,
@@ -248,12 +272,50 @@ class Kube:
         namespace: str | None = None,
         label_selector: str | None = None,
     ) -> list[dict[str, Any]]:
-        query = {"labelSelector": label_selector} if label_selector else None
-        result = await self.request(
-            "GET", path_for(api_version, kind, namespace), query=query, resource=kind
-        )
-        items: list[dict[str, Any]] = result.get("items", [])
+        items, _ = await self.list_at(api_version, kind, namespace, label_selector)
         return items
+
+    async def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str | None,
+        resource_version: str,
+        *,
+        server_timeout: int,
+        client_timeout: float,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The events of one watch request from `resource_version`, with bookmarks,
+        until the API server ends it (after `server_timeout`). A stream silent for
+        `client_timeout` (longer: bookmarks come every minute) is dropped as dead."""
+        session = await self.session(watch=True)
+        query = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(server_timeout),
+        }
+        if label_selector:
+            query["labelSelector"] = label_selector
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=client_timeout)
+        headers = {"Accept": "application/json", **self._auth_header()}
+        url = self._host + path_for(api_version, kind, namespace)
+        try:
+            async with session.get(url, params=query, headers=headers, timeout=timeout) as resp:
+                metrics.API_REQUESTS.labels("WATCH", kind, str(resp.status)).inc()
+                if resp.status >= 400:
+                    text = await resp.text()
+                    raise KubeError(resp.status, "WatchRefused", text[:500])
+                buffer = b""
+                async for chunk in resp.content.iter_any():
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield loads(line)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise KubeError(0, "ConnectionError", str(exc) or type(exc).__name__) from exc
 
     async def delete(
         self,

@@ -15,10 +15,12 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
+from kubeloop import watching
 from kubeloop.controllers import (
     batchprediction,
     computetemplate,
@@ -33,6 +35,7 @@ from kubeloop.controllers.runtime import Key, Result, Store, WorkQueue
 from kubeloop.kube import Kube, KubeError
 from kubeloop.names import GROUP, MANAGED_BY, VERSION
 from kubeloop.peering import Leadership, own_identity
+from kubeloop.watching import Feed
 
 log = logging.getLogger("kubeloop.operator")
 
@@ -96,17 +99,40 @@ def _dispatcher(plural: str, handlers: list[Handler]) -> Handler:
                 log.exception("the %s event handler %s failed", plural, handler.__qualname__)
 
     return dispatch
-# What a watch lists: apiVersion, kind, cluster-scoped, label selector.
-Feed = tuple[str, str, bool, str | None]
+
+
+def _deliverer(kind: str, handlers: list[Handler], memo: Any) -> watching.Deliver:
+    """What watching.py calls with each event: `handlers`, as Kopf would call them."""
+    dispatch = _dispatcher(kind, handlers)
+
+    async def deliver(event: dict[str, Any]) -> None:
+        await dispatch(event=event, memo=memo)
+
+    return deliver
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """Kopf's registry (Kubeloop's kinds) and the built-in resources that watching.py
+    follows, with their handlers."""
+
+    registry: kopf.OperatorRegistry
+    own: dict[Feed, list[Handler]]
 
 
 def build_registry(
     ctx_holder: dict[str, Ctx], namespaces: Sequence[str] = ()
 ) -> kopf.OperatorRegistry:
+    return wire(ctx_holder, namespaces).registry
+
+
+def wire(ctx_holder: dict[str, Ctx], namespaces: Sequence[str] = ()) -> Wiring:
     registry = kopf.OperatorRegistry()
     seen_views: dict[Key, tuple[Any, ...] | None] = {}
     feeds: dict[Feed, list[Handler]] = {}
+    own: dict[Feed, list[Handler]] = {}
     by_resource: dict[tuple[str, str, str], list[Handler]] = {}
+    tasks: list[asyncio.Task[None]] = []
 
     def watch(
         group: str,
@@ -118,21 +144,25 @@ def build_registry(
         managed: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Add an event handler of a resource, and remember what it lists for the
-        store's initial fill (`prime`). Kopf gets one handler per resource, which
-        calls that resource's handlers in turn: Kopf's invocation of a handler (its
-        kwargs, logger and outcome bookkeeping) is paid once per event, not once per
-        kind that watches, e.g. Pods for three kinds."""
+        store's initial fill (`prime`). Kubeloop's own kinds are watched by Kopf, the
+        built-in resources by watching.py (`watching.start`). Kopf gets one handler per
+        resource, which calls that resource's handlers in turn: Kopf's invocation of a
+        handler (its kwargs, logger and outcome bookkeeping) is paid once per event,
+        not once per kind that watches, e.g. TrainingJobs for two kinds."""
 
         def register(handler: Handler) -> Handler:
+            api_version = f"{group}/{version}" if group else version
+            feed = (api_version, kind, cluster_scoped, MANAGED_SELECTOR if managed else None)
+            feeds.setdefault(feed, []).append(handler)
+            if group != GROUP:
+                own.setdefault(feed, []).append(handler)
+                return handler
             handlers = by_resource.setdefault((group, version, plural), [])
             if not handlers:
                 kopf.on.event(group, version, plural, registry=registry, id=f"watch-{plural}")(
                     _dispatcher(plural, handlers)
                 )
             handlers.append(handler)
-            api_version = f"{group}/{version}" if group else version
-            feed = (api_version, kind, cluster_scoped, MANAGED_SELECTOR if managed else None)
-            feeds.setdefault(feed, []).append(handler)
             return handler
 
         return register
@@ -248,15 +278,21 @@ def build_registry(
         # No reconcile before every watched kind is in the store: a reconcile that ran
         # on half a store would write what is not true (a target "not found").
         await prime(ctx, memo, feeds, namespaces)
+        delivers = {feed: _deliverer(feed[1], handlers, memo) for feed, handlers in own.items()}
+        tasks.extend(watching.start(ctx.kube, delivers, namespaces, settings.watching))
         ctx.queue.start()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(*, memo: Any, **_: Any) -> None:
         ctx = ctx_of(memo)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks.clear()
         await ctx.queue.stop()
         await ctx.kube.close()
 
-    return registry
+    return Wiring(registry, own)
 
 
 async def prime(
@@ -315,8 +351,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 30
     settings.posting.enabled = False  # Our own Events, with our reasons, via kube.py.
-    for plural in ("jobs", "pods", "deployments", "services", "horizontalpodautoscalers"):
-        settings.watching.label_selectors[plural] = MANAGED_SELECTOR
     settings.peering.name = "kubeloop"
     settings.peering.mandatory = False
 

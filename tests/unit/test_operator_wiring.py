@@ -15,7 +15,14 @@ from kubeloop.controllers.batchprediction_plan import POD as BATCH_POD
 from kubeloop.controllers.retrain_render import EVAL_POD
 from kubeloop.controllers.runtime import Store
 from kubeloop.names import BATCH_PREDICTION_LABEL, EVALUATION_LABEL, TRAINING_JOB_LABEL
-from kubeloop.operator import NoDiffBase, _dispatcher, build_registry, configure
+from kubeloop.operator import (
+    NoDiffBase,
+    _deliverer,
+    _dispatcher,
+    build_registry,
+    configure,
+    wire,
+)
 
 
 def test_only_event_handlers_are_registered() -> None:
@@ -44,13 +51,20 @@ def test_the_configured_diff_base_builds_nothing() -> None:
     assert diffs.diff(None, None) == ()
 
 
-def test_kopf_calls_one_handler_per_watched_resource() -> None:
-    """Kopf's invocation costs per handler: Pods, Jobs and Services are watched for
-    several kinds, but Kopf gets one handler for each resource."""
-    handlers = build_registry({})._watching.get_all_handlers()
+def test_kopf_calls_one_handler_per_watched_resource_and_only_for_kubeloops_kinds() -> None:
+    """Kopf's invocation costs per handler: TrainingJobs are watched for two kinds,
+    but Kopf gets one handler for each resource. The built-in resources (Pods, Jobs
+    for three kinds) are followed by watching.py."""
+    wiring = wire({})
+    handlers = wiring.registry._watching.get_all_handlers()
     resources = [(h.selector.group, h.selector.version, h.selector.any_name) for h in handlers]
     assert len(resources) == len(set(resources)), resources
-    assert ("", "v1", "pods") in resources and ("batch", "v1", "jobs") in resources
+    assert ("kubeloop.io", "v1alpha1", "trainingjobs") in resources
+    assert {group for group, _, _ in resources} == {"kubeloop.io"}, resources
+    own = {(api_version, kind): selector for api_version, kind, _, selector in wiring.own}
+    assert own[("v1", "Pod")] == own[("batch/v1", "Job")] == "app.kubernetes.io/managed-by=kubeloop"
+    assert own[("v1", "Node")] is None  # capacity: every node
+    assert {"Service", "Deployment", "HorizontalPodAutoscaler"} <= {k for _, k in own}
 
 
 class _Queue:
@@ -71,19 +85,18 @@ def _pod(name: str, label: str, owner: str) -> dict[str, Any]:
     }
 
 
-def test_the_pods_handler_reaches_every_kind_that_watches_pods() -> None:
-    pods = next(
-        h for h in build_registry({})._watching.get_all_handlers()
-        if h.selector.any_name == "pods"
-    )
+def test_a_pod_event_reaches_every_kind_that_watches_pods() -> None:
+    own = wire({}).own
+    handlers = next(h for (_, kind, _, _), h in own.items() if kind == "Pod")
     store, queue = Store(), _Queue()
     memo = SimpleNamespace(ctx=SimpleNamespace(store=store, queue=queue))
+    deliver = _deliverer("Pod", handlers, memo)
     for pod in (
         _pod("train-0", TRAINING_JOB_LABEL, "train"),
         _pod("score-0", BATCH_PREDICTION_LABEL, "score"),
         _pod("eval-0", EVALUATION_LABEL, "watch"),
     ):
-        asyncio.run(pods.fn(event={"type": "ADDED", "object": pod}, memo=memo))
+        asyncio.run(deliver({"type": "ADDED", "object": pod}))
     assert [key[0] for key in queue.added] == ["TrainingJob", "BatchPrediction", "DriftMonitor"]
     assert store.owned("Pod", "n", "train")
     assert store.owned(BATCH_POD, "n", "score")
