@@ -273,7 +273,7 @@ def render(result: dict[str, Any]) -> str:
         "same run, order alternating: "
         + "; ".join(f"**{k}** = {v}" for k, v in result["contenders"].items())
         + ". Changes to `operator/` between them: "
-        + ("; ".join(f"`{c}`" for c in result.get("changes", [])) or "none")
+        + _changes(result)
         + f". {result['reps']} repetitions each, medians; shares are over all samples of "
         f"all repetitions. Machine: {result['machine']['cpus']} CPUs, load average "
         f"{result['machine']['loadavg_start'][0]:.2f} before the run; {result['date']}.",
@@ -321,6 +321,19 @@ def render(result: dict[str, Any]) -> str:
         lines += [f"| `{name}` | {share(merged[k], n):.1f}% |" for name, n in top]
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _changes(result: dict[str, Any]) -> str:
+    """The commits between the contenders, by short sha and the start of their
+    subject (the results file keeps them whole); a long list is counted, not shown."""
+    changes = result.get("changes", [])
+    if not changes:
+        return "none"
+    if len(changes) > 8:
+        first, last = changes[-1].split(" ", 1)[0], changes[0].split(" ", 1)[0]
+        return (f"{len(changes)} commits ({first} ... {last}; `git log {result['baseline']}.."
+                f"{result['head']} -- operator/`, listed in the results file)")
+    return "; ".join(f"`{c[:100]}{'...' if len(c) > 100 else ''}`" for c in changes)
 
 
 def write_readme(section: str) -> None:
