@@ -8,7 +8,7 @@ CLUSTER_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 .PHONY: help venv controlplane node debs images tools deps lint unit integration e2e e2e-real test \
         test-faults rbac-necessity lane-kwok lane-real \
         cluster-up cluster-down crds docs run demo bench bench-drift bench-serving \
-        bench-operator bench-profile bench-batch bench-experiments bench-quality clean
+        bench-operator bench-profile bench-batch bench-batch-scaleout bench-experiments bench-quality clean
 
 help:
 	@echo "make demo         cluster (unless KUBECONFIG is set) + CRDs + operator + examples"
@@ -147,7 +147,7 @@ run: venv
 demo: deps images
 	bash hack/demo.sh
 
-bench: bench-drift bench-serving bench-operator bench-batch bench-quality bench-shadow bench-quality-cost
+bench: bench-drift bench-serving bench-operator bench-batch bench-batch-scaleout bench-quality bench-shadow bench-quality-cost
 
 # Kubeloop vs Kubeflow's Training Operator on the local control plane (it restarts the
 # cluster: do not run it beside the tests).
@@ -187,6 +187,11 @@ bench-quality-cost: venv
 # 10M rows by default, generated once under ~/.cache/kubeloop/bench/. ROWS=1000000 to smoke.
 bench-batch: venv
 	bash bench/batch_bench.sh $(if $(ROWS),--rows $(ROWS))
+
+# BatchPrediction on the real node: 1 pod x 1 core vs 2 pods x 1 core vs 1 pod x 2 cores,
+# bench-batch's dataset (made once per size). Uses the local cluster: not beside the tests.
+bench-batch-scaleout: venv tools controlplane node images
+	$(BIN)/python bench/batch_scaleout.py $(if $(ROWS),--rows $(ROWS))
 
 # Experiments: Kubeloop's search vs Optuna alone vs random search, pruning's saving, and
 # the operator's overhead per trial on a kwok control plane (started and stopped here).
