@@ -54,6 +54,20 @@ def test_the_command_states_the_spec() -> None:
     assert pairs  # the flags come in pairs after the subcommand
 
 
+def test_one_scoring_process_per_cpu_requested_a_part_counting_as_one() -> None:
+    def workers(cpu: str | None) -> str:
+        resources = {"resources": {"cpu": cpu}} if cpu else {}
+        args = job(**resources)["spec"]["template"]["spec"]["containers"][0]["args"]
+        return str(args[args.index("--workers") + 1])
+
+    assert workers(None) == "1"
+    assert workers("500m") == "1"
+    assert workers("1") == "1"
+    # A 2-core node offers 1800m at most: a pod asking for 1700m scores on both cores.
+    assert workers("1700m") == "2"
+    assert workers("2") == "2"
+
+
 def test_restricted_pod_security_and_mounts() -> None:
     pod = job()["spec"]["template"]["spec"]
     assert pod["securityContext"] == {

@@ -9,6 +9,7 @@ index (docs/batch-prediction.md). Kubernetes sets `JOB_COMPLETION_INDEX`;
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
@@ -55,9 +56,11 @@ def labels(name: str) -> dict[str, str]:
 
 
 def workers(spec: BatchPredictionSpec) -> int:
-    """Scoring processes per pod: one per CPU requested, at least one."""
+    """Scoring processes per pod: one per CPU requested, a part of one counting as one
+    (no CPU limit is set: 1700m may use two cores, as a 2-core node's allocatable
+    1800m is the most a pod there can ask for), one when none is requested."""
     cpu = spec.resources.cpu if spec.resources else None
-    return max(1, int(parse_quantity(cpu))) if cpu else 1
+    return max(1, math.ceil(parse_quantity(cpu))) if cpu else 1
 
 
 def score_args(spec: BatchPredictionSpec) -> list[str]:
