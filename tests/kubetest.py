@@ -129,10 +129,19 @@ class Cluster:
 
     def install_crds(self) -> None:
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+        # Read from the API, not `kubectl wait`: on an API server started a moment ago,
+        # kubectl wait exited 1 within 2 s (its discovery of the CRD kind, in the cold
+        # CI of 2ef3071); a read that fails now is tried again until the deadline.
+        extensions = client.ApiextensionsV1Api(self.api_client)
+
+        def established(name: str) -> bool:
+            crd = extensions.read_custom_resource_definition(name)
+            conditions = (crd.status.conditions if crd.status else None) or []
+            return any(c.type == "Established" and c.status == "True" for c in conditions)
+
         for plural in PLURALS.values():
-            self.kubectl(
-                "wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.{GROUP}"
-            )
+            name = f"{plural}.{GROUP}"
+            wait_for(lambda name=name: established(name), 60, f"crd/{name} Established")
         # Discovery may lag behind Established by a moment.
         wait_for(
             lambda: self.kubectl("get", "kubeloop", "-A", check=False).returncode == 0,
